@@ -1,0 +1,274 @@
+"""Run the TapStack program in-process under Pulumi's mock runtime and record what it declares.
+
+This is how tap gets a resource graph without the Pulumi CLI: the program is the real one; only
+the engine it talks to is replaced (pulumi.runtime.mocks). A `Resolver` decides what each
+registered resource answers (ids and outputs): placeholders for a plain synthesis, stored or
+freshly created values for the sandbox engine.
+
+The mock runtime keeps global state, so runs are serialized and each runs on a fresh thread with
+its own event loop (notebook kernels already run a loop on the main thread).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import pulumi
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import settings as pulumi_settings
+from pulumi.runtime.sync_await import _sync_await
+
+from ..config import Settings
+from ..errors import DuplicateUrnError
+from ..project import project_name
+
+SECRET_SIG = "4dabf18193072939515e22adb298388d"
+MOCK_ACCOUNT = "123456789012"
+_RUN_LOCK = threading.Lock()
+
+
+@dataclass
+class Registration:
+    """One resource as the program declared it."""
+
+    urn: str
+    type: str
+    name: str
+    parent: str
+    custom: bool
+    inputs: dict[str, Any]
+    dependencies: list[str]
+    provider: str = ""
+    id: str | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_provider(self) -> bool:
+        return self.type.startswith("pulumi:providers:")
+
+
+@dataclass
+class Synthesis:
+    stack: str
+    registrations: list[Registration]
+    outputs: dict[str, Any]
+    warnings: list[str]
+    duplicates: list[str]
+    error: BaseException | None
+    duration_s: float
+
+    def by_urn(self) -> dict[str, Registration]:
+        return {r.urn: r for r in self.registrations}
+
+    def of_type(self, type_: str) -> list[Registration]:
+        return [r for r in self.registrations if r.type == type_]
+
+    @property
+    def resources(self) -> list[Registration]:
+        """Custom (cloud) resources, without components and providers."""
+        return [r for r in self.registrations if r.custom and not r.is_provider]
+
+
+class Resolver(Protocol):
+    def resource(self, reg: Registration) -> tuple[str, dict]: ...
+    def invoke(self, token: str, args: dict) -> dict: ...
+
+
+class PlaceholderResolver:
+    """Answers like `pulumi preview` would for new resources: ids and ARNs made up from names."""
+
+    def __init__(self, region: str, account: str = MOCK_ACCOUNT):
+        self.region, self.account = region, account
+
+    def resource(self, reg: Registration) -> tuple[str, dict]:
+        return placeholder_id(reg), placeholder_outputs(reg, self.region, self.account)
+
+    def invoke(self, token: str, args: dict) -> dict:
+        if token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": self.account, "arn": f"arn:aws:iam::{self.account}:root",
+                    "userId": "AIDTAPSANDBOX", "id": self.account}
+        return {}
+
+
+def placeholder_id(reg: Registration) -> str:
+    return f"{reg.name}-id"
+
+
+def placeholder_outputs(reg: Registration, region: str, account: str) -> dict:
+    """Computed outputs the program reads, shaped like AWS's so names and policies render."""
+    out = dict(reg.inputs)
+    service = reg.type.split(":")[1].split("/")[0] if ":" in reg.type else "x"
+    physical = (reg.inputs.get("name") or reg.inputs.get("bucket")
+                or reg.inputs.get("clusterIdentifier") or reg.name)
+    out.setdefault("arn", f"arn:aws:{service}:{region}:{account}:{reg.name}")
+    if reg.type == "aws:s3/bucket:Bucket":
+        out["arn"] = f"arn:aws:s3:::{physical}"
+    if reg.type == "aws:kms/key:Key":
+        out["keyId"] = f"{reg.name}-key-id"
+    if reg.type == "aws:rds/cluster:Cluster":
+        out["endpoint"] = f"{physical}.cluster-placeholder.{region}.rds.amazonaws.com"
+        out["masterUserSecrets"] = [{"secretArn": f"arn:aws:secretsmanager:{region}:{account}:"
+                                                  f"secret:rds!cluster-{physical}-AbCdEf",
+                                     "kmsKeyId": "", "secretStatus": "active"}]
+    return out
+
+
+class _Mocks(pulumi_mocks.Mocks):
+    def __init__(self, recorder: "_RecordingMonitor", resolver: Resolver):
+        self.recorder, self.resolver = recorder, resolver
+
+    def new_resource(self, args: pulumi_mocks.MockResourceArgs):
+        reg = self.recorder.pending.pop((args.typ, args.name))
+        if not reg.custom:
+            return None, {}
+        reg.id, reg.outputs = self.resolver.resource(reg)
+        return reg.id, reg.outputs
+
+    def call(self, args: pulumi_mocks.MockCallArgs):
+        return self.resolver.invoke(args.token, args.args)
+
+
+class _RecordingMonitor(pulumi_mocks.MockMonitor):
+    """Records parent, dependencies and order, and refuses a URN registered twice (the mock
+    runtime would silently overwrite it; the real engine fails with 'duplicate resource URN')."""
+
+    def __init__(self):
+        super().__init__(None)  # mocks set right after: they need the monitor
+        self.registrations: list[Registration] = []
+        self.pending: dict[tuple[str, str], Registration] = {}
+        self.duplicates: list[str] = []
+        self._lock = threading.Lock()
+        self._seen: set[str] = set()
+
+    def RegisterResource(self, request):
+        urn = self.make_urn(request.parent, request.type, request.name)
+        with self._lock:
+            if urn in self._seen:
+                self.duplicates.append(urn)
+                raise DuplicateUrnError(urn)
+            self._seen.add(urn)
+        if request.type == "pulumi:pulumi:Stack":
+            return super().RegisterResource(request)
+        from pulumi.runtime import rpc
+
+        deps = set(request.dependencies)
+        for pd in request.propertyDependencies.values():
+            deps.update(pd.urns)
+        reg = Registration(urn=urn, type=request.type, name=request.name, parent=request.parent,
+                           custom=bool(request.custom),
+                           inputs=_plain(rpc.deserialize_properties(request.object)),
+                           dependencies=sorted(deps), provider=request.provider)
+        with self._lock:
+            self.registrations.append(reg)
+            self.pending[(request.type, request.name)] = reg
+        return super().RegisterResource(request)
+
+
+def _plain(value: Any) -> Any:
+    """Inputs as plain data. Secrets stay marked ({SECRET_SIG: ..., 'value': v}) so that no
+    consumer can mistake them for ordinary values; assets stay pulumi Asset objects."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+class _WarningCollector(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def synthesize(settings: Settings, resolver: Resolver | None = None, *, preview: bool = True,
+               program: Callable[[Settings], Any] | None = None) -> Synthesis:
+    """Run the program once; never raises for program errors (they land in `.error`) so that
+    preflight can turn them into findings."""
+    from ..program.entry import define_stack
+
+    program = program or define_stack
+    resolver = resolver or PlaceholderResolver(settings.region)
+    stack = settings.stack_name
+    with _RUN_LOCK, ThreadPoolExecutor(1, thread_name_prefix="tap-synth") as pool:
+        return pool.submit(_run, settings, resolver, preview, program, stack).result()
+
+
+def _run(settings, resolver, preview, program, stack) -> Synthesis:
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return _run_in_loop(settings, resolver, preview, program, stack)
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+def _run_in_loop(settings, resolver, preview, program, stack) -> Synthesis:
+    monitor = _RecordingMonitor()
+    mocks = _Mocks(monitor, resolver)
+    monitor.mocks = mocks
+    collector = _WarningCollector()
+    logger = logging.getLogger("tap.synth")
+    logger.propagate = False
+    logger.handlers = [collector]
+    pulumi_settings.reset_options()
+    pulumi_mocks.set_mocks(mocks, project=project_name(), stack=stack, preview=preview,
+                           logger=logger, monitor=monitor)
+    pulumi_settings.SETTINGS.rpc_manager.clear()
+    pulumi_settings.SETTINGS.outputs.clear()
+    root = pulumi_settings.get_root_resource()
+    error: BaseException | None = None
+    outputs: dict[str, Any] = {}
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            _sync_await(_program_and_wait(lambda: program(settings)))
+            outputs = _sync_await(pulumi.Output.from_input(dict(root.outputs)).future()) or {}
+        except DuplicateUrnError as exc:
+            error = exc
+        except Exception as exc:  # noqa: BLE001 - reported to the caller as data
+            error = _unwrap(exc, monitor)
+    messages = [f"{w.category.__name__}: {w.message}" for w in caught
+                if issubclass(w.category, (DeprecationWarning, UserWarning, FutureWarning))
+                and not _import_time_notice(w)]
+    messages += [f"pulumi warning: {m}" for m in collector.messages]
+    return Synthesis(stack=stack, registrations=monitor.registrations, outputs=outputs,
+                     warnings=messages, duplicates=list(monitor.duplicates), error=error,
+                     duration_s=time.perf_counter() - start)
+
+
+def _import_time_notice(w: warnings.WarningMessage) -> bool:
+    """pulumi_aws announces every deprecated class of a namespace when the namespace is first
+    imported, used or not. Using such a class also logs a pulumi warning, which is captured, so
+    these notices carry no information about the program."""
+    return "pulumi_aws" in (w.filename or "") and "has been deprecated in favor of" in str(w.message)
+
+
+async def _program_and_wait(fn):
+    from pulumi.runtime.stack import run_pulumi_func
+
+    await run_pulumi_func(fn)
+
+
+def _unwrap(exc: BaseException, monitor: _RecordingMonitor) -> BaseException:
+    """gRPC-style wrapping hides our own errors raised inside the monitor; dig them out."""
+    seen = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, DuplicateUrnError):
+            return cur
+        cur = cur.__cause__ or cur.__context__
+    if monitor.duplicates:
+        return DuplicateUrnError(monitor.duplicates[0])
+    return exc

@@ -1,0 +1,211 @@
+"""Every physical AWS name the stack uses, built in one place and valid by construction.
+
+Each kind of name has a `NameRule` (AWS's rules as a checker) and a builder that normalizes
+(lowercases where AWS requires, replaces characters AWS rejects, collapses separators) and
+shortens over-long names with a short stable hash. A builder never returns an invalid name: it
+checks its own result and raises if the rule still fails.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+HASH_LEN = 8
+
+
+def short_hash(*parts: str, length: int = HASH_LEN) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:length]
+
+
+@dataclass(frozen=True)
+class NameRule:
+    kind: str
+    max_len: int
+    min_len: int = 1
+    charset: str = r"A-Za-z0-9-"          # regex character-class body
+    lowercase: bool = False
+    first: str | None = None              # class body the first character must match
+    last: str | None = None               # class body the last character must match
+    no_double: tuple[str, ...] = ()       # forbidden repeated separators such as "--", ".."
+    extra: Callable[[str], list[str]] | None = None
+
+    def problems(self, name: str) -> list[str]:
+        """Empty when `name` is valid; otherwise one sentence per broken rule."""
+        out: list[str] = []
+        if not self.min_len <= len(name) <= self.max_len:
+            out.append(f"length {len(name)} is outside {self.min_len}-{self.max_len}")
+        bad = sorted(set(re.sub(f"[{self.charset}]", "", name)))
+        if bad:
+            out.append(f"characters not allowed: {''.join(bad)!r} (allowed: [{self.charset}])")
+        if self.lowercase and name != name.lower():
+            out.append("must be lowercase")
+        if name and self.first and not re.match(f"[{self.first}]", name[0]):
+            out.append(f"must start with [{self.first}]")
+        if name and self.last and not re.match(f"[{self.last}]", name[-1]):
+            out.append(f"must end with [{self.last}]")
+        for sep in self.no_double:
+            if sep in name:
+                out.append(f"must not contain {sep!r}")
+        if self.extra:
+            out.extend(self.extra(name))
+        return out
+
+    def is_valid(self, name: str) -> bool:
+        return not self.problems(name)
+
+
+def _bucket_extra(name: str) -> list[str]:
+    out = []
+    try:
+        ipaddress.IPv4Address(name)
+        out.append("must not be formatted as an IP address")
+    except ValueError:
+        pass
+    for prefix in ("xn--", "sthree-", "amzn-s3-demo-"):
+        if name.startswith(prefix):
+            out.append(f"must not start with {prefix!r}")
+    for suffix in ("-s3alias", "--ol-s3", ".mrap", "--x-s3"):
+        if name.endswith(suffix):
+            out.append(f"must not end with {suffix!r}")
+    return out
+
+
+def _secret_extra(name: str) -> list[str]:
+    # Secrets Manager appends '-' + 6 random characters to ARNs; a name that already ends that
+    # way makes partial-ARN lookups ambiguous.
+    if re.search(r"-[A-Za-z0-9]{6}$", name):
+        return ["must not end with '-' followed by six characters (looks like an ARN suffix)"]
+    return []
+
+
+def _subnet_group_extra(name: str) -> list[str]:
+    return ["must not be 'default'"] if name == "default" else []
+
+
+def _sg_extra(name: str) -> list[str]:
+    return ["must not start with 'sg-'"] if name.lower().startswith("sg-") else []
+
+
+def _kms_extra(name: str) -> list[str]:
+    out = [] if name.startswith("alias/") else ["must start with 'alias/'"]
+    if name.startswith("alias/aws/"):
+        out.append("'alias/aws/' is reserved for AWS managed keys")
+    return out
+
+
+RULES: dict[str, NameRule] = {
+    "rds_cluster": NameRule("rds_cluster", 63, charset="a-z0-9-", lowercase=True, first="a-z",
+                            last="a-z0-9", no_double=("--",)),
+    "rds_instance": NameRule("rds_instance", 63, charset="a-z0-9-", lowercase=True, first="a-z",
+                             last="a-z0-9", no_double=("--",)),
+    "db_subnet_group": NameRule("db_subnet_group", 255, charset="a-z0-9_ .-", lowercase=True,
+                                extra=_subnet_group_extra),
+    "s3_bucket": NameRule("s3_bucket", 63, min_len=3, charset="a-z0-9.-", lowercase=True,
+                          first="a-z0-9", last="a-z0-9", no_double=("..",), extra=_bucket_extra),
+    "secret": NameRule("secret", 512, charset="A-Za-z0-9/_+=.@-", extra=_secret_extra),
+    "lambda_function": NameRule("lambda_function", 64, charset="A-Za-z0-9_-"),
+    "iam_role": NameRule("iam_role", 64, charset=r"\w+=,.@-"),
+    "log_group": NameRule("log_group", 512, charset="A-Za-z0-9._/#-"),
+    "security_group": NameRule("security_group", 255, charset="A-Za-z0-9 ._:/()#,@\\[\\]+=&;{}!$*-",
+                               extra=_sg_extra),
+    "kms_alias": NameRule("kms_alias", 256, charset="A-Za-z0-9/_-", extra=_kms_extra),
+}
+
+
+class InvalidName(ValueError):
+    """A builder could not produce a valid name (a bug: builders must always succeed)."""
+
+
+def build(kind: str, *parts: str) -> str:
+    """Join parts with '-', normalize for `kind`, shorten with a hash if needed, and verify."""
+    rule = RULES[kind]
+    raw = "-".join(p for p in parts if p)
+    name = raw.lower() if rule.lowercase else raw
+    allowed = rule.charset
+    name = re.sub(f"[^{allowed}]", "-", name)
+    if "-" in allowed:
+        name = re.sub(r"-{2,}", "-", name)
+    if "." in allowed:
+        name = re.sub(r"\.{2,}", ".", name)
+    name = name.strip("-. ")
+    if rule.first and name and not re.match(f"[{rule.first}]", name[0]):
+        name = "x" + name
+    if len(name) > rule.max_len:
+        digest = short_hash(raw)
+        head = name[: rule.max_len - HASH_LEN - 1].rstrip("-. ")
+        name = f"{head}-{digest}"
+    problems = rule.problems(name)
+    if problems:
+        raise InvalidName(f"{kind} name {name!r} from {parts!r}: {'; '.join(problems)}")
+    return name
+
+
+@dataclass(frozen=True)
+class PhysicalNames:
+    """All physical names of one stack. Built from (project, suffix, region, account)."""
+
+    rds_cluster: str
+    rds_instances: tuple[str, ...]
+    db_subnet_group: str
+    db_security_group: str
+    lambda_security_group: str
+    s3_bucket: str
+    db_secret: str
+    payment_function: str
+    rotation_function: str
+    payment_role: str
+    rotation_role: str
+    flow_logs_role: str
+    payment_log_group: str
+    rotation_log_group: str
+    flow_log_group: str
+    kms_alias: str
+
+    @classmethod
+    def create(cls, project: str, suffix: str, region: str, account_id: str,
+               db_instances: int = 1) -> "PhysicalNames":
+        p, s = project.lower(), suffix.lower()
+        payment_fn = build("lambda_function", p, "payment", s)
+        rotation_fn = build("lambda_function", p, "db-rotation", s)
+        cluster = build("rds_cluster", p, "payments", s)
+        return cls(
+            rds_cluster=cluster,
+            rds_instances=tuple(build("rds_instance", cluster, str(i + 1))
+                                for i in range(db_instances)),
+            db_subnet_group=build("db_subnet_group", p, "db-subnets", s),
+            db_security_group=build("security_group", p, "db", s),
+            lambda_security_group=build("security_group", p, "payment-lambda", s),
+            # Globally unique yet stable: a hash of (account, region, stack) instead of a random
+            # suffix, so the same stack gets the same bucket on every run.
+            s3_bucket=build("s3_bucket", p, "txlogs", s,
+                            short_hash(account_id, region, f"{project}{suffix}")),
+            db_secret=build("secret", p, s, "db", "app-credentials"),
+            payment_function=payment_fn,
+            rotation_function=rotation_fn,
+            payment_role=build("iam_role", p, "payment", s),
+            rotation_role=build("iam_role", p, "db-rotation", s),
+            flow_logs_role=build("iam_role", p, "flow-logs", s),
+            payment_log_group=build("log_group", "/aws/lambda/" + payment_fn),
+            rotation_log_group=build("log_group", "/aws/lambda/" + rotation_fn),
+            flow_log_group=build("log_group", f"/{p}/{s}/vpc-flow-logs"),
+            kms_alias=build("kms_alias", f"alias/{p}-{s}"),
+        )
+
+    def items(self) -> list[tuple[str, str, str]]:
+        """(field, rule kind, name) for every name, for tables and validation."""
+        kinds = {"rds_instances": "rds_instance", "payment_function": "lambda_function",
+                 "rotation_function": "lambda_function", "payment_role": "iam_role",
+                 "rotation_role": "iam_role", "flow_logs_role": "iam_role",
+                 "payment_log_group": "log_group", "rotation_log_group": "log_group",
+                 "flow_log_group": "log_group", "db_secret": "secret",
+                 "db_security_group": "security_group",
+                 "lambda_security_group": "security_group"}
+        rows = []
+        for field, value in asdict(self).items():
+            kind = kinds.get(field, field)
+            for v in (value if isinstance(value, (list, tuple)) else [value]):
+                rows.append((field, kind, v))
+        return rows

@@ -1,0 +1,88 @@
+"""Aurora PostgreSQL in the private subnets, reachable only from the payment Lambda's SG.
+
+The master password is managed by RDS (`manage_master_user_password`): it never passes through
+tap. The application user's password lives in its own secret, created by the first rotation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from ..config import Settings
+from ..naming import PhysicalNames
+from .network import Network
+
+MASTER_USERNAME = "tapadmin"
+ENGINE = "aurora-postgresql"
+
+
+@dataclass
+class Database:
+    cluster: aws.rds.Cluster
+    instances: list[aws.rds.ClusterInstance]
+    security_group: aws.ec2.SecurityGroup
+    lambda_security_group: aws.ec2.SecurityGroup
+
+
+def build_database(s: Settings, names: PhysicalNames, net: Network, kms_key: aws.kms.Key,
+                   opts: pulumi.ResourceOptions) -> Database:
+    tags = s.all_tags()
+    sfx = s.suffix
+    lambda_sg = aws.ec2.SecurityGroup(
+        f"lambda-sg-{sfx}", name=names.lambda_security_group, vpc_id=net.vpc.id,
+        description="Payment and rotation Lambdas", tags=tags, opts=opts)
+    db_sg = aws.ec2.SecurityGroup(
+        f"db-sg-{sfx}", name=names.db_security_group, vpc_id=net.vpc.id,
+        description="Aurora PostgreSQL: only from the Lambda security group", tags=tags,
+        opts=opts)
+    aws.vpc.SecurityGroupIngressRule(
+        f"db-from-lambda-{sfx}", security_group_id=db_sg.id,
+        referenced_security_group_id=lambda_sg.id, ip_protocol="tcp",
+        from_port=s.db.port, to_port=s.db.port, description="PostgreSQL from Lambdas",
+        opts=opts)
+    aws.vpc.SecurityGroupEgressRule(
+        f"lambda-to-db-{sfx}", security_group_id=lambda_sg.id,
+        referenced_security_group_id=db_sg.id, ip_protocol="tcp",
+        from_port=s.db.port, to_port=s.db.port, description="PostgreSQL", opts=opts)
+    aws.vpc.SecurityGroupEgressRule(
+        f"lambda-to-https-{sfx}", security_group_id=lambda_sg.id, cidr_ipv4="0.0.0.0/0",
+        ip_protocol="tcp", from_port=443, to_port=443,
+        description="AWS APIs (Secrets Manager, S3) through NAT", opts=opts)
+
+    subnet_group = aws.rds.SubnetGroup(
+        f"db-subnet-group-{sfx}", name=names.db_subnet_group,
+        subnet_ids=[sn.id for sn in net.private_subnets], tags=tags, opts=opts)
+    cluster = aws.rds.Cluster(
+        f"aurora-cluster-{sfx}",
+        cluster_identifier=names.rds_cluster,
+        engine=ENGINE,
+        engine_version=s.db.engine_version,
+        database_name=s.db.database_name,
+        port=s.db.port,
+        master_username=MASTER_USERNAME,
+        manage_master_user_password=True,
+        master_user_secret_kms_key_id=kms_key.key_id,
+        db_subnet_group_name=subnet_group.name,
+        vpc_security_group_ids=[db_sg.id],
+        storage_encrypted=True,
+        kms_key_id=kms_key.arn,
+        backup_retention_period=s.db.backup_retention_days,
+        preferred_backup_window="02:00-03:00",
+        deletion_protection=s.db.deletion_protection,
+        skip_final_snapshot=not s.db.deletion_protection,
+        final_snapshot_identifier=(f"{names.rds_cluster}-final"
+                                   if s.db.deletion_protection else None),
+        copy_tags_to_snapshot=True,
+        tags=tags,
+        opts=opts)
+    instances = [
+        aws.rds.ClusterInstance(
+            f"aurora-instance-{i}-{sfx}", identifier=identifier,
+            cluster_identifier=cluster.id, instance_class=s.db.instance_class,
+            engine=ENGINE, engine_version=s.db.engine_version,
+            db_subnet_group_name=subnet_group.name, publicly_accessible=False,
+            tags=tags, opts=opts)
+        for i, identifier in enumerate(names.rds_instances)]
+    return Database(cluster, instances, db_sg, lambda_sg)

@@ -1,0 +1,29 @@
+"""The one place the TapStack is instantiated, for every engine and for the Pulumi CLI."""
+from __future__ import annotations
+
+import pulumi
+import pulumi_aws as aws
+
+from ..config import Settings
+from ..naming import PhysicalNames
+from ..project import project_name
+from .tap_stack import TapStack, TapStackArgs
+
+OUTPUT_NAMES = ("vpc_id", "public_subnet_ids", "private_subnet_ids", "nat_gateway_ids",
+                "rds_cluster_id", "rds_cluster_endpoint", "db_secret_arn",
+                "lambda_function_name", "lambda_function_arn", "rotation_function_name",
+                "s3_bucket_name", "kms_key_arn", "region")
+
+
+def define_stack(settings: Settings) -> TapStack:
+    """Declare the stack. The region is set on an explicit provider from the environment file,
+    so an ambient AWS_REGION or a stale `aws:region` cannot send resources elsewhere."""
+    provider = aws.Provider(f"aws-{settings.region}", region=settings.region)
+    account = aws.get_caller_identity(opts=pulumi.InvokeOptions(provider=provider)).account_id
+    names = PhysicalNames.create(project_name(), settings.suffix, settings.region, account,
+                                 settings.db.instances)
+    stack = TapStack(f"{project_name()}-{settings.suffix}", TapStackArgs(settings, names),
+                     pulumi.ResourceOptions(providers={"aws": provider}))
+    for key in OUTPUT_NAMES:
+        pulumi.export(key, stack.outputs[key])
+    return stack

@@ -1,0 +1,122 @@
+"""The application credentials secret, its rotation Lambda, and the payment Lambda.
+
+Rotation is wired to a function this repo ships (tap_lib/lambdas/rotation), with the
+`lambda.Permission` Secrets Manager needs to invoke it - never a placeholder ARN.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from ..config import Settings
+from ..naming import PhysicalNames
+from .database import Database
+from .network import Network
+from .packaging import function_archive
+from .policies import VPC_ENI_ACTIONS, assume_role_policy, policy_document
+
+RUNTIME = "python3.12"
+HANDLER = "handler.lambda_handler"
+
+
+@dataclass
+class Functions:
+    secret: aws.secretsmanager.Secret
+    payment: aws.lambda_.Function
+    rotation: aws.lambda_.Function
+
+
+def _logs(arn: pulumi.Output) -> pulumi.Output:
+    return arn.apply(lambda a: [a, f"{a}:*"])
+
+
+def build_functions(s: Settings, names: PhysicalNames, net: Network, db: Database,
+                    bucket: aws.s3.Bucket, kms_key: aws.kms.Key,
+                    opts: pulumi.ResourceOptions) -> Functions:
+    tags = s.all_tags()
+    sfx = s.suffix
+    master_secret_arn = db.cluster.master_user_secrets.apply(
+        lambda secrets: secrets[0].secret_arn if secrets else "")
+
+    secret = aws.secretsmanager.Secret(
+        f"db-app-credentials-{sfx}", name=names.db_secret, kms_key_id=kms_key.arn,
+        description="Payment application database user; password set by rotation",
+        recovery_window_in_days=7 if s.db.deletion_protection else 0, tags=tags, opts=opts)
+    # No password here: the first rotation creates it, so none passes through tap.
+    secret_version = aws.secretsmanager.SecretVersion(
+        f"db-app-credentials-initial-{sfx}", secret_id=secret.id,
+        secret_string=pulumi.Output.json_dumps({
+            "engine": "postgres", "host": db.cluster.endpoint, "port": s.db.port,
+            "dbname": s.db.database_name, "username": s.db.app_username,
+            "masterarn": master_secret_arn}),
+        opts=opts)
+
+    vpc_config = {"subnet_ids": [sn.id for sn in net.private_subnets],
+                  "security_group_ids": [db.lambda_security_group.id]}
+    payment_logs = aws.cloudwatch.LogGroup(
+        f"payment-logs-{sfx}", name=names.payment_log_group,
+        retention_in_days=s.function.log_retention_days, tags=tags, opts=opts)
+    rotation_logs = aws.cloudwatch.LogGroup(
+        f"rotation-logs-{sfx}", name=names.rotation_log_group,
+        retention_in_days=s.function.log_retention_days, tags=tags, opts=opts)
+
+    payment_role = aws.iam.Role(f"payment-role-{sfx}", name=names.payment_role,
+                                assume_role_policy=assume_role_policy("lambda.amazonaws.com"),
+                                tags=tags, opts=opts)
+    aws.iam.RolePolicy(
+        f"payment-policy-{sfx}", role=payment_role.id,
+        policy=pulumi.Output.all(secret.arn, kms_key.arn, bucket.arn,
+                                 _logs(payment_logs.arn)).apply(
+            lambda a: policy_document(
+                (["secretsmanager:GetSecretValue"], [a[0]]),
+                (["kms:Decrypt", "kms:GenerateDataKey"], [a[1]]),
+                (["s3:PutObject"], [f"{a[2]}/*"]),
+                (["logs:CreateLogStream", "logs:PutLogEvents"], a[3]),
+                (VPC_ENI_ACTIONS, ["*"]))),
+        opts=opts)
+    rotation_role = aws.iam.Role(f"rotation-role-{sfx}", name=names.rotation_role,
+                                 assume_role_policy=assume_role_policy("lambda.amazonaws.com"),
+                                 tags=tags, opts=opts)
+    aws.iam.RolePolicy(
+        f"rotation-policy-{sfx}", role=rotation_role.id,
+        policy=pulumi.Output.all(secret.arn, master_secret_arn, kms_key.arn,
+                                 _logs(rotation_logs.arn)).apply(
+            lambda a: policy_document(
+                (["secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue",
+                  "secretsmanager:PutSecretValue", "secretsmanager:UpdateSecretVersionStage"],
+                 [a[0]]),
+                (["secretsmanager:GetSecretValue"], [a[1]]),
+                # GetRandomPassword has no resource to scope to.
+                (["secretsmanager:GetRandomPassword"], ["*"]),
+                (["kms:Decrypt", "kms:GenerateDataKey"], [a[2]]),
+                (["logs:CreateLogStream", "logs:PutLogEvents"], a[3]),
+                (VPC_ENI_ACTIONS, ["*"]))),
+        opts=opts)
+
+    common = dict(runtime=RUNTIME, handler=HANDLER, vpc_config=vpc_config, tags=tags)
+    payment = aws.lambda_.Function(
+        f"payment-fn-{sfx}", name=names.payment_function, role=payment_role.arn,
+        code=function_archive("payment"), memory_size=s.function.memory_mb,
+        timeout=s.function.timeout_s,
+        environment={"variables": {"DB_SECRET_ARN": secret.arn, "BUCKET_NAME": bucket.bucket}},
+        **common,
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[payment_logs])))
+    rotation = aws.lambda_.Function(
+        f"rotation-fn-{sfx}", name=names.rotation_function, role=rotation_role.arn,
+        code=function_archive("rotation"), memory_size=256, timeout=60,
+        **common,
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[rotation_logs])))
+
+    if s.secrets.rotation_enabled:
+        permission = aws.lambda_.Permission(
+            f"rotation-invoke-{sfx}", action="lambda:InvokeFunction", function=rotation.name,
+            principal="secretsmanager.amazonaws.com", source_arn=secret.arn, opts=opts)
+        aws.secretsmanager.SecretRotation(
+            f"db-app-credentials-rotation-{sfx}", secret_id=secret.id,
+            rotation_lambda_arn=rotation.arn,
+            rotation_rules={"automatically_after_days": s.secrets.rotation_days},
+            opts=pulumi.ResourceOptions.merge(
+                opts, pulumi.ResourceOptions(depends_on=[permission, secret_version])))
+    return Functions(secret, payment, rotation)

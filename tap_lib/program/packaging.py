@@ -1,0 +1,41 @@
+"""Lambda code archives: the handler plus the pure-Python PostgreSQL driver it needs.
+
+Files are listed one by one (no __pycache__), so the archive's content - and therefore any diff -
+depends only on source files.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pulumi
+
+from ..project import PACKAGE_DIR
+
+# pg8000 and its pure-Python dependencies; the Lambda runtime already provides boto3.
+VENDORED = ("pg8000", "scramp", "asn1crypto", "dateutil", "six")
+
+
+def _module_files(module: str) -> dict[str, Path]:
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise RuntimeError(f"cannot package Lambda dependency {module!r}: not installed")
+    origin = Path(spec.origin)
+    if origin.name != "__init__.py":
+        return {origin.name: origin}
+    root = origin.parent
+    return {f"{module}/{p.relative_to(root).as_posix()}": p
+            for p in sorted(root.rglob("*")) if p.is_file() and "__pycache__" not in p.parts
+            and p.suffix in {".py", ".typed", ".json", ".txt"}}
+
+
+def handler_source(function: str) -> Path:
+    return PACKAGE_DIR / "lambdas" / function / "handler.py"
+
+
+def function_archive(function: str) -> pulumi.AssetArchive:
+    """Archive with `handler.py` at its root (handler `handler.lambda_handler`)."""
+    files = {"handler.py": handler_source(function)}
+    for module in VENDORED:
+        files.update(_module_files(module))
+    return pulumi.AssetArchive({name: pulumi.FileAsset(str(path)) for name, path in files.items()})
