@@ -48,7 +48,7 @@ def build_functions(s: Settings, names: PhysicalNames, net: Network, db: Databas
     secret_version = aws.secretsmanager.SecretVersion(
         f"db-app-credentials-initial-{sfx}", secret_id=secret.id,
         secret_string=pulumi.Output.json_dumps({
-            "engine": "postgres", "host": db.cluster.endpoint, "port": s.db.port,
+            "engine": "postgres", "host": db.cluster.endpoint, "port": db.cluster.port,
             "dbname": s.db.database_name, "username": s.db.app_username,
             "masterarn": master_secret_arn}),
         opts=opts)

@@ -1,0 +1,319 @@
+"""`tap`: the command line. Parses, calls an operation, displays what it returns.
+
+Exit codes: 0 success, 1 the operation found problems, 2 bad usage or configuration,
+3 target unreachable or an operation failed part-way (see errors.py).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable
+
+import pandas as pd
+
+from .errors import ChecksFailed, TapError, UsageError
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(name: str):
+    def register(fn):
+        COMMANDS[name] = fn
+        return fn
+    return register
+
+
+# -- output helpers -------------------------------------------------------------------------
+def emit_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str, sort_keys=False))
+
+
+def emit_table(df: pd.DataFrame, title: str | None = None) -> None:
+    if title:
+        print(title)
+    if df.empty:
+        print("  (none)")
+        return
+    with pd.option_context("display.max_rows", None, "display.max_columns", None,
+                           "display.width", 200, "display.max_colwidth", 70):
+        print(df.to_string(index=False))
+
+
+def _plan_text(plan) -> None:
+    frame = plan.to_frame()
+    changes = frame[frame.op != "same"].copy()
+    if not changes.empty:
+        changes["diffs"] = changes["diffs"].map(lambda d: ", ".join(d))
+        changes["type"] = changes["type"].map(lambda t: t.split(":")[-1])
+        emit_table(changes[["op", "type", "name", "diffs"]])
+    summary = ", ".join(f"{n} {op}" for op, n in plan.summary.items() if n)
+    print(f"{plan.stack} ({plan.target}) {plan.operation}: {summary or 'no resources'}")
+
+
+def _progress(args):
+    if args.json:
+        return None
+    from .progress import LineProgress
+
+    return LineProgress()
+
+
+# -- commands ---------------------------------------------------------------------------------
+@command("config")
+def cmd_config(args) -> int:
+    from .engines.registry import check_target
+    from .ops.names import account_for, names_table, physical_names
+    from .ops.stack import settings_for
+
+    settings = settings_for(args.env, args.set)
+    target = check_target(args.target)
+    names = physical_names(settings, account_for(target, settings.region))
+    table = names_table(names)
+    if args.json:
+        emit_json({"stack": settings.stack_name, "target": target,
+                   "settings": settings.public_dict(), "names": table.to_dict("records")})
+    else:
+        import yaml
+
+        print(f"# {settings.stack_name} (target {target})")
+        print(yaml.safe_dump(settings.public_dict(), sort_keys=False).rstrip())
+        emit_table(table[["resource", "kind", "name", "valid"]], "\nphysical names:")
+    return 0 if table["valid"].all() else 1
+
+
+@command("preflight")
+def cmd_preflight(args) -> int:
+    from .engines.registry import check_target
+    from .ops.preflight import run_preflight
+    from .ops.stack import settings_for
+
+    report = run_preflight(settings_for(args.env, args.set), target=check_target(args.target))
+    if args.json:
+        emit_json(report.to_dict())
+    else:
+        emit_table(report.findings, f"preflight {args.env}:")
+        print(f"{report.errors} error(s), {report.warnings} warning(s)")
+    return 0 if report.ok else 1
+
+
+@command("preview")
+def cmd_preview(args) -> int:
+    from .ops import stack
+
+    plan = stack.preview(args.env, args.target, args.set)
+    emit_json(plan.to_dict()) if args.json else _plan_text(plan)
+    return 0
+
+
+@command("deploy")
+def cmd_deploy(args) -> int:
+    from .ops import stack
+
+    if not args.yes:
+        if args.json or not sys.stdin.isatty():
+            raise UsageError("deploy needs --yes when not run interactively")
+        plan = stack.preview(args.env, args.target, args.set)
+        _plan_text(plan)
+        if not plan.changes:
+            print("nothing to do")
+            return 0
+        if input(f"apply these changes to {plan.stack}? [y/N] ").strip().lower() != "y":
+            print("cancelled; nothing changed")
+            return 0
+    result = stack.deploy(args.env, args.target, args.set, progress=_progress(args))
+    if args.json:
+        emit_json(result.to_dict())
+    else:
+        _plan_text(result)
+        for note in result.notes:
+            print(f"note: {note}")
+        print(f"done in {result.duration_s:.1f}s")
+    return 0
+
+
+@command("destroy")
+def cmd_destroy(args) -> int:
+    from .ops import stack
+
+    result = stack.destroy(args.env, args.target, args.set, yes=args.yes, confirm=args.confirm,
+                           progress=_progress(args))
+    emit_json(result.to_dict()) if args.json else _plan_text(result)
+    return 0
+
+
+@command("outputs")
+def cmd_outputs(args) -> int:
+    from .ops import stack
+
+    out = stack.outputs(args.env, args.target, args.set)
+    if args.json:
+        emit_json(out)
+    else:
+        for key, value in out.items():
+            print(f"{key:<24} {value}")
+    return 0
+
+
+@command("verify")
+def cmd_verify(args) -> int:
+    from .ops.verify import verify
+
+    report = verify(args.env, args.target, args.set)
+    if args.json:
+        emit_json(report.to_dict())
+    else:
+        emit_table(report.checks, f"verify {args.env}:")
+        print(f"{report.passed} passed, {report.failed} failed "
+              f"({report.aws_calls} AWS calls)")
+        for note in report.notes:
+            print(f"note: {note}")
+    return 0 if report.failed == 0 else 1
+
+
+@command("inspect")
+def cmd_inspect(args) -> int:
+    from .ops.inspect import inspect_stack
+
+    result = inspect_stack(args.env, args.target, args.set)
+    if args.json:
+        emit_json(result.to_dict())
+    else:
+        for key, value in result.outputs.items():
+            print(f"{key:<24} {value}")
+        emit_table(result.inventory, "\nresources:")
+        emit_table(result.drift, "\ndrift:")
+        emit_table(result.history, "\nhistory:")
+        if result.topology_path:
+            print(f"\ntopology picture: {result.topology_path}")
+    return 0
+
+
+@command("run")
+def cmd_run(args) -> int:
+    from .ops.runbook import run_notebooks
+
+    params = dict(args.parameter or [])
+    records = run_notebooks(args.notebook, env=args.env, target=args.target, parameters=params)
+    failed = [r for r in records if r.status != "succeeded"]
+    if args.json:
+        emit_json([r.to_dict() for r in records])
+    else:
+        for r in records:
+            print(f"{r.status:<10} {r.notebook:<12} {r.duration_s:6.1f}s  {r.path}")
+            if r.error:
+                print(f"           {r.error}")
+    return 1 if failed else 0
+
+
+@command("audit")
+def cmd_audit(args) -> int:
+    from .ops.audit import audit_table, export_html
+
+    if args.export:
+        path = export_html(args.export)
+        print(path)
+        return 0
+    table = audit_table(env=args.env)
+    if args.json:
+        emit_json(table.to_dict("records"))
+    else:
+        emit_table(table, "audit records:")
+    return 0
+
+
+@command("sandbox")
+def cmd_sandbox(args) -> int:
+    from .engines.sandbox import server
+    from .engines.sandbox.state import stack_dir
+
+    action = args.action
+    if action == "reset":
+        import shutil
+
+        from .engines.sandbox import standin
+
+        status = server.reset()
+        root = stack_dir("x").parent
+        if root.exists():
+            for directory in root.iterdir():
+                standin.forget_all(directory.name)
+            shutil.rmtree(root, ignore_errors=True)
+    else:
+        status = {"start": server.start, "stop": server.stop, "status": server.status}[action]()
+    if args.json:
+        emit_json(status.to_dict())
+    else:
+        state = "running" if status.running else "stopped"
+        line = f"sandbox {state} at {status.endpoint}"
+        if status.running:
+            line += f" (pid {status.pid}, up {status.uptime_s or 0:.0f}s)"
+        print(line)
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tap", description="TapStack operations runbook")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def stack_cmd(name: str, help_: str, *, sets: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--env", required=True, help="environment file params/<ENV>.yaml")
+        p.add_argument("--target", choices=("sandbox", "aws"), default=None,
+                       help="sandbox (default, also TAP_TARGET) or aws")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one setting, e.g. db.engine_version=15.6"
+                       if sets else argparse.SUPPRESS)
+        return p
+
+    stack_cmd("config", "resolved settings and every physical name")
+    stack_cmd("preflight", "check configuration and plan before deploying (changes nothing)")
+    stack_cmd("preview", "show what deploy would change")
+    p = stack_cmd("deploy", "create or update the stack")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p = stack_cmd("destroy", "delete every resource of the stack")
+    p.add_argument("--yes", action="store_true", help="required")
+    p.add_argument("--confirm", help="for prod: the stack name, e.g. TapStackprod")
+    stack_cmd("outputs", "stack outputs")
+    stack_cmd("verify", "read-only checks of the deployed stack")
+    stack_cmd("inspect", "outputs, inventory, drift, history and a topology picture")
+
+    p = sub.add_parser("run", help="execute notebooks with papermill into outputs/")
+    p.add_argument("notebook", help="preflight|preview|deploy|verify|inspect|destroy|audit|all")
+    p.add_argument("--env", required=True)
+    p.add_argument("--target", choices=("sandbox", "aws"), default=None)
+    p.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                   help="notebook parameter")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("audit", help="list audit records")
+    p.add_argument("--env")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--export", metavar="RECORD", help="export one record to HTML")
+
+    p = sub.add_parser("sandbox", help="the local AWS emulator")
+    p.add_argument("action", choices=("start", "stop", "status", "reset"))
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ChecksFailed as exc:
+        print(f"tap: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except TapError as exc:
+        print(f"tap: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("tap: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

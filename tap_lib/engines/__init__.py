@@ -1,0 +1,1 @@
+"""Engines that apply the TapStack program: the local sandbox and Pulumi (Automation API)."""

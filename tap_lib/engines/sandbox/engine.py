@@ -1,0 +1,331 @@
+"""The sandbox engine: the real TapStack program, applied to the local emulator.
+
+The program runs under Pulumi's mock runtime (engines/synth.py); every resource it registers is
+answered by a resolver. For preview the resolver only compares with state; for deploy it calls
+the type's handler (create/update/replace) and records the result before answering, so the
+program's own data flow gives the dependency order, as in the real engine.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from ...config import Settings
+from ...errors import OperationFailed, SandboxStateLost, TapError, UnsupportedResource
+from ..base import (HistoryEntry, Plan, ProgressCallback, ResourceState, Result, Step,
+                    StepEvent)
+from ..synth import MOCK_ACCOUNT, PlaceholderResolver, Registration, synthesize
+from . import server
+from .handlers import REGISTRY, Context, Handler
+from .state import (OperationLock, ResourceRecord, StateStore, changed_keys, normalize,
+                    normalize_reveal)
+
+TARGET = "sandbox"
+
+
+class _Clients:
+    """boto3 clients on the emulator, one per service, shared by all steps (thread-safe)."""
+
+    def __init__(self, endpoint: str, region: str):
+        self.endpoint, self.region = endpoint, region
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._session = boto3.session.Session(aws_access_key_id="testing",
+                                              aws_secret_access_key="testing",
+                                              region_name=region)
+
+    def __call__(self, service: str):
+        with self._lock:
+            if service not in self._clients:
+                self._clients[service] = self._session.client(
+                    service, endpoint_url=self.endpoint,
+                    config=Config(retries={"max_attempts": 2, "mode": "standard"},
+                                  connect_timeout=5, read_timeout=60))
+            return self._clients[service]
+
+
+def _handler_for(reg_type: str, urn: str) -> Handler:
+    handler = REGISTRY.get(reg_type)
+    if handler is None:
+        raise UnsupportedResource(reg_type, urn)
+    return handler
+
+
+class _Resolver:
+    """Answers registrations during preview (apply=False) or deploy (apply=True)."""
+
+    def __init__(self, engine: "SandboxEngine", apply: bool,
+                 progress: ProgressCallback | None = None):
+        self.engine, self.apply, self.progress = engine, apply, progress
+        self.placeholder = PlaceholderResolver(engine.settings.region, MOCK_ACCOUNT)
+        self.steps: list[Step] = []
+        self.failure: BaseException | None = None
+        self.notes: list[str] = []
+        self.started = time.monotonic()
+        self._lock = threading.Lock()
+        previous = engine.store.state.resources
+        self.total = len(previous) or None
+
+    # -- Resolver protocol -------------------------------------------------------------
+    def invoke(self, token: str, args: dict) -> dict:
+        return self.placeholder.invoke(token, args)
+
+    def resource(self, reg: Registration) -> tuple[str, dict]:
+        if reg.is_provider:
+            return f"{reg.name}-provider", dict(reg.inputs)
+        try:
+            return self._resource(reg)
+        except BaseException as exc:
+            with self._lock:
+                if self.failure is None:
+                    self.failure = _with_urn(exc, reg.urn)
+            raise
+
+    # -- internals ---------------------------------------------------------------------
+    def _resource(self, reg: Registration) -> tuple[str, dict]:
+        handler = _handler_for(reg.type, reg.urn)
+        store = self.engine.store
+        norm = normalize(reg.inputs)
+        record = store.state.resources.get(reg.urn)
+        if record is None or record.status != "created":
+            op, changed = "create", []
+        else:
+            changed = changed_keys(record.inputs, norm)
+            op = handler.classify(changed) if changed else "same"
+        step = Step(reg.urn, reg.type, reg.name, op, changed)
+        with self._lock:
+            self.steps.append(step)
+        if not self.apply:
+            if op == "create":
+                return self.placeholder.resource(reg)
+            return record.id, {**record.outputs, **reg.inputs}
+        if op == "same":
+            self._event(step, "done")
+            return record.id, record.outputs
+        self._event(step, "start")
+        ctx = self.engine.context(reg.urn, reg.name, changed)
+        inputs = normalize_reveal(reg.inputs)
+        if op in ("update",):
+            outputs = handler.update(ctx, record.id, record.outputs, inputs)
+            id_ = record.id
+        else:
+            if op == "replace":
+                self.engine.delete_record(record)
+            store.put(ResourceRecord(reg.urn, reg.type, reg.name, None, norm, {},
+                                     reg.dependencies, reg.parent, status="pending-create"))
+            id_, outputs = handler.create(ctx, inputs)
+        with self._lock:
+            self.notes.extend(n for n in ctx.notes if n not in self.notes)
+        store.put(ResourceRecord(reg.urn, reg.type, reg.name, id_, norm, normalize(outputs),
+                                 reg.dependencies, reg.parent))
+        self._event(step, "done")
+        return id_, outputs
+
+    def _event(self, step: Step, phase: str, error: str | None = None) -> None:
+        if self.progress is None:
+            return
+        with self._lock:
+            done = sum(1 for s in self.steps) if phase != "start" else len(self.steps) - 1
+            self.progress(StepEvent(step, phase, done, self.total,
+                                    time.monotonic() - self.started, error))
+
+
+def _with_urn(exc: BaseException, urn: str) -> BaseException:
+    if isinstance(exc, TapError):
+        return exc
+    return OperationFailed(f"{urn}: {type(exc).__name__}: {exc}")
+
+
+class SandboxEngine:
+    name = TARGET
+
+    def __init__(self, settings: Settings, program=None):
+        self.settings = settings
+        self.stack = settings.stack_name
+        self.program = program          # tests pass broken variants; default: define_stack
+        self.store = StateStore(self.stack)
+        self._clients: _Clients | None = None
+
+    # -- emulator ----------------------------------------------------------------------
+    def clients(self) -> _Clients:
+        if self._clients is None:
+            status = server.ensure_running()
+            self._clients = _Clients(status.endpoint, self.settings.region)
+        return self._clients
+
+    def context(self, urn: str, name: str, changed: list[str] | None = None) -> Context:
+        return Context(region=self.settings.region, account=MOCK_ACCOUNT, urn=urn, name=name,
+                       clients=self.clients(), changed=changed or [])
+
+    def _check_emulator(self, *, recreate: bool) -> list[str]:
+        """Detect an emulator that restarted and forgot the stack (its boot id changed)."""
+        self.clients()
+        state = self.store.state
+        live_boot = server.boot_id()
+        if not state.resources or state.boot_id == live_boot:
+            return []
+        if not recreate:
+            raise SandboxStateLost(
+                f"the sandbox emulator was restarted and no longer holds stack {self.stack} "
+                f"({len(state.resources)} resources in tap's state)",
+                hint=f"run `tap deploy --env {self.settings.environment} --yes` to recreate "
+                     "it cleanly, or `tap sandbox reset` to start from empty")
+        from . import standin
+
+        standin.forget_all(self.stack)
+        state.resources.clear()
+        state.outputs = {}
+        self.store.save()
+        return ["the emulator had restarted and lost this stack; recreated it from scratch"]
+
+    # -- Engine protocol ---------------------------------------------------------------
+    def preview(self) -> Plan:
+        self._check_emulator(recreate=False)
+        resolver = _Resolver(self, apply=False)
+        syn = self._synthesize(resolver, preview=True)
+        steps = resolver.steps + self._removed_steps(syn)
+        return Plan(self.stack, TARGET, _ordered(steps, syn), operation="preview")
+
+    def up(self, progress: ProgressCallback | None = None) -> Result:
+        started = time.monotonic()
+        with OperationLock(self.stack, "deploy"):
+            notes = self._check_emulator(recreate=True)
+            self._recover_pending()
+            resolver = _Resolver(self, apply=True, progress=progress)
+            try:
+                syn = self._synthesize(resolver, preview=False)
+                removed = self._removed_steps(syn)
+                self._delete_in_order([self.store.state.resources[s.urn] for s in removed],
+                                      resolver, progress)
+            except TapError:
+                self.store.append_history(HistoryEntry.from_plan(
+                    Plan(self.stack, TARGET, resolver.steps), "deploy", "failed", started))
+                raise
+            state = self.store.state
+            state.outputs = normalize(syn.outputs)
+            state.region = self.settings.region
+            state.boot_id = server.boot_id()
+            self.store.save()
+            result = Result(self.stack, TARGET, _ordered(resolver.steps + removed, syn),
+                            operation="deploy", outputs=state.outputs,
+                            duration_s=time.monotonic() - started,
+                            notes=notes + resolver.notes)
+            self.store.append_history(HistoryEntry.from_plan(result, "deploy", "succeeded",
+                                                             started))
+            return result
+
+    def destroy(self, progress: ProgressCallback | None = None) -> Result:
+        started = time.monotonic()
+        with OperationLock(self.stack, "destroy"):
+            notes = self._check_emulator(recreate=True)
+            resolver = _Resolver(self, apply=True, progress=progress)
+            records = list(self.store.state.resources.values())
+            try:
+                self._delete_in_order(records, resolver, progress)
+            except TapError:
+                self.store.append_history(HistoryEntry.from_plan(
+                    Plan(self.stack, TARGET, resolver.steps), "destroy", "failed", started))
+                raise
+            from . import standin
+
+            standin.forget_all(self.stack)
+            self.store.state.outputs = {}
+            self.store.save()
+            result = Result(self.stack, TARGET, resolver.steps, operation="destroy",
+                            duration_s=time.monotonic() - started, notes=notes)
+            self.store.append_history(HistoryEntry.from_plan(result, "destroy", "succeeded",
+                                                             started))
+            return result
+
+    def outputs(self) -> dict[str, Any]:
+        return dict(self.store.state.outputs)
+
+    def resources(self) -> list[ResourceState]:
+        return [ResourceState(r.urn, r.type, r.name, r.id or "", r.status, r.outputs)
+                for r in self.store.state.resources.values()]
+
+    def history(self) -> list[HistoryEntry]:
+        return self.store.history()
+
+    def read_live(self, urn: str) -> dict | None:
+        """The resource as the emulator has it now (for drift), or None if it is gone."""
+        rec = self.store.state.resources[urn]
+        ctx = self.context(urn, rec.name)
+        return _handler_for(rec.type, urn).read(ctx, rec.id, normalize_reveal(rec.outputs))
+
+    # -- helpers -----------------------------------------------------------------------
+    def _synthesize(self, resolver: _Resolver, preview: bool):
+        syn = synthesize(self.settings, resolver, preview=preview, program=self.program)
+        if resolver.failure is not None:
+            raise resolver.failure
+        if syn.error is not None:
+            if isinstance(syn.error, TapError):
+                raise syn.error
+            raise OperationFailed(f"the program failed: {type(syn.error).__name__}: "
+                                  f"{syn.error}")
+        return syn
+
+    def _removed_steps(self, syn) -> list[Step]:
+        declared = {r.urn for r in syn.registrations}
+        return [Step(r.urn, r.type, r.name, "delete")
+                for r in self.store.state.resources.values() if r.urn not in declared]
+
+    def _recover_pending(self) -> None:
+        """A killed deploy may have created a resource it never recorded: find it by its
+        name or tag and delete it, so the deploy recreates it cleanly (no orphans)."""
+        for rec in list(self.store.state.resources.values()):
+            if rec.status != "created":
+                self._recover_pending_one(rec)
+
+    def delete_record(self, rec: ResourceRecord) -> None:
+        rec.status = "pending-delete"
+        self.store.put(rec)
+        handler = _handler_for(rec.type, rec.urn)
+        handler.delete(self.context(rec.urn, rec.name), rec.id, normalize_reveal(rec.inputs),
+                       normalize_reveal(rec.outputs))
+        self.store.drop(rec.urn)
+
+    def _delete_in_order(self, records: list[ResourceRecord], resolver: _Resolver,
+                         progress: ProgressCallback | None) -> None:
+        """Reverse dependency order: a resource goes only after everything that uses it."""
+        remaining = {r.urn: r for r in records}
+        resolver.total = len(remaining)
+        while remaining:
+            used = {d for r in remaining.values() for d in r.dependencies}
+            ready = [r for urn, r in remaining.items() if urn not in used] or \
+                list(remaining.values())[:1]
+            for rec in ready:
+                step = Step(rec.urn, rec.type, rec.name, "delete")
+                resolver.steps.append(step)
+                resolver._event(step, "start")
+                try:
+                    if rec.status == "created":
+                        self.delete_record(rec)
+                    else:
+                        self._recover_pending_one(rec)
+                except TapError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - reported with the resource
+                    resolver._event(step, "failed", str(exc))
+                    raise OperationFailed(f"deleting {rec.urn} failed: {exc}") from None
+                resolver._event(step, "done")
+                del remaining[rec.urn]
+
+    def _recover_pending_one(self, rec: ResourceRecord) -> None:
+        handler = _handler_for(rec.type, rec.urn)
+        ctx = self.context(rec.urn, rec.name)
+        inputs = normalize_reveal(rec.inputs)
+        found = rec.id or handler.find(ctx, inputs)
+        if found:
+            handler.delete(ctx, found, inputs, rec.outputs)
+        self.store.drop(rec.urn)
+
+
+def _ordered(steps: list[Step], syn) -> list[Step]:
+    """Program order for declared resources, deletes last (as Pulumi displays them)."""
+    order = {r.urn: i for i, r in enumerate(syn.registrations)} if syn else {}
+    return sorted(steps, key=lambda s: (s.op == "delete", order.get(s.urn, 1 << 30)))

@@ -1,0 +1,357 @@
+"""VPC, subnets, gateways, routes, Elastic IPs, security groups and their rules, flow logs."""
+from __future__ import annotations
+
+from ....naming import short_hash
+from .base import Context, Handler, by_urn_filter, handler, ignore_missing, tag_spec
+
+
+def _first(items: list, key: str) -> str | None:
+    return items[0][key] if items else None
+
+
+@handler
+class Vpc(Handler):
+    type = "aws:ec2/vpc:Vpc"
+    updatable = frozenset({"enableDnsSupport", "enableDnsHostnames"})
+
+    def create(self, ctx, inputs):
+        ec2 = ctx.client("ec2")
+        vpc = ec2.create_vpc(CidrBlock=inputs["cidrBlock"],
+                             TagSpecifications=tag_spec("vpc", inputs, ctx))["Vpc"]
+        self._attributes(ec2, vpc["VpcId"], inputs)
+        return vpc["VpcId"], {**inputs, "id": vpc["VpcId"],
+                              "arn": f"arn:aws:ec2:{ctx.region}:{ctx.account}:vpc/{vpc['VpcId']}"}
+
+    @staticmethod
+    def _attributes(ec2, vpc_id, inputs):
+        ec2.modify_vpc_attribute(VpcId=vpc_id, EnableDnsSupport={
+            "Value": bool(inputs.get("enableDnsSupport", True))})
+        ec2.modify_vpc_attribute(VpcId=vpc_id, EnableDnsHostnames={
+            "Value": bool(inputs.get("enableDnsHostnames", False))})
+
+    def read(self, ctx, id_, inputs):
+        ec2 = ctx.client("ec2")
+        vpcs = ec2.describe_vpcs(Filters=[{"Name": "vpc-id", "Values": [id_]}])["Vpcs"]
+        if not vpcs:
+            return None
+        attr = lambda name: ec2.describe_vpc_attribute(VpcId=id_, Attribute=name)  # noqa: E731
+        return {"cidrBlock": vpcs[0]["CidrBlock"],
+                "enableDnsSupport": attr("enableDnsSupport")["EnableDnsSupport"]["Value"],
+                "enableDnsHostnames": attr("enableDnsHostnames")["EnableDnsHostnames"]["Value"]}
+
+    def update(self, ctx, id_, old, new):
+        self._attributes(ctx.client("ec2"), id_, new)
+        return {**new, "id": id_}
+
+    def delete(self, ctx, id_, inputs, outputs):
+        ignore_missing(ctx.client("ec2").delete_vpc, VpcId=id_)
+
+    def find(self, ctx, inputs):
+        return _first(ctx.client("ec2").describe_vpcs(Filters=by_urn_filter(ctx))["Vpcs"], "VpcId")
+
+
+@handler
+class InternetGateway(Handler):
+    type = "aws:ec2/internetGateway:InternetGateway"
+
+    def create(self, ctx, inputs):
+        ec2 = ctx.client("ec2")
+        igw = ec2.create_internet_gateway(
+            TagSpecifications=tag_spec("internet-gateway", inputs, ctx))["InternetGateway"]
+        ec2.attach_internet_gateway(InternetGatewayId=igw["InternetGatewayId"],
+                                    VpcId=inputs["vpcId"])
+        return igw["InternetGatewayId"], {**inputs, "id": igw["InternetGatewayId"]}
+
+    def delete(self, ctx, id_, inputs, outputs):
+        ec2 = ctx.client("ec2")
+        ignore_missing(ec2.detach_internet_gateway, InternetGatewayId=id_, VpcId=inputs["vpcId"],
+                       codes=("Gateway.NotAttached",))
+        ignore_missing(ec2.delete_internet_gateway, InternetGatewayId=id_)
+
+    def read(self, ctx, id_, inputs):
+        found = ctx.client("ec2").describe_internet_gateways(
+            Filters=[{"Name": "internet-gateway-id", "Values": [id_]}])["InternetGateways"]
+        return {"vpcId": found[0]["Attachments"][0]["VpcId"]} if found else None
+
+    def find(self, ctx, inputs):
+        return _first(ctx.client("ec2").describe_internet_gateways(
+            Filters=by_urn_filter(ctx))["InternetGateways"], "InternetGatewayId")
+
+
+@handler
+class Subnet(Handler):
+    type = "aws:ec2/subnet:Subnet"
+    updatable = frozenset({"mapPublicIpOnLaunch"})
+
+    def create(self, ctx, inputs):
+        ec2 = ctx.client("ec2")
+        sn = ec2.create_subnet(VpcId=inputs["vpcId"], CidrBlock=inputs["cidrBlock"],
+                               AvailabilityZone=inputs["availabilityZone"],
+                               TagSpecifications=tag_spec("subnet", inputs, ctx))["Subnet"]
+        self.update(ctx, sn["SubnetId"], {}, inputs)
+        return sn["SubnetId"], {**inputs, "id": sn["SubnetId"], "arn": sn.get("SubnetArn", "")}
+
+    def update(self, ctx, id_, old, new):
+        ctx.client("ec2").modify_subnet_attribute(SubnetId=id_, MapPublicIpOnLaunch={
+            "Value": bool(new.get("mapPublicIpOnLaunch", False))})
+        return {**new, "id": id_}
+
+    def read(self, ctx, id_, inputs):
+        found = ctx.client("ec2").describe_subnets(
+            Filters=[{"Name": "subnet-id", "Values": [id_]}])["Subnets"]
+        if not found:
+            return None
+        sn = found[0]
+        return {"vpcId": sn["VpcId"], "cidrBlock": sn["CidrBlock"],
+                "availabilityZone": sn["AvailabilityZone"],
+                "mapPublicIpOnLaunch": sn["MapPublicIpOnLaunch"]}
+
+    def delete(self, ctx, id_, inputs, outputs):
+        ignore_missing(ctx.client("ec2").delete_subnet, SubnetId=id_)
+
+    def find(self, ctx, inputs):
+        return _first(ctx.client("ec2").describe_subnets(Filters=by_urn_filter(ctx))["Subnets"],
+                      "SubnetId")
+
+
+@handler
+class RouteTable(Handler):
+    type = "aws:ec2/routeTable:RouteTable"
+
+    def create(self, ctx, inputs):
+        rt = ctx.client("ec2").create_route_table(
+            VpcId=inputs["vpcId"], TagSpecifications=tag_spec("route-table", inputs, ctx))
+        rid = rt["RouteTable"]["RouteTableId"]
+        return rid, {**inputs, "id": rid}
+
+    def read(self, ctx, id_, inputs):
+        found = ctx.client("ec2").describe_route_tables(
+            Filters=[{"Name": "route-table-id", "Values": [id_]}])["RouteTables"]
+        return {"vpcId": found[0]["VpcId"]} if found else None
+
+    def delete(self, ctx, id_, inputs, outputs):
+        ignore_missing(ctx.client("ec2").delete_route_table, RouteTableId=id_)
+
+    def find(self, ctx, inputs):
+        return _first(ctx.client("ec2").describe_route_tables(
+            Filters=by_urn_filter(ctx))["RouteTables"], "RouteTableId")
+
+
+@handler
+class Route(Handler):
+    type = "aws:ec2/route:Route"
+
+    @staticmethod
+    def _target(inputs: dict) -> dict:
+        if inputs.get("natGatewayId"):
+            return {"NatGatewayId": inputs["natGatewayId"]}
+        return {"GatewayId": inputs["gatewayId"]}
+
+    def create(self, ctx, inputs):
+        ctx.client("ec2").create_route(RouteTableId=inputs["routeTableId"],
+                                       DestinationCidrBlock=inputs["destinationCidrBlock"],
+                                       **self._target(inputs))
+        rid = f"r-{inputs['routeTableId']}-{short_hash(inputs['destinationCidrBlock'])}"
+        return rid, {**inputs, "id": rid}
+
+    def read(self, ctx, id_, inputs):
+        found = ctx.client("ec2").describe_route_tables(
+            Filters=[{"Name": "route-table-id", "Values": [inputs["routeTableId"]]}])["RouteTables"]
+        for route in (found[0]["Routes"] if found else []):
+            if route.get("DestinationCidrBlock") == inputs["destinationCidrBlock"]:
+                return {"routeTableId": inputs["routeTableId"],
+                        "destinationCidrBlock": route["DestinationCidrBlock"],
+                        **({"natGatewayId": route["NatGatewayId"]} if route.get("NatGatewayId")
+                           else {"gatewayId": route.get("GatewayId")})}
+        return None
+
+    def delete(self, ctx, id_, inputs, outputs):
+        ignore_missing(ctx.client("ec2").delete_route, RouteTableId=inputs["routeTableId"],
+                       DestinationCidrBlock=inputs["destinationCidrBlock"])
+
+    def find(self, ctx, inputs):
+        return "adopted" if self.read(ctx, "", inputs) else None
+
+
+@handler
+class RouteTableAssociation(Handler):
+    type = "aws:ec2/routeTableAssociation:RouteTableAssociation"
+
+    def create(self, ctx, inputs):
+        assoc = ctx.client("ec2").associate_route_table(RouteTableId=inputs["routeTableId"],
+                                                        SubnetId=inputs["subnetId"])
+        return assoc["AssociationId"], {**inputs, "id": assoc["AssociationId"]}
+
+    def read(self, ctx, id_, inputs):
+        found = ctx.client("ec2").describe_route_tables(
+            Filters=[{"Name": "association.route-table-association-id", "Values": [id_]}])
+        return dict(inputs) if found["RouteTables"] else None
+
+    def delete(self, ctx, id_, inputs, outputs):
+        ignore_missing(ctx.client("ec2").disassociate_route_table, AssociationId=id_)
+
+    def find(self, ctx, inputs):
+        found = ctx.client("ec2").describe_route_tables(
+            Filters=[{"Name": "route-table-id", "Values": [inputs["routeTableId"]]}])["RouteTables"]
+        for assoc in (found[0].get("Associations", []) if found else []):
+            if assoc.get("SubnetId") == inputs["subnetId"]:
+                return assoc["RouteTableAssociationId"]
+        return None
+
+
+@handler
+class Eip(Handler):
+    type = "aws:ec2/eip:Eip"
+
+    def create(self, ctx, inputs):
+        addr = ctx.client("ec2").allocate_address(
+            Domain=inputs.get("domain", "vpc"),
+            TagSpecifications=tag_spec("elastic-ip", inputs, ctx))
+        return addr["AllocationId"], {**inputs, "id": addr["AllocationId"],
+                                      "allocationId": addr["AllocationId"],
+                                      "publicIp": addr["PublicIp"]}
+
+    def read(self, ctx, id_, inputs):
+        found = ctx.client("ec2").describe_addresses(
+            Filters=[{"Name": "allocation-id", "Values": [id_]}])["Addresses"]
+        return {"domain": found[0]["Domain"], "publicIp": found[0]["PublicIp"]} if found else None
+
+    def delete(self, ctx, id_, inputs, outputs):
+        ignore_missing(ctx.client("ec2").release_address, AllocationId=id_,
+                       codes=("InvalidAllocationID.NotFound",))
+
+    def find(self, ctx, inputs):
+        return _first(ctx.client("ec2").describe_addresses(Filters=by_urn_filter(ctx))["Addresses"],
+                      "AllocationId")
+
+
+@handler
+class NatGateway(Handler):
+    type = "aws:ec2/natGateway:NatGateway"
+
+    def create(self, ctx, inputs):
+        nat = ctx.client("ec2").create_nat_gateway(
+            AllocationId=inputs["allocationId"], SubnetId=inputs["subnetId"],
+            TagSpecifications=tag_spec("natgateway", inputs, ctx))["NatGateway"]
+        return nat["NatGatewayId"], {**inputs, "id": nat["NatGatewayId"]}
+
+    def read(self, ctx, id_, inputs):
+        found = [n for n in ctx.client("ec2").describe_nat_gateways(
+            NatGatewayIds=[id_]).get("NatGateways", []) if n["State"] != "deleted"]
+        if not found:
+            return None
+        return {"subnetId": found[0]["SubnetId"],
+                "allocationId": found[0]["NatGatewayAddresses"][0]["AllocationId"]}
+
+    def delete(self, ctx, id_, inputs, outputs):
+        ignore_missing(ctx.client("ec2").delete_nat_gateway, NatGatewayId=id_)
+
+    def find(self, ctx, inputs):
+        found = [n for n in ctx.client("ec2").describe_nat_gateways(
+            Filters=by_urn_filter(ctx))["NatGateways"] if n["State"] != "deleted"]
+        return _first(found, "NatGatewayId")
+
+
+@handler
+class SecurityGroup(Handler):
+    type = "aws:ec2/securityGroup:SecurityGroup"
+
+    def create(self, ctx, inputs):
+        ec2 = ctx.client("ec2")
+        sg = ec2.create_security_group(GroupName=inputs["name"], VpcId=inputs["vpcId"],
+                                       Description=inputs.get("description", "Managed by tap"),
+                                       TagSpecifications=tag_spec("security-group", inputs, ctx))
+        gid = sg["GroupId"]
+        # Like the AWS provider: drop the implicit allow-all egress; rules are explicit resources.
+        ec2.revoke_security_group_egress(GroupId=gid, IpPermissions=[
+            {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+        return gid, {**inputs, "id": gid,
+                     "arn": f"arn:aws:ec2:{ctx.region}:{ctx.account}:security-group/{gid}"}
+
+    def read(self, ctx, id_, inputs):
+        found = ctx.client("ec2").describe_security_groups(
+            Filters=[{"Name": "group-id", "Values": [id_]}])["SecurityGroups"]
+        return {"name": found[0]["GroupName"], "vpcId": found[0]["VpcId"]} if found else None
+
+    def delete(self, ctx, id_, inputs, outputs):
+        ignore_missing(ctx.client("ec2").delete_security_group, GroupId=id_)
+
+    def find(self, ctx, inputs):
+        return _first(ctx.client("ec2").describe_security_groups(
+            Filters=[{"Name": "group-name", "Values": [inputs["name"]]},
+                     {"Name": "vpc-id", "Values": [inputs["vpcId"]]}])["SecurityGroups"], "GroupId")
+
+
+class _SecurityGroupRule(Handler):
+    direction: str
+
+    @staticmethod
+    def permission(inputs: dict) -> dict:
+        perm = {"IpProtocol": inputs["ipProtocol"]}
+        if inputs.get("fromPort") is not None:
+            perm.update(FromPort=int(inputs["fromPort"]), ToPort=int(inputs["toPort"]))
+        if inputs.get("referencedSecurityGroupId"):
+            perm["UserIdGroupPairs"] = [{"GroupId": inputs["referencedSecurityGroupId"]}]
+        else:
+            perm["IpRanges"] = [{"CidrIp": inputs["cidrIpv4"]}]
+        return perm
+
+    def _call(self, ctx, verb: str, inputs: dict):
+        method = getattr(ctx.client("ec2"), f"{verb}_security_group_{self.direction}")
+        return method(GroupId=inputs["securityGroupId"], IpPermissions=[self.permission(inputs)])
+
+    def create(self, ctx, inputs):
+        out = self._call(ctx, "authorize", inputs)
+        rules = out.get("SecurityGroupRules") or [{}]
+        rid = rules[0].get("SecurityGroupRuleId") or f"sgr-{ctx.name}"
+        return rid, {**inputs, "id": rid, "securityGroupRuleId": rid}
+
+    def delete(self, ctx, id_, inputs, outputs):
+        ignore_missing(self._call, ctx, "revoke", inputs,
+                       codes=("InvalidPermission.NotFound",))
+
+    def find(self, ctx, inputs):
+        return None  # authorize is idempotent enough: a duplicate rule is rejected, not doubled
+
+
+@handler
+class SecurityGroupIngressRule(_SecurityGroupRule):
+    type = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+    direction = "ingress"
+
+
+@handler
+class SecurityGroupEgressRule(_SecurityGroupRule):
+    type = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
+    direction = "egress"
+
+
+@handler
+class FlowLog(Handler):
+    type = "aws:ec2/flowLog:FlowLog"
+
+    def create(self, ctx, inputs):
+        out = ctx.client("ec2").create_flow_logs(
+            ResourceIds=[inputs["vpcId"]], ResourceType="VPC",
+            TrafficType=inputs.get("trafficType", "ALL"),
+            LogDestinationType=inputs.get("logDestinationType", "cloud-watch-logs"),
+            LogDestination=inputs["logDestination"],
+            DeliverLogsPermissionArn=inputs.get("iamRoleArn"),
+            TagSpecifications=tag_spec("vpc-flow-log", inputs, ctx))
+        if out.get("Unsuccessful"):
+            raise RuntimeError(f"flow log not created: {out['Unsuccessful']}")
+        fid = out["FlowLogIds"][0]
+        return fid, {**inputs, "id": fid}
+
+    def read(self, ctx, id_, inputs):
+        found = ctx.client("ec2").describe_flow_logs(
+            Filters=[{"Name": "flow-log-id", "Values": [id_]}])["FlowLogs"]
+        return {"vpcId": found[0]["ResourceId"], "trafficType": found[0]["TrafficType"]} \
+            if found else None
+
+    def delete(self, ctx, id_, inputs, outputs):
+        ignore_missing(ctx.client("ec2").delete_flow_logs, FlowLogIds=[id_])
+
+    def find(self, ctx, inputs):
+        return _first(ctx.client("ec2").describe_flow_logs(
+            Filters=[{"Name": "resource-id", "Values": [inputs["vpcId"]]}])["FlowLogs"], "FlowLogId")

@@ -1,0 +1,80 @@
+"""IAM roles and their inline policies."""
+from __future__ import annotations
+
+import json
+from urllib.parse import unquote
+
+from .base import Handler, handler, ignore_missing
+
+
+def _doc(value) -> dict:
+    if isinstance(value, dict):
+        return value
+    return json.loads(unquote(value)) if value else {}
+
+
+@handler
+class Role(Handler):
+    type = "aws:iam/role:Role"
+    updatable = frozenset({"assumeRolePolicy"})
+
+    def create(self, ctx, inputs):
+        role = ctx.client("iam").create_role(
+            RoleName=inputs["name"], AssumeRolePolicyDocument=inputs["assumeRolePolicy"],
+            Tags=ctx.tag_list(inputs.get("tags")))["Role"]
+        return inputs["name"], {**inputs, "id": inputs["name"], "arn": role["Arn"],
+                                "uniqueId": role["RoleId"]}
+
+    def read(self, ctx, id_, inputs):
+        try:
+            role = ctx.client("iam").get_role(RoleName=id_)["Role"]
+        except ctx.client("iam").exceptions.NoSuchEntityException:
+            return None
+        return {"name": role["RoleName"], "assumeRolePolicy": _doc(role["AssumeRolePolicyDocument"])}
+
+    def update(self, ctx, id_, old, new):
+        ctx.client("iam").update_assume_role_policy(RoleName=id_,
+                                                    PolicyDocument=new["assumeRolePolicy"])
+        return {**new, "id": id_}
+
+    def delete(self, ctx, id_, inputs, outputs):
+        iam = ctx.client("iam")
+        for name in (ignore_missing(iam.list_role_policies, RoleName=id_) or {}).get(
+                "PolicyNames", []):
+            iam.delete_role_policy(RoleName=id_, PolicyName=name)
+        ignore_missing(iam.delete_role, RoleName=id_)
+
+    def find(self, ctx, inputs):
+        return inputs["name"] if self.read(ctx, inputs["name"], inputs) else None
+
+
+@handler
+class RolePolicy(Handler):
+    type = "aws:iam/rolePolicy:RolePolicy"
+    updatable = frozenset({"policy"})
+
+    def create(self, ctx, inputs):
+        name = inputs.get("name") or ctx.name
+        ctx.client("iam").put_role_policy(RoleName=inputs["role"], PolicyName=name,
+                                          PolicyDocument=inputs["policy"])
+        pid = f"{inputs['role']}:{name}"
+        return pid, {**inputs, "id": pid, "name": name}
+
+    def read(self, ctx, id_, inputs):
+        role, _, name = id_.partition(":")
+        try:
+            doc = ctx.client("iam").get_role_policy(RoleName=role, PolicyName=name)
+        except ctx.client("iam").exceptions.NoSuchEntityException:
+            return None
+        return {"role": role, "policy": _doc(doc["PolicyDocument"])}
+
+    def update(self, ctx, id_, old, new):
+        return self.create(ctx, new)[1]
+
+    def delete(self, ctx, id_, inputs, outputs):
+        role, _, name = id_.partition(":")
+        ignore_missing(ctx.client("iam").delete_role_policy, RoleName=role, PolicyName=name)
+
+    def find(self, ctx, inputs):
+        pid = f"{inputs['role']}:{inputs.get('name') or ctx.name}"
+        return pid if self.read(ctx, pid, inputs) else None

@@ -1,0 +1,79 @@
+"""KMS key and alias."""
+from __future__ import annotations
+
+from .base import URN_TAG, Handler, handler, ignore_missing
+
+
+@handler
+class Key(Handler):
+    type = "aws:kms/key:Key"
+    updatable = frozenset({"enableKeyRotation", "description"})
+
+    def create(self, ctx, inputs):
+        kms = ctx.client("kms")
+        key = kms.create_key(Description=inputs.get("description", ""), Tags=[
+            {"TagKey": t["Key"], "TagValue": t["Value"]} for t in ctx.tag_list(inputs.get("tags"))
+        ])["KeyMetadata"]
+        return key["KeyId"], self.update(ctx, key["KeyId"], {}, {**inputs, "arn": key["Arn"]})
+
+    def update(self, ctx, id_, old, new):
+        kms = ctx.client("kms")
+        kms.update_key_description(KeyId=id_, Description=new.get("description", ""))
+        if new.get("enableKeyRotation"):
+            kms.enable_key_rotation(KeyId=id_)
+        else:
+            kms.disable_key_rotation(KeyId=id_)
+        arn = new.get("arn") or old.get("arn") or \
+            f"arn:aws:kms:{ctx.region}:{ctx.account}:key/{id_}"
+        return {**new, "id": id_, "keyId": id_, "arn": arn}
+
+    def read(self, ctx, id_, inputs):
+        kms = ctx.client("kms")
+        try:
+            meta = kms.describe_key(KeyId=id_)["KeyMetadata"]
+        except kms.exceptions.NotFoundException:
+            return None
+        if meta["KeyState"] == "PendingDeletion":
+            return None
+        rotation = kms.get_key_rotation_status(KeyId=id_)["KeyRotationEnabled"]
+        return {"description": meta.get("Description", ""), "enableKeyRotation": rotation}
+
+    def delete(self, ctx, id_, inputs, outputs):
+        ignore_missing(ctx.client("kms").schedule_key_deletion, KeyId=id_,
+                       PendingWindowInDays=int(inputs.get("deletionWindowInDays") or 7),
+                       codes=("KMSInvalidStateException",))
+
+    def find(self, ctx, inputs):
+        kms = ctx.client("kms")
+        for key in kms.list_keys()["Keys"]:
+            tags = kms.list_resource_tags(KeyId=key["KeyId"]).get("Tags", [])
+            if {"TagKey": URN_TAG, "TagValue": ctx.urn} in tags:
+                return key["KeyId"]
+        return None
+
+
+@handler
+class Alias(Handler):
+    type = "aws:kms/alias:Alias"
+    updatable = frozenset({"targetKeyId"})
+
+    def create(self, ctx, inputs):
+        ctx.client("kms").create_alias(AliasName=inputs["name"], TargetKeyId=inputs["targetKeyId"])
+        return inputs["name"], {**inputs, "id": inputs["name"],
+                                "arn": f"arn:aws:kms:{ctx.region}:{ctx.account}:{inputs['name']}"}
+
+    def update(self, ctx, id_, old, new):
+        ctx.client("kms").update_alias(AliasName=id_, TargetKeyId=new["targetKeyId"])
+        return {**new, "id": id_}
+
+    def read(self, ctx, id_, inputs):
+        for alias in ctx.client("kms").list_aliases()["Aliases"]:
+            if alias["AliasName"] == id_:
+                return {"name": id_, "targetKeyId": alias.get("TargetKeyId")}
+        return None
+
+    def delete(self, ctx, id_, inputs, outputs):
+        ignore_missing(ctx.client("kms").delete_alias, AliasName=id_)
+
+    def find(self, ctx, inputs):
+        return inputs["name"] if self.read(ctx, inputs["name"], inputs) else None

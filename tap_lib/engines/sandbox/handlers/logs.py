@@ -1,0 +1,39 @@
+"""CloudWatch log groups."""
+from __future__ import annotations
+
+from .base import Handler, handler, ignore_missing
+
+
+@handler
+class LogGroup(Handler):
+    type = "aws:cloudwatch/logGroup:LogGroup"
+    updatable = frozenset({"retentionInDays"})
+
+    def create(self, ctx, inputs):
+        logs = ctx.client("logs")
+        logs.create_log_group(logGroupName=inputs["name"], tags={
+            **(inputs.get("tags") or {}), "tap:urn": ctx.urn})
+        return inputs["name"], self.update(ctx, inputs["name"], {}, inputs)
+
+    def update(self, ctx, id_, old, new):
+        logs = ctx.client("logs")
+        if new.get("retentionInDays"):
+            logs.put_retention_policy(logGroupName=id_,
+                                      retentionInDays=int(new["retentionInDays"]))
+        else:
+            logs.delete_retention_policy(logGroupName=id_)
+        return {**new, "id": id_,
+                "arn": f"arn:aws:logs:{ctx.region}:{ctx.account}:log-group:{id_}"}
+
+    def read(self, ctx, id_, inputs):
+        for group in ctx.client("logs").describe_log_groups(logGroupNamePrefix=id_)["logGroups"]:
+            if group["logGroupName"] == id_:
+                return {"name": id_, "retentionInDays": group.get("retentionInDays")}
+        return None
+
+    def delete(self, ctx, id_, inputs, outputs):
+        ignore_missing(ctx.client("logs").delete_log_group, logGroupName=id_,
+                       codes=("ResourceNotFoundException",))
+
+    def find(self, ctx, inputs):
+        return inputs["name"] if self.read(ctx, inputs["name"], inputs) else None

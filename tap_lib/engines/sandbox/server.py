@@ -1,0 +1,423 @@
+"""The local AWS emulator's lifecycle: moto in server mode on 127.0.0.1, shared by every process.
+
+Each notebook runs in its own kernel, so the emulator is a detached child process (its own session)
+that outlives whoever started it. It is found again through a small JSON runtime file under
+``tap_home()/sandbox/``; an advisory lock on ``server.lock`` there keeps concurrent ``start()`` calls
+from spawning two servers.
+
+moto keeps all state in the server process only. Right after a start (and after a reset) a fresh
+boot id is stored *inside* the emulator as an SSM parameter; state that remembers an older boot id,
+or an emulator that has none, means the emulator restarted and forgot everything.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ...errors import ConfigError, TapError, TargetUnreachable
+from ...project import tap_home
+
+HOST = "127.0.0.1"
+DEFAULT_PORT = 5599
+PORT_ENV = "TAP_SANDBOX_PORT"
+BOOT_ID_PARAMETER = "/tap/sandbox/boot-id"
+BOOT_ID_REGION = "us-east-1"
+START_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 5.0
+LOCK_TIMEOUT_S = 60.0
+_HEALTH_PATH = "/moto-api/config"  # small JSON that only moto serves
+_LOG_TAIL_LINES = 20
+
+# boto3 clients for the emulator: a dead emulator must fail in seconds, not after minutes of retries.
+_CLIENT_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 2},
+                        connect_timeout=2, read_timeout=30, proxies={})
+# Never send 127.0.0.1 traffic through an HTTP(S)_PROXY from the environment.
+_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+# Servers spawned by this process, so their exit is reaped (no zombies, no ResourceWarning).
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+@dataclass(frozen=True)
+class SandboxStatus:
+    """What `tap sandbox status` shows; `running` means the pid is alive AND the endpoint answers."""
+
+    running: bool
+    endpoint: str
+    port: int
+    pid: int | None = None
+    started_at: datetime | None = None
+    uptime_s: float | None = None
+    boot_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `--json` shape: running, endpoint, pid (+ port, started_at, uptime_s, boot_id)."""
+        return {
+            "running": self.running,
+            "endpoint": self.endpoint,
+            "pid": self.pid,
+            "port": self.port,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "uptime_s": None if self.uptime_s is None else round(self.uptime_s, 3),
+            "boot_id": self.boot_id,
+        }
+
+
+@dataclass(frozen=True)
+class _Runtime:
+    """The runtime file's content: which process serves which port since when."""
+
+    pid: int
+    port: int
+    started_at: datetime
+    boot_id: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({"pid": self.pid, "port": self.port,
+                           "started_at": self.started_at.isoformat(), "boot_id": self.boot_id})
+
+
+# ---------------------------------------------------------------------------------------- public
+
+def sandbox_port() -> int:
+    """The configured port: TAP_SANDBOX_PORT, default 5599."""
+    raw = os.environ.get(PORT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_PORT
+    try:
+        port = int(raw)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise ConfigError("not a TCP port", field=PORT_ENV, value=raw, allowed="an integer 1-65535")
+    return port
+
+
+def endpoint(port: int | None = None) -> str:
+    """The emulator's URL on the configured (or given) port."""
+    return f"http://{HOST}:{sandbox_port() if port is None else port}"
+
+
+def status() -> SandboxStatus:
+    """Inspect without side effects other than removing a stale runtime file (dead pid)."""
+    rt = _read_runtime()
+    if rt is not None and not _pid_alive(rt.pid):
+        _discard_stale(rt)
+        rt = None
+    return _status_of(rt)
+
+
+def start() -> SandboxStatus:
+    """Start the emulator unless it already runs (idempotent; safe across concurrent processes)."""
+    with _locked():
+        return _start_locked()
+
+
+def ensure_running() -> SandboxStatus:
+    """Auto-start on first use: every sandbox operation calls this before talking to the emulator."""
+    return start()
+
+
+def stop() -> SandboxStatus:
+    """Terminate the server's process group (SIGTERM, then SIGKILL) and forget it (idempotent)."""
+    with _locked():
+        rt = _read_runtime()
+        if rt is not None:
+            if _pid_alive(rt.pid):
+                _terminate(rt.pid)
+            _runtime_path().unlink(missing_ok=True)
+    return _status_of(None)
+
+
+def reset() -> SandboxStatus:
+    """Wipe all emulator state without restarting, then store a new boot id.
+
+    A stopped emulator is started instead: a fresh one is empty anyway.
+    """
+    with _locked():
+        rt = _read_runtime()
+        if rt is None or not _pid_alive(rt.pid) or not _ping(rt.port):
+            return _start_locked()
+        try:
+            request = urllib.request.Request(endpoint(rt.port) + "/moto-api/reset", method="POST",
+                                             data=b"")
+            with _HTTP.open(request, timeout=10) as response:
+                response.read()
+        except (OSError, urllib.error.URLError) as exc:
+            raise TargetUnreachable(f"the sandbox at {endpoint(rt.port)} refused the reset: {exc}",
+                                    hint="restart it with `tap sandbox stop` and "
+                                         "`tap sandbox start`") from None
+        rt = _Runtime(rt.pid, rt.port, rt.started_at, _write_boot_id(rt.port))
+        _write_runtime(rt)
+        return _status_of(rt)
+
+
+def boot_id() -> str | None:
+    """The boot id stored inside the emulator; None means it lost state or was not started by tap."""
+    return _read_boot_id(sandbox_port())
+
+
+def client(service: str, region: str) -> Any:
+    """A boto3 client for the emulator: dummy credentials, few retries, short connect timeout."""
+    return _client(service, region, sandbox_port())
+
+
+# -------------------------------------------------------------------------------------- internals
+
+def _start_locked() -> SandboxStatus:
+    port = sandbox_port()
+    rt = _read_runtime()
+    if rt is not None:
+        alive = _pid_alive(rt.pid)
+        if alive and _ping(rt.port):
+            if rt.port != port:
+                raise TargetUnreachable(
+                    f"the sandbox already runs on port {rt.port} (pid {rt.pid}), "
+                    f"but {PORT_ENV} asks for port {port}",
+                    hint=f"run `tap sandbox stop` first, or set {PORT_ENV}={rt.port}")
+            return _status_of(rt)
+        if alive:  # alive but not answering: hung, or a start that died half-way
+            _terminate(rt.pid)
+        _runtime_path().unlink(missing_ok=True)
+
+    if _port_in_use(port):
+        raise _port_taken(port)
+    log_path = _dir() / "server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, cwd=_dir(), env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    _children[proc.pid] = proc
+    rt = _Runtime(proc.pid, port, datetime.now(timezone.utc))
+    _write_runtime(rt)  # before waiting, so a crashed start leaves a pid that stop() can find
+    try:
+        _wait_healthy(proc, port, log_path)
+        rt = _Runtime(rt.pid, port, rt.started_at, _write_boot_id(port))
+    except BaseException:
+        _terminate(proc.pid)
+        _runtime_path().unlink(missing_ok=True)
+        raise
+    _write_runtime(rt)
+    return _status_of(rt)
+
+
+def _wait_healthy(proc: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = _log_tail(log_path)
+            if "address already in use" in tail.lower():
+                raise _port_taken(port)
+            raise TargetUnreachable(
+                f"the sandbox server exited with code {proc.returncode} during start-up; "
+                f"last lines of {log_path}:\n{tail}")
+        if _ping(port, timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise TargetUnreachable(
+        f"the sandbox server (pid {proc.pid}) did not answer on {endpoint(port)} within "
+        f"{START_TIMEOUT_S:.0f} s; last lines of {log_path}:\n{_log_tail(log_path)}")
+
+
+def _client(service: str, region: str, port: int) -> Any:
+    session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
+                                    aws_session_token="testing", region_name=region)
+    return session.client(service, endpoint_url=endpoint(port), config=_CLIENT_CONFIG)
+
+
+def _read_boot_id(port: int) -> str | None:
+    ssm = _client("ssm", BOOT_ID_REGION, port)
+    try:
+        return str(ssm.get_parameter(Name=BOOT_ID_PARAMETER)["Parameter"]["Value"])
+    except ssm.exceptions.ParameterNotFound:
+        return None
+    except (BotoCoreError, ClientError) as exc:
+        raise _unreachable(port, exc) from None
+
+
+def _write_boot_id(port: int) -> str:
+    value = str(uuid.uuid4())
+    ssm = _client("ssm", BOOT_ID_REGION, port)
+    try:
+        ssm.put_parameter(Name=BOOT_ID_PARAMETER, Value=value, Type="String", Overwrite=True)
+    except (BotoCoreError, ClientError) as exc:
+        raise _unreachable(port, exc) from None
+    return value
+
+
+def _status_of(rt: _Runtime | None) -> SandboxStatus:
+    if rt is None:
+        port = sandbox_port()
+        return SandboxStatus(running=False, endpoint=endpoint(port), port=port)
+    running = _ping(rt.port)
+    bid: str | None = None
+    if running:
+        with contextlib.suppress(TapError):
+            bid = _read_boot_id(rt.port)
+    return SandboxStatus(
+        running=running, endpoint=endpoint(rt.port), port=rt.port, pid=rt.pid,
+        started_at=rt.started_at,
+        uptime_s=max(0.0, time.time() - rt.started_at.timestamp()) if running else None,
+        boot_id=bid)
+
+
+def _ping(port: int, timeout: float = 1.0) -> bool:
+    """True when moto (not just anything) answers on the port."""
+    try:
+        with _HTTP.open(endpoint(port) + _HEALTH_PATH, timeout=timeout) as response:
+            return isinstance(json.loads(response.read()), dict)
+    except (OSError, ValueError, urllib.error.URLError):
+        return False
+
+
+def _port_in_use(port: int) -> bool:
+    # SO_REUSEADDR: only a listening socket blocks the bind, not connections in TIME_WAIT.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return True
+    return False
+
+
+def _port_taken(port: int) -> TargetUnreachable:
+    return TargetUnreachable(
+        f"port {port} on {HOST} is already in use by another program, not tap's sandbox",
+        hint=f"stop that program, or choose a free port with {PORT_ENV}=<port>")
+
+
+def _unreachable(port: int, exc: Exception) -> TargetUnreachable:
+    return TargetUnreachable(f"the sandbox at {endpoint(port)} did not answer: {exc}",
+                             hint="check `tap sandbox status`; `tap sandbox start` starts it")
+
+
+def _pid_alive(pid: int) -> bool:
+    """Alive and still a moto server (a pid reused by another program counts as dead)."""
+    child = _children.get(pid)
+    if child is not None:
+        if child.poll() is None:
+            return True
+        del _children[pid]
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False  # someone else's process: not our server
+    proc = Path(f"/proc/{pid}")
+    if not proc.exists():  # no procfs (macOS): trust the signal check
+        return True
+    try:
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        cmdline = (proc / "cmdline").read_bytes()
+    except (OSError, IndexError):
+        return False
+    return state != "Z" and b"moto.server" in cmdline
+
+
+def _terminate(pid: int) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            if os.getpgid(pid) == pid:  # started with start_new_session: pgid == pid
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while time.monotonic() < deadline and _pid_alive(pid):
+            time.sleep(0.05)
+        if not _pid_alive(pid):
+            break
+    else:
+        raise TapError(f"the sandbox server (pid {pid}) survived SIGKILL")
+    _children.pop(pid, None)
+
+
+def _dir() -> Path:
+    path = tap_home() / "sandbox"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _runtime_path() -> Path:
+    return _dir() / "server.json"
+
+
+def _read_runtime() -> _Runtime | None:
+    try:
+        data = json.loads(_runtime_path().read_text())
+        return _Runtime(pid=int(data["pid"]), port=int(data["port"]),
+                        started_at=datetime.fromisoformat(data["started_at"]),
+                        boot_id=data.get("boot_id"))
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError):  # torn or hand-edited: treat as no server
+        return None
+
+
+def _write_runtime(rt: _Runtime) -> None:
+    path = _runtime_path()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(rt.to_json())
+    os.replace(tmp, path)
+
+
+def _discard_stale(rt: _Runtime) -> None:
+    """Remove a runtime file naming a dead pid, unless a start() holds the lock right now."""
+    with _locked(timeout=0) as acquired:
+        current = _read_runtime()
+        if acquired and current is not None and current.pid == rt.pid:
+            _runtime_path().unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _locked(timeout: float = LOCK_TIMEOUT_S) -> Iterator[bool]:
+    """An exclusive flock on sandbox/server.lock; with timeout=0 yields False instead of raising."""
+    with open(_dir() / "server.lock", "a") as fh:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if timeout == 0:
+                    yield False
+                    return
+                if time.monotonic() >= deadline:
+                    raise TargetUnreachable(
+                        f"another tap process has held the sandbox lock for {timeout:.0f} s",
+                        hint=f"wait for it, or check {fh.name}") from None
+                time.sleep(0.05)
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _log_tail(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join(lines[-_LOG_TAIL_LINES:]) or "(log is empty)"

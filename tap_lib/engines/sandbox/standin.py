@@ -1,0 +1,71 @@
+"""A real PostgreSQL standing in for the Aurora cluster, and rotation run like Secrets Manager
+would run it - so that the sandbox exercises real credentials and real connectivity.
+
+The emulator creates the cluster's RDS-managed master secret; the stand-in server is started
+with exactly those credentials. Its data lives under the stack's state directory and goes away
+with the cluster (destroy, or an emulator restart that lost the stack).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...localdb import LocalPostgres
+from .handlers.base import Context
+from .lambda_runtime import invoke
+from .state import stack_dir
+
+ROTATION_STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+
+
+def _stack_of(urn: str) -> str:
+    return urn.split("::")[0].removeprefix("urn:pulumi:")
+
+
+def _data_dir(stack: str, cluster_id: str) -> Path:
+    return stack_dir(stack) / "postgres" / cluster_id
+
+
+def ensure(ctx: Context, cluster_id: str, master_secret_arn: str, dbname: str) -> Endpoint:
+    """Start (or re-attach to) the stand-in server for this cluster."""
+    data_dir = _data_dir(_stack_of(ctx.urn), cluster_id)
+    pg = LocalPostgres.attach(data_dir) if (data_dir / "PG_VERSION").is_file() \
+        else LocalPostgres(data_dir)
+    if not pg.is_running():
+        master = json.loads(ctx.client("secretsmanager").get_secret_value(
+            SecretId=master_secret_arn)["SecretString"])
+        pg.start(superuser=master["username"], password=master["password"], database=dbname)
+    return Endpoint(pg.host, pg.port)
+
+
+def remove(ctx: Context, cluster_id: str) -> None:
+    LocalPostgres(_data_dir(_stack_of(ctx.urn), cluster_id)).remove()
+
+
+def forget_all(stack: str) -> None:
+    """Stop and delete every stand-in server of a stack (destroy, or a lost emulator)."""
+    root = stack_dir(stack) / "postgres"
+    if root.exists():
+        for data_dir in root.iterdir():
+            LocalPostgres(data_dir).remove()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def rotate_in_process(ctx: Context, secret_id: str, token: str) -> None:
+    """The four rotation steps, in order, as Secrets Manager invokes them."""
+    sm = ctx.client("secretsmanager")
+    function = sm.describe_secret(SecretId=secret_id)["RotationLambdaARN"].split(":")[-1]
+    variables = ctx.client("lambda").get_function_configuration(
+        FunctionName=function).get("Environment", {}).get("Variables", {})
+    endpoint = sm.meta.endpoint_url
+    for step in ROTATION_STEPS:
+        invoke("rotation", {"Step": step, "SecretId": secret_id, "ClientRequestToken": token},
+               endpoint=endpoint, region=ctx.region, variables=variables)
