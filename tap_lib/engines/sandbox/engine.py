@@ -21,8 +21,8 @@ from ..base import (HistoryEntry, Plan, ProgressCallback, ResourceState, Result,
 from ..synth import MOCK_ACCOUNT, PlaceholderResolver, Registration, synthesize
 from . import server
 from .handlers import REGISTRY, Context, Handler
-from .state import (OperationLock, ResourceRecord, StateStore, changed_keys, normalize,
-                    normalize_reveal)
+from .state import (OperationLock, ResourceRecord, StateStore, changed_keys, keep_secret,
+                    normalize, normalize_reveal)
 
 TARGET = "sandbox"
 
@@ -102,10 +102,10 @@ class _Resolver:
         if not self.apply:
             if op == "create":
                 return self.placeholder.resource(reg)
-            return record.id, {**record.outputs, **reg.inputs}
+            return record.id, _known_outputs(record, reg.inputs)
         if op == "same":
             self._event(step, "done")
-            return record.id, record.outputs
+            return record.id, _known_outputs(record, reg.inputs)
         self._event(step, "start")
         ctx = self.engine.context(reg.urn, reg.name, changed)
         inputs = normalize_reveal(reg.inputs)
@@ -120,6 +120,7 @@ class _Resolver:
             id_, outputs = handler.create(ctx, inputs)
         with self._lock:
             self.notes.extend(n for n in ctx.notes if n not in self.notes)
+        outputs = keep_secret(outputs, reg.inputs)
         store.put(ResourceRecord(reg.urn, reg.type, reg.name, id_, norm, normalize(outputs),
                                  reg.dependencies, reg.parent))
         self._event(step, "done")
@@ -132,6 +133,19 @@ class _Resolver:
             done = sum(1 for s in self.steps) if phase != "start" else len(self.steps) - 1
             self.progress(StepEvent(step, phase, done, self.total,
                                     time.monotonic() - self.started, error))
+
+
+def _known_outputs(record: ResourceRecord, inputs: dict) -> dict:
+    """Outputs for a resource deploy leaves alone. State holds them redacted (digests for
+    secrets and archives), so inputs are handed back as the program gave them, except where
+    the provider computed something else from an unchanged input (the stand-in's port)."""
+    merged = dict(inputs)
+    for key, stored in record.outputs.items():
+        if key not in inputs:
+            merged[key] = stored
+        elif normalize(inputs[key]) == record.inputs.get(key) and stored != record.inputs[key]:
+            merged[key] = stored
+    return merged
 
 
 def _with_urn(exc: BaseException, urn: str) -> BaseException:

@@ -149,6 +149,16 @@ def normalize_reveal(value: Any) -> Any:
     return value
 
 
+def keep_secret(outputs: Any, inputs: Any) -> Any:
+    """Handlers echo revealed inputs into their outputs; put the secret wrapping back wherever
+    the input was secret, so that state and the program see a secret, not its value."""
+    if isinstance(inputs, dict) and SECRET_SIG in inputs:
+        return inputs
+    if isinstance(outputs, dict) and isinstance(inputs, dict):
+        return {k: keep_secret(v, inputs[k]) if k in inputs else v for k, v in outputs.items()}
+    return outputs
+
+
 def changed_keys(old: dict, new: dict) -> list[str]:
     return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
 

@@ -1,0 +1,263 @@
+"""Secrets Manager rotation of the payment application's PostgreSQL password.
+
+Secret (JSON): {"engine": "postgres", "host", "port", "dbname", "username", "password",
+"masterarn"}. The stack writes the first version without "password", so no password ever
+passes through the deployment tool; the first rotation creates the role and its password.
+"masterarn" names the RDS-managed master secret, {"username", "password"}.
+
+Strategy: one application user whose password the master user changes. Chosen because
+- the application's table and grants stay with one role: with alternating users, the table
+  the payment function creates belongs to whichever user created it, and the other user's
+  privileges would have to be kept in sync;
+- the master credentials are managed (and rotated) by RDS, so this function can also create
+  the role on the first rotation, which is what keeps the password out of the stack;
+- its cost is a short window, between setSecret and finishSecret, in which the database accepts
+  only the AWSPENDING password. The payment function covers it: when a login is refused for
+  authentication it re-reads AWSCURRENT, then AWSPENDING, and retries. Open sessions are not
+  affected (PostgreSQL checks passwords at login only).
+A failure in setSecret changes nothing in the database, and testSecret refuses to let a
+password the database does not accept become AWSCURRENT; either way AWSCURRENT keeps working.
+(If testSecret fails after setSecret did change the password, AWSCURRENT stays stale until
+Secrets Manager retries the rotation; the payment function keeps working through AWSPENDING.)
+
+Every step is safe to repeat, as Secrets Manager retries: createSecret reuses the AWSPENDING
+version of the token, setSecret does nothing when the pending password already logs in,
+finishSecret does nothing once the token is AWSCURRENT. finishSecret also removes the
+AWSPENDING label, so a finished rotation leaves AWSCURRENT on the new version, AWSPREVIOUS on the
+old one and no AWSPENDING.
+
+The password reaches PostgreSQL as a SCRAM-SHA-256 verifier computed here, never in plain text
+(so not in the server's statement log either). Nothing secret is logged, returned or put in an
+exception message. Only the standard library, boto3 and pg8000 are used: this file is packaged
+alone with pg8000.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import os
+from typing import Any
+
+import boto3
+import pg8000.native
+from botocore.exceptions import ClientError
+
+logger = logging.getLogger(__name__)
+logger.setLevel(logging.INFO)
+# botocore's DEBUG records carry request and response bodies, i.e. secret values.
+for _wire_logger in ("botocore.endpoint", "botocore.parsers"):
+    logging.getLogger(_wire_logger).setLevel(logging.INFO)
+
+PASSWORD_LENGTH = 32
+# Characters that break connection strings and URLs, or need quoting in shells.
+EXCLUDED_CHARACTERS = "/@\"'\\ "
+CONNECT_TIMEOUT_S = 10
+SCRAM_ITERATIONS = 4096
+REQUIRED_KEYS = ("engine", "host", "port", "dbname", "username", "masterarn")
+# invalid_password, invalid_authorization_specification
+AUTH_FAILED = frozenset({"28P01", "28000"})
+
+
+class RotationError(Exception):
+    """A rotation step cannot complete. Messages name secrets and versions, never values."""
+
+
+def lambda_handler(event: dict[str, Any], context: Any) -> None:
+    """Run one rotation step, after the checks AWS's rotation contract asks for."""
+    arn, token, step = event["SecretId"], event["ClientRequestToken"], event["Step"]
+    client = boto3.client("secretsmanager")
+    metadata = client.describe_secret(SecretId=arn)
+    if not metadata.get("RotationEnabled"):
+        raise RotationError(f"secret {arn} is not enabled for rotation")
+    stages: dict[str, list[str]] = metadata.get("VersionIdsToStages", {})
+    if token not in stages:
+        raise RotationError(f"version {token} of secret {arn} has no stage for rotation")
+    if "AWSCURRENT" in stages[token] and "AWSPENDING" not in stages[token]:
+        logger.info("%s: version %s of %s is already AWSCURRENT", step, token, arn)
+        return
+    if "AWSPENDING" not in stages[token]:
+        raise RotationError(f"version {token} of secret {arn} is not AWSPENDING")
+
+    if step == "createSecret":
+        create_secret(client, arn, token)
+    elif step == "setSecret":
+        set_secret(client, arn, token)
+    elif step == "testSecret":
+        test_secret(client, arn, token)
+    elif step == "finishSecret":
+        finish_secret(client, arn, token, stages)
+    else:
+        raise RotationError(f"unknown rotation step {step!r}")
+
+
+def create_secret(client: Any, arn: str, token: str) -> None:
+    """Store AWSCURRENT with a new random password as the token's AWSPENDING version."""
+    current = _secret(client, arn, "AWSCURRENT", require_password=False)
+    try:
+        _secret(client, arn, "AWSPENDING", token)
+        logger.info("createSecret: AWSPENDING version %s of %s already exists", token, arn)
+        return
+    except ClientError as exc:
+        if _error_code(exc) != "ResourceNotFoundException":
+            raise
+    password = client.get_random_password(
+        PasswordLength=PASSWORD_LENGTH, ExcludeCharacters=EXCLUDED_CHARACTERS,
+        RequireEachIncludedType=True)["RandomPassword"]
+    client.put_secret_value(SecretId=arn, ClientRequestToken=token,
+                            SecretString=json.dumps({**current, "password": password}),
+                            VersionStages=["AWSPENDING"])
+    logger.info("createSecret: stored a new password as AWSPENDING version %s of %s", token, arn)
+
+
+def set_secret(client: Any, arn: str, token: str) -> None:
+    """As the master user, create the role if missing, set the pending password, grant access."""
+    pending = _secret(client, arn, "AWSPENDING", token)
+    if _login_works(pending):
+        logger.info("setSecret: the database already accepts version %s of %s", token, arn)
+        return
+    master = _master_credentials(client, pending["masterarn"])
+    if master["username"] == pending["username"]:
+        raise RotationError(f"secret {arn} names the master user; it must name the application "
+                            "user, whose password this function may change")
+    try:
+        conn = _connect(pending, master["username"], master["password"])
+    except pg8000.native.DatabaseError as exc:
+        raise RotationError(f"setSecret: cannot log in with master secret {pending['masterarn']}"
+                            f" for {arn}: {_describe(exc)}") from exc
+    try:
+        _apply(conn, pending)
+    except pg8000.native.DatabaseError as exc:
+        raise RotationError(f"setSecret: cannot set the password of version {token} of {arn}: "
+                            f"{_describe(exc)}") from exc
+    finally:
+        conn.close()
+    logger.info("setSecret: database user %s now has the password of version %s of %s",
+                pending["username"], token, arn)
+
+
+def test_secret(client: Any, arn: str, token: str) -> None:
+    """Log in with the pending version and check the privileges the payment function needs."""
+    pending = _secret(client, arn, "AWSPENDING", token)
+    try:
+        conn = _connect(pending, pending["username"], pending["password"])
+    except pg8000.native.DatabaseError as exc:
+        raise RotationError(f"testSecret: the database refuses version {token} of {arn}: "
+                            f"{_describe(exc)}") from exc
+    try:
+        granted = conn.run("SELECT has_database_privilege(current_database(), 'CONNECT'), "
+                           "has_schema_privilege('public', 'USAGE'), "
+                           "has_schema_privilege('public', 'CREATE')")[0]
+    finally:
+        conn.close()
+    if not all(granted):
+        raise RotationError(f"testSecret: user {pending['username']} of version {token} of {arn}"
+                            " lacks CONNECT, or USAGE and CREATE on schema public")
+    logger.info("testSecret: version %s of %s logs in with the privileges it needs", token, arn)
+
+
+def finish_secret(client: Any, arn: str, token: str, stages: dict[str, list[str]]) -> None:
+    """Move AWSCURRENT to the token (Secrets Manager moves AWSPREVIOUS) and drop AWSPENDING."""
+    current = next((version for version, labels in stages.items() if "AWSCURRENT" in labels),
+                   None)
+    if current != token:
+        moved = {"RemoveFromVersionId": current} if current else {}
+        client.update_secret_version_stage(SecretId=arn, VersionStage="AWSCURRENT",
+                                           MoveToVersionId=token, **moved)
+        logger.info("finishSecret: version %s of %s is now AWSCURRENT (was %s)", token, arn,
+                    current)
+    client.update_secret_version_stage(SecretId=arn, VersionStage="AWSPENDING",
+                                       RemoveFromVersionId=token)
+
+
+def scram_verifier(password: str, *, salt: bytes | None = None,
+                   iterations: int = SCRAM_ITERATIONS) -> str:
+    """PostgreSQL's stored form of a SCRAM-SHA-256 password, as psql's \\password computes it.
+
+    Sent instead of the password, so the plain text never reaches the server. Only printable
+    ASCII is accepted: SASLprep leaves it unchanged, so no normalisation is needed.
+    """
+    if not (password.isascii() and password.isprintable()):
+        raise RotationError("generated passwords must be printable ASCII")
+    salt = salt or os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+    return (f"SCRAM-SHA-256${iterations}:{_b64(salt)}$"
+            f"{_b64(stored_key)}:{_b64(server_key)}")
+
+
+def _apply(conn: pg8000.native.Connection, secret: dict[str, Any]) -> None:
+    """Role, password and grants in one transaction: all of them or none."""
+    role = pg8000.native.identifier(secret["username"])
+    verifier = pg8000.native.literal(scram_verifier(secret["password"]))
+    exists = conn.run("SELECT 1 FROM pg_roles WHERE rolname = :name", name=secret["username"])
+    conn.run("BEGIN")
+    conn.run(f"{'ALTER' if exists else 'CREATE'} ROLE {role} WITH LOGIN PASSWORD {verifier}")
+    conn.run(f"GRANT CONNECT ON DATABASE {pg8000.native.identifier(secret['dbname'])} TO {role}")
+    # The payment function creates and then owns its table; it needs nothing else.
+    conn.run(f"GRANT USAGE, CREATE ON SCHEMA public TO {role}")
+    conn.run("COMMIT")
+
+
+def _secret(client: Any, arn: str, stage: str, token: str | None = None, *,
+            require_password: bool = True) -> dict[str, Any]:
+    request = {"SecretId": arn, "VersionStage": stage}
+    if token:
+        request["VersionId"] = token
+    secret = json.loads(client.get_secret_value(**request)["SecretString"])
+    needed = REQUIRED_KEYS + (("password",) if require_password else ())
+    missing = [key for key in needed if secret.get(key) in (None, "")]
+    if missing:
+        raise RotationError(f"{stage} version of secret {arn} lacks {', '.join(missing)}")
+    if secret["engine"] != "postgres":
+        raise RotationError(f"secret {arn} is for engine {secret['engine']!r}, not postgres")
+    return secret
+
+
+def _master_credentials(client: Any, master_arn: str) -> dict[str, str]:
+    master = json.loads(client.get_secret_value(SecretId=master_arn,
+                                                VersionStage="AWSCURRENT")["SecretString"])
+    if not master.get("username") or not master.get("password"):
+        raise RotationError(f"master secret {master_arn} lacks username or password")
+    return master
+
+
+def _login_works(secret: dict[str, Any]) -> bool:
+    try:
+        _connect(secret, secret["username"], secret["password"]).close()
+    except pg8000.native.DatabaseError as exc:
+        if _sqlstate(exc) in AUTH_FAILED:
+            return False
+        raise
+    return True
+
+
+def _connect(secret: dict[str, Any], user: str, password: str) -> pg8000.native.Connection:
+    return pg8000.native.Connection(user, password=password, host=secret["host"],
+                                    port=int(secret["port"]), database=secret["dbname"],
+                                    timeout=CONNECT_TIMEOUT_S, application_name="tap-rotation")
+
+
+def _sqlstate(exc: Exception) -> str | None:
+    details = exc.args[0] if exc.args else None
+    return details.get("C") if isinstance(details, dict) else None
+
+
+def _describe(exc: Exception) -> str:
+    """SQLSTATE and server message only: enough to act on, nothing from the request."""
+    details = exc.args[0] if exc.args else None
+    if isinstance(details, dict):
+        return f"{details.get('C')} {details.get('M')}"
+    return type(exc).__name__
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
