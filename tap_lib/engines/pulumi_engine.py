@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -26,7 +27,6 @@ from typing import Any, Callable, TypeVar
 
 from pulumi import automation as auto
 from pulumi.automation.events import OpType
-from pulumi.runtime.rpc import _special_secret_sig, _special_sig_key
 
 from ..config import Settings
 from ..errors import ConfigError, OperationFailed, StackLocked, TapError, TargetUnreachable
@@ -63,6 +63,8 @@ _OP_RANK = {"same": 0, "update": 1, "create": 2, "delete": 2, "replace": 3}
 _PENDING_STATUS = {"creating": "pending-create", "updating": "pending-update",
                    "deleting": "pending-delete", "reading": "pending-read",
                    "importing": "pending-import"}
+# How Pulumi's state marks a secret: {SIG_KEY: SECRET_SIG, "ciphertext": ...} (its wire format).
+_SIG_KEY, _SECRET_SIG = "4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _URL_CREDENTIALS = re.compile(r"(\w+://)[^/@\s]+@")
 _T = TypeVar("_T")
@@ -160,7 +162,7 @@ def _refresh_outcome(meta: auto.StepEventMetadata) -> tuple[str, list[str]]:
 def redact(value: Any) -> Any:
     """State as Pulumi serializes it, with every secret (plaintext or ciphertext) replaced."""
     if isinstance(value, dict):
-        if value.get(_special_sig_key) == _special_secret_sig:
+        if value.get(_SIG_KEY) == _SECRET_SIG:
             return SECRET
         return {k: redact(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -205,7 +207,8 @@ def history_entry(summary: auto.UpdateSummary) -> HistoryEntry:
                         duration_s=(end - start).total_seconds() if end else 0.0, **counts)
 
 
-_PULUMI_FAILURES = (auto.CommandError, auto.InvalidVersionError, OSError, RuntimeError)
+_PULUMI_FAILURES = (auto.CommandError, auto.InvalidVersionError, subprocess.CalledProcessError,
+                    OSError, RuntimeError)
 
 
 def map_error(exc: BaseException, stack: str, *, diagnostics: Sequence[str] = (),
@@ -215,6 +218,11 @@ def map_error(exc: BaseException, stack: str, *, diagnostics: Sequence[str] = ()
     any credentials in URLs are scrubbed all the same."""
     if isinstance(exc, FileNotFoundError) and "pulumi" in str(exc.filename or ""):
         return TargetUnreachable(INSTALL_HINT)
+    if isinstance(exc, subprocess.CalledProcessError):
+        cmd = exc.cmd if isinstance(exc.cmd, str) else " ".join(map(str, exc.cmd))
+        return TargetUnreachable(f"the pulumi CLI on PATH does not run: `{cmd}` exited with "
+                                 f"{exc.returncode}",
+                                 hint="reinstall it: see https://www.pulumi.com/docs/install/")
     if isinstance(exc, auto.InvalidVersionError):
         return TargetUnreachable(f"the pulumi CLI is too old for this SDK: {exc}",
                                  hint="upgrade it: see https://www.pulumi.com/docs/install/")
@@ -268,17 +276,14 @@ class StepTracker:
         return list(self._steps.values())
 
     def __call__(self, event: auto.EngineEvent) -> None:
-        diag = event.diagnostic_event
-        if diag is not None and diag.severity == "error":
-            message = _ANSI.sub("", diag.message).strip()
-            self.errors.append(message)
-            if diag.urn:
-                self._error_by_urn[diag.urn] = message
-        translated = translate_event(event)
-        if translated is None:
-            return
+        diag, translated = event.diagnostic_event, translate_event(event)
         with self._lock:
-            notice = self._record(*translated)
+            if diag is not None and diag.severity == "error":
+                message = _ANSI.sub("", diag.message).strip()
+                self.errors.append(message)
+                if diag.urn:
+                    self._error_by_urn[diag.urn] = message
+            notice = self._record(*translated) if translated is not None else None
         if notice is not None and self._progress is not None:
             self._progress(notice)
 
@@ -316,7 +321,7 @@ class PulumiEngine:
         self.stack = settings.stack_name
         self.work_dir = project_dir()
         self.backend_url = backend_url()
-        if "PULUMI_BACKEND_URL" not in os.environ:
+        if not os.environ.get("PULUMI_BACKEND_URL"):
             local = tap_home() / "pulumi"
             try:
                 local.mkdir(parents=True, exist_ok=True)

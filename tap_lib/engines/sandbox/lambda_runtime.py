@@ -36,6 +36,7 @@ def invoke(function: str, event: dict, *, endpoint: str, region: str,
 def _main(path: str) -> None:
     spec = importlib.util.spec_from_file_location("handler", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules["handler"] = module  # as the Lambda runtime imports it: `handler` at the root
     spec.loader.exec_module(module)
     result = module.lambda_handler(json.loads(sys.stdin.read()), None)
     print(json.dumps(result, default=str))

@@ -36,6 +36,7 @@ from ...errors import ConfigError, TapError, TargetUnreachable
 from ...project import tap_home
 
 HOST = "127.0.0.1"
+EMULATOR_MODULE = "tap_lib.engines.sandbox.emulator"  # moto.server, see emulator.py
 DEFAULT_PORT = 5599
 PORT_ENV = "TAP_SANDBOX_PORT"
 BOOT_ID_PARAMETER = "/tap/sandbox/boot-id"
@@ -202,7 +203,7 @@ def _start_locked() -> SandboxStatus:
     log_path = _dir() / "server.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)],
+            [sys.executable, "-m", EMULATOR_MODULE, "-H", HOST, "-p", str(port)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, cwd=_dir(), env={**os.environ, "PYTHONUNBUFFERED": "1"})
     _children[proc.pid] = proc
@@ -332,7 +333,7 @@ def _pid_alive(pid: int) -> bool:
         cmdline = (proc / "cmdline").read_bytes()
     except (OSError, IndexError):
         return False
-    return state != "Z" and b"moto.server" in cmdline
+    return state != "Z" and EMULATOR_MODULE.encode() in cmdline
 
 
 def _terminate(pid: int) -> None:

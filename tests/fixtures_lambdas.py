@@ -1,0 +1,161 @@
+"""Real servers for the Lambda tests and the Lambda benchmark: a moto server and a PostgreSQL.
+
+Plain context managers and helpers (no pytest here), so benchmarks/bench_lambdas.py uses the
+same setup as the tests. moto's backends are process-wide, so nothing here resets them: every
+stack gets names of its own instead.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pg8000.native
+from botocore.exceptions import ClientError
+from moto.server import ThreadedMotoServer
+
+from tap_lib.lambdas.rotation import handler as rotation
+
+REGION = "eu-west-2"
+MASTER_USER = "dbadmin"
+MASTER_PASSWORD = "master-Pw-0123456789abcdef"
+STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": REGION, "AWS_CONFIG_FILE": os.devnull,
+           "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """A moto server on a free loopback port; yields its endpoint URL."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def aws_environment(endpoint: str) -> dict[str, str]:
+    """Variables pointing plain boto3 clients at `endpoint` with dummy credentials."""
+    return {**AWS_ENV, "AWS_ENDPOINT_URL": endpoint}
+
+
+@dataclass
+class Stack:
+    """What the TapStack creates around the two functions, simulated on moto and PostgreSQL."""
+
+    db_host: str
+    db_port: int
+    dbname: str
+    app_user: str
+    master_arn: str
+    app_arn: str
+    bucket: str
+
+    def payment_environment(self) -> dict[str, str]:
+        return {"DB_SECRET_ARN": self.app_arn, "BUCKET_NAME": self.bucket}
+
+    def master_connection(self) -> pg8000.native.Connection:
+        return pg8000.native.Connection(MASTER_USER, password=MASTER_PASSWORD, host=self.db_host,
+                                        port=self.db_port, database=self.dbname, timeout=10)
+
+
+def create_stack(db_host: str, db_port: int, *, versioned_bucket: bool = False) -> Stack:
+    """A database, the RDS-managed master secret, the app secret (no password) and a bucket.
+
+    Needs the AWS variables set (aws_environment) and the master user in the server.
+    """
+    suffix = uuid.uuid4().hex[:10]
+    dbname, app_user = f"payments_{suffix}", f"app_{suffix}"
+    admin = pg8000.native.Connection(MASTER_USER, password=MASTER_PASSWORD, host=db_host,
+                                     port=db_port, database="postgres", timeout=10)
+    try:
+        admin.run(f"CREATE DATABASE {dbname}")
+    finally:
+        admin.close()
+    sm = boto3.client("secretsmanager")
+    master_arn = sm.create_secret(
+        Name=f"rds!cluster-{suffix}",
+        SecretString=json.dumps({"username": MASTER_USER, "password": MASTER_PASSWORD}))["ARN"]
+    app_arn = sm.create_secret(Name=f"tap/db-app-{suffix}", SecretString=json.dumps({
+        "engine": "postgres", "host": db_host, "port": db_port, "dbname": dbname,
+        "username": app_user, "masterarn": master_arn}))["ARN"]
+    bucket = f"tap-transactions-{suffix}"
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    if versioned_bucket:
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    return Stack(db_host, db_port, dbname, app_user, master_arn, app_arn, bucket)
+
+
+def begin_rotation(secret_arn: str, token: str | None = None) -> str:
+    """Put the secret where Secrets Manager puts it before invoking the rotation function.
+
+    moto's RotateSecret records the rotation settings (RotationEnabled), adds a version for the
+    token staged AWSPENDING and holding no value, then fails because the function does not
+    exist in moto (it could not run it anyway). That is exactly the state AWS hands to
+    createSecret. Returns the token.
+    """
+    token = token or str(uuid.uuid4())
+    absent = f"arn:aws:lambda:{REGION}:123456789012:function:absent-{uuid.uuid4().hex[:8]}"
+    try:
+        boto3.client("secretsmanager").rotate_secret(
+            SecretId=secret_arn, ClientRequestToken=token, RotationLambdaARN=absent,
+            RotationRules={"AutomaticallyAfterDays": 30})
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ResourceNotFoundException":
+            raise
+    else:
+        raise AssertionError("moto ran a rotation function it should not have found")
+    return token
+
+
+def run_steps(secret_arn: str, token: str, steps: tuple[str, ...] = STEPS) -> None:
+    for step in steps:
+        rotation.lambda_handler({"SecretId": secret_arn, "ClientRequestToken": token,
+                                 "Step": step}, None)
+
+
+def rotate(secret_arn: str) -> str:
+    """One full rotation, the four steps in process as Secrets Manager would invoke them."""
+    token = begin_rotation(secret_arn)
+    run_steps(secret_arn, token)
+    return token
+
+
+def stages(secret_arn: str) -> dict[str, list[str]]:
+    """Version id -> staging labels, without versions that have none left."""
+    described = boto3.client("secretsmanager").describe_secret(SecretId=secret_arn)
+    return {version: sorted(labels)
+            for version, labels in described.get("VersionIdsToStages", {}).items() if labels}
+
+
+def secret_value(secret_arn: str, stage: str = "AWSCURRENT") -> dict[str, Any]:
+    value = boto3.client("secretsmanager").get_secret_value(SecretId=secret_arn,
+                                                            VersionStage=stage)
+    return json.loads(value["SecretString"])
+
+
+def login_works(stack: Stack, user: str, password: str) -> bool:
+    """Whether PostgreSQL accepts the password (False on an authentication failure only)."""
+    try:
+        pg8000.native.Connection(user, password=password, host=stack.db_host,
+                                 port=stack.db_port, database=stack.dbname, timeout=10).close()
+    except pg8000.native.DatabaseError as exc:
+        if exc.args and isinstance(exc.args[0], dict) and exc.args[0].get("C") == "28P01":
+            return False
+        raise
+    return True
+
+
+def set_environment(variables: dict[str, str]) -> None:
+    """For scripts; tests use monkeypatch instead."""
+    os.environ.update(variables)
+    os.environ.pop("AWS_PROFILE", None)

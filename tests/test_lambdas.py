@@ -1,0 +1,563 @@
+"""The rotation and payment functions against a real PostgreSQL and a real moto server.
+
+Nothing is mocked: the functions run in process with plain boto3 clients pointed at a moto
+server by AWS_ENDPOINT_URL, and log in to a PostgreSQL started from Debian's binaries. moto
+cannot execute Lambdas, so the tests drive the rotation steps the way Secrets Manager does
+(see fixtures_lambdas.begin_rotation).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fixtures_lambdas import (MASTER_PASSWORD, MASTER_USER, STEPS, Stack, aws_environment,
+                              begin_rotation, create_stack, login_works, moto_server, rotate,
+                              run_steps, secret_value, stages)
+from tap_lib import localdb
+from tap_lib.lambdas.payment import handler as payment
+from tap_lib.lambdas.rotation import handler as rotation
+from tap_lib.localdb import LocalPostgres, LocalPostgresError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# -- fixtures -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
+    with localdb.running(tmp_path_factory.mktemp("lambdas-pg") / "data", MASTER_USER,
+                         MASTER_PASSWORD) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    with moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    for name, value in aws_environment(moto_endpoint).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return moto_endpoint
+
+
+@pytest.fixture(autouse=True)
+def fresh_payment_container() -> Iterator[None]:
+    """Each test starts like a new Lambda container: nothing cached."""
+    payment.reset_cache()
+    yield
+    payment.reset_cache()
+
+
+def _stack(pg_server: LocalPostgres, monkeypatch: pytest.MonkeyPatch, **kwargs: Any) -> Stack:
+    assert pg_server.port is not None
+    stack = create_stack(pg_server.host, pg_server.port, **kwargs)
+    for name, value in stack.payment_environment().items():
+        monkeypatch.setenv(name, value)
+    return stack
+
+
+@pytest.fixture
+def stack(aws: str, pg_server: LocalPostgres, monkeypatch: pytest.MonkeyPatch) -> Stack:
+    """A fresh stack whose secret has no password yet (as deployed)."""
+    return _stack(pg_server, monkeypatch)
+
+
+@pytest.fixture
+def live_stack(stack: Stack) -> Stack:
+    """A stack after its first (bootstrap) rotation: the application user exists."""
+    rotate(stack.app_arn)
+    return stack
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+def _event(payment_id: str = "pay-1", **overrides: Any) -> dict[str, Any]:
+    return {"payment_id": payment_id, "amount": "12.50", "currency": "GBP",
+            "merchant_id": "merchant-7", "metadata": {"order": "A-17"}, **overrides}
+
+
+def _invoke(event: Any) -> tuple[int, dict[str, Any]]:
+    response = payment.lambda_handler(event, None)
+    return response["statusCode"], json.loads(response["body"])
+
+
+def _current_password(stack: Stack) -> str:
+    return str(secret_value(stack.app_arn)["password"])
+
+
+def _rows(stack: Stack) -> list[list[Any]]:
+    conn = stack.master_connection()
+    try:
+        if conn.run("SELECT to_regclass('public.payments')")[0][0] is None:
+            return []
+        return conn.run("SELECT payment_id, amount, currency, merchant_id FROM payments")
+    finally:
+        conn.close()
+
+
+def _objects(stack: Stack) -> list[str]:
+    listed = boto3.client("s3").list_objects_v2(Bucket=stack.bucket)
+    return [item["Key"] for item in listed.get("Contents", [])]
+
+
+def _stored_verifier(stack: Stack) -> str:
+    conn = stack.master_connection()
+    try:
+        return str(conn.run("SELECT rolpassword FROM pg_authid WHERE rolname = :name",
+                            name=stack.app_user)[0][0])
+    finally:
+        conn.close()
+
+
+def _version_snapshot(stack: Stack) -> dict[str, tuple[list[str], str | None]]:
+    """Every version's labels and value: what a repeated step must leave unchanged."""
+    sm = boto3.client("secretsmanager")
+    snapshot = {}
+    for version in sm.list_secret_version_ids(SecretId=stack.app_arn)["Versions"]:
+        try:
+            value = sm.get_secret_value(SecretId=stack.app_arn,
+                                        VersionId=version["VersionId"])["SecretString"]
+        except sm.exceptions.ResourceNotFoundException:
+            value = None
+        snapshot[version["VersionId"]] = (sorted(version["VersionStages"]), value)
+    return snapshot
+
+
+def _all_passwords(stack: Stack) -> set[str]:
+    snapshot = _version_snapshot(stack)
+    found = {json.loads(value)["password"] for _, value in snapshot.values()
+             if value and "password" in json.loads(value)}
+    return found | {MASTER_PASSWORD}
+
+
+# -- rotation -----------------------------------------------------------------------------------
+
+@pytest.mark.postgres
+def test_bootstrap_rotation_creates_the_role_and_ends_with_aws_labels(stack: Stack) -> None:
+    initial = stages(stack.app_arn)
+    assert list(initial.values()) == [["AWSCURRENT"]]
+    assert "password" not in secret_value(stack.app_arn)
+
+    token = rotate(stack.app_arn)
+
+    secret = secret_value(stack.app_arn)
+    assert stages(stack.app_arn) == {token: ["AWSCURRENT"], **{v: ["AWSPREVIOUS"]
+                                                               for v in initial}}
+    assert {k: v for k, v in secret.items() if k != "password"} == json.loads(
+        json.dumps({"engine": "postgres", "host": stack.db_host, "port": stack.db_port,
+                    "dbname": stack.dbname, "username": stack.app_user,
+                    "masterarn": stack.master_arn}))
+    assert len(secret["password"]) == rotation.PASSWORD_LENGTH
+    assert not set(secret["password"]) & set(rotation.EXCLUDED_CHARACTERS)
+    assert login_works(stack, stack.app_user, secret["password"])
+    assert _stored_verifier(stack).startswith("SCRAM-SHA-256$")
+
+
+@pytest.mark.postgres
+def test_rotation_replaces_the_password(live_stack: Stack) -> None:
+    old_token = next(v for v, labels in stages(live_stack.app_arn).items()
+                     if "AWSCURRENT" in labels)
+    old_password = _current_password(live_stack)
+
+    token = rotate(live_stack.app_arn)
+
+    new_password = _current_password(live_stack)
+    assert new_password != old_password
+    assert not login_works(live_stack, live_stack.app_user, old_password)
+    assert login_works(live_stack, live_stack.app_user, new_password)
+    assert stages(live_stack.app_arn) == {token: ["AWSCURRENT"], old_token: ["AWSPREVIOUS"]}
+    assert secret_value(live_stack.app_arn, "AWSPREVIOUS")["password"] == old_password
+
+
+@pytest.mark.postgres
+def test_repeating_any_step_changes_nothing_more(live_stack: Stack) -> None:
+    token = begin_rotation(live_stack.app_arn)
+    for step in STEPS:
+        run_steps(live_stack.app_arn, token, (step,))
+        versions, verifier = _version_snapshot(live_stack), _stored_verifier(live_stack)
+        run_steps(live_stack.app_arn, token, (step,))
+        assert _version_snapshot(live_stack) == versions, step
+        assert _stored_verifier(live_stack) == verifier, step
+
+    finished, verifier = _version_snapshot(live_stack), _stored_verifier(live_stack)
+    run_steps(live_stack.app_arn, token)  # a late retry of every step
+    assert _version_snapshot(live_stack) == finished
+    assert _stored_verifier(live_stack) == verifier
+    assert login_works(live_stack, live_stack.app_user, _current_password(live_stack))
+
+
+@pytest.mark.postgres
+def test_failed_set_secret_keeps_current_working_and_a_retry_completes(live_stack: Stack) -> None:
+    sm = boto3.client("secretsmanager")
+    current_password, labels = _current_password(live_stack), stages(live_stack.app_arn)
+    wrong_master = "wrong-master-Pw-987654"
+    sm.put_secret_value(SecretId=live_stack.master_arn, SecretString=json.dumps(
+        {"username": MASTER_USER, "password": wrong_master}))
+    token = begin_rotation(live_stack.app_arn)
+    run_steps(live_stack.app_arn, token, ("createSecret",))
+    pending_password = secret_value(live_stack.app_arn, "AWSPENDING")["password"]
+
+    with pytest.raises(rotation.RotationError, match="master secret") as failure:
+        run_steps(live_stack.app_arn, token, ("setSecret",))
+
+    assert all(p not in str(failure.value) for p in (wrong_master, pending_password,
+                                                     current_password, MASTER_PASSWORD))
+    assert login_works(live_stack, live_stack.app_user, current_password)
+    assert not login_works(live_stack, live_stack.app_user, pending_password)
+    assert {v: l for v, l in stages(live_stack.app_arn).items() if v != token} == labels
+
+    # Secrets Manager retries with the same token once the master secret is right again.
+    sm.put_secret_value(SecretId=live_stack.master_arn, SecretString=json.dumps(
+        {"username": MASTER_USER, "password": MASTER_PASSWORD}))
+    run_steps(live_stack.app_arn, token, ("setSecret", "testSecret", "finishSecret"))
+    assert _current_password(live_stack) == pending_password
+    assert login_works(live_stack, live_stack.app_user, pending_password)
+    assert not login_works(live_stack, live_stack.app_user, current_password)
+
+
+@pytest.mark.postgres
+def test_failed_test_secret_keeps_current_working(live_stack: Stack) -> None:
+    """testSecret is the gate: a password the database does not accept never becomes current."""
+    current_password, labels = _current_password(live_stack), stages(live_stack.app_arn)
+    token = begin_rotation(live_stack.app_arn)
+    run_steps(live_stack.app_arn, token, ("createSecret",))  # setSecret lost or never applied
+
+    with pytest.raises(rotation.RotationError, match="refuses version"):
+        run_steps(live_stack.app_arn, token, ("testSecret",))
+
+    assert login_works(live_stack, live_stack.app_user, current_password)
+    assert _current_password(live_stack) == current_password
+    assert {v: l for v, l in stages(live_stack.app_arn).items() if v != token} == labels
+    assert stages(live_stack.app_arn)[token] == ["AWSPENDING"]
+
+    run_steps(live_stack.app_arn, token, ("setSecret", "testSecret", "finishSecret"))
+    assert stages(live_stack.app_arn)[token] == ["AWSCURRENT"]
+    assert not login_works(live_stack, live_stack.app_user, current_password)
+
+
+@pytest.mark.postgres
+def test_test_secret_checks_the_privileges_the_payment_function_needs(live_stack: Stack) -> None:
+    token = begin_rotation(live_stack.app_arn)
+    run_steps(live_stack.app_arn, token, ("createSecret", "setSecret"))
+    conn = live_stack.master_connection()
+    try:
+        conn.run(f"REVOKE CREATE ON SCHEMA public FROM {live_stack.app_user}")
+    finally:
+        conn.close()
+    with pytest.raises(rotation.RotationError, match="lacks CONNECT"):
+        run_steps(live_stack.app_arn, token, ("testSecret",))
+
+
+@pytest.mark.postgres
+def test_rotation_refuses_what_the_contract_refuses(aws: str, pg_server: LocalPostgres,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    stack = _stack(pg_server, monkeypatch)
+    first = next(iter(stages(stack.app_arn)))
+    with pytest.raises(rotation.RotationError, match="not enabled for rotation"):
+        run_steps(stack.app_arn, first, ("createSecret",))
+
+    rotate(stack.app_arn)
+    with pytest.raises(rotation.RotationError, match="has no stage"):
+        run_steps(stack.app_arn, "f" * 36, ("createSecret",))
+    with pytest.raises(rotation.RotationError, match="is not AWSPENDING"):
+        run_steps(stack.app_arn, first, ("setSecret",))  # now AWSPREVIOUS
+
+    sm = boto3.client("secretsmanager")
+    sm.put_secret_value(SecretId=stack.master_arn, SecretString=json.dumps(
+        {"username": stack.app_user, "password": MASTER_PASSWORD}))
+    token = begin_rotation(stack.app_arn)
+    run_steps(stack.app_arn, token, ("createSecret",))
+    with pytest.raises(rotation.RotationError, match="names the master user"):
+        run_steps(stack.app_arn, token, ("setSecret",))
+
+
+# -- payments -----------------------------------------------------------------------------------
+
+@pytest.mark.postgres
+def test_payment_is_recorded_and_logged(live_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOG_PREFIX", "/audit/tx/")
+    status, body = _invoke(_event("pay-100", amount=7))
+
+    assert status == 200 and body["duplicate"] is False
+    assert _rows(live_stack) == [["pay-100", Decimal("7.00"), "GBP", "merchant-7"]]
+    day = body["created_at"][:10].replace("-", "/")
+    key = f"audit/tx/{day}/pay-100.json"
+    assert body["log_object"] == f"s3://{live_stack.bucket}/{key}"
+    assert _objects(live_stack) == [key]
+    logged = json.loads(boto3.client("s3").get_object(Bucket=live_stack.bucket,
+                                                      Key=key)["Body"].read())
+    assert logged == {k: v for k, v in body.items() if k not in {"duplicate", "log_object"}}
+    assert logged["amount"] == "7.00" and logged["metadata"] == {"order": "A-17"}
+
+
+@pytest.mark.postgres
+def test_retrying_a_payment_is_idempotent(aws: str, pg_server: LocalPostgres,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    stack = _stack(pg_server, monkeypatch, versioned_bucket=True)
+    rotate(stack.app_arn)
+    first = _invoke(_event("pay-200"))
+    payment.reset_cache()  # the retry may land on another container
+    second = _invoke(_event("pay-200"))
+
+    assert first[0] == second[0] == 200
+    assert (first[1]["duplicate"], second[1]["duplicate"]) == (False, True)
+    assert {k: v for k, v in first[1].items() if k != "duplicate"} == \
+        {k: v for k, v in second[1].items() if k != "duplicate"}
+    assert len(_rows(stack)) == 1
+    versions = boto3.client("s3").list_object_versions(Bucket=stack.bucket)["Versions"]
+    assert len(versions) == 1  # the retry wrote no second object version
+
+
+@pytest.mark.postgres
+def test_a_retry_writes_the_log_a_crash_left_missing(live_stack: Stack) -> None:
+    _invoke(_event("pay-250"))
+    [key] = _objects(live_stack)
+    boto3.client("s3").delete_object(Bucket=live_stack.bucket, Key=key)
+
+    status, body = _invoke(_event("pay-250"))
+    assert status == 200 and body["duplicate"] is True
+    assert _objects(live_stack) == [key]
+
+
+@pytest.mark.postgres
+def test_a_reused_payment_id_for_another_payment_is_a_conflict(live_stack: Stack) -> None:
+    assert _invoke(_event("pay-300"))[0] == 200
+    status, body = _invoke(_event("pay-300", amount="99.99"))
+    assert status == 409 and body["payment_id"] == "pay-300"
+    assert _rows(live_stack) == [["pay-300", Decimal("12.50"), "GBP", "merchant-7"]]
+    assert len(_objects(live_stack)) == 1
+
+
+_INVALID = {
+    "payment_id": st.one_of(
+        st.sampled_from([None, 7, "", "x" * 65, "pay 1", "pay/1", "paié", ["p"]]),
+        st.text(max_size=70).filter(lambda t: not payment.PAYMENT_ID.fullmatch(t))),
+    "amount": st.one_of(
+        st.sampled_from([None, True, "", "0", "0.00", "-1", "1.234", "1e3", " 5", "5.", ".5",
+                         "NaN", "Infinity", "1_000", "12,50", [], {}, float("nan"),
+                         float("inf"), 0.001, -3.5, 10 ** 13, "1234567890123"]),
+        st.integers(max_value=0),
+        st.text(max_size=8).filter(lambda t: not payment.AMOUNT_TEXT.fullmatch(t))),
+    "currency": st.one_of(
+        st.sampled_from([None, "usd", "US", "USDD", "XYZ", "XAU", 840, "€€€"]),
+        st.text(max_size=5).filter(lambda t: t not in payment.CURRENCIES)),
+    "merchant_id": st.sampled_from([None, "", "m" * 65, "a b", 7, "m/1"]),
+    "metadata": st.sampled_from([[], "x", 5, False, {1: "a"}, {"big": "x" * 5000},
+                                 {"nan": float("nan")}, {"obj": object()}]),
+    "unexpected": st.sampled_from([1, "x", None]),
+}
+
+
+@pytest.mark.postgres
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=st.one_of(*(st.tuples(st.just(name), values) for name, values in _INVALID.items())))
+def test_invalid_payments_are_refused_and_write_nothing(live_stack: Stack,
+                                                        case: tuple[str, Any]) -> None:
+    field, value = case
+    status, body = _invoke({**_event("pay-bad"), field: value})
+    assert status == 400
+    assert field in {error["field"] for error in body["errors"]}
+    assert _rows(live_stack) == [] and _objects(live_stack) == []
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("event", [None, [], "pay", 5, {}])
+def test_events_that_are_not_payments_are_refused(live_stack: Stack, event: Any) -> None:
+    status, body = _invoke(event)
+    assert status == 400 and body["errors"]
+    assert _rows(live_stack) == [] and _objects(live_stack) == []
+
+
+@given(payment_id=st.from_regex(payment.PAYMENT_ID, fullmatch=True),
+       amount=st.one_of(
+           st.decimals(min_value=Decimal("0.01"), max_value=payment.MAX_AMOUNT, places=2),
+           st.integers(min_value=1, max_value=10 ** 9),
+           st.integers(min_value=1, max_value=10 ** 8).map(lambda cents: cents / 100)),
+       as_text=st.booleans(),
+       currency=st.sampled_from(sorted(payment.CURRENCIES)),
+       merchant_id=st.from_regex(payment.MERCHANT_ID, fullmatch=True),
+       metadata=st.none() | st.dictionaries(st.text(max_size=10), st.integers() | st.text(
+           max_size=20), max_size=5))
+def test_valid_payments_pass_validation(payment_id: str, amount: Any, as_text: bool,
+                                        currency: str, merchant_id: str,
+                                        metadata: dict[str, Any] | None) -> None:
+    if as_text:
+        amount = f"{Decimal(str(amount)):f}"
+    event = {"payment_id": payment_id, "amount": amount, "currency": currency,
+             "merchant_id": merchant_id, "metadata": metadata}
+    parsed, errors = payment.validate_payment(event)
+    assert errors == [] and parsed is not None
+    assert parsed.amount == Decimal(str(amount)).quantize(Decimal("0.01"))
+    assert parsed.metadata == (metadata or {})
+
+
+@pytest.mark.postgres
+def test_a_payment_before_the_first_rotation_fails_clearly(stack: Stack) -> None:
+    with pytest.raises(payment.CredentialsRejected, match="first rotation"):
+        payment.lambda_handler(_event("pay-400"), None)
+
+
+@pytest.mark.postgres
+def test_payments_keep_working_across_a_rotation(live_stack: Stack,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    assert _invoke(_event("pay-500"))[0] == 200
+    rotate(live_stack.app_arn)
+
+    assert _invoke(_event("pay-501"))[0] == 200  # open session: unaffected by the rotation
+    payment.close_connection()  # new login with the cached, now stale, password
+    assert _invoke(_event("pay-502"))[0] == 200
+    assert "refused the cached credentials" in caplog.text
+    assert len(_rows(live_stack)) == 3
+
+
+@pytest.mark.postgres
+def test_payments_work_between_set_secret_and_finish_secret(live_stack: Stack) -> None:
+    assert _invoke(_event("pay-600"))[0] == 200
+    token = begin_rotation(live_stack.app_arn)
+    run_steps(live_stack.app_arn, token, ("createSecret", "setSecret"))
+    payment.close_connection()
+    assert _invoke(_event("pay-601"))[0] == 200  # only AWSPENDING logs in now
+
+    run_steps(live_stack.app_arn, token, ("testSecret", "finishSecret"))
+    payment.close_connection()
+    assert _invoke(_event("pay-602"))[0] == 200
+
+
+@pytest.mark.postgres
+def test_a_lost_connection_is_replaced(live_stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    assert _invoke(_event("pay-700"))[0] == 200
+    conn = live_stack.master_connection()
+    try:
+        conn.run("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :user",
+                 user=live_stack.app_user)
+    finally:
+        conn.close()
+    assert _invoke(_event("pay-701"))[0] == 200
+    assert "connection was lost" in caplog.text
+
+
+@pytest.mark.postgres
+def test_no_password_is_logged_printed_or_returned(stack: Stack, caplog: pytest.LogCaptureFixture,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    caplog.set_level(logging.DEBUG)
+    sm = boto3.client("secretsmanager")
+    texts: list[str] = []
+    rotate(stack.app_arn)
+    texts += [json.dumps(_invoke(_event("pay-800"))), json.dumps(_invoke(_event("pay-800"))),
+              json.dumps(_invoke(_event("pay-801", amount="-1")))]
+    rotate(stack.app_arn)
+    sm.put_secret_value(SecretId=stack.master_arn, SecretString=json.dumps(
+        {"username": MASTER_USER, "password": "wrong-master-Pw-55"}))
+    token = begin_rotation(stack.app_arn)
+    with pytest.raises(rotation.RotationError) as failure:
+        run_steps(stack.app_arn, token)
+    texts.append(str(failure.value))
+    payment.close_connection()
+    texts.append(json.dumps(_invoke(_event("pay-802"))))
+
+    captured = capsys.readouterr()
+    texts += [caplog.text, captured.out, captured.err]
+    assert "pay-802" in caplog.text  # the logs were captured
+    passwords = _all_passwords(stack) | {"wrong-master-Pw-55"}
+    assert len(passwords) == 5  # master, wrong master, two rotations, one pending
+    leaked = [p for p in passwords for text in texts if p in text]
+    assert leaked == []
+
+
+@pytest.mark.postgres
+def test_scram_verifier_is_what_postgresql_accepts(live_stack: Stack) -> None:
+    verifier = rotation.scram_verifier("correct-horse-battery", salt=b"0123456789abcdef")
+    assert verifier.startswith("SCRAM-SHA-256$4096:MDEyMzQ1Njc4OWFiY2RlZg==$")
+    conn = live_stack.master_connection()
+    try:
+        conn.run(f"ALTER ROLE {live_stack.app_user} PASSWORD '{verifier}'")
+    finally:
+        conn.close()
+    assert login_works(live_stack, live_stack.app_user, "correct-horse-battery")
+    with pytest.raises(rotation.RotationError):
+        rotation.scram_verifier("pässword")
+
+
+# -- the local PostgreSQL ----------------------------------------------------------------------
+
+@pytest.mark.postgres
+def test_local_postgres_outlives_its_process_and_is_found_again(tmp_path: Path) -> None:
+    data = tmp_path / "pg"
+    script = ("import sys; from pathlib import Path; from tap_lib.localdb import LocalPostgres;"
+              "LocalPostgres(Path(sys.argv[1])).start('admin', sys.stdin.read(), database='app')")
+    try:
+        subprocess.run([sys.executable, "-c", script, str(data)], input="pw-in-stdin-123",
+                       text=True, check=True, cwd=REPO, timeout=120)
+        server = LocalPostgres.attach(data)
+        assert server.is_running() and server.port
+        server.connect("admin", "pw-in-stdin-123", "app").close()
+
+        server.stop()
+        assert not server.is_running()
+        assert LocalPostgres.attach(data).port == server.port
+        server.start("admin", "pw-in-stdin-123")
+        assert server.is_running()
+    finally:
+        LocalPostgres(data).remove()
+    assert not data.exists()
+
+
+@pytest.mark.postgres
+def test_local_postgres_keeps_no_plaintext_password(tmp_path: Path) -> None:
+    password = "plain-text-Pw-4242"
+    leftovers = set(Path(tempfile.gettempdir()).glob("tap-pg-*"))
+    with localdb.running(tmp_path / "pg", "admin", password, database="app") as server:
+        with pytest.raises(Exception, match="28P01"):
+            server.connect("admin", "not-" + password, "app")
+        for path in server.data_dir.rglob("*"):
+            if path.is_file() and not path.is_socket():
+                assert password.encode() not in path.read_bytes(), path
+        assert set(Path(tempfile.gettempdir()).glob("tap-pg-*")) == leftovers
+        config = (server.data_dir / "pg_hba.conf").read_text()
+        assert "trust" not in config and "host  all all 127.0.0.1/32 scram-sha-256" in config
+
+
+@pytest.mark.postgres
+def test_local_postgres_start_failure_shows_the_server_log(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        server = LocalPostgres(tmp_path / "pg", port=busy.getsockname()[1])
+        try:
+            with pytest.raises(LocalPostgresError) as failure:
+                server.start("admin", "secret-Pw-77", timeout=20)
+        finally:
+            server.remove()
+    message = str(failure.value)
+    assert "failed to start" in message and "server log" in message
+    assert "could not bind" in message or "could not create" in message
+    assert "secret-Pw-77" not in message
+
+
+def test_missing_postgresql_is_reported_with_the_fix(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(localdb, "_DEBIAN_ROOT", tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(LocalPostgresError, match="no PostgreSQL server binaries") as failure:
+        LocalPostgres(tmp_path / "pg").start("admin", "pw")
+    assert "apt-get install postgresql" in str(failure.value)
