@@ -193,8 +193,14 @@ class SandboxEngine:
         standin.forget_all(self.stack)
         state.resources.clear()
         state.outputs = {}
-        self.store.save()
+        self._record_boot()
         return ["the emulator had restarted and lost this stack; recreated it from scratch"]
+
+    def _record_boot(self) -> None:
+        """Bind the state to this emulator before the first write, so that a deploy killed
+        part-way is recognised as ours (and converged), not as an emulator restart."""
+        self.store.state.boot_id = server.boot_id()
+        self.store.save()
 
     # -- Engine protocol ---------------------------------------------------------------
     def preview(self) -> Plan:
@@ -208,6 +214,7 @@ class SandboxEngine:
         started = time.monotonic()
         with OperationLock(self.stack, "deploy"):
             notes = self._check_emulator(recreate=True)
+            self._record_boot()
             self._recover_pending()
             resolver = _Resolver(self, apply=True, progress=progress)
             try:
@@ -222,7 +229,6 @@ class SandboxEngine:
             state = self.store.state
             state.outputs = normalize(syn.outputs)
             state.region = self.settings.region
-            state.boot_id = server.boot_id()
             self.store.save()
             result = Result(self.stack, TARGET, _ordered(resolver.steps + removed, syn),
                             operation="deploy", outputs=state.outputs,

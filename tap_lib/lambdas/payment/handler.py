@@ -174,7 +174,7 @@ def close_connection() -> None:
 
 
 def _amount(value: Any) -> tuple[Decimal | None, str | None]:
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+    if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
         return None, "must be a decimal string or a number"
     if isinstance(value, str) and not AMOUNT_TEXT.fullmatch(value):
         return None, "must be digits with at most 2 decimals, such as 12.50"

@@ -1,0 +1,1 @@
+"""Operations on one environment of the stack (preflight, preview, deploy, ...), returning data."""

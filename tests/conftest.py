@@ -1,0 +1,38 @@
+"""Shared fixtures: an isolated tap home and a real sandbox emulator on a free port."""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def sandbox_home(tmp_path_factory):
+    """A running sandbox emulator with its own TAP_HOME and port for one test module.
+
+    Stops the emulator and every stand-in PostgreSQL of the module's stacks afterwards.
+    """
+    from tap_lib.engines.sandbox import server, standin
+
+    home: Path = tmp_path_factory.mktemp("tap-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TAP_HOME", str(home))
+        mp.setenv("TAP_SANDBOX_PORT", str(free_port()))
+        mp.setenv("TAP_OUTPUTS", str(home / "outputs"))
+        mp.delenv("ENVIRONMENT_SUFFIX", raising=False)
+        server.start()
+        try:
+            yield home
+        finally:
+            stacks = home / "sandbox" / "stacks"
+            if stacks.exists():
+                for stack in stacks.iterdir():
+                    standin.forget_all(stack.name)
+            server.stop()
