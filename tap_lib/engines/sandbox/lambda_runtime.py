@@ -18,19 +18,29 @@ from ...program.packaging import handler_source
 def invoke(function: str, event: dict, *, endpoint: str, region: str,
            variables: dict[str, str] | None = None, timeout: float = 120) -> dict:
     """Run tap_lib/lambdas/<function>/handler.py's lambda_handler(event) and return its result."""
+    return invoke_sequence(function, [event], endpoint=endpoint, region=region,
+                           variables=variables, timeout=timeout)[0]
+
+
+def invoke_sequence(function: str, events: list[dict], *, endpoint: str, region: str,
+                    variables: dict[str, str] | None = None, timeout: float = 120) -> list[dict]:
+    """Several invocations in order in one warm runtime (as Lambda reuses a warm container);
+    stops at the first failure."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(variables or {})
     env.update(AWS_ENDPOINT_URL=endpoint, AWS_DEFAULT_REGION=region, AWS_REGION=region,
                AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
     proc = subprocess.run([sys.executable, "-m", __name__, str(handler_source(function))],
-                          input=json.dumps(event), capture_output=True, text=True, env=env,
+                          input=json.dumps(events), capture_output=True, text=True, env=env,
                           timeout=timeout)
+    results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0:
         # The handler never puts secret values in its errors; the last line is its message.
+        failed = events[len(results)] if len(results) < len(events) else events[-1]
         lines = (proc.stderr or "").strip().splitlines()
-        raise OperationFailed(f"{function} handler failed on {event.get('Step', 'invoke')}: "
+        raise OperationFailed(f"{function} handler failed on {failed.get('Step', 'invoke')}: "
                               f"{lines[-1] if lines else 'exit ' + str(proc.returncode)}")
-    return json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {}
+    return [r["result"] for r in results]
 
 
 def _main(path: str) -> None:
@@ -38,8 +48,9 @@ def _main(path: str) -> None:
     module = importlib.util.module_from_spec(spec)
     sys.modules["handler"] = module  # as the Lambda runtime imports it: `handler` at the root
     spec.loader.exec_module(module)
-    result = module.lambda_handler(json.loads(sys.stdin.read()), None)
-    print(json.dumps(result, default=str))
+    for event in json.loads(sys.stdin.read()):
+        result = module.lambda_handler(event, None)
+        print(json.dumps({"result": result}, default=str), flush=True)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ...localdb import LocalPostgres
 from .handlers.base import Context
-from .lambda_runtime import invoke
+from .lambda_runtime import invoke_sequence
 from .state import stack_dir
 
 ROTATION_STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
@@ -66,6 +66,6 @@ def rotate_in_process(ctx: Context, secret_id: str, token: str) -> None:
     variables = ctx.client("lambda").get_function_configuration(
         FunctionName=function).get("Environment", {}).get("Variables", {})
     endpoint = sm.meta.endpoint_url
-    for step in ROTATION_STEPS:
-        invoke("rotation", {"Step": step, "SecretId": secret_id, "ClientRequestToken": token},
-               endpoint=endpoint, region=ctx.region, variables=variables)
+    invoke_sequence("rotation", [{"Step": step, "SecretId": secret_id, "ClientRequestToken": token}
+                                 for step in ROTATION_STEPS],
+                    endpoint=endpoint, region=ctx.region, variables=variables)
