@@ -8,7 +8,8 @@ finds it again from the files in its data directory.
 PostgreSQL refuses to run as root. As root, every server command runs as the `postgres` system
 user (created by the Debian package) through `runuser`, the data directory is owned by that user,
 and its ancestors get the search bit for others (names in them stay unlistable) so that user can
-reach it.
+reach it. Keep the data out of directories whose permissions something else resets: every pytest
+session sets /tmp/pytest-of-root back to 0700, locking that user out of data below it.
 
 Passwords never appear in process arguments, logs or exception messages: initdb reads the
 superuser's password from a 0600 file that is deleted right after.
@@ -110,7 +111,6 @@ class LocalPostgres:
         if not self.initialized:
             self._initdb(bindir, superuser, password)
         if not self.is_running():
-            self._make_reachable()
             self.port = self.port or self._configured_port() or free_port()
             self._write_conf()
             self._pg_ctl(bindir, "start", "-w", "-t", str(int(timeout)), "-l", str(self.log_file),
@@ -171,7 +171,6 @@ class LocalPostgres:
                                      hint="choose an empty directory or remove this one")
         self.data_dir.chmod(0o700)
         self._own(self.data_dir)
-        self._make_reachable()
         fd, pwfile = tempfile.mkstemp(prefix="tap-pg-", text=True)
         try:
             with os.fdopen(fd, "w") as handle:
@@ -243,6 +242,7 @@ class LocalPostgres:
     def _run(self, argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
         program = Path(argv[0]).name
         if _as_root():
+            self._make_reachable()  # again each time: something may have reset a parent's mode
             argv = ["runuser", "-u", SERVICE_USER, "--", *argv]
         try:
             return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -40,6 +42,17 @@ def moto_server() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def scratch_dir() -> Iterator[Path]:
+    """A private directory for PostgreSQL data, deleted on exit.
+
+    Not pytest's tmp_path: every pytest session resets /tmp/pytest-of-<user> to mode 0700, so
+    a concurrent session would lock the `postgres` user (a root-run server) out of its data.
+    """
+    with tempfile.TemporaryDirectory(prefix="tap-lambdas-") as base:
+        yield Path(base)
 
 
 def aws_environment(endpoint: str) -> dict[str, str]:
@@ -140,7 +153,8 @@ def stages(secret_arn: str) -> dict[str, list[str]]:
 def secret_value(secret_arn: str, stage: str = "AWSCURRENT") -> dict[str, Any]:
     value = boto3.client("secretsmanager").get_secret_value(SecretId=secret_arn,
                                                             VersionStage=stage)
-    return json.loads(value["SecretString"])
+    secret: dict[str, Any] = json.loads(value["SecretString"])
+    return secret
 
 
 def login_works(stack: Stack, user: str, password: str) -> bool:

@@ -7,6 +7,7 @@ cannot execute Lambdas, so the tests drive the rotation steps the way Secrets Ma
 """
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import socket
@@ -25,7 +26,7 @@ from hypothesis import strategies as st
 
 from fixtures_lambdas import (MASTER_PASSWORD, MASTER_USER, STEPS, Stack, aws_environment,
                               begin_rotation, create_stack, login_works, moto_server, rotate,
-                              run_steps, secret_value, stages)
+                              run_steps, scratch_dir, secret_value, stages)
 from tap_lib import localdb
 from tap_lib.lambdas.payment import handler as payment
 from tap_lib.lambdas.rotation import handler as rotation
@@ -37,10 +38,16 @@ REPO = Path(__file__).resolve().parents[1]
 # -- fixtures -----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
-    with localdb.running(tmp_path_factory.mktemp("lambdas-pg") / "data", MASTER_USER,
-                         MASTER_PASSWORD) as server:
+def pg_server() -> Iterator[LocalPostgres]:
+    with scratch_dir() as base, localdb.running(base / "data", MASTER_USER,
+                                                MASTER_PASSWORD) as server:
         yield server
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    with scratch_dir() as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +114,9 @@ def _rows(stack: Stack) -> list[list[Any]]:
     try:
         if conn.run("SELECT to_regclass('public.payments')")[0][0] is None:
             return []
-        return conn.run("SELECT payment_id, amount, currency, merchant_id FROM payments")
+        rows: list[list[Any]] = conn.run(
+            "SELECT payment_id, amount, currency, merchant_id FROM payments ORDER BY payment_id")
+        return rows
     finally:
         conn.close()
 
@@ -221,7 +230,7 @@ def test_failed_set_secret_keeps_current_working_and_a_retry_completes(live_stac
                                                      current_password, MASTER_PASSWORD))
     assert login_works(live_stack, live_stack.app_user, current_password)
     assert not login_works(live_stack, live_stack.app_user, pending_password)
-    assert {v: l for v, l in stages(live_stack.app_arn).items() if v != token} == labels
+    assert {v: s for v, s in stages(live_stack.app_arn).items() if v != token} == labels
 
     # Secrets Manager retries with the same token once the master secret is right again.
     sm.put_secret_value(SecretId=live_stack.master_arn, SecretString=json.dumps(
@@ -244,7 +253,7 @@ def test_failed_test_secret_keeps_current_working(live_stack: Stack) -> None:
 
     assert login_works(live_stack, live_stack.app_user, current_password)
     assert _current_password(live_stack) == current_password
-    assert {v: l for v, l in stages(live_stack.app_arn).items() if v != token} == labels
+    assert {v: s for v, s in stages(live_stack.app_arn).items() if v != token} == labels
     assert stages(live_stack.app_arn)[token] == ["AWSPENDING"]
 
     run_steps(live_stack.app_arn, token, ("setSecret", "testSecret", "finishSecret"))
@@ -501,8 +510,8 @@ def test_scram_verifier_is_what_postgresql_accepts(live_stack: Stack) -> None:
 # -- the local PostgreSQL ----------------------------------------------------------------------
 
 @pytest.mark.postgres
-def test_local_postgres_outlives_its_process_and_is_found_again(tmp_path: Path) -> None:
-    data = tmp_path / "pg"
+def test_local_postgres_outlives_its_process_and_is_found_again(scratch: Path) -> None:
+    data = scratch / "pg"
     script = ("import sys; from pathlib import Path; from tap_lib.localdb import LocalPostgres;"
               "LocalPostgres(Path(sys.argv[1])).start('admin', sys.stdin.read(), database='app')")
     try:
@@ -523,10 +532,10 @@ def test_local_postgres_outlives_its_process_and_is_found_again(tmp_path: Path) 
 
 
 @pytest.mark.postgres
-def test_local_postgres_keeps_no_plaintext_password(tmp_path: Path) -> None:
+def test_local_postgres_keeps_no_plaintext_password(scratch: Path) -> None:
     password = "plain-text-Pw-4242"
     leftovers = set(Path(tempfile.gettempdir()).glob("tap-pg-*"))
-    with localdb.running(tmp_path / "pg", "admin", password, database="app") as server:
+    with localdb.running(scratch / "pg", "admin", password, database="app") as server:
         with pytest.raises(Exception, match="28P01"):
             server.connect("admin", "not-" + password, "app")
         for path in server.data_dir.rglob("*"):
@@ -538,11 +547,11 @@ def test_local_postgres_keeps_no_plaintext_password(tmp_path: Path) -> None:
 
 
 @pytest.mark.postgres
-def test_local_postgres_start_failure_shows_the_server_log(tmp_path: Path) -> None:
+def test_local_postgres_start_failure_shows_the_server_log(scratch: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        server = LocalPostgres(tmp_path / "pg", port=busy.getsockname()[1])
+        server = LocalPostgres(scratch / "pg", port=busy.getsockname()[1])
         try:
             with pytest.raises(LocalPostgresError) as failure:
                 server.start("admin", "secret-Pw-77", timeout=20)
@@ -561,3 +570,17 @@ def test_missing_postgresql_is_reported_with_the_fix(tmp_path: Path,
     with pytest.raises(LocalPostgresError, match="no PostgreSQL server binaries") as failure:
         LocalPostgres(tmp_path / "pg").start("admin", "pw")
     assert "apt-get install postgresql" in str(failure.value)
+
+
+@pytest.mark.parametrize("function", ["rotation", "payment"])
+def test_handlers_import_only_what_their_archive_holds(function: str) -> None:
+    """Each handler.py is packaged alone with pg8000; the runtime provides boto3."""
+    source = REPO / "tap_lib" / "lambdas" / function / "handler.py"
+    imported = set()
+    for node in ast.walk(ast.parse(source.read_text())):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "relative imports break in the archive"
+            imported.add(str(node.module).split(".")[0])
+    assert imported - sys.stdlib_module_names <= {"boto3", "botocore", "pg8000"}

@@ -38,6 +38,7 @@ EXPECTED_PROJECT = "TapStack"
 ENGINE = "aurora-postgresql"
 CATALOG = PACKAGE_DIR / "data" / "engine_versions.json"
 SEVERITIES = ("error", "warning", "info")
+SYNTHESIS_RULE = ("TAP000", "synthesis")  # also reports the rules a failed program skipped
 COLUMNS = ["rule", "severity", "resource", "message", "fix"]
 
 # -- resource types the rules look at --------------------------------------------------------
@@ -94,12 +95,14 @@ _UNEXPECTED_ARG = re.compile(
 _MISSING_CLASS = re.compile(r"module 'pulumi_aws\.([\w.]+)' has no attribute '(\w+)'")
 _WARNING = re.compile(r"^(?:pulumi warning|\w+): (?:(\w+) is deprecated: )?(.*)$", re.S)
 _SUBJECT = re.compile(r"^(\w+) is deprecated")
-_REPLACEMENT_TEXT = re.compile(r"in favor of (\S+)|[Uu]se (?:the )?(.+?) instead")
+_REPLACEMENT_TEXT = re.compile(r"in favor of (\S+)|[Uu]se (?:the )?(.+?)(?: resource)? instead")
 
 
 # -- findings and the report -----------------------------------------------------------------
 @dataclass(frozen=True)
 class Finding:
+    """One problem (or note); `rule` is filled in by the runner from the rule that found it."""
+
     severity: str
     resource: str
     message: str
@@ -152,6 +155,8 @@ class PreflightReport:
 # -- what the rules see ----------------------------------------------------------------------
 @dataclass
 class Context:
+    """Everything a rule may look at: configuration, the synthesized plan, the target."""
+
     settings: Settings
     target: str
     synthesis: Synthesis
@@ -177,6 +182,8 @@ class Context:
 
 @dataclass(frozen=True)
 class Rule:
+    """A registered check; its docstring (`prevents`) names the failure it exists for."""
+
     id: str
     name: str
     check: Callable[[Context], Iterable[Finding]]
@@ -225,9 +232,9 @@ def run_preflight(settings: Settings, *, target: str = "sandbox", program: Progr
         findings += [dataclasses.replace(f, rule=r.label) for f in r.check(ctx)]
     if skipped:
         findings.append(Finding(
-            "info", "", f"{len(skipped)} rules need the whole plan and were not run: "
+            "info", "program", f"{len(skipped)} rules need the whole plan and were not run: "
             f"{', '.join(skipped)}", "fix the errors above and run preflight again",
-            rule=RULES[0].label))
+            rule=" ".join(SYNTHESIS_RULE)))
     return PreflightReport(_frame(findings), synthesis.stack, settings.environment, target,
                            rules_checked=len(RULES) - len(skipped))
 
@@ -238,16 +245,16 @@ def _synthesize(settings: Settings, program: Program | None) -> Synthesis:
     try:
         return synthesize(settings, program=program)
     except TapError as exc:
-        return Synthesis(stack=settings.suffix, registrations=[], outputs={}, warnings=[],
-                         duplicates=[], error=exc, duration_s=0.0)
+        return Synthesis(stack=f"{EXPECTED_PROJECT}{settings.suffix}", registrations=[],
+                         outputs={}, warnings=[], duplicates=[], error=exc, duration_s=0.0)
 
 
 def _frame(findings: list[Finding]) -> pd.DataFrame:
     rows = [{c: getattr(f, c) for c in COLUMNS} for f in findings]
     df = pd.DataFrame(rows, columns=COLUMNS)
     order = df["severity"].map(SEVERITIES.index)
-    return df.assign(_o=order).sort_values(["_o", "rule"], kind="stable").drop(columns="_o") \
-             .reset_index(drop=True)
+    df = df.assign(_order=order).sort_values(["_order", "rule"], kind="stable")
+    return df.drop(columns="_order").reset_index(drop=True)
 
 
 def _region_of_target(target: str, settings: Settings) -> str | None:
@@ -299,9 +306,18 @@ def _attached(ctx: Context, bucket: Registration, types: tuple[str, ...]) -> lis
 
 
 def _statements(policy: Any) -> list[dict]:
-    doc = json.loads(policy) if isinstance(policy, str) else policy
-    stmts = (doc or {}).get("Statement", []) if isinstance(doc, dict) else []
-    return [stmts] if isinstance(stmts, dict) else list(stmts)
+    """A policy document's statements; none for a document that is not valid JSON."""
+    try:
+        doc = json.loads(policy) if isinstance(policy, str) else policy
+    except json.JSONDecodeError:
+        return []
+    stmts = doc.get("Statement", []) if isinstance(doc, dict) else []
+    return [stmts] if isinstance(stmts, dict) else [s for s in stmts if isinstance(s, dict)]
+
+
+def _denies_plain_http(stmt: dict) -> bool:
+    secure = (stmt.get("Condition") or {}).get("Bool", {}).get("aws:SecureTransport")
+    return stmt.get("Effect") == "Deny" and str(secure).lower() == "false"
 
 
 def _as_list(value: Any) -> list:
@@ -316,14 +332,14 @@ def _display(path: str | Path) -> str:
 
 
 # -- rules: the seed's failures --------------------------------------------------------------
-@rule("TAP000", "synthesis", needs_complete_plan=False)
+@rule(*SYNTHESIS_RULE, needs_complete_plan=False)
 def program_runs(ctx: Context) -> list[Finding]:
     """A program that fails for a reason no other rule explains (the other rules claim removed
     provider APIs and duplicate URNs) would otherwise surface only as a deploy-time traceback."""
     err = ctx.synthesis.error
     if err is None or isinstance(err, DuplicateUrnError) or _removed_api(err):
         return []
-    return [error("", f"the program failed: {type(err).__name__}: {err}",
+    return [error("program", f"the program failed: {type(err).__name__}: {err}",
                   "fix the program (tap_lib/program/) and run preflight again")]
 
 
@@ -349,8 +365,8 @@ def deprecated_api(ctx: Context) -> list[Finding]:
         resource, where = _failing_resource(err)
         fix = REPLACEMENTS.get((cls, arg))
         out.append(error(resource or cls,
-                         f"{cls}({arg}=...) is not accepted by {provider}: the argument was "
-                         f"removed{where}",
+                         f"{cls}({arg}=...){where} is not accepted by {provider}: the argument "
+                         "was removed",
                          f"use {fix} instead of {arg}" if fix
                          else f"see the {cls} documentation of {provider} for its replacement"))
     elif match:
@@ -359,16 +375,18 @@ def deprecated_api(ctx: Context) -> list[Finding]:
         out.append(error(cls, f"aws.{module}.{cls} does not exist in {provider}: the resource "
                               "was removed",
                          f"use {fix}" if fix else f"see the aws.{module} documentation"))
-    seen: set[str] = set()
+    # One deprecation arrives as a Python and as a pulumi warning with the same text; the pulumi
+    # one names the argument as the program spells it (cors_rules, not cors_rule).
+    subjects: dict[str, str | None] = {}
     for text in ctx.synthesis.warnings:
         m = _WARNING.match(text)
-        subject, body = (m.group(1), m.group(2)) if m else (None, text)
-        if body in seen:  # the same deprecation arrives as a Python and as a pulumi warning
-            continue
-        seen.add(body)
-        subject = subject or (_SUBJECT.match(body).group(1) if _SUBJECT.match(body) else None)
+        explicit, body = (m.group(1), m.group(2)) if m else (None, text)
+        if explicit or body not in subjects:
+            implicit = _SUBJECT.match(body)
+            subjects[body] = explicit or (implicit.group(1) if implicit else None)
+    for body, subject in subjects.items():
         fix = _replacement(subject, body)
-        for resource in _resources_using(ctx, subject) or [""]:
+        for resource in _resources_using(ctx, subject) or ["program"]:
             out.append(error(resource, f"deprecated in {provider}: {body}",
                              f"use {fix}" if fix else "resolve the warning"))
     return out
@@ -452,9 +470,8 @@ def physical_names_valid(ctx: Context) -> list[Finding]:
             if problems:
                 out.append(error(reg.name, f"{kind} name {name!r}: {'; '.join(problems)}", fix))
         elif kind != "kms_alias":  # an alias without a name gets one from the provider
-            derived = f"{reg.name}{AUTONAME_SUFFIX[:1]}<random>"
             problems = NAME_RULES[kind].problems(reg.name + AUTONAME_SUFFIX)
-            text = f"no explicit {key}: Pulumi derives {derived!r} from the logical name"
+            text = f"no explicit {key}: Pulumi derives '{reg.name}-<random>' from the logical name"
             out.append(error(reg.name, f"{text}, which breaks the rules: {'; '.join(problems)}",
                              fix) if problems else warning(reg.name, text, fix))
     return out
@@ -473,6 +490,9 @@ def engine_version_offered(ctx: Context) -> list[Finding]:
     except (LookupError, TapError) as exc:
         return [warning("db.engine_version", f"engine version not checked: {exc}",
                         "refresh tap_lib/data/engine_versions.json or run with --target aws")]
+    if not offered:
+        return [warning("db.engine_version", f"{source} lists no {ENGINE} versions in {region}",
+                        "check the region and the account's access to RDS")]
     out: list[Finding] = []
     for resource, version in wanted.items():
         if version not in offered:
@@ -531,7 +551,7 @@ def bucket_name_stable(ctx: Context) -> list[Finding]:
     """Seed 7: an uppercase, non-unique bucket name failed; its patch (a random suffix on every
     run) would replace the bucket, and lose its logs, on every deploy. The name must be valid,
     unique per stack and identical across runs."""
-    names = {b.name: b.inputs.get("bucket") for b in ctx.of(BUCKET)}
+    names = _bucket_names(ctx.synthesis)
     fix = "use naming.PhysicalNames.s3_bucket: lowercase, with a hash of (account, region, stack)"
     out: list[Finding] = []
     for logical, name in names.items():
@@ -663,9 +683,7 @@ def s3_tls_only(ctx: Context) -> list[Finding]:
     for bucket in ctx.of(BUCKET):
         stmts = [s for p in _attached(ctx, bucket, BUCKET_POLICY)
                  for s in _statements(p.inputs.get("policy"))]
-        if not any(s.get("Effect") == "Deny" and str(s.get("Condition", {}).get("Bool", {})
-                                                     .get("aws:SecureTransport")).lower() == "false"
-                   for s in stmts):
+        if not any(_denies_plain_http(s) for s in stmts):
             out.append(error(bucket.name, "no bucket policy denies requests without TLS",
                              "attach policies.tls_only_bucket_policy(bucket.arn)"))
     return out
@@ -758,12 +776,7 @@ def iam_no_admin(ctx: Context) -> list[Finding]:
     account takeover."""
     out = []
     for policy in ctx.of(IAM_POLICY):
-        try:
-            stmts = _statements(policy.inputs.get("policy"))
-        except json.JSONDecodeError:
-            out.append(warning(policy.name, "policy is not valid JSON; not checked"))
-            continue
-        for s in stmts:
+        for s in _statements(policy.inputs.get("policy")):
             if s.get("Effect") == "Allow" and {"*", "*:*"} & set(_as_list(s.get("Action"))) \
                     and "*" in _as_list(s.get("Resource")):
                 out.append(error(policy.name, 'a statement allows Action "*" on Resource "*"',

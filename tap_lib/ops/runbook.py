@@ -60,9 +60,10 @@ class RunRecord:
 
 
 def run_notebooks(name_or_all: str, env: str, target: str | None = None,
-                  parameters: dict[str, Any] | None = None,
-                  output_dir: str | None = None) -> list[RunRecord]:
-    """Run one notebook, or `all` in runbook order stopping at the first failure."""
+                  parameters: dict[str, Any] | None = None) -> list[RunRecord]:
+    """Run one notebook, or `all` in runbook order stopping at the first failure.
+
+    Records go to the root TAP_OUTPUTS names (the kernels see the same root)."""
     names = ALL if name_or_all == "all" else (name_or_all,)
     if names[0] not in NOTEBOOKS:
         raise UsageError(f"unknown notebook {name_or_all!r}; "
@@ -72,7 +73,7 @@ def run_notebooks(name_or_all: str, env: str, target: str | None = None,
     params = dict(parameters or {})
     params.update(env=env, target=target,
                   operator=str(params.get("operator") or getpass.getuser()))
-    root = audit.records_root(output_dir)
+    root = audit.records_root()
     records: list[RunRecord] = []
     for name in names:
         record = _run_one(name, settings.stack_name, params, root)
@@ -133,7 +134,9 @@ def _run_one(name: str, stack: str, params: dict[str, Any], root: str) -> RunRec
 
 
 def _this_interpreter_kernel_manager() -> type:
-    """A kernel manager whose every kernel is ``sys.executable -m ipykernel_launcher``."""
+    """A kernel manager whose every kernel is ``sys.executable -m ipykernel_launcher``, talking
+    over CurveZMQ-encrypted sockets where libzmq supports it (outputs can be sensitive)."""
+    import zmq
     from ipykernel.kernelspec import RESOURCES, get_kernel_dict
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import AsyncKernelManager
@@ -147,6 +150,10 @@ def _this_interpreter_kernel_manager() -> type:
         @default("kernel_spec_manager")
         def _default_specs(self) -> KernelSpecManager:
             return ThisInterpreterSpecs(data_dir=self.data_dir)
+
+        @default("transport_encryption")
+        def _default_encryption(self) -> str:
+            return "auto" if zmq.has("curve") else "disabled"
 
     return ThisInterpreterKernelManager
 

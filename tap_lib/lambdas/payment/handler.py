@@ -24,14 +24,16 @@ this file is packaged alone with pg8000.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from decimal import Decimal, InvalidOperation
-from typing import Any, Callable, TypeVar
+from decimal import Decimal
+from typing import Any, TypeVar, cast
 
 import boto3
 import pg8000.native
@@ -143,8 +145,9 @@ def validate_payment(event: Any) -> tuple[Payment | None, list[dict[str, str]]]:
           f"must be a JSON object with string keys, at most {MAX_METADATA_BYTES} bytes")
     if errors:
         return None, errors
-    assert amount is not None
-    return Payment(payment_id, amount, currency, merchant_id, metadata), []
+    # All checked above.
+    return Payment(cast(str, payment_id), cast(Decimal, amount), cast(str, currency),
+                   cast(str, merchant_id), metadata), []
 
 
 def log_key(prefix: str, stored: dict[str, Any]) -> str:
@@ -166,10 +169,8 @@ def close_connection() -> None:
     """Drop the cached connection but keep the cached credentials (a lost connection)."""
     global _connection
     if _connection is not None:
-        try:
+        with contextlib.suppress(pg8000.native.InterfaceError, OSError):
             _connection.close()
-        except (pg8000.native.InterfaceError, OSError):
-            pass
         _connection = None
 
 
@@ -178,10 +179,8 @@ def _amount(value: Any) -> tuple[Decimal | None, str | None]:
         return None, "must be a decimal string or a number"
     if isinstance(value, str) and not AMOUNT_TEXT.fullmatch(value):
         return None, "must be digits with at most 2 decimals, such as 12.50"
-    try:
-        amount = Decimal(repr(value) if isinstance(value, float) else value)
-    except InvalidOperation:
-        return None, "must be a decimal number"
+    # repr() is the shortest text that reads back as the same float: 0.1 stays 0.1.
+    amount = Decimal(repr(value) if isinstance(value, float) else value)
     if not amount.is_finite() or int(amount.as_tuple().exponent) < -2:
         return None, "must be a finite number with at most 2 decimals"
     if not Decimal(0) < amount <= MAX_AMOUNT:

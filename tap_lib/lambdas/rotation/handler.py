@@ -208,7 +208,7 @@ def _secret(client: Any, arn: str, stage: str, token: str | None = None, *,
     request = {"SecretId": arn, "VersionStage": stage}
     if token:
         request["VersionId"] = token
-    secret = json.loads(client.get_secret_value(**request)["SecretString"])
+    secret: dict[str, Any] = json.loads(client.get_secret_value(**request)["SecretString"])
     needed = REQUIRED_KEYS + (("password",) if require_password else ())
     missing = [key for key in needed if secret.get(key) in (None, "")]
     if missing:
@@ -219,8 +219,8 @@ def _secret(client: Any, arn: str, stage: str, token: str | None = None, *,
 
 
 def _master_credentials(client: Any, master_arn: str) -> dict[str, str]:
-    master = json.loads(client.get_secret_value(SecretId=master_arn,
-                                                VersionStage="AWSCURRENT")["SecretString"])
+    master: dict[str, str] = json.loads(client.get_secret_value(
+        SecretId=master_arn, VersionStage="AWSCURRENT")["SecretString"])
     if not master.get("username") or not master.get("password"):
         raise RotationError(f"master secret {master_arn} lacks username or password")
     return master

@@ -1,0 +1,582 @@
+"""Verify: read-only checks that the deployed stack is what its environment file declares.
+
+Two phases keep the AWS calls proportional to resource kinds, not to checks x resources:
+`collect_facts` fetches each kind once (one describe per kind, shared by every check), then
+each check family in `CHECKS` is a pure function of (declared stack, facts). A new check is one
+more function in `CHECKS`; it costs no AWS call unless it needs a new kind of fact.
+
+Secret values are read only to be digested (so a Lambda variable holding the database password
+can be recognised) and never appear in a check, a note or an error.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable
+
+import boto3
+import pandas as pd
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+from ..config import Settings
+from ..engines.base import Engine
+from ..engines.registry import open_engine
+from ..errors import OperationFailed, TargetUnreachable
+from .stack import settings_for
+
+COLUMNS = ["id", "control", "resource", "expected", "actual", "status"]
+REQUIRED_TAGS = ("Project", "Environment", "Stack", "ManagedBy")
+ENGINE = "aurora-postgresql"
+WORLD = ("0.0.0.0/0", "::/0")
+PASSWORD_KEY = re.compile(r"pass(word|wd|phrase)?|pwd", re.IGNORECASE)
+MISSING = "(missing)"
+TIERS = ("public", "private", "other")
+SANDBOX_NOTE = ("sandbox: the emulator cannot execute Lambdas, so no payment ran end to end; "
+                "these checks prove configuration only")
+
+Clients = Callable[[str], Any]
+
+
+# -- the report ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Check:
+    id: str
+    control: str
+    resource: str
+    expected: str
+    actual: str
+    status: str
+
+
+@dataclass
+class VerifyReport:
+    stack: str
+    target: str
+    checks: pd.DataFrame
+    aws_calls: int
+    calls: list[str] = field(default_factory=list)    # "service.Operation", in call order
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> int:
+        return int((self.checks["status"] == "pass").sum())
+
+    @property
+    def failed(self) -> int:
+        return int((self.checks["status"] == "fail").sum())
+
+    def to_dict(self) -> dict:
+        return {"stack": self.stack, "target": self.target,
+                "checks": self.checks.to_dict("records"),
+                "summary": {"passed": self.passed, "failed": self.failed,
+                            "aws_calls": self.aws_calls},
+                "notes": self.notes}
+
+
+def text(value: Any) -> str:
+    """One display form for expected/actual, so equal values compare equal as text."""
+    if value is None:
+        return MISSING
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return ", ".join(map(str, value)) or "(none)"
+    return str(value)
+
+
+def check(id_: str, control: str, resource: str | None, expected: Any, actual: Any,
+          ok: bool | None = None) -> Check:
+    """A check passes when expected and actual read the same, unless `ok` decides."""
+    exp, act = text(expected), text(actual)
+    passed = exp == act if ok is None else ok
+    return Check(id_, control, resource or MISSING, exp, act, "pass" if passed else "fail")
+
+
+# -- counting and clients ------------------------------------------------------------------
+class CallCounter:
+    """Hands out the target's clients and records every API call made through them."""
+
+    def __init__(self, clients: Clients):
+        self._clients = clients
+        self._hooked: list[Any] = []
+        self.calls: list[str] = []
+
+    def __call__(self, service: str) -> Any:
+        client = self._clients(service)
+        if client not in self._hooked:
+            client.meta.events.register("before-call", self._record, unique_id=self._id)
+            self._hooked.append(client)
+        return client
+
+    @property
+    def _id(self) -> str:
+        return f"tap-verify-{id(self)}"
+
+    def _record(self, model, **_: Any) -> None:
+        self.calls.append(f"{model.service_model.service_name}.{model.name}")
+
+    def __enter__(self) -> "CallCounter":
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        for client in self._hooked:
+            client.meta.events.unregister("before-call", unique_id=self._id)
+
+
+def target_clients(engine: Engine, settings: Settings) -> Clients:
+    """Sandbox: the engine's clients on the emulator; aws: plain boto3 in the stack's region."""
+    if engine.name == "sandbox":
+        return engine.clients()
+    session = boto3.session.Session(region_name=settings.region)
+    cache: dict[str, Any] = {}
+
+    def client(service: str) -> Any:
+        if service not in cache:
+            cache[service] = session.client(service)
+        return cache[service]
+    return client
+
+
+# -- facts: one fetch per resource kind ------------------------------------------------------
+@dataclass
+class BucketFacts:
+    versioning: str | None = None
+    encryption: list[dict] | None = None
+    public_access_block: dict | None = None
+    policy: dict | None = None
+    lifecycle: list[dict] | None = None
+    tags: dict[str, str] | None = None
+
+
+@dataclass
+class Facts:
+    """Everything verify (and inspect) knows about the live stack."""
+
+    vpc: dict | None = None
+    dns: dict[str, bool] = field(default_factory=dict)
+    flow_logs: list[dict] = field(default_factory=list)
+    subnets: dict[str, dict] = field(default_factory=dict)
+    nat_gateways: list[dict] = field(default_factory=list)
+    addresses: dict[str, dict] = field(default_factory=dict)
+    route_tables: list[dict] = field(default_factory=list)
+    security_groups: dict[str, dict] = field(default_factory=dict)
+    cluster: dict | None = None
+    instances: list[dict] = field(default_factory=list)
+    secret: dict | None = None
+    secret_digests: frozenset[str] | None = None   # None: secret values were not readable
+    functions: dict[str, dict | None] = field(default_factory=dict)
+    bucket: BucketFacts = field(default_factory=BucketFacts)
+
+
+def digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _missing(exc: ClientError) -> bool:
+    code = exc.response.get("Error", {}).get("Code", "")
+    return "NotFound" in code or code.startswith("NoSuch")
+
+
+def _optional(call: Callable[..., dict], **kwargs: Any) -> dict | None:
+    """The response, or None when the thing asked for does not exist."""
+    try:
+        return call(**kwargs)
+    except ClientError as exc:
+        if _missing(exc):
+            return None
+        raise
+
+
+def _tags(items: Iterable[dict] | None) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in items or []}
+
+
+def _fetch_network(ec2: Any, vpc_id: str, facts: Facts) -> None:
+    by_vpc = [{"Name": "vpc-id", "Values": [vpc_id]}]
+    vpcs = ec2.describe_vpcs(Filters=by_vpc)["Vpcs"]
+    facts.vpc = vpcs[0] if vpcs else None
+    if facts.vpc:
+        for attr in ("enableDnsSupport", "enableDnsHostnames"):
+            reply = ec2.describe_vpc_attribute(VpcId=vpc_id, Attribute=attr)
+            facts.dns[attr] = reply[attr[0].upper() + attr[1:]]["Value"]
+    facts.flow_logs = ec2.describe_flow_logs(
+        Filters=[{"Name": "resource-id", "Values": [vpc_id]}])["FlowLogs"]
+    facts.subnets = {s["SubnetId"]: s for s in ec2.describe_subnets(Filters=by_vpc)["Subnets"]}
+    facts.nat_gateways = [n for n in ec2.describe_nat_gateways(Filter=by_vpc)["NatGateways"]
+                          if n["State"] not in ("deleting", "deleted")]
+    facts.addresses = {a["AllocationId"]: a for a in ec2.describe_addresses(
+        Filters=[{"Name": "domain", "Values": ["vpc"]}])["Addresses"]}
+    facts.route_tables = ec2.describe_route_tables(Filters=by_vpc)["RouteTables"]
+    facts.security_groups = {g["GroupId"]: g for g in ec2.describe_security_groups(
+        Filters=by_vpc)["SecurityGroups"]}
+
+
+def _fetch_database(rds: Any, cluster_id: str, facts: Facts) -> None:
+    clusters = rds.describe_db_clusters(
+        Filters=[{"Name": "db-cluster-id", "Values": [cluster_id]}])["DBClusters"]
+    facts.cluster = clusters[0] if clusters else None
+    facts.instances = rds.describe_db_instances(
+        Filters=[{"Name": "db-cluster-id", "Values": [cluster_id]}])["DBInstances"]
+
+
+def _fetch_secret(sm: Any, secret_arn: str, facts: Facts) -> list[str]:
+    """Describe the secret; digest the passwords of it and of the cluster's master secret."""
+    facts.secret = _optional(sm.describe_secret, SecretId=secret_arn)
+    ids = [secret_arn] + [s["SecretArn"] for s in [(facts.cluster or {}).get("MasterUserSecret")]
+                          if s]
+    try:
+        values = sm.batch_get_secret_value(SecretIdList=ids)
+    except ClientError as exc:
+        return [f"secret values not readable ({exc.response['Error']['Code']}): Lambda "
+                "variables were checked by name only"]
+    facts.secret_digests = frozenset(
+        digest(v) for item in values.get("SecretValues", [])
+        for k, v in _json_object(item.get("SecretString")).items()
+        if PASSWORD_KEY.search(k) and isinstance(v, str) and v)
+    return []
+
+
+def _json_object(raw: str | None) -> dict:
+    try:
+        data = json.loads(raw or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _fetch_functions(lam: Any, names: Iterable[str], facts: Facts) -> None:
+    """One get_function per stack function: configuration and tags in a single call."""
+    facts.functions = {name: _optional(lam.get_function, FunctionName=name) for name in names}
+
+
+def _fetch_bucket(s3: Any, bucket: str, facts: Facts) -> None:
+    b = facts.bucket
+    b.versioning = (_optional(s3.get_bucket_versioning, Bucket=bucket) or {}).get(
+        "Status", "Disabled")
+    b.encryption = ((_optional(s3.get_bucket_encryption, Bucket=bucket) or {})
+                    .get("ServerSideEncryptionConfiguration", {}).get("Rules"))
+    b.public_access_block = (_optional(s3.get_public_access_block, Bucket=bucket) or {}).get(
+        "PublicAccessBlockConfiguration")
+    policy = (_optional(s3.get_bucket_policy, Bucket=bucket) or {}).get("Policy")
+    b.policy = json.loads(policy) if policy else None
+    b.lifecycle = (_optional(s3.get_bucket_lifecycle_configuration, Bucket=bucket) or {}).get(
+        "Rules")
+    tagging = _optional(s3.get_bucket_tagging, Bucket=bucket)
+    b.tags = _tags(tagging["TagSet"]) if tagging else None
+
+
+def collect_facts(clients: Clients, outputs: dict[str, Any]) -> tuple[Facts, list[str]]:
+    """Fetch every fact the checks use, once per kind; returns (facts, notes)."""
+    facts = Facts()
+    try:
+        _fetch_network(clients("ec2"), outputs.get("vpc_id", ""), facts)
+        _fetch_database(clients("rds"), outputs.get("rds_cluster_id", ""), facts)
+        notes = _fetch_secret(clients("secretsmanager"), outputs.get("db_secret_arn", ""), facts)
+        _fetch_functions(clients("lambda"), _function_names(outputs), facts)
+        _fetch_bucket(clients("s3"), outputs.get("s3_bucket_name", ""), facts)
+    except NoCredentialsError:
+        raise TargetUnreachable("no AWS credentials for verify",
+                                hint="configure a profile or AWS_* variables") from None
+    except BotoCoreError as exc:
+        raise TargetUnreachable(f"the target did not answer: {exc}") from None
+    except ClientError as exc:
+        err = exc.response.get("Error", {})
+        raise OperationFailed(f"{exc.operation_name} failed: {err.get('Code')}: "
+                              f"{err.get('Message', '')}") from None
+    return facts, notes
+
+
+def _function_names(outputs: dict[str, Any]) -> list[str]:
+    return [n for n in (outputs.get("lambda_function_name"), outputs.get("rotation_function_name"))
+            if n]
+
+
+# -- checks ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Declared:
+    """What the environment file and the stack's outputs say should be live."""
+
+    settings: Settings
+    outputs: dict[str, Any]
+
+    def ids(self, key: str) -> list[str]:
+        return list(self.outputs.get(key) or [])
+
+
+def network_checks(d: Declared, f: Facts) -> list[Check]:
+    vpc_id = d.outputs.get("vpc_id")
+    active = [fl for fl in f.flow_logs if fl.get("FlowLogStatus") == "ACTIVE"]
+    return [
+        check("vpc.cidr", "", vpc_id, d.settings.vpc.cidr, (f.vpc or {}).get("CidrBlock")),
+        check("vpc.dns-support", "", vpc_id, True, f.dns.get("enableDnsSupport")),
+        check("vpc.dns-hostnames", "", vpc_id, True, f.dns.get("enableDnsHostnames")),
+        check("vpc.flow-logs", "EC2.6", vpc_id, "ALL traffic, active",
+              [f"{fl['TrafficType']} traffic, active" for fl in active] or "none active",
+              ok=any(fl.get("TrafficType") == "ALL" for fl in active)),
+        *subnet_checks(d, f),
+    ]
+
+
+def subnet_checks(d: Declared, f: Facts) -> list[Check]:
+    """Per AZ: exactly the declared public and private subnet, with the declared CIDRs."""
+    tiers = {**{s: "public" for s in d.ids("public_subnet_ids")},
+             **{s: "private" for s in d.ids("private_subnet_ids")}}
+    public, private = d.settings.subnet_cidrs()
+    out = []
+    for i, az in enumerate(d.settings.availability_zones):
+        found = sorted(((tiers.get(s["SubnetId"], "other"), s["CidrBlock"])
+                        for s in f.subnets.values() if s["AvailabilityZone"] == az),
+                       key=lambda t: (TIERS.index(t[0]), t[1]))
+        out.append(check("subnets.per-az", "", az, [f"public {public[i]}", f"private {private[i]}"],
+                         [f"{tier} {cidr}" for tier, cidr in found]))
+    return out
+
+
+def nat_checks(d: Declared, f: Facts) -> list[Check]:
+    """NAT gateways per the layout (one, or one per AZ), each in a public subnet with a VPC EIP;
+    every private subnet's default route goes through one of them."""
+    vpc_id, want = d.outputs.get("vpc_id"), d.settings.nat_count
+    public = set(d.ids("public_subnet_ids"))
+    available = [n for n in f.nat_gateways if n["State"] == "available"]
+    placed = {n["SubnetId"] for n in available if n["SubnetId"] in public}
+    elsewhere = len(available) - sum(n["SubnetId"] in public for n in available)
+    eips = [a["AllocationId"] for n in available for a in n.get("NatGatewayAddresses", [])
+            if a.get("AllocationId") in f.addresses]
+    actual_nat = f"{len(placed)} in public subnets" + (f", {elsewhere} elsewhere"
+                                                       if elsewhere else "")
+    return [
+        check("nat.gateways", "", vpc_id, f"{want} in public subnets", actual_nat,
+              ok=len(placed) == want and not elsewhere),
+        check("nat.eips", "", vpc_id, f"{want} Elastic IP(s), domain vpc",
+              f"{len(eips)} Elastic IP(s), domain vpc"),
+        *(private_route_check(subnet, f, {n["NatGatewayId"] for n in available})
+          for subnet in d.ids("private_subnet_ids")),
+    ]
+
+
+def private_route_check(subnet: str, f: Facts, nats: set[str]) -> Check:
+    explicit = [t for t in f.route_tables
+                if any(a.get("SubnetId") == subnet for a in t.get("Associations", []))]
+    main = [t for t in f.route_tables if any(a.get("Main") for a in t.get("Associations", []))]
+    routes = (explicit or main or [{}])[0].get("Routes", [])
+    target = next((r.get("NatGatewayId") or r.get("GatewayId") or r.get("TransitGatewayId")
+                   for r in routes if r.get("DestinationCidrBlock") == "0.0.0.0/0"), None)
+    return check("routes.private-via-nat", "", subnet, "0.0.0.0/0 via a stack NAT gateway",
+                 f"0.0.0.0/0 via {target}" if target else "no default route",
+                 ok=target in nats)
+
+
+def _rules(perm: dict) -> list[str]:
+    """One 'proto ports from source' string per source of a security group permission."""
+    proto = "all" if perm.get("IpProtocol") == "-1" else perm.get("IpProtocol")
+    ports = "" if perm.get("FromPort") in (None, -1) else (
+        f" {perm['FromPort']}" if perm["FromPort"] == perm.get("ToPort")
+        else f" {perm['FromPort']}-{perm.get('ToPort')}")
+    sources = ([g["GroupId"] for g in perm.get("UserIdGroupPairs", [])]
+               + [r["CidrIp"] for r in perm.get("IpRanges", [])]
+               + [r["CidrIpv6"] for r in perm.get("Ipv6Ranges", [])]
+               + [p["PrefixListId"] for p in perm.get("PrefixListIds", [])])
+    return [f"{proto}{ports} from {src}" for src in sources]
+
+
+def world_ingress(group: dict) -> list[str]:
+    return [r for p in group.get("IpPermissions", []) for r in _rules(p)
+            if r.endswith(WORLD)]
+
+
+def security_group_checks(d: Declared, f: Facts) -> list[Check]:
+    """No stack security group admits the internet; the database admits only the Lambda SG."""
+    out = [check("sg.no-world-ingress", "EC2.18", g["GroupName"],
+                 "no ingress from 0.0.0.0/0 or ::/0", world_ingress(g) or "none",
+                 ok=not world_ingress(g))
+           for g in f.security_groups.values() if g.get("GroupName") != "default"]
+    payment = (f.functions.get(d.outputs.get("lambda_function_name")) or {})
+    lambda_sgs = sorted(payment.get("Configuration", {}).get("VpcConfig", {})
+                        .get("SecurityGroupIds", []))
+    port = d.settings.db.port
+    expected = [f"tcp {port} from {sg}" for sg in lambda_sgs] or "tcp from the Lambda SG"
+    for ref in (f.cluster or {}).get("VpcSecurityGroups", []):
+        group = f.security_groups.get(ref["VpcSecurityGroupId"], {})
+        rules = sorted(r for p in group.get("IpPermissions", []) for r in _rules(p))
+        out.append(check("sg.db-ingress", "", group.get("GroupName", ref["VpcSecurityGroupId"]),
+                         expected,
+                         rules or "none", ok=bool(lambda_sgs) and rules == expected))
+    return out
+
+
+def database_checks(d: Declared, f: Facts) -> list[Check]:
+    c, db = f.cluster or {}, d.settings.db
+    cid = d.outputs.get("rds_cluster_id")
+    backups = c.get("BackupRetentionPeriod")
+    out = [
+        check("rds.status", "", cid, "available", c.get("Status")),
+        check("rds.engine", "", cid, ENGINE, c.get("Engine")),
+        check("rds.engine-version", "", cid, db.engine_version, c.get("EngineVersion")),
+        check("rds.encrypted", "RDS.27", cid, True, c.get("StorageEncrypted")),
+        check("rds.deletion-protection", "RDS.7", cid, db.deletion_protection,
+              c.get("DeletionProtection")),
+        check("rds.backups", "RDS.11", cid, f">= {db.backup_retention_days} day(s)",
+              None if backups is None else f"{backups} day(s)",
+              ok=(backups or 0) >= db.backup_retention_days),
+        check("rds.instances", "", cid, db.instances, len(f.instances)),
+    ]
+    out += [check("rds.not-public", "RDS.2", i["DBInstanceIdentifier"], False,
+                  i.get("PubliclyAccessible")) for i in f.instances]
+    return out
+
+
+def secret_checks(d: Declared, f: Facts) -> list[Check]:
+    sec, s = d.settings.secrets, f.secret or {}
+    arn = s.get("Name") or d.outputs.get("db_secret_arn")
+    state = "scheduled for deletion" if s.get("DeletedDate") else ("present" if s else "missing")
+    days = (s.get("RotationRules") or {}).get("AutomaticallyAfterDays")
+    rotation = f"enabled, every {days} days" if s.get("RotationEnabled") else "disabled"
+    out = [check("secret.present", "", arn, "present", state),
+           check("secret.rotation", "SecretsManager.1", arn,
+                 f"enabled, every {sec.rotation_days} days" if sec.rotation_enabled
+                 else "disabled", rotation)]
+    if sec.rotation_enabled:
+        want = d.outputs.get("rotation_function_name")
+        lambda_arn = s.get("RotationLambdaARN") or ""
+        name = lambda_arn.split(":function:")[-1].split(":")[0] if lambda_arn else None
+        exists = f.functions.get(want) is not None
+        gone = name == want and not exists
+        out.append(check("secret.rotation-lambda", "", arn, want,
+                         f"{name} (no such function)" if gone else name or "(none)",
+                         ok=name == want and exists))
+    return out
+
+
+def function_checks(d: Declared, f: Facts) -> list[Check]:
+    out = []
+    for name, fn in f.functions.items():
+        conf = (fn or {}).get("Configuration", {})
+        out.append(subnet_placement_check(d, name, conf.get("VpcConfig") if fn else None))
+        out.append(password_check(name, conf, f.secret_digests))
+    payment = d.outputs.get("lambda_function_name")
+    env = _env((f.functions.get(payment) or {}).get("Configuration", {}))
+    secret_arn = d.outputs.get("db_secret_arn") or ""
+    out += [check("lambda.secret-ref", "", payment, arn_display(secret_arn, secret_arn),
+                  arn_display(env.get("DB_SECRET_ARN"), secret_arn),
+                  ok=env.get("DB_SECRET_ARN") == secret_arn),
+            check("lambda.bucket-ref", "", payment, d.outputs.get("s3_bucket_name"),
+                  env.get("BUCKET_NAME"))]
+    return out
+
+
+def subnet_placement_check(d: Declared, name: str, vpc_config: dict | None) -> Check:
+    """Lambda.5: in exactly the private subnets, one per AZ (so in several AZs)."""
+    private = d.ids("private_subnet_ids")
+    public = set(d.ids("public_subnet_ids"))
+    want = f"the {len(private)} private subnets"
+    subnets = sorted((vpc_config or {}).get("SubnetIds", []))
+    if vpc_config is None:
+        actual = None
+    elif set(subnets) == set(private):
+        actual = want
+    else:
+        actual = [f"{s} ({'public' if s in public else 'private' if s in private else 'other'})"
+                  for s in subnets] or "not in the VPC"
+    return check("lambda.private-subnets", "Lambda.5", name, want, actual)
+
+
+def arn_display(value: str | None, reference: str) -> str | None:
+    """An ARN in the reference's account and region reads as its resource part."""
+    prefix = ":".join(reference.split(":")[:5]) + ":"
+    return value[len(prefix):] if value and reference and value.startswith(prefix) else value
+
+
+def _env(conf: dict) -> dict[str, str]:
+    return (conf.get("Environment") or {}).get("Variables") or {}
+
+
+def sensitive(key: str, value: Any, digests: frozenset[str] | None) -> bool:
+    """A variable that holds (or is named like) a password."""
+    return bool(PASSWORD_KEY.search(key)) or (
+        isinstance(value, str) and digests is not None and digest(value) in digests)
+
+
+def password_check(name: str, conf: dict, digests: frozenset[str] | None) -> Check:
+    """Names the offending variables only: their values may be the password itself."""
+    found = sorted(k for k, v in _env(conf).items() if sensitive(k, v, digests))
+    return check("lambda.no-password", "", name, "no password in environment",
+                 f"password in {', '.join(found)}" if found else "no password in environment")
+
+
+def bucket_checks(d: Declared, f: Facts) -> list[Check]:
+    b, name = f.bucket, d.outputs.get("s3_bucket_name")
+    algorithms = [r.get("ApplyServerSideEncryptionByDefault", {}).get("SSEAlgorithm")
+                  for r in b.encryption or []]
+    pab = b.public_access_block
+    off = [k for k, v in (pab or {}).items() if v is not True]
+    statements = (b.policy or {}).get("Statement", [])
+    tls = any(s.get("Effect") == "Deny" and str((s.get("Condition") or {}).get("Bool", {})
+                                                .get("aws:SecureTransport")).lower() == "false"
+              for s in statements)
+    enabled = [r for r in b.lifecycle or [] if r.get("Status") == "Enabled"]
+    return [
+        check("s3.versioning", "S3.14", name, "Enabled", b.versioning),
+        check("s3.encryption", "S3.17", name, "aws:kms", algorithms or "none"),
+        check("s3.public-access-block", "S3.8", name, "all four flags on",
+              "none" if pab is None else (f"off: {', '.join(off)}" if off
+                                          else "all four flags on"),
+              ok=pab is not None and len(pab) == 4 and not off),
+        check("s3.tls-only", "S3.5", name, "Deny when aws:SecureTransport=false",
+              "Deny when aws:SecureTransport=false" if tls
+              else ("no such statement" if b.policy else "no bucket policy")),
+        check("s3.lifecycle", "S3.13", name, ">= 1 enabled rule",
+              f"{len(enabled)} enabled rule(s)", ok=bool(enabled)),
+    ]
+
+
+def tag_checks(d: Declared, f: Facts) -> list[Check]:
+    want = {k: d.settings.all_tags()[k] for k in REQUIRED_TAGS}
+    tagged = {d.outputs.get("vpc_id"): _tags((f.vpc or {}).get("Tags")) if f.vpc else None,
+              d.outputs.get("rds_cluster_id"):
+                  _tags(f.cluster.get("TagList")) if f.cluster else None,
+              d.outputs.get("s3_bucket_name"): f.bucket.tags,
+              **{n: fn.get("Tags", {}) if fn else None for n, fn in f.functions.items()}}
+    return [tag_check(resource, want, tags) for resource, tags in tagged.items()]
+
+
+def tag_check(resource: str | None, want: dict[str, str], tags: dict[str, str] | None) -> Check:
+    """Shows only the tags that differ, to keep the table narrow."""
+    wrong = [f"{k}={tags.get(k, MISSING)}" for k, v in want.items() if tags.get(k) != v] \
+        if tags is not None else ["(resource missing)"]
+    return check("tags.required", "", resource, [f"{k}={v}" for k, v in want.items()],
+                 wrong or "as expected", ok=not wrong)
+
+
+CHECKS: tuple[Callable[[Declared, Facts], list[Check]], ...] = (
+    network_checks, nat_checks, security_group_checks, database_checks, secret_checks,
+    function_checks, bucket_checks, tag_checks)
+
+
+def run_checks(declared: Declared, facts: Facts) -> pd.DataFrame:
+    rows = [asdict(c) for family in CHECKS for c in family(declared, facts)]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+# -- the operation ---------------------------------------------------------------------------
+def deployed_outputs(engine: Engine, env: str) -> dict[str, Any]:
+    """The stack's outputs; an empty stack has nothing to verify or inspect."""
+    outputs = engine.outputs()
+    if not outputs:
+        raise OperationFailed(f"stack {engine.stack} is not deployed on {engine.name}",
+                              hint=f"run tap deploy --env {env} first")
+    return outputs
+
+
+def verify(env: str, target: str | None = None, overrides=()) -> VerifyReport:
+    """Check the live stack against its environment file; read-only."""
+    settings = settings_for(env, overrides)
+    engine = open_engine(settings, target, tuple(overrides))
+    outputs = deployed_outputs(engine, env)
+    with CallCounter(target_clients(engine, settings)) as counter:
+        facts, notes = collect_facts(counter, outputs)
+    if engine.name == "sandbox":
+        notes.append(SANDBOX_NOTE)
+    return VerifyReport(engine.stack, engine.name, run_checks(Declared(settings, outputs), facts),
+                        aws_calls=len(counter.calls), calls=list(counter.calls), notes=notes)

@@ -1,0 +1,244 @@
+"""Preflight: every rule fires on its broken variant, and the shipped environments are clean.
+
+Broken variants are the real program with one thing changed (tests/broken_programs.py), a broken
+Pulumi.yaml, or an environment file override - the seed's nine failures and the hardening
+regressions tap must catch before anything is deployed.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import broken_programs as bp
+from tap_lib.config import Settings, load_settings
+from tap_lib.ops.preflight import RULES, PreflightReport, run_preflight
+
+
+def settings(env: str = "dev", *overrides: str) -> Settings:
+    return load_settings(env, overrides, use_environ=False)
+
+
+@functools.cache
+def preflight(env: str = "dev", *overrides: str, program: Any = None,
+              **options: Any) -> PreflightReport:
+    """Preflight of an environment file (plus overrides), shared by every test that asks for the
+    same run: synthesis dominates the module's run time."""
+    return run_preflight(settings(env, *overrides), program=program, **options)
+
+
+def rows(report: PreflightReport, rule_id: str) -> list[dict[str, Any]]:
+    return [r for r in report.findings.to_dict("records") if r["rule"].split()[0] == rule_id]
+
+
+def fired(report: PreflightReport, rule_id: str, resource: str, severity: str = "error") -> dict:
+    """The finding of `rule_id` on `resource`; fails with the whole table otherwise."""
+    for row in rows(report, rule_id):
+        if row["resource"] == resource and row["severity"] == severity:
+            return row
+    raise AssertionError(f"{rule_id} did not report {severity} on {resource!r}:\n"
+                         f"{report.findings.to_string()}")
+
+
+@dataclass(frozen=True)
+class Case:
+    """A broken variant and the finding it must produce."""
+
+    id: str
+    rule: str
+    resource: str
+    program: Any = None
+    env: str = "dev"
+    overrides: tuple[str, ...] = ()
+    severity: str = "error"
+    options: dict = field(default_factory=dict)
+
+    def report(self) -> PreflightReport:
+        return preflight(self.env, *self.overrides, program=self.program, **self.options)
+
+
+CASES = [
+    Case("seed1-eip-vpc-true", "TAP001", "nat-eip-0-dev", bp.EIP_VPC_TRUE),
+    Case("deprecated-bucket-v2", "TAP001", "transaction-logs-dev", bp.BUCKET_V2),
+    Case("deprecated-bucket-argument", "TAP001", "transaction-logs-dev", bp.DEPRECATED_BUCKET_ACL),
+    Case("seed3-instantiated-twice", "TAP003", "aws-eu-west-2", bp.instantiated_twice),
+    Case("seed4-uppercase-cluster-id", "TAP004", "aurora-cluster-PR6329", bp.SEED_RDS_NAMES,
+         overrides=("suffix=PR6329",)),
+    Case("seed4-unnamed-subnet-group", "TAP004", "db-subnet-group-PR6329", bp.SEED_RDS_NAMES,
+         overrides=("suffix=PR6329",)),
+    Case("seed5-engine-15.3", "TAP005", "aurora-cluster-dev",
+         overrides=("db.engine_version=15.3",)),
+    Case("seed6-placeholder-rotation-arn", "TAP006", "db-app-credentials-rotation-dev",
+         bp.PLACEHOLDER_ROTATION_ARN),
+    Case("rotation-not-invokable", "TAP006", "rotation-fn-dev",
+         bp.ROTATION_PERMISSION_WRONG_PRINCIPAL),
+    Case("seed7-random-bucket-suffix", "TAP007", "transaction-logs-dev", bp.RANDOM_BUCKET_SUFFIX),
+    Case("seed7-uppercase-bucket", "TAP007", "transaction-logs-PR6329", bp.SEED_BUCKET_NAME,
+         overrides=("suffix=PR6329",)),
+    Case("bucket-shared-by-stacks", "TAP007", "transaction-logs-dev", bp.SHARED_BUCKET_NAME),
+    Case("seed8-provider-region", "TAP008", "aws-eu-west-2", bp.PROVIDER_IN_US_EAST_1),
+    Case("seed8-target-region", "TAP008", "target", overrides=("region=eu-west-1",),
+         options={"region_of_target": "eu-west-2"}),
+    Case("default-provider", "TAP008", "stray-logs-dev", bp.stray_resource),
+    Case("program-bug", "TAP000", "program", bp.failing_program),
+    Case("public-db-instance", "TAP101", "aurora-instance-0-dev", bp.PUBLIC_DB_INSTANCE),
+    Case("unencrypted-cluster", "TAP102", "aurora-cluster-dev", bp.UNENCRYPTED_CLUSTER),
+    Case("prod-without-deletion-protection", "TAP103", "aurora-cluster-prod", env="prod",
+         overrides=("db.deletion_protection=false",)),
+    Case("prod-short-backups", "TAP104", "aurora-cluster-prod", env="prod",
+         overrides=("db.backup_retention_days=3",)),
+    Case("public-bucket", "TAP111", "transaction-logs-dev", bp.PUBLIC_BUCKET),
+    Case("no-tls-policy", "TAP112", "transaction-logs-dev", bp.NO_TLS_POLICY),
+    Case("versioning-suspended", "TAP113", "transaction-logs-dev", bp.VERSIONING_SUSPENDED),
+    Case("sse-s3-managed", "TAP114", "transaction-logs-dev", bp.SSE_S3_MANAGED),
+    Case("single-az-lambda", "TAP121", "payment-fn-dev", bp.SINGLE_AZ_LAMBDA),
+    Case("no-flow-log", "TAP131", "vpc-dev", bp.NO_FLOW_LOG),
+    Case("seed6-rotation-commented-out", "TAP141", "db-app-credentials-dev",
+         bp.ROTATION_COMMENTED_OUT),
+    Case("admin-policy", "TAP151", "payment-policy-dev", bp.ADMIN_POLICY),
+    Case("dev-without-deletion-protection", "TAP103", "aurora-cluster-dev", severity="info"),
+    Case("dev-rotation-disabled", "TAP141", "db-app-credentials-dev",
+         overrides=("secrets.rotation_enabled=false",), severity="warning"),
+]
+BY_ID = {c.id: c for c in CASES}
+
+
+def report_of(case_id: str) -> PreflightReport:
+    return BY_ID[case_id].report()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_rule_fires_on_its_broken_variant(case: Case):
+    report = case.report()
+    fired(report, case.rule, case.resource, case.severity)
+    assert report.ok == (case.severity != "error")
+
+
+def test_every_rule_has_a_broken_variant():
+    project_rule = {"TAP002"}  # needs a file: test_wrong_project_name_in_pulumi_yaml
+    assert {c.rule for c in CASES} | project_rule == {r.id for r in RULES}
+
+
+def test_rules_are_registered_once_with_a_reason():
+    ids = [r.id for r in RULES]
+    assert len(ids) == len(set(ids))
+    assert all(r.prevents for r in RULES)
+
+
+@pytest.mark.parametrize("env", ["dev", "staging", "prod"])
+def test_shipped_environments_have_no_errors(env: str):
+    report = preflight(env)
+    assert report.ok, report.findings.to_string()
+    assert report.to_dict()["summary"]["rules_checked"] == len(RULES)
+
+
+def test_ad_hoc_pr_stack_is_clean(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("ENVIRONMENT_SUFFIX", "PR6329")
+    report = run_preflight(load_settings("dev"))
+    assert report.ok, report.findings.to_string()
+    assert report.stack == "TapStackPR6329"
+
+
+# -- what the findings say -----------------------------------------------------------------
+def test_removed_argument_is_a_finding_with_replacement_and_location():
+    report = report_of("seed1-eip-vpc-true")
+    row = fired(report, "TAP001", "nat-eip-0-dev")
+    assert 'domain="vpc"' in row["fix"]
+    assert "Eip(vpc=...)" in row["message"] and "broken_programs.py" in row["message"]
+    skipped = fired(report, "TAP000", "program", "info")
+    assert "TAP101" in skipped["message"]
+    assert report.to_dict()["summary"]["rules_checked"] < len(RULES)
+
+
+def test_deprecated_resources_name_their_replacement():
+    report = report_of("deprecated-bucket-v2")
+    assert "aws.s3.Bucket" in fired(report, "TAP001", "transaction-logs-dev")["fix"]
+    versioning = fired(report, "TAP001", "transaction-logs-versioning-dev")
+    assert "BucketVersioning" in versioning["fix"]
+    assert not rows(report, "TAP113")  # the V2 resources still count as versioning
+    acl = fired(report_of("deprecated-bucket-argument"), "TAP001", "transaction-logs-dev")
+    assert "acl is deprecated" in acl["message"] and acl["fix"] == "use s3.BucketAcl"
+
+
+def test_duplicate_urn_names_the_urn():
+    row = fired(report_of("seed3-instantiated-twice"), "TAP003", "aws-eu-west-2")
+    assert "urn:pulumi:TapStackdev::TapStack::" in row["message"]
+    assert "once" in row["fix"]
+
+
+def test_invalid_names_are_reported_per_resource():
+    report = report_of("seed4-uppercase-cluster-id")
+    names = {r["resource"]: r["message"] for r in rows(report, "TAP004")}
+    assert "must be lowercase" in names["aurora-cluster-PR6329"]
+    assert "must be lowercase" in names["aurora-instance-0-PR6329"]
+    assert "no explicit name" in names["db-subnet-group-PR6329"]
+
+
+def test_engine_version_lists_offered_versions():
+    row = fired(report_of("seed5-engine-15.3"), "TAP005", "aurora-cluster-dev")
+    assert "15.3 is not offered in eu-west-2" in row["message"]
+    assert "15.6, 15.7, 15.8, 15.10, 15.12, 15.13" in row["message"]
+    assert "as of" in row["message"]
+    assert "15.6" in row["fix"]
+    fired(report_of("seed5-engine-15.3"), "TAP005", "aurora-instance-0-dev")
+
+
+def test_engine_version_on_aws_asks_the_given_source():
+    asked = []
+
+    def offered(region: str, engine: str) -> tuple[list[str], str]:
+        asked.append((region, engine))
+        return ["15.10"], "stub"
+
+    report = run_preflight(settings("dev"), target="aws", engine_versions=offered,
+                           region_of_target="eu-west-2")
+    assert asked == [("eu-west-2", "aurora-postgresql")]
+    assert "offered: 15.10 (source: stub)" in fired(report, "TAP005", "aurora-cluster-dev")[
+        "message"]
+
+
+def test_region_missing_from_catalog_is_a_warning_not_a_pass():
+    report = preflight("dev", "region=ap-south-1")
+    fired(report, "TAP005", "db.engine_version", "warning")
+
+
+def test_aws_target_region_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    report = run_preflight(settings("dev"), target="aws",
+                           engine_versions=lambda r, e: (["15.6"], "stub"))
+    assert "'us-east-1'" in fired(report, "TAP008", "target")["message"]
+
+
+def test_wrong_project_name_in_pulumi_yaml(tmp_path: Path):
+    broken = tmp_path / "Pulumi.yaml"
+    broken.write_text("name: pulumi-infra\nruntime:\n  name: python\n")
+    report = preflight("dev", project_file=broken)
+    row = fired(report, "TAP002", str(broken))
+    assert "'pulumi-infra'" in row["message"] and "TapStackdev" in row["message"]
+    assert "name: TapStack" in row["fix"]
+
+
+def test_missing_pulumi_yaml_is_a_finding(tmp_path: Path):
+    report = preflight("dev", project_file=tmp_path / "Pulumi.yaml")
+    assert "cannot read" in fired(report, "TAP002", str(tmp_path / "Pulumi.yaml"))["message"]
+
+
+def test_bucket_stability_messages():
+    changing = fired(report_of("seed7-random-bucket-suffix"), "TAP007", "transaction-logs-dev")
+    assert "changes between runs" in changing["message"]
+    shared = fired(report_of("bucket-shared-by-stacks"), "TAP007", "transaction-logs-dev")
+    assert "same for stack" in shared["message"]
+    upper = fired(report_of("seed7-uppercase-bucket"), "TAP007", "transaction-logs-PR6329")
+    assert "must be lowercase" in upper["message"]
+
+
+def test_json_shape():
+    data = report_of("public-bucket").to_dict()
+    assert set(data["summary"]) >= {"error", "warning", "info", "rules_checked"}
+    assert data["summary"]["error"] == report_of("public-bucket").errors >= 1
+    finding = data["findings"][0]
+    assert set(finding) == {"rule", "severity", "resource", "message", "fix"}
+    assert finding["severity"] == "error"  # errors sort first

@@ -1,0 +1,184 @@
+"""`tap run` and `tap audit`: papermill records, their metadata, scrubbing, the audit index, S3.
+
+Each test gets its own outputs directory; the module shares one sandbox emulator (conftest's
+`sandbox_home`), stopped at the end.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import boto3
+import nbformat
+import pytest
+import yaml
+
+from tap_lib.engines.sandbox import server
+from tap_lib.ops import audit, runbook
+from tap_lib.ops.runbook import run_notebooks
+from tap_lib.project import project_dir
+
+pytestmark = [pytest.mark.sandbox]
+
+RECORD_NAME = re.compile(r"^\d{8}T\d{6}Z-(\w+)(-\d+)?\.ipynb$")
+SECRET = "hunter2-secret"
+
+
+@pytest.fixture
+def outputs(sandbox_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh, empty records directory for one test."""
+    out = tmp_path / "outputs"
+    monkeypatch.setenv("TAP_OUTPUTS", str(out))
+    monkeypatch.delenv("TAP_TARGET", raising=False)
+    return out
+
+
+def test_record_holds_metadata_summary_and_no_secret(outputs: Path) -> None:
+    [rec] = run_notebooks("preflight", env="dev",
+                          parameters={"db_password": SECRET, "operator": "alice"})
+    assert rec.status == "succeeded", rec.error
+    path = Path(rec.path)
+    assert path.parent == outputs / "dev" and RECORD_NAME.match(path.name)
+    text = path.read_text()
+    assert SECRET not in text
+
+    nb = nbformat.read(path, as_version=4)
+    meta = nb.metadata["tap"]
+    assert {k: meta[k] for k in ("env", "stack", "target", "operator", "notebook", "status")} == {
+        "env": "dev", "stack": "TapStackdev", "target": "sandbox", "operator": "alice",
+        "notebook": "preflight", "status": "succeeded"}
+    assert meta["parameters"]["db_password"] == "***"
+    assert nb.metadata["papermill"]["parameters"]["db_password"] == "***"
+    assert nb.metadata["papermill"]["output_path"] == str(path)
+    assert meta["tap_version"] and meta["commit"] and meta["start"] <= meta["end"]
+    assert meta["summary"]["errors"] == 0
+    assert set(meta["summary"]) == {"errors", "warnings", "rules_checked"}
+    [injected] = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert 'db_password = "***"' in injected.source
+
+    table = audit.audit_table("dev")
+    assert table[["notebook", "operator", "status", "path"]].to_dict("records") == [
+        {"notebook": "preflight", "operator": "alice", "status": "succeeded", "path": str(path)}]
+    assert "errors=0" in table.summary[0]
+
+    html = audit.export_html(path.stem)
+    assert html == path.with_suffix(".html") and "<html" in html.read_text()[:500].lower()
+    assert SECRET not in html.read_text()
+
+
+def test_failed_check_fails_the_run_leaves_a_record_and_stops_all(
+        outputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    project = tmp_path / "project"
+    for part in ("params", "notebooks"):
+        shutil.copytree(project_dir() / part, project / part)
+    shutil.copy(project_dir() / "Pulumi.yaml", project)
+    broken = yaml.safe_load((project / "params" / "dev.yaml").read_text())
+    broken.update(environment="broken", suffix="broken")
+    broken["db"]["engine_version"] = "15.99"  # valid syntax, but no such Aurora version
+    (project / "params" / "broken.yaml").write_text(yaml.safe_dump(broken))
+    monkeypatch.setenv("TAP_PROJECT_DIR", str(project))
+
+    records = run_notebooks("all", env="broken")
+    assert [(r.notebook, r.status) for r in records] == [("preflight", "failed")]
+    rec = records[0]
+    assert "ChecksFailed" in rec.error and "preflight found 2 error(s)" in rec.error
+    assert rec.summary["errors"] == 2
+    meta = nbformat.read(rec.path, as_version=4).metadata["tap"]
+    assert meta["status"] == "failed" and meta["error"] == rec.error
+    assert meta["commit"] == "unknown"  # the copy is not a git repository
+    assert audit.audit_table("broken").status.tolist() == ["failed"]
+
+
+def test_destroy_refuses_without_confirmation(outputs: Path) -> None:
+    [rec] = run_notebooks("destroy", env="dev")
+    assert rec.status == "failed"
+    assert "UsageError" in rec.error and "confirm='TapStackdev'" in rec.error
+    assert rec.summary == {}
+
+
+def test_records_are_never_overwritten(outputs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runbook, "_utc", lambda: "2026-11-28T14:25:01+00:00")
+    first = run_notebooks("audit", env="dev")[0]
+    second = run_notebooks("audit", env="dev")[0]
+    assert Path(first.path).name == "20261128T142501Z-audit.ipynb"
+    assert Path(second.path).name == "20261128T142501Z-audit-2.ipynb"
+    assert first.status == second.status == "succeeded"
+    assert nbformat.read(first.path, as_version=4).metadata["tap"]["summary"] == {
+        "records": 0, "failed": 0}
+    assert second.summary == {"records": 1, "failed": 0}  # the audit saw the first record
+
+
+def test_unknown_notebook_is_a_usage_error(outputs: Path) -> None:
+    from tap_lib.errors import UsageError
+
+    with pytest.raises(UsageError, match="allowed: preflight"):
+        run_notebooks("nope", env="dev")
+    assert not outputs.exists()
+
+
+def test_audit_lists_10000_records_from_the_index(outputs: Path) -> None:
+    """Listing reads only the index: none of these records exists as a file."""
+    outputs.mkdir()
+    notebooks = ["preflight", "preview", "deploy", "verify", "inspect"]
+    with open(outputs / audit.INDEX_NAME, "w") as fh:
+        for i in range(10_000):
+            env = ("dev", "staging", "prod")[i % 3]
+            fh.write(json.dumps({
+                "time": f"2026-{1 + i % 12:02d}-{1 + i % 28:02d}T00:00:{i % 60:02d}+00:00",
+                "env": env, "notebook": notebooks[i % 5], "stack": f"TapStack{env}",
+                "target": "sandbox", "operator": "ci", "status": "succeeded",
+                "duration_s": 1.5, "summary": {"passed": 30}, "path": f"/nowhere/{i}.ipynb"})
+                + "\n")
+        fh.write('{"torn": ')  # a writer killed mid-line must not break listing
+    table = audit.audit_table()
+    assert len(table) == 10_000 and table.time.is_monotonic_increasing
+    assert list(table.columns) == audit.COLUMNS
+    dev = audit.audit_table("dev")
+    assert len(dev) == 3334 and set(dev.env) == {"dev"}
+    assert set(dev.summary) == {"passed=30"}
+
+
+def test_missing_index_is_rebuilt_from_the_records(outputs: Path) -> None:
+    for i, env in enumerate(("dev", "prod")):
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["tap"] = {"start": f"2026-11-28T10:00:0{i}+00:00", "env": env,
+                              "notebook": "verify", "status": "succeeded",
+                              "summary": {"failed": 0}}
+        (outputs / env).mkdir(parents=True)
+        nbformat.write(nb, outputs / env / f"20261128T10000{i}Z-verify.ipynb")
+    table = audit.audit_table()
+    assert table.env.tolist() == ["dev", "prod"]
+    assert (outputs / audit.INDEX_NAME).exists()
+
+
+def test_records_go_to_s3(outputs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """papermill writes s3:// natively; the sandbox emulator is the S3 endpoint."""
+    from papermill.s3 import S3
+
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", server.endpoint())
+    monkeypatch.setattr(S3, "s3_session", (None, None, None))  # papermill caches its session
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="tap-records")
+    root = "s3://tap-records/runbook"
+    monkeypatch.setenv("TAP_OUTPUTS", root)
+
+    [rec] = run_notebooks("audit", env="dev", parameters={"api_token": SECRET})
+    assert rec.status == "succeeded", rec.error
+    assert rec.path.startswith(f"{root}/dev/") and RECORD_NAME.match(rec.path.rsplit("/")[-1])
+    body = s3.get_object(Bucket="tap-records", Key=rec.path.removeprefix("s3://tap-records/"))[
+        "Body"].read().decode()
+    assert SECRET not in body
+    assert json.loads(body)["metadata"]["tap"]["status"] == "succeeded"
+
+    assert rec.summary == {"records": 0, "failed": 0}  # the kernel listed the S3 root too
+
+    assert audit.audit_table().path.tolist() == [rec.path]
+    audit.index_path(root).unlink()
+    assert audit.rebuild_index() == audit.index_path(root)
+    assert audit.audit_table().path.tolist() == [rec.path]
+    assert not outputs.exists()  # nothing went to the local records directory
