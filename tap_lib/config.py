@@ -20,6 +20,8 @@ from .errors import ConfigError
 
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096,
                       1827, 2192, 2557, 2922, 3288, 3653)
+RFC1918 = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12",
+                                                   "192.168.0.0/16"))
 SUFFIX_RE = re.compile(r"^[A-Za-z0-9]{1,24}$")
 ENV_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 
@@ -51,8 +53,9 @@ class VpcSettings(_Model):
             raise ValueError(f"not an IPv4 network CIDR ({exc}); e.g. 10.0.0.0/16") from None
         if not 16 <= net.prefixlen <= 24:
             raise ValueError("prefix length must be /16 to /24")
-        if not net.is_private:
-            raise ValueError("must be a private (RFC 1918) range")
+        if not any(net.subnet_of(block) for block in RFC1918):
+            raise ValueError("must be inside a private (RFC 1918) range: 10.0.0.0/8, "
+                             "172.16.0.0/12 or 192.168.0.0/16")
         return v
 
     @field_validator("flow_logs_retention_days")
@@ -74,7 +77,7 @@ class DbSettings(_Model):
     @field_validator("engine_version")
     @classmethod
     def _version(cls, v: str) -> str:
-        if not re.fullmatch(r"\d{2}\.\d{1,2}", v):
+        if not re.fullmatch(r"[0-9]{2}\.[0-9]{1,2}", v):
             raise ValueError("must be MAJOR.MINOR as a quoted string, e.g. '15.6'")
         return v
 
@@ -203,6 +206,9 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = raw
     if isinstance(value, float) or value is None or isinstance(value, (list, dict)):
         value = raw
+    if isinstance(value, int) and not isinstance(value, bool) and \
+            (key == "suffix" or key.startswith("tags.")):
+        value = raw.strip()  # suffixes and tag values are text even when they look numeric
     return key, value
 
 

@@ -107,7 +107,7 @@ RULES: dict[str, NameRule] = {
                           first="a-z0-9", last="a-z0-9", no_double=("..",), extra=_bucket_extra),
     "secret": NameRule("secret", 512, charset="A-Za-z0-9/_+=.@-", extra=_secret_extra),
     "lambda_function": NameRule("lambda_function", 64, charset="A-Za-z0-9_-"),
-    "iam_role": NameRule("iam_role", 64, charset=r"\w+=,.@-"),
+    "iam_role": NameRule("iam_role", 64, charset="A-Za-z0-9_+=,.@-"),
     "log_group": NameRule("log_group", 512, charset="A-Za-z0-9._/#-"),
     "security_group": NameRule("security_group", 255, charset="A-Za-z0-9 ._:/()#,@\\[\\]+=&;{}!$*-",
                                extra=_sg_extra),
@@ -120,27 +120,45 @@ class InvalidName(ValueError):
 
 
 def build(kind: str, *parts: str) -> str:
-    """Join parts with '-', normalize for `kind`, shorten with a hash if needed, and verify."""
+    """Join parts with '-', normalize for `kind`, repair what AWS reserves, shorten with a hash
+    if needed, and verify. Names that need no repair come out exactly as joined."""
     rule = RULES[kind]
     raw = "-".join(p for p in parts if p)
     name = raw.lower() if rule.lowercase else raw
-    allowed = rule.charset
-    name = re.sub(f"[^{allowed}]", "-", name)
-    if "-" in allowed:
+    if kind == "kms_alias":
+        name = "alias/" + name.removeprefix("alias/")
+    name = re.sub(f"[^{rule.charset}]", "-", name)
+    if "-" in rule.charset:
         name = re.sub(r"-{2,}", "-", name)
-    if "." in allowed:
+    if "." in rule.charset:
         name = re.sub(r"\.{2,}", ".", name)
     name = name.strip("-. ")
     if rule.first and name and not re.match(f"[{rule.first}]", name[0]):
         name = "x" + name
-    if len(name) > rule.max_len:
-        digest = short_hash(raw)
-        head = name[: rule.max_len - HASH_LEN - 1].rstrip("-. ")
-        name = f"{head}-{digest}"
-    problems = rule.problems(name)
-    if problems:
-        raise InvalidName(f"{kind} name {name!r} from {parts!r}: {'; '.join(problems)}")
-    return name
+    digest = short_hash(raw)
+    for candidate in _repairs(kind, name, digest):
+        candidate = _fit(candidate, rule, digest)
+        if rule.is_valid(candidate):
+            return candidate
+    raise InvalidName(f"{kind} name {name!r} from {parts!r}: {'; '.join(rule.problems(name))}")
+
+
+def _repairs(kind: str, name: str, digest: str) -> list[str]:
+    """Candidates in order of preference: as is; with a hash appended (fixes too-short names,
+    reserved suffixes, 'default', a secret ending like an ARN suffix); with a harmless prefix
+    (fixes reserved prefixes and IP-shaped bucket names)."""
+    if kind == "kms_alias":
+        body = name.removeprefix("alias/")
+        return [name, f"alias/x-{body}", f"alias/x-{body}-{digest}"]
+    return [name, f"{name}-{digest}" if name else digest, f"x-{name}", f"x-{name}-{digest}"]
+
+
+def _fit(name: str, rule: NameRule, digest: str) -> str:
+    """Shorten an over-long name to the rule's maximum, keeping it unique with the hash."""
+    if len(name) <= rule.max_len:
+        return name
+    head = name[: rule.max_len - HASH_LEN - 1].rstrip("-. ")
+    return f"{head}-{digest}"
 
 
 @dataclass(frozen=True)
@@ -181,7 +199,7 @@ class PhysicalNames:
             # Globally unique yet stable: a hash of (account, region, stack) instead of a random
             # suffix, so the same stack gets the same bucket on every run.
             s3_bucket=build("s3_bucket", p, "txlogs", s,
-                            short_hash(account_id, region, f"{project}{suffix}")),
+                            short_hash(account_id, region, f"{project}{suffix}".lower())),
             db_secret=build("secret", p, s, "db", "app-credentials"),
             payment_function=payment_fn,
             rotation_function=rotation_fn,

@@ -326,29 +326,20 @@ def _rfc1918_cidr_ok(v: Any) -> bool:
     return 16 <= net.prefixlen <= 24 and any(net.subnet_of(p) for p in private)
 
 
-def _is_private_but_not_rfc1918(v: str) -> bool:
-    import ipaddress
-
-    try:
-        return ipaddress.IPv4Network(v, strict=True).is_private and not _rfc1918_cidr_ok(v)
-    except ValueError:
-        return False
-
-
 NOT_A_NUMBER = st.text(alphabet=st.characters(categories=["L", "P", "S", "Zs"]),
                        min_size=1, max_size=20)
 ANY_TEXT = st.text(max_size=40)
 OCTET = st.integers(0, 255)
 CIDR_SHAPED = st.builds(lambda a, b, c, d, p: f"{a}.{b}.{c}.{d}/{p}",
-                        st.sampled_from([10, 172, 192, 8, 100, 300]), OCTET, OCTET, OCTET,
+                        st.sampled_from([10, 172, 192, 0, 8, 100, 127, 169, 198, 240, 300]),
+                        OCTET, OCTET, OCTET,
                         st.integers(0, 40))
 
 BAD_VALUES: dict[str, st.SearchStrategy] = {
     "region": st.one_of(ANY_TEXT.filter(lambda v: v not in aws_regions()), st.integers(),
                         st.booleans(), st.lists(st.sampled_from(["eu-west-2", "x"]), max_size=2)),
     "vpc.cidr": st.one_of(ANY_TEXT, CIDR_SHAPED, st.integers()).filter(
-        lambda v: not _rfc1918_cidr_ok(v) and not (isinstance(v, str)
-                                                   and _is_private_but_not_rfc1918(v))),
+        lambda v: not _rfc1918_cidr_ok(v)),
     "vpc.az_count": st.one_of(st.integers().filter(lambda v: not 2 <= v <= 6), NOT_A_NUMBER,
                               st.floats(allow_nan=False).filter(
                                   lambda v: not (v.is_integer() and 2 <= v <= 6))),

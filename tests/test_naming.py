@@ -289,8 +289,10 @@ def test_bucket_name_is_stable_and_unique_per_account_region_stack():
     assert _create(region="us-east-1").s3_bucket != base
     assert _create(suffix="staging").s3_bucket != base
     assert _create(project="OtherStack").s3_bucket != base
-    expected = "tapstack-txlogs-dev-" + short_hash(ACCOUNT, REGION, "TapStackdev")
+    expected = "tapstack-txlogs-dev-" + short_hash(ACCOUNT, REGION, "tapstackdev")
     assert base == expected
+    # PR6329 and pr6329 share every other physical name, so they share the bucket too
+    assert _create(suffix="PR6329").s3_bucket == _create(suffix="pr6329").s3_bucket
 
 
 SUFFIX = st.from_regex(r"[A-Za-z0-9]{1,80}", fullmatch=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Protocol
 
 import pandas as pd
 
@@ -22,8 +22,7 @@ from ..engines.base import Engine, ResourceState
 from ..engines.registry import open_engine
 from ..project import outputs_dir
 from .stack import settings_for
-from .verify import (PASSWORD_KEY, WORLD, Facts, collect_facts, digest, target_clients,
-                     world_ingress)
+from .verify import PASSWORD_KEY, Facts, collect_facts, digest, target_clients, world_ingress
 
 VPC = "aws:ec2/vpc:Vpc"
 SUBNET = "aws:ec2/subnet:Subnet"
@@ -47,8 +46,11 @@ DRIFT_COLUMNS = ["resource", "property", "declared", "live"]
 HISTORY_COLUMNS = ["time", "operation", "result", "duration_s", "create", "update", "replace",
                    "delete", "same"]
 ABSENT = "(absent)"
+NONE = "(none)"
 MASK = "***"
 DIGEST_KEYS = ("secret", "archive", "file")
+
+Row = tuple[str, str, Any, Any]     # resource, property, declared, live
 
 
 @dataclass
@@ -73,8 +75,14 @@ class Inspection:
                 "notes": self.notes}
 
 
+class LiveReader(Protocol):
+    """An engine that can read a resource as it is now (the sandbox's handlers can)."""
+
+    def read_live(self, urn: str) -> dict | None: ...
+
+
 class _State:
-    """The engine's resources, looked up by type and id."""
+    """The engine's resources, looked up by type."""
 
     def __init__(self, resources: list[ResourceState]):
         self.resources = resources
@@ -141,7 +149,7 @@ def compare(declared: Any, live: Any, path: str = "") -> Iterator[tuple[str, Any
         yield path, declared, live
 
 
-def state_drift(engine: Engine, state: _State) -> list[tuple[str, str, Any, Any]]:
+def state_drift(engine: LiveReader, state: _State) -> list[Row]:
     """Each created resource read live and compared with what the state declares."""
     rows = []
     for res in state.resources:
@@ -156,42 +164,49 @@ def state_drift(engine: Engine, state: _State) -> list[tuple[str, str, Any, Any]
 
 
 # -- drift: the out-of-band facts verify collects ----------------------------------------------
-def fact_drift(state: _State, facts: Facts) -> list[tuple[str, str, Any, Any]]:
+def fact_drift(state: _State, facts: Facts) -> list[Row]:
     return [*_versioning_drift(state, facts), *_public_access_drift(state, facts),
             *_world_ingress_drift(state, facts), *_environment_drift(state, facts),
             *_rotation_drift(state, facts)]
 
 
-def _differs(name: str, prop: str, declared: Any, live: Any) -> list[tuple[str, str, Any, Any]]:
+def _differs(name: str, prop: str, declared: Any, live: Any) -> list[Row]:
     return [(name, prop, declared, live)] if declared != live else []
 
 
-def _versioning_drift(state: _State, facts: Facts) -> list[tuple[str, str, Any, Any]]:
+def _versioning_drift(state: _State, facts: Facts) -> list[Row]:
     return [row for r in state.of(VERSIONING) for row in _differs(
         r.name, "versioningConfiguration.status",
         (r.outputs.get("versioningConfiguration") or {}).get("status"), facts.bucket.versioning)]
 
 
-def _public_access_drift(state: _State, facts: Facts) -> list[tuple[str, str, Any, Any]]:
+def _public_access_drift(state: _State, facts: Facts) -> list[Row]:
     live = facts.bucket.public_access_block or {}
     flags = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
     return [row for r in state.of(PUBLIC_ACCESS_BLOCK) for flag in flags for row in _differs(
         r.name, flag, r.outputs.get(flag), live.get(flag[0].upper() + flag[1:], False))]
 
 
-def _world_ingress_drift(state: _State, facts: Facts) -> list[tuple[str, str, Any, Any]]:
+def _world_ingress_drift(state: _State, facts: Facts) -> list[Row]:
     rows = []
     for sg in state.of(SECURITY_GROUP):
-        declared = sorted(
-            f"{r.outputs.get('ipProtocol')} from {r.outputs.get('cidrIpv4') or r.outputs.get('cidrIpv6')}"
-            for r in state.of(INGRESS_RULE) if r.outputs.get("securityGroupId") == sg.id
-            and (r.outputs.get("cidrIpv4") in WORLD or r.outputs.get("cidrIpv6") in WORLD))
+        declared = sorted(world_ingress({"IpPermissions": [
+            _permission(r.outputs) for r in state.of(INGRESS_RULE)
+            if r.outputs.get("securityGroupId") == sg.id]}))
         live = sorted(world_ingress(facts.security_groups.get(sg.id, {})))
         rows += _differs(sg.name, "ingress from 0.0.0.0/0", declared or "none", live or "none")
     return rows
 
 
-def _environment_drift(state: _State, facts: Facts) -> list[tuple[str, str, Any, Any]]:
+def _permission(rule: dict) -> dict:
+    """A declared ingress rule in the EC2 API's shape, so both sides print alike."""
+    return {"IpProtocol": rule.get("ipProtocol"), "FromPort": rule.get("fromPort"),
+            "ToPort": rule.get("toPort"),
+            "IpRanges": [{"CidrIp": rule["cidrIpv4"]}] if rule.get("cidrIpv4") else [],
+            "Ipv6Ranges": [{"CidrIpv6": rule["cidrIpv6"]}] if rule.get("cidrIpv6") else []}
+
+
+def _environment_drift(state: _State, facts: Facts) -> list[Row]:
     rows = []
     for fn in state.of(FUNCTION):
         live_fn = facts.functions.get(fn.id)
@@ -205,7 +220,7 @@ def _environment_drift(state: _State, facts: Facts) -> list[tuple[str, str, Any,
     return rows
 
 
-def _rotation_drift(state: _State, facts: Facts) -> list[tuple[str, str, Any, Any]]:
+def _rotation_drift(state: _State, facts: Facts) -> list[Row]:
     rotated = {r.outputs.get("secretId") for r in state.of(ROTATION)}
     live = facts.secret or {}
     return [row for s in state.of(SECRET) if s.id == live.get("ARN") for row in _differs(
@@ -214,8 +229,8 @@ def _rotation_drift(state: _State, facts: Facts) -> list[tuple[str, str, Any, An
 
 def _show(prop: str, value: Any, secrets: frozenset[str] | None) -> str:
     """Display form; a value named like a password, or equal to one, is masked."""
-    if isinstance(value, str) and (PASSWORD_KEY.search(prop.rsplit(".", 1)[-1])
-                                   or (secrets and digest(value) in secrets)):
+    if isinstance(value, str) and value != ABSENT and (
+            PASSWORD_KEY.search(prop.rsplit(".", 1)[-1]) or (secrets and digest(value) in secrets)):
         return MASK
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return ", ".join(value)
@@ -226,7 +241,7 @@ def _show(prop: str, value: Any, secrets: frozenset[str] | None) -> str:
     return ABSENT if value is None else str(value)
 
 
-def drift_frame(rows: list[tuple[str, str, Any, Any]], facts: Facts) -> pd.DataFrame:
+def drift_frame(rows: list[Row], facts: Facts) -> pd.DataFrame:
     merged = {(res, prop): (res, prop, _show(prop, d, facts.secret_digests),
                             _show(prop, v, facts.secret_digests)) for res, prop, d, v in rows}
     return pd.DataFrame(sorted(merged.values()), columns=DRIFT_COLUMNS)
@@ -236,7 +251,7 @@ def drift_frame(rows: list[tuple[str, str, Any, Any]], facts: Facts) -> pd.DataF
 @dataclass
 class Zone:
     az: str
-    public: list[str]          # "subnet-… \n10.0.0.0/20"
+    public: list[str]          # "subnet-…\n10.0.0.0/20"
     private: list[str]
     nats: list[str]
 
@@ -256,53 +271,58 @@ class Topology:
 
 def build_topology(stack: str, target: str, state: _State, outputs: dict[str, Any]) -> Topology:
     """The stack's shape as its state declares it (the picture needs no AWS calls)."""
-    public, private = set(outputs.get("public_subnet_ids") or []), set(
-        outputs.get("private_subnet_ids") or [])
-    subnets = {s.id: s.outputs for s in state.of(SUBNET)}
-    zones: dict[str, Zone] = {}
-    for sid, s in sorted(subnets.items(), key=lambda kv: kv[1].get("availabilityZone", "")):
-        zone = zones.setdefault(s.get("availabilityZone", "?"),
-                                Zone(s.get("availabilityZone", "?"), [], [], []))
-        label = f"{sid}\n{s.get('cidrBlock', '')}"
-        (zone.public if sid in public else zone.private if sid in private else zone.public) \
-            .append(label)
-    for nat in state.of(NAT):
-        az = subnets.get(nat.outputs.get("subnetId"), {}).get("availabilityZone", "?")
-        zones.setdefault(az, Zone(az, [], [], [])).nats.append(nat.id)
-    ordered = list(zones.values())
-    vpc, cluster = state.first(VPC), state.first(CLUSTER)
-    rotation = state.first(ROTATION)
-    secret = state.first(SECRET)
-    days = ((rotation.outputs.get("rotationRules") or {}).get("automaticallyAfterDays")
-            if rotation else None)
+    zones = _zones(state, set(outputs.get("private_subnet_ids") or []))
+    vpc, cluster, secret = state.first(VPC), state.first(CLUSTER), state.first(SECRET)
+    bucket, key, rotation = state.first(BUCKET), state.first(KMS_KEY), state.first(ROTATION)
+    days = (rotation.outputs.get("rotationRules") or {}).get("automaticallyAfterDays") \
+        if rotation else None
     return Topology(
         title=f"{stack} ({target}, {outputs.get('region', '')})",
         vpc=f"VPC {vpc.id}  {vpc.outputs.get('cidrBlock', '')}" if vpc else "VPC",
-        zones=ordered,
-        routes=_nat_routes(state, ordered, subnets),
+        zones=zones,
+        routes=_nat_routes(state, zones),
         functions=[f.outputs.get("name", f.id) for f in state.of(FUNCTION)],
         database=(f"{cluster.id}\n{cluster.outputs.get('engine', '')} "
                   f"{cluster.outputs.get('engineVersion', '')}, "
-                  f"{len(state.of(DB_INSTANCE))} instance(s)") if cluster else "(none)",
-        bucket=state.first(BUCKET).id if state.first(BUCKET) else "(none)",
-        secret=(f"{secret.outputs.get('name', secret.id)}\n"
-                + (f"rotation every {days} days" if days else "no rotation")) if secret
-        else "(none)",
-        key=state.first(KMS_KEY).id if state.first(KMS_KEY) else "(none)")
+                  f"{len(state.of(DB_INSTANCE))} instance(s)") if cluster else NONE,
+        bucket=bucket.id if bucket else NONE,
+        secret=f"{secret.outputs.get('name', secret.id)}\n"
+               f"{f'rotation every {days} days' if days else 'no rotation'}" if secret else NONE,
+        key=key.id if key else NONE)
 
 
-def _nat_routes(state: _State, zones: list[Zone], subnets: dict[str, dict]) -> dict[int, int]:
+def _zones(state: _State, private: set[str]) -> list[Zone]:
+    """One zone per AZ: its subnets by tier (the stack has public and private only) and the NAT
+    gateways placed in it."""
+    zones: dict[str, Zone] = {}
+    az_of = _subnet_azs(state)
+    for subnet in state.of(SUBNET):
+        zone = zones.setdefault(az_of[subnet.id], Zone(az_of[subnet.id], [], [], []))
+        tier = zone.private if subnet.id in private else zone.public
+        tier.append(f"{subnet.id}\n{subnet.outputs.get('cidrBlock', '')}")
+    for nat in state.of(NAT):
+        az = az_of.get(nat.outputs.get("subnetId"), "?")
+        zones.setdefault(az, Zone(az, [], [], [])).nats.append(nat.id)
+    return [zones[az] for az in sorted(zones)]
+
+
+def _subnet_azs(state: _State) -> dict[str, str]:
+    return {s.id: s.outputs.get("availabilityZone", "?") for s in state.of(SUBNET)}
+
+
+def _nat_routes(state: _State, zones: list[Zone]) -> dict[int, int]:
     """Which zone's NAT each zone's private subnet routes 0.0.0.0/0 through."""
-    nat_zone = {nat.id: i for i, z in enumerate(zones) for nat in state.of(NAT) if nat.id in z.nats}
+    zone_index = {z.az: i for i, z in enumerate(zones)}
+    nat_zone = {nat: i for i, z in enumerate(zones) for nat in z.nats}
     table_nat = {r.outputs.get("routeTableId"): r.outputs.get("natGatewayId")
                  for r in state.of(ROUTE) if r.outputs.get("natGatewayId")}
-    zone_of = {z.az: i for i, z in enumerate(zones)}
+    az_of = _subnet_azs(state)
     routes = {}
     for assoc in state.of(ROUTE_ASSOCIATION):
         nat = table_nat.get(assoc.outputs.get("routeTableId"))
-        subnet = subnets.get(assoc.outputs.get("subnetId"), {})
-        if nat in nat_zone and subnet.get("availabilityZone") in zone_of:
-            routes[zone_of[subnet["availabilityZone"]]] = nat_zone[nat]
+        az = az_of.get(assoc.outputs.get("subnetId"))
+        if nat in nat_zone and az in zone_index:
+            routes[zone_index[az]] = nat_zone[nat]
     return routes
 
 
@@ -355,7 +375,9 @@ def draw_topology(topo: Topology, png: Path) -> Path:
             COLOURS["db"], COLOURS["private"])
         arrow((mid, 45.9), (35.5, 54.2), colour=COLOURS["vpc"])
         if zone.nats:
-            box(mid - 9, 35.6, 18, 2.6, "NAT " + ", ".join(zone.nats), COLOURS["nat"], size=7)
+            nat_width = min(18, width - 6)
+            box(mid - nat_width / 2, 35.6, nat_width, 2.6, "NAT " + ", ".join(zone.nats),
+                COLOURS["nat"], size=7)
             nats[i] = (mid, 35.4)
     for private_zone, nat_zone in topo.routes.items():
         arrow((3 + private_zone * width + (width - 1.5) / 2, 31.4), nats[nat_zone],

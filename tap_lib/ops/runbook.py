@@ -70,7 +70,7 @@ def run_notebooks(name_or_all: str, env: str, target: str | None = None,
                          f"allowed: {', '.join(NOTEBOOKS)}, all")
     settings = settings_for(env)  # bad env: ConfigError before any kernel starts
     target = check_target(target)
-    params = dict(parameters or {})
+    params = {key: _typed(value) for key, value in (parameters or {}).items()}
     params.update(env=env, target=target,
                   operator=str(params.get("operator") or getpass.getuser()))
     root = audit.records_root()
@@ -186,6 +186,16 @@ def _store(nb, root: str, env: str, name: str, started: str) -> str:
         except FileExistsError:
             continue
     raise AssertionError("unreachable: the names are endless")
+
+
+def _typed(value: Any) -> Any:
+    """Command-line values arrive as strings: integers and true/false become typed, like
+    papermill's own -p; anything else (decimals such as '15.10' included) stays a string."""
+    if not isinstance(value, str):
+        return value
+    if re.fullmatch(r"[+-]?\d+", value):
+        return int(value)
+    return {"true": True, "false": False}.get(value.lower(), value)
 
 
 def _summary(nb) -> dict[str, Any]:

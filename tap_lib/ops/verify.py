@@ -100,6 +100,7 @@ class CallCounter:
 
     def __init__(self, clients: Clients):
         self._clients = clients
+        self._id = f"tap-verify-{id(self)}"
         self._hooked: list[Any] = []
         self.calls: list[str] = []
 
@@ -109,10 +110,6 @@ class CallCounter:
             client.meta.events.register("before-call", self._record, unique_id=self._id)
             self._hooked.append(client)
         return client
-
-    @property
-    def _id(self) -> str:
-        return f"tap-verify-{id(self)}"
 
     def _record(self, model, **_: Any) -> None:
         self.calls.append(f"{model.service_model.service_name}.{model.name}")
@@ -217,15 +214,16 @@ def _fetch_database(rds: Any, cluster_id: str, facts: Facts) -> None:
     clusters = rds.describe_db_clusters(
         Filters=[{"Name": "db-cluster-id", "Values": [cluster_id]}])["DBClusters"]
     facts.cluster = clusters[0] if clusters else None
-    facts.instances = rds.describe_db_instances(
-        Filters=[{"Name": "db-cluster-id", "Values": [cluster_id]}])["DBInstances"]
+    facts.instances = sorted(rds.describe_db_instances(
+        Filters=[{"Name": "db-cluster-id", "Values": [cluster_id]}])["DBInstances"],
+        key=lambda i: i["DBInstanceIdentifier"])
 
 
 def _fetch_secret(sm: Any, secret_arn: str, facts: Facts) -> list[str]:
     """Describe the secret; digest the passwords of it and of the cluster's master secret."""
     facts.secret = _optional(sm.describe_secret, SecretId=secret_arn)
-    ids = [secret_arn] + [s["SecretArn"] for s in [(facts.cluster or {}).get("MasterUserSecret")]
-                          if s]
+    master = ((facts.cluster or {}).get("MasterUserSecret") or {}).get("SecretArn")
+    ids = [secret_arn, master] if master else [secret_arn]
     try:
         values = sm.batch_get_secret_value(SecretIdList=ids)
     except ClientError as exc:
@@ -401,8 +399,7 @@ def security_group_checks(d: Declared, f: Facts) -> list[Check]:
         group = f.security_groups.get(ref["VpcSecurityGroupId"], {})
         rules = sorted(r for p in group.get("IpPermissions", []) for r in _rules(p))
         out.append(check("sg.db-ingress", "", group.get("GroupName", ref["VpcSecurityGroupId"]),
-                         expected,
-                         rules or "none", ok=bool(lambda_sgs) and rules == expected))
+                         expected, rules or "none", ok=bool(lambda_sgs) and rules == expected))
     return out
 
 
@@ -561,7 +558,7 @@ def run_checks(declared: Declared, facts: Facts) -> pd.DataFrame:
 
 # -- the operation ---------------------------------------------------------------------------
 def deployed_outputs(engine: Engine, env: str) -> dict[str, Any]:
-    """The stack's outputs; an empty stack has nothing to verify or inspect."""
+    """The stack's outputs; a stack that was never deployed has nothing to verify."""
     outputs = engine.outputs()
     if not outputs:
         raise OperationFailed(f"stack {engine.stack} is not deployed on {engine.name}",

@@ -5,6 +5,7 @@ depends only on source files.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 from pathlib import Path
 
@@ -12,8 +13,11 @@ import pulumi
 
 from ..project import PACKAGE_DIR
 
-# pg8000 and its pure-Python dependencies; the Lambda runtime already provides boto3.
-VENDORED = ("pg8000", "scramp", "asn1crypto", "dateutil", "six")
+# pg8000 and its pure-Python dependencies (module -> distribution); the Lambda runtime already
+# provides boto3. pg8000 and scramp read their own version from package metadata at import, so
+# each distribution's *.dist-info goes in too.
+VENDORED = {"pg8000": "pg8000", "scramp": "scramp", "asn1crypto": "asn1crypto",
+            "dateutil": "python-dateutil", "six": "six"}
 
 
 def _module_files(module: str) -> dict[str, Path]:
@@ -29,6 +33,15 @@ def _module_files(module: str) -> dict[str, Path]:
             and p.suffix in {".py", ".typed", ".json", ".txt"}}
 
 
+def _dist_info_files(distribution: str) -> dict[str, Path]:
+    dist = importlib.metadata.distribution(distribution)
+    files = {}
+    for file in dist.files or []:
+        if file.parts[0].endswith(".dist-info") and file.name in ("METADATA", "top_level.txt"):
+            files[file.as_posix()] = Path(dist.locate_file(file))
+    return files
+
+
 def handler_source(function: str) -> Path:
     return PACKAGE_DIR / "lambdas" / function / "handler.py"
 
@@ -36,6 +49,7 @@ def handler_source(function: str) -> Path:
 def function_archive(function: str) -> pulumi.AssetArchive:
     """Archive with `handler.py` at its root (handler `handler.lambda_handler`)."""
     files = {"handler.py": handler_source(function)}
-    for module in VENDORED:
+    for module, distribution in VENDORED.items():
         files.update(_module_files(module))
+        files.update(_dist_info_files(distribution))
     return pulumi.AssetArchive({name: pulumi.FileAsset(str(path)) for name, path in files.items()})
