@@ -17,6 +17,7 @@ import yaml
 
 from tap_lib.engines.sandbox import server
 from tap_lib.ops import audit, runbook
+from tap_lib.ops import stack as stack_ops
 from tap_lib.ops.runbook import run_notebooks
 from tap_lib.project import project_dir
 
@@ -89,6 +90,22 @@ def test_failed_check_fails_the_run_leaves_a_record_and_stops_all(
     assert meta["status"] == "failed" and meta["error"] == rec.error
     assert meta["commit"] == "unknown"  # the copy is not a git repository
     assert audit.audit_table("broken").status.tolist() == ["failed"]
+
+
+def test_failed_verify_check_fails_the_run(outputs: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENVIRONMENT_SUFFIX", "verifyfail")  # a stack of this test's own
+    stack_ops.deploy("dev")
+    try:
+        bucket = stack_ops.outputs("dev")["s3_bucket_name"]
+        server.client("s3", "eu-west-2").put_bucket_versioning(
+            Bucket=bucket, VersioningConfiguration={"Status": "Suspended"})
+        [rec] = run_notebooks("verify", env="dev")
+    finally:
+        stack_ops.destroy("dev", yes=True)
+    assert rec.status == "failed" and rec.stack == "TapStackverifyfail"
+    assert "ChecksFailed" in rec.error and "s3.versioning" in rec.error
+    assert rec.summary["failed"] == 1
 
 
 def test_destroy_refuses_without_confirmation(outputs: Path) -> None:

@@ -60,9 +60,12 @@ def test_aws_calls_grow_with_kinds_not_checks(stack, monkeypatch):
                                            "aws_calls": 21}
     assert any("cannot execute Lambdas" in note for note in report.notes)
 
+    live = report.checks[report.checks.id.isin(["db.login", "payment.synthetic"])]
+    assert list(live.status) == ["pass", "pass"]
+    assert live.actual.iloc[0] == "login ok as tap_app"
     monkeypatch.setattr(verify_module, "CHECKS", verify_module.CHECKS * 2)
     doubled = verify(ENV, TARGET)
-    assert len(doubled.checks) == 2 * len(report.checks)
+    assert len(doubled.checks) == 2 * (len(report.checks) - len(live)) + len(live)
     assert doubled.aws_calls == report.aws_calls
 
 
@@ -145,7 +148,9 @@ def test_only_the_injected_drift_fails(drifted):
     failed = set(drifted.report.checks.query("status == 'fail'").id)
     assert failed == {"s3.versioning", "s3.public-access-block", "sg.no-world-ingress",
                       "sg.db-ingress", "lambda.secret-ref", "lambda.no-password",
-                      "secret.rotation"}
+                      "secret.rotation",
+                      # the handler is pointed at a secret ARN that does not exist
+                      "payment.synthetic"}
     assert drifted.report.aws_calls == sum(EXPECTED_CALLS.values())
 
 
