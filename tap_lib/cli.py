@@ -313,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tap: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `tap ... --json | head`: the reader left; not an error of ours
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from typing import Any, Callable, Protocol
 
 import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import rpc
 from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.sync_await import _sync_await
 
@@ -42,7 +43,7 @@ class Registration:
     name: str
     parent: str
     custom: bool
-    inputs: dict[str, Any]
+    inputs: dict[str, Any]   # camelCase; secrets wrapped ({SECRET_SIG: ..., "value": v})
     dependencies: list[str]
     provider: str = ""
     id: str | None = None
@@ -155,29 +156,17 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
             self._seen.add(urn)
         if request.type == "pulumi:pulumi:Stack":
             return super().RegisterResource(request)
-        from pulumi.runtime import rpc
-
         deps = set(request.dependencies)
         for pd in request.propertyDependencies.values():
             deps.update(pd.urns)
         reg = Registration(urn=urn, type=request.type, name=request.name, parent=request.parent,
                            custom=bool(request.custom),
-                           inputs=_plain(rpc.deserialize_properties(request.object)),
+                           inputs=rpc.deserialize_properties(request.object),
                            dependencies=sorted(deps), provider=request.provider)
         with self._lock:
             self.registrations.append(reg)
             self.pending[(request.type, request.name)] = reg
         return super().RegisterResource(request)
-
-
-def _plain(value: Any) -> Any:
-    """Inputs as plain data. Secrets stay marked ({SECRET_SIG: ..., 'value': v}) so that no
-    consumer can mistake them for ordinary values; assets stay pulumi Asset objects."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
 
 
 class _WarningCollector(logging.Handler):
