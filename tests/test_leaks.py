@@ -88,6 +88,8 @@ def test_no_secret_in_records_logs_or_state(sandbox_home: Path,
                for label in secrets)
     assert f"{app_name}@AWSCURRENT.password" in secrets
 
+    postgres_logs = [p for p in sandbox_home.rglob("server.log") if "postgres" in p.parts]
+    assert postgres_logs, "the stand-in PostgreSQL's log should be among the files searched"
     roots = [sandbox_home, outputs_dir()]
     assert leaks(roots, secrets, "".join(capfd.readouterr())) == []
 

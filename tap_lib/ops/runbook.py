@@ -13,6 +13,7 @@ never runs its notebooks on some other Python.
 """
 from __future__ import annotations
 
+import functools
 import getpass
 import importlib.metadata
 import itertools
@@ -23,13 +24,16 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..engines.registry import check_target
-from ..errors import UsageError
+from ..errors import ConfigError, UsageError
 from ..project import notebooks_dir, project_dir
 from . import audit
 from .stack import settings_for
+
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
 
 NOTEBOOKS = ("preflight", "preview", "deploy", "verify", "inspect", "destroy", "audit")
 ALL = ("preflight", "preview", "deploy", "verify", "inspect")
@@ -68,6 +72,9 @@ def run_notebooks(name_or_all: str, env: str, target: str | None = None,
     if names[0] not in NOTEBOOKS:
         raise UsageError(f"unknown notebook {name_or_all!r}; "
                          f"allowed: {', '.join(NOTEBOOKS)}, all")
+    for name in names:
+        if not (notebooks_dir() / f"{name}.ipynb").is_file():
+            raise ConfigError("notebook not found", file=str(notebooks_dir() / f"{name}.ipynb"))
     settings = settings_for(env)  # bad env: ConfigError before any kernel starts
     target = check_target(target)
     params = {key: _typed(value) for key, value in (parameters or {}).items()}
@@ -133,6 +140,7 @@ def _run_one(name: str, stack: str, params: dict[str, Any], root: str) -> RunRec
                      error)
 
 
+@functools.cache
 def _this_interpreter_kernel_manager() -> type:
     """A kernel manager whose every kernel is ``sys.executable -m ipykernel_launcher``, talking
     over CurveZMQ-encrypted sockets where libzmq supports it (outputs can be sensitive)."""
@@ -158,7 +166,7 @@ def _this_interpreter_kernel_manager() -> type:
     return ThisInterpreterKernelManager
 
 
-def _store(nb, root: str, env: str, name: str, started: str) -> str:
+def _store(nb: NotebookNode, root: str, env: str, name: str, started: str) -> str:
     """Write the record under a name no earlier record has (suffix -2, -3... on a clash)."""
     import nbformat
 
@@ -198,7 +206,7 @@ def _typed(value: Any) -> Any:
     return {"true": True, "false": False}.get(value.lower(), value)
 
 
-def _summary(nb) -> dict[str, Any]:
+def _summary(nb: NotebookNode) -> dict[str, Any]:
     """The figures of the last show_summary() output, or {} when the run never got there."""
     for cell in reversed(nb.cells):
         for output in reversed(cell.get("outputs", [])):
