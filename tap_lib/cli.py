@@ -193,17 +193,21 @@ def cmd_inspect(args) -> int:
 def cmd_run(args) -> int:
     from .ops.runbook import run_notebooks
 
+    def show(name, record):
+        if record is None:
+            print(f"running    {name:<12} ...", flush=True)
+            return
+        print(f"{record.status:<10} {name:<12} {record.duration_s:6.1f}s  {record.path}",
+              flush=True)
+        if record.error:
+            print(f"           {record.error}")
+
     params = dict(args.parameter or [])
-    records = run_notebooks(args.notebook, env=args.env, target=args.target, parameters=params)
-    failed = [r for r in records if r.status != "succeeded"]
+    records = run_notebooks(args.notebook, env=args.env, target=args.target, parameters=params,
+                            progress=None if args.json else show)
     if args.json:
         emit_json([r.to_dict() for r in records])
-    else:
-        for r in records:
-            print(f"{r.status:<10} {r.notebook:<12} {r.duration_s:6.1f}s  {r.path}")
-            if r.error:
-                print(f"           {r.error}")
-    return 1 if failed else 0
+    return 1 if any(r.status != "succeeded" for r in records) else 0
 
 
 @command("audit")

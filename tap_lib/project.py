@@ -31,7 +31,11 @@ def notebooks_dir() -> Path:
 
 
 def outputs_dir() -> Path:
+    """Local home of audit records and pictures. When TAP_OUTPUTS is an s3:// URL, records go
+    there (ops/audit.py) and pictures stay local, under TAP_HOME."""
     env = os.environ.get("TAP_OUTPUTS")
+    if env and env.startswith("s3://"):
+        return tap_home() / "outputs"
     return Path(env).resolve() if env else project_dir() / "outputs"
 
 

@@ -31,7 +31,7 @@ def records_root(output_dir: str | None = None) -> str:
     raw = output_dir or os.environ.get("TAP_OUTPUTS", "")
     if is_remote(raw):
         return raw.rstrip("/")
-    return str(Path(raw).resolve()) if raw else str(outputs_dir())
+    return str(Path(output_dir).resolve()) if output_dir else str(outputs_dir())
 
 
 def is_remote(path: str) -> bool:

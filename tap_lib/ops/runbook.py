@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..engines.registry import check_target
 from ..errors import ConfigError, UsageError
@@ -64,7 +64,9 @@ class RunRecord:
 
 
 def run_notebooks(name_or_all: str, env: str, target: str | None = None,
-                  parameters: dict[str, Any] | None = None) -> list[RunRecord]:
+                  parameters: dict[str, Any] | None = None,
+                  progress: Callable[[str, RunRecord | None], None] | None = None
+                  ) -> list[RunRecord]:
     """Run one notebook, or `all` in runbook order stopping at the first failure.
 
     Records go to the root TAP_OUTPUTS names (the kernels see the same root)."""
@@ -83,8 +85,12 @@ def run_notebooks(name_or_all: str, env: str, target: str | None = None,
     root = audit.records_root()
     records: list[RunRecord] = []
     for name in names:
+        if progress:
+            progress(name, None)
         record = _run_one(name, settings.stack_name, params, root)
         records.append(record)
+        if progress:
+            progress(name, record)
         if record.status != "succeeded":
             break
     return records
