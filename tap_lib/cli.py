@@ -41,12 +41,9 @@ def emit_table(df: pd.DataFrame, title: str | None = None) -> None:
 
 
 def _plan_text(plan) -> None:
-    frame = plan.to_frame()
-    changes = frame[frame.op != "same"].copy()
+    changes = plan.changes_frame()
     if not changes.empty:
-        changes["diffs"] = changes["diffs"].map(lambda d: ", ".join(d))
-        changes["type"] = changes["type"].map(lambda t: t.split(":")[-1])
-        emit_table(changes[["op", "type", "name", "diffs"]])
+        emit_table(changes)
     summary = ", ".join(f"{n} {op}" for op, n in plan.summary.items() if n)
     print(f"{plan.stack} ({plan.target}) {plan.operation}: {summary or 'no resources'}")
 

@@ -5,7 +5,6 @@ import socket
 from pathlib import Path
 
 import pytest
-from nbval_env import pytest_collection_modifyitems, pytest_runtestloop  # noqa: F401
 
 
 def free_port() -> int:

@@ -47,6 +47,15 @@ class Plan:
         return pd.DataFrame([s.to_dict() for s in self.steps],
                             columns=["urn", "type", "name", "op", "diffs"])
 
+    def changes_frame(self) -> pd.DataFrame:
+        """The steps that change something, readable and in a stable order (resources finish
+        in any order)."""
+        steps = self.to_frame()
+        steps["type"] = steps["type"].str.split(":").str[-1]
+        steps["diffs"] = steps["diffs"].map(", ".join)
+        changed = steps[steps.op != "same"].sort_values(["op", "type", "name"])
+        return changed[["op", "type", "name", "diffs"]].reset_index(drop=True)
+
     def to_dict(self) -> dict:
         return {"stack": self.stack, "target": self.target, "operation": self.operation,
                 "steps": [s.to_dict() for s in self.steps], "summary": self.summary}

@@ -2,12 +2,9 @@
 
 The notebooks deploy, check and destroy a real (emulated) stack, so they need the runbook's
 order and an isolated tap home, records directory and emulator port; the emulator and any
-stand-in PostgreSQL are stopped afterwards. tests/conftest.py enables this with:
-
-    from nbval_env import pytest_collection_modifyitems, pytest_runtestloop  # noqa: F401
-
-Both hooks are session-wide, so they also reach the items under notebooks/ (item-level hooks of
-tests/conftest.py would not), and they do nothing when no notebook was collected.
+stand-in PostgreSQL are stopped afterwards. This conftest sits beside the notebooks so that
+`pytest notebooks/` gets the same isolation as the whole suite. Both hooks are session-wide and
+do nothing when no notebook was collected.
 """
 from __future__ import annotations
 
