@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Callable
 
@@ -317,6 +318,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `tap ... --json | head`: the reader left; not an error of ours
         sys.stderr.close()
         return 0
+    except Exception as exc:  # noqa: BLE001 - a bug or an unexpected service answer
+        if os.environ.get("TAP_DEBUG"):
+            raise
+        print(f"tap: error: {type(exc).__name__}: {exc}\n  hint: set TAP_DEBUG=1 to see the "
+              "traceback", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

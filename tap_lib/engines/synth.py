@@ -197,6 +197,12 @@ def _run(settings, resolver, preview, program, stack) -> Synthesis:
     try:
         return _run_in_loop(settings, resolver, preview, program, stack)
     finally:
+        # A failed program leaves registrations in flight; settle them so the loop closes
+        # quietly instead of warning about destroyed pending tasks.
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         asyncio.set_event_loop(None)
         loop.close()
 

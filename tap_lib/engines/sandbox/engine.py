@@ -295,18 +295,31 @@ class SandboxEngine:
                 for r in self.store.state.resources.values() if r.urn not in declared]
 
     def _recover_pending(self) -> None:
-        """A killed deploy may have created a resource it never recorded: find it by its
-        name or tag and delete it, so the deploy recreates it cleanly (no orphans)."""
+        """Settle steps an earlier operation left in flight. A create that was never recorded
+        may have happened: find the resource by its name or tag and delete it, so the deploy
+        recreates it cleanly (no orphans). A delete that did not finish: keep the resource if
+        it is still there, forget it if it is gone."""
         for rec in list(self.store.state.resources.values()):
-            if rec.status != "created":
+            if rec.status == "pending-create":
                 self._recover_pending_one(rec)
+            elif rec.status == "pending-delete":
+                if self.read_live(rec.urn) is None:
+                    self.store.drop(rec.urn)
+                else:
+                    rec.status = "created"
+                    self.store.put(rec)
 
     def delete_record(self, rec: ResourceRecord) -> None:
         rec.status = "pending-delete"
         self.store.put(rec)
         handler = _handler_for(rec.type, rec.urn)
-        handler.delete(self.context(rec.urn, rec.name), rec.id, normalize_reveal(rec.inputs),
-                       normalize_reveal(rec.outputs))
+        try:
+            handler.delete(self.context(rec.urn, rec.name), rec.id,
+                           normalize_reveal(rec.inputs), normalize_reveal(rec.outputs))
+        except Exception:
+            rec.status = "created"  # the emulator refused: the resource is still there
+            self.store.put(rec)
+            raise
         self.store.drop(rec.urn)
 
     def _delete_in_order(self, records: list[ResourceRecord], resolver: _Resolver,

@@ -244,7 +244,14 @@ class NatGateway(Handler):
                 "allocationId": found[0]["NatGatewayAddresses"][0]["AllocationId"]}
 
     def delete(self, ctx, id_, inputs, outputs):
-        ignore_missing(ctx.client("ec2").delete_nat_gateway, NatGatewayId=id_)
+        ec2 = ctx.client("ec2")
+        ignore_missing(ec2.delete_nat_gateway, NatGatewayId=id_)
+        # AWS frees the Elastic IP once the gateway is deleted; moto keeps it associated.
+        for addr in ec2.describe_addresses(Filters=[{"Name": "allocation-id", "Values": [
+                inputs["allocationId"]]}])["Addresses"]:
+            if addr.get("AssociationId"):
+                ignore_missing(ec2.disassociate_address, AssociationId=addr["AssociationId"],
+                               codes=("InvalidAssociationID.NotFound",))
 
     def find(self, ctx, inputs):
         found = [n for n in ctx.client("ec2").describe_nat_gateways(

@@ -8,6 +8,7 @@ from .base import URN_TAG, Handler, handler, ignore_missing
 class Key(Handler):
     type = "aws:kms/key:Key"
     updatable = frozenset({"enableKeyRotation", "description"})
+    ignored = Handler.ignored | {"deletionWindowInDays"}  # only used when the key is deleted
 
     def create(self, ctx, inputs):
         kms = ctx.client("kms")

@@ -54,7 +54,15 @@ class Bucket(Handler):
             except ClientError as exc:
                 if not _missing(exc):
                     raise
-        ignore_missing(s3.delete_bucket, Bucket=id_)
+        try:
+            ignore_missing(s3.delete_bucket, Bucket=id_)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "BucketNotEmpty":
+                raise
+            raise RuntimeError(
+                f"bucket {id_} still holds transaction logs and this environment keeps them "
+                "(force_destroy is off where deletion protection is on); empty the bucket "
+                "first if you really mean to destroy it") from None
 
     def find(self, ctx, inputs):
         return inputs["bucket"] if self.read(ctx, inputs["bucket"], inputs) else None
