@@ -35,7 +35,8 @@ def aws_regions() -> tuple[str, ...]:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: YAML and --set already give real ints and bools; `true` is not an instance count
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class VpcSettings(_Model):
@@ -130,7 +131,7 @@ class Settings(_Model):
     bucket: BucketSettings = BucketSettings()
     tags: dict[StrictStr, StrictStr] = {}
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
 
     @field_validator("environment")
     @classmethod
