@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import getpass
-import importlib.metadata
 import itertools
 import re
 import subprocess
@@ -26,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from .. import __version__
 from ..engines.registry import check_target
 from ..errors import ConfigError, UsageError
 from ..project import notebooks_dir, project_dir
@@ -133,7 +133,7 @@ def _run_one(name: str, stack: str, params: dict[str, Any], root: str) -> RunRec
             error = f"{type(exc).__name__}: {exc}"
         nb = nbformat.read(scratch if scratch.exists() else source, as_version=4)
     meta = {"notebook": name, "env": params["env"], "stack": stack, "target": params["target"],
-            "operator": params["operator"], "commit": _git_commit(), "tap_version": _version(),
+            "operator": params["operator"], "commit": _git_commit(), "tap_version": __version__,
             "parameters": safe, "start": started, "end": _utc(),
             "duration_s": round(time.monotonic() - t0, 3),
             "status": "failed" if error else "succeeded", "summary": _summary(nb),
@@ -230,12 +230,6 @@ def _git_commit() -> str:
         return "unknown"
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("tap-runbook")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _utc() -> str:
