@@ -66,6 +66,7 @@ class _Resolver:
         self.failure: BaseException | None = None
         self.notes: list[str] = []
         self.started = time.monotonic()
+        self.finished = 0
         self._lock = threading.Lock()
         previous = engine.store.state.resources
         self.total = len(previous) or None
@@ -107,9 +108,21 @@ class _Resolver:
             self._event(step, "done")
             return record.id, _known_outputs(record, reg.inputs)
         self._event(step, "start")
-        ctx = self.engine.context(reg.urn, reg.name, changed)
+        try:
+            id_, outputs = self._apply(reg, handler, record, step, norm)
+        except Exception as exc:
+            self._event(step, "failed", f"{type(exc).__name__}: {exc}")
+            raise
+        self._event(step, "done")
+        return id_, outputs
+
+    def _apply(self, reg: Registration, handler: Handler, record: ResourceRecord | None,
+               step: Step, norm: dict) -> tuple[str, dict]:
+        store = self.engine.store
+        ctx = self.engine.context(reg.urn, reg.name, step.diffs)
         inputs = normalize_reveal(reg.inputs)
-        if op in ("update",):
+        op = step.op
+        if op == "update":
             outputs = handler.update(ctx, record.id, record.outputs, inputs)
             id_ = record.id
         else:
@@ -123,15 +136,15 @@ class _Resolver:
         outputs = keep_secret(outputs, reg.inputs)
         store.put(ResourceRecord(reg.urn, reg.type, reg.name, id_, norm, normalize(outputs),
                                  reg.dependencies, reg.parent))
-        self._event(step, "done")
         return id_, outputs
 
     def _event(self, step: Step, phase: str, error: str | None = None) -> None:
         if self.progress is None:
             return
         with self._lock:
-            done = sum(1 for s in self.steps) if phase != "start" else len(self.steps) - 1
-            self.progress(StepEvent(step, phase, done, self.total,
+            if phase != "start":
+                self.finished += 1
+            self.progress(StepEvent(step, phase, self.finished, self.total,
                                     time.monotonic() - self.started, error))
 
 
