@@ -317,8 +317,24 @@ class _SecurityGroupRule(Handler):
         ignore_missing(self._call, ctx, "revoke", inputs,
                        codes=("InvalidPermission.NotFound",))
 
+    def read(self, ctx, id_, inputs):
+        groups = ctx.client("ec2").describe_security_groups(Filters=[
+            {"Name": "group-id", "Values": [inputs["securityGroupId"]]}])["SecurityGroups"]
+        key = "IpPermissions" if self.direction == "ingress" else "IpPermissionsEgress"
+        want = self.permission(inputs)
+        for perm in (groups[0].get(key, []) if groups else []):
+            same_ports = (perm.get("IpProtocol"), perm.get("FromPort"), perm.get("ToPort")) == \
+                (want["IpProtocol"], want.get("FromPort"), want.get("ToPort"))
+            peers = {g["GroupId"] for g in perm.get("UserIdGroupPairs", [])} | \
+                {r["CidrIp"] for r in perm.get("IpRanges", [])}
+            wanted = {g["GroupId"] for g in want.get("UserIdGroupPairs", [])} | \
+                {r["CidrIp"] for r in want.get("IpRanges", [])}
+            if same_ports and wanted <= peers:
+                return dict(inputs)
+        return None
+
     def find(self, ctx, inputs):
-        return None  # authorize is idempotent enough: a duplicate rule is rejected, not doubled
+        return "adopted" if self.read(ctx, "", inputs) else None  # delete revokes by inputs
 
 
 @handler
