@@ -143,6 +143,19 @@ def test_second_concurrent_operation_is_refused(sandbox_home):
             pass
 
 
+def test_two_concurrent_deploys_one_refused(sandbox_home):
+    procs = [_cli("deploy", "--env", "dev", "--set", "suffix=race", "--yes") for _ in range(2)]
+    results = [(p.returncode, err) for p in procs
+               for _, err in [p.communicate(timeout=300)]]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 3], results
+    refused = next(err for code, err in results if code == 3)
+    assert "stack TapStackrace is locked: deploy by pid" in refused and "since" in refused
+    eng = engine("race")
+    assert len(tagged(eng, "describe_vpcs", "Vpcs")) == 1
+    eng.destroy()
+
+
 def test_killed_deploy_converges_without_orphans(sandbox_home):
     state_file = stack_dir("TapStackkill") / "state.json"
     proc = _cli("deploy", "--env", "dev", "--set", "suffix=kill", "--yes")
