@@ -226,23 +226,19 @@ def cmd_audit(args) -> int:
 
 @command("sandbox")
 def cmd_sandbox(args) -> int:
-    from .engines.sandbox import server
-    from .engines.sandbox.state import stack_dir
+    from .engines.sandbox import server, standin
 
     action = args.action
+    if action in ("stop", "reset"):
+        standin.forget_every_stack()  # the emulator forgets the stacks: their databases go too
+    status = {"start": server.start, "stop": server.stop, "status": server.status,
+              "reset": server.reset}[action]()
     if action == "reset":
         import shutil
 
-        from .engines.sandbox import standin
+        from .engines.sandbox.state import stack_dir
 
-        status = server.reset()
-        root = stack_dir("x").parent
-        if root.exists():
-            for directory in root.iterdir():
-                standin.forget_all(directory.name)
-            shutil.rmtree(root, ignore_errors=True)
-    else:
-        status = {"start": server.start, "stop": server.stop, "status": server.status}[action]()
+        shutil.rmtree(stack_dir("_").parent, ignore_errors=True)
     if args.json:
         emit_json(status.to_dict())
     else:

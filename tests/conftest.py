@@ -39,8 +39,5 @@ def sandbox_home(tmp_path_factory):
         try:
             yield home
         finally:
-            stacks = home / "sandbox" / "stacks"
-            if stacks.exists():
-                for stack in stacks.iterdir():
-                    standin.forget_all(stack.name)
+            standin.forget_every_stack()
             server.stop()

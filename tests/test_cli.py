@@ -56,3 +56,16 @@ def test_exit_codes_and_guards(sandbox_home):
 
     deploy = tap("deploy", "--env", "dev", "--set", "suffix=cli")
     assert deploy.returncode == 2 and "--yes" in deploy.stderr  # no terminal to ask on
+
+
+def test_sandbox_stop_takes_the_stand_in_databases_with_it(sandbox_home):
+    deployed = tap("deploy", "--env", "dev", "--set", "suffix=stop", "--yes", "--json")
+    assert deployed.returncode == 0, deployed.stderr
+    data_dirs = list((sandbox_home / "sandbox" / "stacks" / "TapStackstop").glob("postgres/*"))
+    assert len(data_dirs) == 1 and (data_dirs[0] / "postmaster.pid").exists()
+    assert tap("sandbox", "stop").returncode == 0
+    assert not data_dirs[0].exists()
+    assert json.loads(tap("sandbox", "status", "--json").stdout)["running"] is False
+    # the next operation starts a fresh emulator and reports the lost stack
+    lost = tap("preview", "--env", "dev", "--set", "suffix=stop")
+    assert lost.returncode == 3 and "restarted" in lost.stderr

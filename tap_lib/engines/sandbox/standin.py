@@ -59,6 +59,14 @@ def forget_all(stack: str) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def forget_every_stack() -> None:
+    """The emulator is stopping or being wiped: every stand-in server loses its meaning."""
+    root = stack_dir("_").parent
+    if root.exists():
+        for directory in root.iterdir():
+            forget_all(directory.name)
+
+
 def rotate_in_process(ctx: Context, secret_id: str, token: str) -> None:
     """The four rotation steps, in order, as Secrets Manager invokes them."""
     sm = ctx.client("secretsmanager")
