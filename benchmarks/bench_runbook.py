@@ -64,6 +64,8 @@ def main() -> None:
     print(f"{'floor (empty notebook)':<34} {floor:6.2f} s")
     for record in records:
         overhead = record.duration_s - work[record.notebook]
+        if record.error:
+            print(f"{record.notebook}: {record.error}")
         print(f"{record.notebook:<12} {record.status:<10} {record.duration_s:6.2f} s  "
               f"(work {work[record.notebook]:5.2f} s, overhead {overhead:5.2f} s)")
     print(f"{'runbook wall time':<34} {wall:6.2f} s")

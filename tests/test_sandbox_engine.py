@@ -122,6 +122,11 @@ def test_deploy_noop_update_destroy(sandbox_home):
     assert [h.operation for h in history] == ["deploy", "deploy", "deploy", "destroy"]
     assert all(h.result == "succeeded" for h in history)
 
+    # the same stack can come straight back (no leftovers such as automated DB snapshots)
+    again = engine("life", "secrets.rotation_enabled=false")
+    assert again.up().summary["create"] == result.summary["create"] - 2
+    again.destroy()
+
 
 def _cli(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "tap_lib.cli", *args],

@@ -108,6 +108,12 @@ class Cluster(Handler):
                 f"RDS cluster {id_} has deletion protection enabled; set "
                 "db.deletion_protection=false and deploy before destroying it")
         ignore_missing(rds.delete_db_cluster, DBClusterIdentifier=id_, SkipFinalSnapshot=True)
+        # AWS deletes a cluster's automated snapshots with it; moto keeps them, and a cluster
+        # re-created within the same minute would collide with the old one's snapshot name.
+        for snap in rds.describe_db_cluster_snapshots(
+                DBClusterIdentifier=id_, SnapshotType="automated")["DBClusterSnapshots"]:
+            ignore_missing(rds.delete_db_cluster_snapshot,
+                           DBClusterSnapshotIdentifier=snap["DBClusterSnapshotIdentifier"])
         standin.remove(ctx, id_)
 
     def find(self, ctx, inputs):
