@@ -206,7 +206,7 @@ class SandboxEngine:
         standin.forget_all(self.stack)
         state.resources.clear()
         state.outputs = {}
-        self._record_boot()
+        self.store.save()
         return ["the emulator had restarted and lost this stack; recreated it from scratch"]
 
     def _record_boot(self) -> None:
@@ -255,6 +255,7 @@ class SandboxEngine:
         started = time.monotonic()
         with OperationLock(self.stack, "destroy"):
             notes = self._check_emulator(recreate=True)
+            self._record_boot()
             resolver = _Resolver(self, apply=True, progress=progress)
             records = list(self.store.state.resources.values())
             try:
