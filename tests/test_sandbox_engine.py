@@ -37,7 +37,7 @@ def count_writes(eng: SandboxEngine) -> list[str]:
         if not model.name.startswith(READ_PREFIXES):
             writes.append(model.name)
 
-    eng.clients()._session.events.register("before-call", on_call)
+    eng.clients().session.events.register("before-call", on_call)
     return writes
 
 

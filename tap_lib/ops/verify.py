@@ -20,6 +20,7 @@ import boto3
 import pandas as pd
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from ..aws import Clients as AwsClients
 from ..config import Settings
 from ..engines.base import Engine
 from ..engines.registry import open_engine
@@ -125,14 +126,7 @@ def target_clients(engine: Engine, settings: Settings) -> Clients:
     """Sandbox: the engine's clients on the emulator; aws: plain boto3 in the stack's region."""
     if engine.name == "sandbox":
         return engine.clients()
-    session = boto3.session.Session(region_name=settings.region)
-    cache: dict[str, Any] = {}
-
-    def client(service: str) -> Any:
-        if service not in cache:
-            cache[service] = session.client(service)
-        return cache[service]
-    return client
+    return AwsClients(boto3.session.Session(region_name=settings.region))
 
 
 # -- facts: one fetch per resource kind ------------------------------------------------------

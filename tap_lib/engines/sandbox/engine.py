@@ -12,40 +12,19 @@ import time
 from typing import Any
 
 import boto3
-from botocore.config import Config
 
+from ...aws import Clients
 from ...config import Settings
 from ...errors import OperationFailed, SandboxStateLost, TapError, UnsupportedResource
 from ..base import (HistoryEntry, Plan, ProgressCallback, ResourceState, Result, Step,
                     StepEvent)
 from ..synth import MOCK_ACCOUNT, PlaceholderResolver, Registration, synthesize
-from . import server
+from . import server, standin
 from .handlers import REGISTRY, Context, Handler
 from .state import (OperationLock, ResourceRecord, StateStore, changed_keys, keep_secret,
                     normalize, normalize_reveal)
 
 TARGET = "sandbox"
-
-
-class _Clients:
-    """boto3 clients on the emulator, one per service, shared by all steps (thread-safe)."""
-
-    def __init__(self, endpoint: str, region: str):
-        self.endpoint, self.region = endpoint, region
-        self._clients: dict[str, Any] = {}
-        self._lock = threading.Lock()
-        self._session = boto3.session.Session(aws_access_key_id="testing",
-                                              aws_secret_access_key="testing",
-                                              region_name=region)
-
-    def __call__(self, service: str):
-        with self._lock:
-            if service not in self._clients:
-                self._clients[service] = self._session.client(
-                    service, endpoint_url=self.endpoint,
-                    config=Config(retries={"max_attempts": 2, "mode": "standard"},
-                                  connect_timeout=5, read_timeout=60))
-            return self._clients[service]
 
 
 def _handler_for(reg_type: str, urn: str) -> Handler:
@@ -103,10 +82,10 @@ class _Resolver:
         if not self.apply:
             if op == "create":
                 return self.placeholder.resource(reg)
-            return record.id, _known_outputs(record, reg.inputs)
+            return record.id, _known_outputs(record, reg.inputs, norm)
         if op == "same":
             self._event(step, "done")
-            return record.id, _known_outputs(record, reg.inputs)
+            return record.id, _known_outputs(record, reg.inputs, norm)
         self._event(step, "start")
         try:
             id_, outputs = self._apply(reg, handler, record, step, norm)
@@ -148,15 +127,16 @@ class _Resolver:
                                     time.monotonic() - self.started, error))
 
 
-def _known_outputs(record: ResourceRecord, inputs: dict) -> dict:
+def _known_outputs(record: ResourceRecord, inputs: dict, norm: dict) -> dict:
     """Outputs for a resource deploy leaves alone. State holds them redacted (digests for
     secrets and archives), so inputs are handed back as the program gave them, except where
-    the provider computed something else from an unchanged input (the stand-in's port)."""
+    the provider computed something else from an unchanged input (the stand-in's port).
+    `norm` is `normalize(inputs)`, already computed for the diff (it hashes archives)."""
     merged = dict(inputs)
     for key, stored in record.outputs.items():
         if key not in inputs:
             merged[key] = stored
-        elif normalize(inputs[key]) == record.inputs.get(key) and stored != record.inputs[key]:
+        elif norm[key] == record.inputs.get(key) and stored != record.inputs[key]:
             merged[key] = stored
     return merged
 
@@ -175,49 +155,54 @@ class SandboxEngine:
         self.stack = settings.stack_name
         self.program = program          # tests pass broken variants; default: define_stack
         self.store = StateStore(self.stack)
-        self._clients: _Clients | None = None
+        self._clients: Clients | None = None
 
     # -- emulator ----------------------------------------------------------------------
-    def clients(self) -> _Clients:
+    def clients(self) -> Clients:
+        """Clients on the emulator (started on first use), shared by every step."""
         if self._clients is None:
             status = server.ensure_running()
-            self._clients = _Clients(status.endpoint, self.settings.region)
+            session = boto3.session.Session(aws_access_key_id="testing",
+                                            aws_secret_access_key="testing",
+                                            region_name=self.settings.region)
+            self._clients = Clients(session, endpoint_url=status.endpoint,
+                                    config=server.CLIENT_CONFIG)
         return self._clients
 
     def context(self, urn: str, name: str, changed: list[str] | None = None) -> Context:
         return Context(region=self.settings.region, account=MOCK_ACCOUNT, urn=urn, name=name,
                        clients=self.clients(), changed=changed or [])
 
-    def _check_emulator(self, *, recreate: bool) -> list[str]:
-        """Detect an emulator that restarted and forgot the stack (its boot id changed)."""
+    def _check_emulator(self, *, writing: bool) -> list[str]:
+        """Detect an emulator that restarted and forgot the stack (its boot id changed).
+
+        Reading fails with a hint; writing starts the stack afresh. A writing operation also
+        binds the state to this emulator before its first write, so that one killed part-way
+        is recognised as ours (and converged) next time, not as an emulator restart."""
         self.clients()
         state = self.store.state
         live_boot = server.boot_id()
-        if not state.resources or state.boot_id == live_boot:
-            return []
-        if not recreate:
-            raise SandboxStateLost(
-                f"the sandbox emulator was restarted and no longer holds stack {self.stack} "
-                f"({len(state.resources)} resources in tap's state)",
-                hint=f"run `tap deploy --env {self.settings.environment} --yes` to recreate "
-                     "it cleanly, or `tap sandbox reset` to start from empty")
-        from . import standin
-
-        standin.forget_all(self.stack)
-        state.resources.clear()
-        state.outputs = {}
-        self.store.save()
-        return ["the emulator had restarted and lost this stack; recreated it from scratch"]
-
-    def _record_boot(self) -> None:
-        """Bind the state to this emulator before the first write, so that a deploy killed
-        part-way is recognised as ours (and converged), not as an emulator restart."""
-        self.store.state.boot_id = server.boot_id()
-        self.store.save()
+        notes = []
+        if state.resources and state.boot_id != live_boot:
+            if not writing:
+                raise SandboxStateLost(
+                    f"the sandbox emulator was restarted and no longer holds stack "
+                    f"{self.stack} ({len(state.resources)} resources in tap's state)",
+                    hint=f"run `tap deploy --env {self.settings.environment} --yes` to "
+                         "recreate it cleanly, or `tap sandbox reset` to start from empty")
+            standin.forget_all(self.stack)
+            state.resources.clear()
+            state.outputs = {}
+            notes.append("the emulator had restarted and lost this stack; recreated it from "
+                         "scratch")
+        if writing:
+            state.boot_id = live_boot
+            self.store.save()
+        return notes
 
     # -- Engine protocol ---------------------------------------------------------------
     def preview(self) -> Plan:
-        self._check_emulator(recreate=False)
+        self._check_emulator(writing=False)
         resolver = _Resolver(self, apply=False)
         syn = self._synthesize(resolver, preview=True)
         steps = resolver.steps + self._removed_steps(syn)
@@ -226,15 +211,14 @@ class SandboxEngine:
     def up(self, progress: ProgressCallback | None = None) -> Result:
         started = time.monotonic()
         with OperationLock(self.stack, "deploy"):
-            notes = self._check_emulator(recreate=True)
-            self._record_boot()
+            notes = self._check_emulator(writing=True)
             self._recover_pending()
             resolver = _Resolver(self, apply=True, progress=progress)
             try:
                 syn = self._synthesize(resolver, preview=False)
                 removed = self._removed_steps(syn)
                 self._delete_in_order([self.store.state.resources[s.urn] for s in removed],
-                                      resolver, progress)
+                                      resolver)
             except TapError:
                 self.store.append_history(HistoryEntry.from_plan(
                     Plan(self.stack, TARGET, resolver.steps), "deploy", "failed", started))
@@ -254,18 +238,15 @@ class SandboxEngine:
     def destroy(self, progress: ProgressCallback | None = None) -> Result:
         started = time.monotonic()
         with OperationLock(self.stack, "destroy"):
-            notes = self._check_emulator(recreate=True)
-            self._record_boot()
+            notes = self._check_emulator(writing=True)
             resolver = _Resolver(self, apply=True, progress=progress)
             records = list(self.store.state.resources.values())
             try:
-                self._delete_in_order(records, resolver, progress)
+                self._delete_in_order(records, resolver)
             except TapError:
                 self.store.append_history(HistoryEntry.from_plan(
                     Plan(self.stack, TARGET, resolver.steps), "destroy", "failed", started))
                 raise
-            from . import standin
-
             standin.forget_all(self.stack)
             self.store.state.outputs = {}
             self.store.save()
@@ -336,8 +317,7 @@ class SandboxEngine:
             raise
         self.store.drop(rec.urn)
 
-    def _delete_in_order(self, records: list[ResourceRecord], resolver: _Resolver,
-                         progress: ProgressCallback | None) -> None:
+    def _delete_in_order(self, records: list[ResourceRecord], resolver: _Resolver) -> None:
         """Reverse dependency order: a resource goes only after everything that uses it."""
         remaining = {r.urn: r for r in records}
         resolver.total = len(remaining)
@@ -368,7 +348,7 @@ class SandboxEngine:
         inputs = normalize_reveal(rec.inputs)
         found = rec.id or handler.find(ctx, inputs)
         if found:
-            handler.delete(ctx, found, inputs, rec.outputs)
+            handler.delete(ctx, found, inputs, normalize_reveal(rec.outputs))
         self.store.drop(rec.urn)
 
 

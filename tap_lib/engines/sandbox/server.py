@@ -48,7 +48,7 @@ _HEALTH_PATH = "/moto-api/config"  # small JSON that only moto serves
 _LOG_TAIL_LINES = 20
 
 # boto3 clients for the emulator: a dead emulator must fail in seconds, not after minutes of retries.
-_CLIENT_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 2},
+CLIENT_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 2},
                         connect_timeout=2, read_timeout=30, proxies={})
 # Never send 127.0.0.1 traffic through an HTTP(S)_PROXY from the environment.
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -241,7 +241,7 @@ def _wait_healthy(proc: subprocess.Popen[bytes], port: int, log_path: Path) -> N
 def _client(service: str, region: str, port: int) -> Any:
     session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
                                     aws_session_token="testing", region_name=region)
-    return session.client(service, endpoint_url=endpoint(port), config=_CLIENT_CONFIG)
+    return session.client(service, endpoint_url=endpoint(port), config=CLIENT_CONFIG)
 
 
 def _read_boot_id(port: int) -> str | None:

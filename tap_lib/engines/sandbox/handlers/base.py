@@ -6,13 +6,16 @@ A handler maps one Pulumi resource type onto the emulator's API:
     update(ctx, id, old_inputs, new_inputs) -> outputs     (only for `updatable` properties)
     delete(ctx, id, inputs, outputs)
     find(ctx, inputs) -> id or None     adopt a resource a killed deploy created but never recorded
-Properties not listed in `updatable` force a replacement, as with the real provider.
+Properties not listed in `updatable` force a replacement, as with the real provider. A type
+whose id is a physical name from its inputs sets `id_input` and gets `find` for free.
 Adding a type = one small subclass with `type` set, registered with @handler.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+from botocore.exceptions import ClientError
 
 URN_TAG = "tap:urn"
 
@@ -42,6 +45,8 @@ class Handler:
     updatable: ClassVar[frozenset[str]] = frozenset()
     # Inputs that only exist in Pulumi (not sent to AWS) and never force a replacement.
     ignored: ClassVar[frozenset[str]] = frozenset({"tags", "tagsAll", "region"})
+    # The input holding the physical name that is also the resource's id, if there is one.
+    id_input: ClassVar[str | None] = None
 
     def create(self, ctx: Context, inputs: dict) -> tuple[str, dict]:
         raise NotImplementedError
@@ -56,7 +61,10 @@ class Handler:
         raise NotImplementedError
 
     def find(self, ctx: Context, inputs: dict) -> str | None:
-        return None
+        if self.id_input is None:
+            return None
+        name = inputs[self.id_input]
+        return name if self.read(ctx, name, inputs) is not None else None
 
     def classify(self, changed: list[str]) -> str:
         """'update' if every changed property can change in place, else 'replace'."""
@@ -82,14 +90,18 @@ def by_urn_filter(ctx: Context) -> list[dict]:
     return [{"Name": f"tag:{URN_TAG}", "Values": [ctx.urn]}]
 
 
-def ignore_missing(call, *args, codes: tuple[str, ...] = (), **kwargs) -> Any:
-    """Delete calls are idempotent: a resource that is already gone is fine."""
-    from botocore.exceptions import ClientError
+def is_missing(exc: ClientError, codes: tuple[str, ...] = ()) -> bool:
+    """The error says the resource is not there (each service spells it its own way)."""
+    code = exc.response.get("Error", {}).get("Code", "")
+    return "NotFound" in code or "NoSuch" in code or code in codes
 
+
+def ignore_missing(call, *args, codes: tuple[str, ...] = (), **kwargs) -> Any:
+    """The call's result, or None when the resource is not there: reads report it as gone,
+    deletes are idempotent."""
     try:
         return call(*args, **kwargs)
     except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if "NotFound" in code or "NoSuch" in code or code in codes:
+        if is_missing(exc, codes):
             return None
         raise

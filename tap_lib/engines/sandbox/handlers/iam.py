@@ -17,6 +17,7 @@ def _doc(value) -> dict:
 class Role(Handler):
     type = "aws:iam/role:Role"
     updatable = frozenset({"assumeRolePolicy"})
+    id_input = "name"
 
     def create(self, ctx, inputs):
         role = ctx.client("iam").create_role(
@@ -26,10 +27,10 @@ class Role(Handler):
                                 "uniqueId": role["RoleId"]}
 
     def read(self, ctx, id_, inputs):
-        try:
-            role = ctx.client("iam").get_role(RoleName=id_)["Role"]
-        except ctx.client("iam").exceptions.NoSuchEntityException:
+        found = ignore_missing(ctx.client("iam").get_role, RoleName=id_)
+        if found is None:
             return None
+        role = found["Role"]
         return {"name": role["RoleName"], "assumeRolePolicy": _doc(role["AssumeRolePolicyDocument"])}
 
     def update(self, ctx, id_, old, new):
@@ -43,9 +44,6 @@ class Role(Handler):
                 "PolicyNames", []):
             iam.delete_role_policy(RoleName=id_, PolicyName=name)
         ignore_missing(iam.delete_role, RoleName=id_)
-
-    def find(self, ctx, inputs):
-        return inputs["name"] if self.read(ctx, inputs["name"], inputs) else None
 
 
 @handler
@@ -62,9 +60,8 @@ class RolePolicy(Handler):
 
     def read(self, ctx, id_, inputs):
         role, _, name = id_.partition(":")
-        try:
-            doc = ctx.client("iam").get_role_policy(RoleName=role, PolicyName=name)
-        except ctx.client("iam").exceptions.NoSuchEntityException:
+        doc = ignore_missing(ctx.client("iam").get_role_policy, RoleName=role, PolicyName=name)
+        if doc is None:
             return None
         return {"role": role, "policy": _doc(doc["PolicyDocument"])}
 

@@ -30,12 +30,10 @@ class Key(Handler):
 
     def read(self, ctx, id_, inputs):
         kms = ctx.client("kms")
-        try:
-            meta = kms.describe_key(KeyId=id_)["KeyMetadata"]
-        except kms.exceptions.NotFoundException:
+        found = ignore_missing(kms.describe_key, KeyId=id_)
+        if found is None or found["KeyMetadata"]["KeyState"] == "PendingDeletion":
             return None
-        if meta["KeyState"] == "PendingDeletion":
-            return None
+        meta = found["KeyMetadata"]
         rotation = kms.get_key_rotation_status(KeyId=id_)["KeyRotationEnabled"]
         return {"description": meta.get("Description", ""), "enableKeyRotation": rotation}
 
@@ -57,6 +55,7 @@ class Key(Handler):
 class Alias(Handler):
     type = "aws:kms/alias:Alias"
     updatable = frozenset({"targetKeyId"})
+    id_input = "name"
 
     def create(self, ctx, inputs):
         ctx.client("kms").create_alias(AliasName=inputs["name"], TargetKeyId=inputs["targetKeyId"])
@@ -75,6 +74,3 @@ class Alias(Handler):
 
     def delete(self, ctx, id_, inputs, outputs):
         ignore_missing(ctx.client("kms").delete_alias, AliasName=id_)
-
-    def find(self, ctx, inputs):
-        return inputs["name"] if self.read(ctx, inputs["name"], inputs) else None

@@ -40,6 +40,7 @@ class Function(Handler):
     type = "aws:lambda/function:Function"
     updatable = frozenset({"code", "role", "handler", "runtime", "timeout", "memorySize",
                            "environment", "vpcConfig"})
+    id_input = "name"
 
     def create(self, ctx, inputs):
         fn = ctx.client("lambda").create_function(
@@ -61,9 +62,8 @@ class Function(Handler):
 
     def read(self, ctx, id_, inputs):
         lam = ctx.client("lambda")
-        try:
-            c = lam.get_function_configuration(FunctionName=id_)
-        except lam.exceptions.ResourceNotFoundException:
+        c = ignore_missing(lam.get_function_configuration, FunctionName=id_)
+        if c is None:
             return None
         return {"name": id_, "memorySize": c.get("MemorySize"), "timeout": c.get("Timeout"),
                 "runtime": c.get("Runtime"), "handler": c.get("Handler"),
@@ -74,9 +74,6 @@ class Function(Handler):
     def delete(self, ctx, id_, inputs, outputs):
         ignore_missing(ctx.client("lambda").delete_function, FunctionName=id_,
                        codes=("ResourceNotFoundException",))
-
-    def find(self, ctx, inputs):
-        return inputs["name"] if self.read(ctx, inputs["name"], inputs) else None
 
 
 @handler
@@ -92,11 +89,10 @@ class Permission(Handler):
 
     def read(self, ctx, id_, inputs):
         lam = ctx.client("lambda")
-        try:
-            policy = json.loads(lam.get_policy(FunctionName=inputs["function"])["Policy"])
-        except lam.exceptions.ResourceNotFoundException:
+        found = ignore_missing(lam.get_policy, FunctionName=inputs["function"])
+        if found is None:
             return None
-        for st in policy.get("Statement", []):
+        for st in json.loads(found["Policy"]).get("Statement", []):
             if st.get("Sid") == id_:
                 return {"function": inputs["function"], "principal":
                         (st.get("Principal") or {}).get("Service", st.get("Principal"))}

@@ -8,6 +8,7 @@ from .base import Handler, handler, ignore_missing
 class LogGroup(Handler):
     type = "aws:cloudwatch/logGroup:LogGroup"
     updatable = frozenset({"retentionInDays"})
+    id_input = "name"
 
     def create(self, ctx, inputs):
         logs = ctx.client("logs")
@@ -34,6 +35,3 @@ class LogGroup(Handler):
     def delete(self, ctx, id_, inputs, outputs):
         ignore_missing(ctx.client("logs").delete_log_group, logGroupName=id_,
                        codes=("ResourceNotFoundException",))
-
-    def find(self, ctx, inputs):
-        return inputs["name"] if self.read(ctx, inputs["name"], inputs) else None

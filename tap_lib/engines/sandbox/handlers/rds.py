@@ -10,6 +10,7 @@ from .base import Handler, handler, ignore_missing
 class SubnetGroup(Handler):
     type = "aws:rds/subnetGroup:SubnetGroup"
     updatable = frozenset({"subnetIds", "description"})
+    id_input = "name"
 
     def create(self, ctx, inputs):
         rds = ctx.client("rds")
@@ -26,18 +27,15 @@ class SubnetGroup(Handler):
         return {**old, **new}
 
     def read(self, ctx, id_, inputs):
-        rds = ctx.client("rds")
-        try:
-            group = rds.describe_db_subnet_groups(DBSubnetGroupName=id_)["DBSubnetGroups"][0]
-        except rds.exceptions.DBSubnetGroupNotFoundFault:
+        found = ignore_missing(ctx.client("rds").describe_db_subnet_groups,
+                               DBSubnetGroupName=id_)
+        if found is None:
             return None
-        return {"name": id_, "subnetIds": sorted(s["SubnetIdentifier"] for s in group["Subnets"])}
+        subnets = found["DBSubnetGroups"][0]["Subnets"]
+        return {"name": id_, "subnetIds": sorted(s["SubnetIdentifier"] for s in subnets)}
 
     def delete(self, ctx, id_, inputs, outputs):
         ignore_missing(ctx.client("rds").delete_db_subnet_group, DBSubnetGroupName=id_)
-
-    def find(self, ctx, inputs):
-        return inputs["name"] if self.read(ctx, inputs["name"], inputs) else None
 
 
 @handler
@@ -47,6 +45,7 @@ class Cluster(Handler):
                            "engineVersion", "copyTagsToSnapshot", "skipFinalSnapshot",
                            "finalSnapshotIdentifier", "vpcSecurityGroupIds"})
     ignored = Handler.ignored | {"skipFinalSnapshot", "finalSnapshotIdentifier"}
+    id_input = "clusterIdentifier"
 
     def create(self, ctx, inputs):
         rds = ctx.client("rds")
@@ -89,11 +88,10 @@ class Cluster(Handler):
         return self._outputs(ctx, cluster, new)
 
     def read(self, ctx, id_, inputs):
-        rds = ctx.client("rds")
-        try:
-            c = rds.describe_db_clusters(DBClusterIdentifier=id_)["DBClusters"][0]
-        except rds.exceptions.DBClusterNotFoundFault:
+        found = ignore_missing(ctx.client("rds").describe_db_clusters, DBClusterIdentifier=id_)
+        if found is None:
             return None
+        c = found["DBClusters"][0]
         return {"clusterIdentifier": id_, "engine": c["Engine"], "engineVersion": c["EngineVersion"],
                 "storageEncrypted": c.get("StorageEncrypted"),
                 "deletionProtection": c.get("DeletionProtection"),
@@ -116,15 +114,13 @@ class Cluster(Handler):
                            DBClusterSnapshotIdentifier=snap["DBClusterSnapshotIdentifier"])
         standin.remove(ctx, id_)
 
-    def find(self, ctx, inputs):
-        return inputs["clusterIdentifier"] if self.read(ctx, inputs["clusterIdentifier"],
-                                                        inputs) else None
 
 
 @handler
 class ClusterInstance(Handler):
     type = "aws:rds/clusterInstance:ClusterInstance"
     updatable = frozenset({"instanceClass"})
+    id_input = "identifier"
 
     def create(self, ctx, inputs):
         inst = ctx.client("rds").create_db_instance(
@@ -142,17 +138,14 @@ class ClusterInstance(Handler):
         return {**old, **new}
 
     def read(self, ctx, id_, inputs):
-        rds = ctx.client("rds")
-        try:
-            i = rds.describe_db_instances(DBInstanceIdentifier=id_)["DBInstances"][0]
-        except rds.exceptions.DBInstanceNotFoundFault:
+        found = ignore_missing(ctx.client("rds").describe_db_instances,
+                               DBInstanceIdentifier=id_)
+        if found is None:
             return None
+        i = found["DBInstances"][0]
         return {"identifier": id_, "instanceClass": i["DBInstanceClass"],
                 "publiclyAccessible": i.get("PubliclyAccessible")}
 
     def delete(self, ctx, id_, inputs, outputs):
         ignore_missing(ctx.client("rds").delete_db_instance, DBInstanceIdentifier=id_,
                        SkipFinalSnapshot=True)
-
-    def find(self, ctx, inputs):
-        return inputs["identifier"] if self.read(ctx, inputs["identifier"], inputs) else None

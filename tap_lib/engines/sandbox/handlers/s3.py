@@ -8,9 +8,13 @@ from botocore.exceptions import ClientError
 from .base import Handler, handler, ignore_missing
 
 
-def _missing(exc: ClientError) -> bool:
-    code = exc.response.get("Error", {}).get("Code", "")
-    return code.startswith("NoSuch") or code in ("404", "ServerSideEncryptionConfigurationNotFoundError")
+def _empty(s3, bucket: str) -> None:
+    """Every version and delete marker, as force_destroy does before deleting the bucket."""
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
+        objects = [{"Key": v["Key"], "VersionId": v["VersionId"]}
+                   for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
+        if objects:
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": objects})
 
 
 @handler
@@ -18,6 +22,7 @@ class Bucket(Handler):
     type = "aws:s3/bucket:Bucket"
     updatable = frozenset({"forceDestroy"})
     ignored = Handler.ignored | {"forceDestroy"}
+    id_input = "bucket"
 
     def create(self, ctx, inputs):
         s3 = ctx.client("s3")
@@ -34,26 +39,14 @@ class Bucket(Handler):
         return {**new, "id": id_, "arn": f"arn:aws:s3:::{id_}"}
 
     def read(self, ctx, id_, inputs):
-        try:
-            ctx.client("s3").head_bucket(Bucket=id_)
-        except ClientError as exc:
-            if _missing(exc):
-                return None
-            raise
-        return {"bucket": id_}
+        # head_bucket reports a missing bucket as a bare HTTP 404
+        found = ignore_missing(ctx.client("s3").head_bucket, Bucket=id_, codes=("404",))
+        return None if found is None else {"bucket": id_}
 
     def delete(self, ctx, id_, inputs, outputs):
         s3 = ctx.client("s3")
         if inputs.get("forceDestroy"):
-            try:
-                for page in s3.get_paginator("list_object_versions").paginate(Bucket=id_):
-                    objects = [{"Key": v["Key"], "VersionId": v["VersionId"]}
-                               for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
-                    if objects:
-                        s3.delete_objects(Bucket=id_, Delete={"Objects": objects})
-            except ClientError as exc:
-                if not _missing(exc):
-                    raise
+            ignore_missing(_empty, s3, id_)
         try:
             ignore_missing(s3.delete_bucket, Bucket=id_)
         except ClientError as exc:
@@ -64,12 +57,10 @@ class Bucket(Handler):
                 "(force_destroy is off where deletion protection is on); empty the bucket "
                 "first if you really mean to destroy it") from None
 
-    def find(self, ctx, inputs):
-        return inputs["bucket"] if self.read(ctx, inputs["bucket"], inputs) else None
-
 
 class _BucketConfig(Handler):
-    """A bucket sub-resource: id is the bucket name; put replaces, delete removes."""
+    """A bucket sub-resource: id is the bucket name; put replaces, delete removes. Nothing to
+    find after a crash: put is idempotent, so recreating over a half-applied config is safe."""
 
     updatable = frozenset({"versioningConfiguration", "rules", "policy", "blockPublicAcls",
                            "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"})
@@ -91,22 +82,11 @@ class _BucketConfig(Handler):
         return self.create(ctx, new)[1]
 
     def read(self, ctx, id_, inputs):
-        try:
-            return {"bucket": id_, **self.get(ctx.client("s3"), id_)}
-        except ClientError as exc:
-            if _missing(exc):
-                return None
-            raise
+        found = ignore_missing(self.get, ctx.client("s3"), id_)
+        return None if found is None else {"bucket": id_, **found}
 
     def delete(self, ctx, id_, inputs, outputs):
-        try:
-            self.remove(ctx.client("s3"), id_)
-        except ClientError as exc:
-            if not _missing(exc):
-                raise
-
-    def find(self, ctx, inputs):
-        return None  # put is idempotent: recreating over a half-applied config is safe
+        ignore_missing(self.remove, ctx.client("s3"), id_)
 
 
 @handler

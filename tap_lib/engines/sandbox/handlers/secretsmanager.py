@@ -9,6 +9,12 @@ from .. import standin
 from .base import Handler, handler, ignore_missing
 
 
+def _describe(ctx, secret_id: str) -> dict | None:
+    """The secret's metadata, or None when it is gone (deleted or scheduled for deletion)."""
+    meta = ignore_missing(ctx.client("secretsmanager").describe_secret, SecretId=secret_id)
+    return None if meta is None or meta.get("DeletedDate") else meta
+
+
 @handler
 class Secret(Handler):
     type = "aws:secretsmanager/secret:Secret"
@@ -27,12 +33,8 @@ class Secret(Handler):
         return {**new, "id": id_, "arn": id_}
 
     def read(self, ctx, id_, inputs):
-        sm = ctx.client("secretsmanager")
-        try:
-            meta = sm.describe_secret(SecretId=id_)
-        except sm.exceptions.ResourceNotFoundException:
-            return None
-        if meta.get("DeletedDate"):
+        meta = _describe(ctx, id_)
+        if meta is None:
             return None
         return {"name": meta["Name"], "kmsKeyId": meta.get("KmsKeyId"),
                 "rotationEnabled": bool(meta.get("RotationEnabled")),
@@ -43,10 +45,8 @@ class Secret(Handler):
                        ForceDeleteWithoutRecovery=True, codes=("ResourceNotFoundException",))
 
     def find(self, ctx, inputs):
-        live = self.read(ctx, inputs["name"], inputs)
-        if not live:
-            return None
-        return ctx.client("secretsmanager").describe_secret(SecretId=inputs["name"])["ARN"]
+        meta = _describe(ctx, inputs["name"])
+        return meta["ARN"] if meta else None
 
 
 @handler
@@ -61,12 +61,9 @@ class SecretVersion(Handler):
 
     def read(self, ctx, id_, inputs):
         arn, _, version = id_.partition("|")
-        sm = ctx.client("secretsmanager")
-        try:
-            meta = sm.describe_secret(SecretId=arn)
-        except sm.exceptions.ResourceNotFoundException:
-            return None
-        return {"secretId": arn} if version in meta.get("VersionIdsToStages", {}) else None
+        meta = _describe(ctx, arn)
+        return {"secretId": arn} if meta and version in meta.get("VersionIdsToStages", {}) \
+            else None
 
     def delete(self, ctx, id_, inputs, outputs):
         pass  # versions go with their secret; AWS keeps superseded versions anyway
@@ -106,12 +103,8 @@ class SecretRotation(Handler):
         return self.create(ctx, new)[1]
 
     def read(self, ctx, id_, inputs):
-        sm = ctx.client("secretsmanager")
-        try:
-            meta = sm.describe_secret(SecretId=id_)
-        except sm.exceptions.ResourceNotFoundException:
-            return None
-        if not meta.get("RotationEnabled"):
+        meta = _describe(ctx, id_)
+        if meta is None or not meta.get("RotationEnabled"):
             return None
         return {"secretId": id_, "rotationLambdaArn": meta.get("RotationLambdaARN"),
                 "rotationRules": {"automaticallyAfterDays":
