@@ -9,6 +9,7 @@ import functools
 import ipaddress
 import os
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -194,8 +195,9 @@ def available_environments(directory: Path | None = None) -> list[str]:
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """'db.engine_version=15.6' -> ('db.engine_version', '15.6'); numbers/bools parsed, but
-    decimals stay strings so that '15.10' is not read as 15.1."""
+    """'db.engine_version=15.6' -> ('db.engine_version', '15.6'). The value is read as YAML
+    (numbers, booleans, quoting), except that a decimal stays text ('15.10' is not 15.1) and a
+    setting declared as text gets text ('--set suffix=123' is the suffix '123')."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
@@ -205,11 +207,9 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    if isinstance(value, float) or value is None or isinstance(value, (list, dict)):
-        value = raw
-    if isinstance(value, int) and not isinstance(value, bool) and \
-            (key == "suffix" or key.startswith("tags.")):
-        value = raw.strip()  # suffixes and tag values are text even when they look numeric
+    if isinstance(value, (float, list, dict)) or value is None or \
+            (_is_text(_declared_type(key.split("."))) and not isinstance(value, str)):
+        value = raw.strip()
     return key, value
 
 
@@ -244,14 +244,15 @@ def load_settings(env: str, overrides: list[str] | tuple[str, ...] = (),
     if not isinstance(data, dict):
         raise ConfigError("top level must be a mapping", file=str(path))
     source = _display(path)
+    overridden = []
     for text in overrides:
         key, value = parse_override(text)
         _apply_override(data, key, value, f"{source} (--set {key})")
+        overridden.append(key)
     suffix = os.environ.get("ENVIRONMENT_SUFFIX") if use_environ else None
     if suffix:
         data["suffix"] = suffix
-    return validate(data, source, overridden=[parse_override(o)[0] for o in overrides],
-                    suffix_from_env=bool(suffix))
+    return validate(data, source, overridden=overridden, suffix_from_env=bool(suffix))
 
 
 def validate(data: dict, source: str, overridden: list[str] = (),
@@ -279,15 +280,37 @@ def validate(data: dict, source: str, overridden: list[str] = (),
         raise ConfigError(msg, file=origin, field=field, value=value, allowed=allowed) from None
 
 
-def _known_keys(loc: tuple) -> list[str]:
-    model: type[BaseModel] = Settings
-    for part in loc:
-        info = {(f.alias or name): f for name, f in model.model_fields.items()}.get(part)
-        ann = getattr(info, "annotation", None)
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            model = ann
+def _declared_type(path: list[str] | tuple) -> Any:
+    """The type Settings declares at a dotted path (through sub-models and dict values), or
+    None for a path it does not declare."""
+    declared: Any = Settings
+    for part in path:
+        if _is_model(declared):
+            fields = {(f.alias or name): f for name, f in declared.model_fields.items()}
+            if part not in fields:
+                return None
+            declared = fields[part].annotation
+        elif typing.get_origin(declared) is dict:
+            declared = typing.get_args(declared)[1]
         else:
-            return []
+            return None
+    return declared
+
+
+def _is_model(declared: Any) -> bool:
+    return isinstance(declared, type) and issubclass(declared, BaseModel)
+
+
+def _is_text(declared: Any) -> bool:
+    if typing.get_origin(declared) is typing.Annotated:
+        declared = typing.get_args(declared)[0]
+    return declared is str
+
+
+def _known_keys(loc: tuple) -> list[str]:
+    model = _declared_type(loc)
+    if not _is_model(model):
+        return []
     return sorted((f.alias or name) for name, f in model.model_fields.items())
 
 

@@ -76,8 +76,9 @@ class LocalPostgres:
     host = HOST
 
     def __init__(self, data_dir: Path, port: int | None = None):
+        """Without a port, a data directory an earlier process initialised keeps its own."""
         self.data_dir = Path(data_dir).absolute()
-        self.port = port
+        self.port = port or self._running_port() or self._configured_port()
 
     def __repr__(self) -> str:
         return f"LocalPostgres(data_dir={str(self.data_dir)!r}, port={self.port})"
@@ -89,7 +90,6 @@ class LocalPostgres:
         if not server.initialized:
             raise LocalPostgresError(f"{server.data_dir} holds no PostgreSQL data directory",
                                      hint="start it first with LocalPostgres(...).start()")
-        server.port = server._running_port() or server._configured_port()
         return server
 
     @property
@@ -111,7 +111,7 @@ class LocalPostgres:
         if not self.initialized:
             self._initdb(bindir, superuser, password)
         if not self.is_running():
-            self.port = self.port or self._configured_port() or free_port()
+            self.port = self.port or free_port()
             self._write_conf()
             self._pg_ctl(bindir, "start", "-w", "-t", str(int(timeout)), "-l", str(self.log_file),
                          timeout=timeout + 10, action="start")

@@ -23,6 +23,7 @@ import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
 from pulumi.runtime import settings as pulumi_settings
+from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 from ..config import Settings
@@ -63,9 +64,6 @@ class Synthesis:
     duplicates: list[str]
     error: BaseException | None
     duration_s: float
-
-    def by_urn(self) -> dict[str, Registration]:
-        return {r.urn: r for r in self.registrations}
 
     def of_type(self, type_: str) -> list[Registration]:
         return [r for r in self.registrations if r.type == type_]
@@ -193,6 +191,7 @@ def synthesize(settings: Settings, resolver: Resolver | None = None, *, preview:
 
 def _run(settings, resolver, preview, program, stack) -> Synthesis:
     loop = asyncio.new_event_loop()
+    loop.set_exception_handler(_quiet_unretrieved)
     asyncio.set_event_loop(loop)
     try:
         return _run_in_loop(settings, resolver, preview, program, stack)
@@ -205,6 +204,13 @@ def _run(settings, resolver, preview, program, stack) -> Synthesis:
         loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         asyncio.set_event_loop(None)
         loop.close()
+
+
+def _quiet_unretrieved(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    """A failed program is reported once, as Synthesis.error; the runtime's futures that carried
+    the same exception and were never awaited would repeat it on stderr when collected."""
+    if context.get("message") != "Future exception was never retrieved":
+        loop.default_exception_handler(context)
 
 
 def _run_in_loop(settings, resolver, preview, program, stack) -> Synthesis:
@@ -227,10 +233,8 @@ def _run_in_loop(settings, resolver, preview, program, stack) -> Synthesis:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            _sync_await(_program_and_wait(lambda: program(settings)))
+            _sync_await(run_pulumi_func(lambda: program(settings)))
             outputs = _sync_await(pulumi.Output.from_input(dict(root.outputs)).future()) or {}
-        except DuplicateUrnError as exc:
-            error = exc
         except Exception as exc:  # noqa: BLE001 - reported to the caller as data
             error = _unwrap(exc, monitor)
     messages = [f"{w.category.__name__}: {w.message}" for w in caught
@@ -247,12 +251,6 @@ def _import_time_notice(w: warnings.WarningMessage) -> bool:
     imported, used or not. Using such a class also logs a pulumi warning, which is captured, so
     these notices carry no information about the program."""
     return "pulumi_aws" in (w.filename or "") and "has been deprecated in favor of" in str(w.message)
-
-
-async def _program_and_wait(fn):
-    from pulumi.runtime.stack import run_pulumi_func
-
-    await run_pulumi_func(fn)
 
 
 def _unwrap(exc: BaseException, monitor: _RecordingMonitor) -> BaseException:

@@ -36,9 +36,7 @@ def _data_dir(stack: str, cluster_id: str) -> Path:
 
 def ensure(ctx: Context, cluster_id: str, master_secret_arn: str, dbname: str) -> Endpoint:
     """Start (or re-attach to) the stand-in server for this cluster."""
-    data_dir = _data_dir(_stack_of(ctx.urn), cluster_id)
-    pg = LocalPostgres.attach(data_dir) if (data_dir / "PG_VERSION").is_file() \
-        else LocalPostgres(data_dir)
+    pg = LocalPostgres(_data_dir(_stack_of(ctx.urn), cluster_id))
     if not pg.is_running():
         master = json.loads(ctx.client("secretsmanager").get_secret_value(
             SecretId=master_secret_arn)["SecretString"])
@@ -67,13 +65,12 @@ def forget_every_stack() -> None:
             forget_all(directory.name)
 
 
-def rotate_in_process(ctx: Context, secret_id: str, token: str) -> None:
-    """The four rotation steps, in order, as Secrets Manager invokes them."""
-    sm = ctx.client("secretsmanager")
-    function = sm.describe_secret(SecretId=secret_id)["RotationLambdaARN"].split(":")[-1]
-    variables = ctx.client("lambda").get_function_configuration(
-        FunctionName=function).get("Environment", {}).get("Variables", {})
-    endpoint = sm.meta.endpoint_url
+def rotate_in_process(ctx: Context, secret_id: str, token: str, function_arn: str) -> None:
+    """The four rotation steps, in order, as Secrets Manager invokes them, with the rotation
+    function's environment."""
+    lam = ctx.client("lambda")
+    variables = lam.get_function_configuration(FunctionName=function_arn).get(
+        "Environment", {}).get("Variables", {})
     invoke_sequence("rotation", [{"Step": step, "SecretId": secret_id, "ClientRequestToken": token}
                                  for step in ROTATION_STEPS],
-                    endpoint=endpoint, region=ctx.region, variables=variables)
+                    endpoint=lam.meta.endpoint_url, region=ctx.region, variables=variables)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ....naming import short_hash
-from .base import Context, Handler, by_urn_filter, handler, ignore_missing, tag_spec
+from .base import Handler, by_urn_filter, handler, ignore_missing, tag_spec
 
 
 def _first(items: list, key: str) -> str | None:

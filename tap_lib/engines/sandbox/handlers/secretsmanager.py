@@ -87,17 +87,12 @@ class SecretRotation(Handler):
         except ClientError as exc:
             # The emulator records the schedule, then fails to run the Lambda (it cannot
             # execute Lambdas). tap runs the same handler code in-process instead, below.
-            if not self._schedule_saved(sm, secret_id, inputs):
+            live = self.read(ctx, secret_id, inputs)
+            if not live or live["rotationLambdaArn"] != inputs["rotationLambdaArn"]:
                 raise RuntimeError(f"rotation schedule not saved: {exc}") from exc
-        standin.rotate_in_process(ctx, secret_id, token)
+        standin.rotate_in_process(ctx, secret_id, token, inputs["rotationLambdaArn"])
         ctx.notes.append("sandbox: rotation ran in-process (the emulator cannot execute Lambdas)")
-        return f"{secret_id}", {**inputs, "id": secret_id, "rotationEnabled": True}
-
-    @staticmethod
-    def _schedule_saved(sm, secret_id: str, inputs: dict) -> bool:
-        meta = sm.describe_secret(SecretId=secret_id)
-        return bool(meta.get("RotationEnabled")) and \
-            meta.get("RotationLambdaARN") == inputs["rotationLambdaArn"]
+        return secret_id, {**inputs, "id": secret_id, "rotationEnabled": True}
 
     def update(self, ctx, id_, old, new):
         return self.create(ctx, new)[1]
