@@ -10,6 +10,14 @@ import pandas as pd
 
 OPS = ("create", "update", "replace", "delete", "same")
 
+# How Pulumi marks a secret in properties and state: {SIG_KEY: SECRET_SIG, "value" | ...}.
+SIG_KEY = "4dabf18193072939515e22adb298388d"
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+
+
+def is_secret(value: Any) -> bool:
+    return isinstance(value, dict) and value.get(SIG_KEY) == SECRET_SIG
+
 
 @dataclass
 class Step:

@@ -31,7 +31,8 @@ from pulumi.automation.events import OpType
 from ..config import Settings
 from ..errors import ConfigError, OperationFailed, StackLocked, TapError, TargetUnreachable
 from ..project import project_dir, tap_home
-from .base import OPS, HistoryEntry, Plan, ProgressCallback, ResourceState, Result, Step, StepEvent
+from .base import (OPS, HistoryEntry, Plan, ProgressCallback, ResourceState, Result, Step,
+                   StepEvent, is_secret)
 
 SECRET = "[secret]"
 INSTALL_HINT = ("the pulumi CLI is not on PATH; install it with `conda env create -f "
@@ -63,8 +64,6 @@ _OP_RANK = {"same": 0, "update": 1, "create": 2, "delete": 2, "replace": 3}
 _PENDING_STATUS = {"creating": "pending-create", "updating": "pending-update",
                    "deleting": "pending-delete", "reading": "pending-read",
                    "importing": "pending-import"}
-# How Pulumi's state marks a secret: {SIG_KEY: SECRET_SIG, "ciphertext": ...} (its wire format).
-_SIG_KEY, _SECRET_SIG = "4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _URL_CREDENTIALS = re.compile(r"(\w+://)[^/@\s]+@")
 _T = TypeVar("_T")
@@ -162,7 +161,7 @@ def _refresh_outcome(meta: auto.StepEventMetadata) -> tuple[str, list[str]]:
 def redact(value: Any) -> Any:
     """State as Pulumi serializes it, with every secret (plaintext or ciphertext) replaced."""
     if isinstance(value, dict):
-        if value.get(_SIG_KEY) == _SECRET_SIG:
+        if is_secret(value):
             return SECRET
         return {k: redact(v) for k, v in value.items()}
     if isinstance(value, list):

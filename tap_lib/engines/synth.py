@@ -30,7 +30,6 @@ from ..config import Settings
 from ..errors import DuplicateUrnError
 from ..project import project_name
 
-SECRET_SIG = "4dabf18193072939515e22adb298388d"
 MOCK_ACCOUNT = "123456789012"
 _RUN_LOCK = threading.Lock()
 
@@ -44,7 +43,7 @@ class Registration:
     name: str
     parent: str
     custom: bool
-    inputs: dict[str, Any]   # camelCase; secrets wrapped ({SECRET_SIG: ..., "value": v})
+    inputs: dict[str, Any]   # camelCase; secrets wrapped ({SIG_KEY: SECRET_SIG, "value": v})
     dependencies: list[str]
     provider: str = ""
     id: str | None = None

@@ -19,8 +19,7 @@ import pulumi
 
 from ...errors import StackLocked
 from ...project import tap_home
-from ..base import HistoryEntry
-from ..synth import SECRET_SIG
+from ..base import HistoryEntry, is_secret
 
 STATE_VERSION = 1
 
@@ -118,9 +117,9 @@ def digest(value: Any) -> str:
 def normalize(value: Any) -> Any:
     """A JSON-safe, comparable form of program inputs. Secrets become digests (diffable, not
     readable); assets become content digests; 3.0 becomes 3."""
+    if is_secret(value):
+        return {"secret": digest(json.dumps(normalize_reveal(value["value"]), sort_keys=True))}
     if isinstance(value, dict):
-        if SECRET_SIG in value:
-            return {"secret": digest(json.dumps(normalize_reveal(value["value"]), sort_keys=True))}
         return {k: normalize(v) for k, v in sorted(value.items())}
     if isinstance(value, (list, tuple)):
         return [normalize(v) for v in value]
@@ -138,9 +137,9 @@ def normalize(value: Any) -> Any:
 
 def normalize_reveal(value: Any) -> Any:
     """Plain values for handlers: secrets unwrapped, numbers tidied; assets left as objects."""
+    if is_secret(value):
+        return normalize_reveal(value["value"])
     if isinstance(value, dict):
-        if SECRET_SIG in value:
-            return normalize_reveal(value["value"])
         return {k: normalize_reveal(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [normalize_reveal(v) for v in value]
@@ -152,7 +151,7 @@ def normalize_reveal(value: Any) -> Any:
 def keep_secret(outputs: Any, inputs: Any) -> Any:
     """Handlers echo revealed inputs into their outputs; put the secret wrapping back wherever
     the input was secret, so that state and the program see a secret, not its value."""
-    if isinstance(inputs, dict) and SECRET_SIG in inputs:
+    if is_secret(inputs):
         return inputs
     if isinstance(outputs, dict) and isinstance(inputs, dict):
         return {k: keep_secret(v, inputs[k]) if k in inputs else v for k, v in outputs.items()}
