@@ -11,12 +11,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Generator, Iterator
 
 import pytest
+
+from tap_lib.localdb import free_port
 
 ORDER = ("preflight", "preview", "deploy", "verify", "inspect", "destroy", "audit")
 _ISOLATED = ("TAP_HOME", "TAP_OUTPUTS", "TAP_SANDBOX_PORT", "TAP_TARGET", "ENVIRONMENT_SUFFIX")
@@ -51,14 +52,13 @@ def notebook_sandbox() -> Iterator[Path]:
     root = Path(tempfile.mkdtemp(prefix="tap-nbval-"))
     saved = {name: os.environ.get(name) for name in _ISOLATED}
     os.environ.update(TAP_HOME=str(root / "home"), TAP_OUTPUTS=str(root / "outputs"),
-                      TAP_SANDBOX_PORT=str(_free_port()), TAP_TARGET="sandbox")
+                      TAP_SANDBOX_PORT=str(free_port()), TAP_TARGET="sandbox")
     os.environ.pop("ENVIRONMENT_SUFFIX", None)
     try:
         yield root
     finally:
         try:
-            for stack in (root / "home" / "sandbox" / "stacks").glob("*"):
-                standin.forget_all(stack.name)
+            standin.forget_every_stack()
             server.stop()
         finally:
             for name, value in saved.items():
@@ -68,8 +68,3 @@ def notebook_sandbox() -> Iterator[Path]:
                     os.environ[name] = value
             shutil.rmtree(root, ignore_errors=True)
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -18,17 +18,12 @@ from typing import Iterator
 import pytest
 
 from tap_lib.engines.sandbox import server
+from tap_lib.localdb import free_port
 from tap_lib.errors import ConfigError, TargetUnreachable
 
 pytestmark = pytest.mark.sandbox
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_dead(pid: int, timeout: float = 5.0) -> None:
@@ -42,7 +37,7 @@ def _wait_dead(pid: int, timeout: float = 5.0) -> None:
 def sandbox_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     """Own TAP_HOME and port; whatever server the test started is stopped afterwards."""
     monkeypatch.setenv("TAP_HOME", str(tmp_path / "tap-home"))
-    port = _free_port()
+    port = free_port()
     monkeypatch.setenv("TAP_SANDBOX_PORT", str(port))
     yield port
     server.stop()
