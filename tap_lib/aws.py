@@ -1,4 +1,4 @@
-"""boto3 clients, one per service, shared by every caller of an operation."""
+"""boto3 helpers shared by the sandbox handlers and the operations."""
 from __future__ import annotations
 
 import threading
@@ -23,3 +23,18 @@ class Clients:
             if service not in self._clients:
                 self._clients[service] = self.session.client(service, **self._kwargs)
             return self._clients[service]
+
+
+def ip_permission(rule: dict) -> dict:
+    """A security group rule as the program declares it (aws.vpc.SecurityGroup*Rule inputs) in
+    the EC2 API's IpPermission shape."""
+    perm: dict[str, Any] = {"IpProtocol": rule["ipProtocol"]}
+    if rule.get("fromPort") is not None:
+        perm.update(FromPort=int(rule["fromPort"]), ToPort=int(rule["toPort"]))
+    if rule.get("referencedSecurityGroupId"):
+        perm["UserIdGroupPairs"] = [{"GroupId": rule["referencedSecurityGroupId"]}]
+    if rule.get("cidrIpv4"):
+        perm["IpRanges"] = [{"CidrIp": rule["cidrIpv4"]}]
+    if rule.get("cidrIpv6"):
+        perm["Ipv6Ranges"] = [{"CidrIpv6": rule["cidrIpv6"]}]
+    return perm

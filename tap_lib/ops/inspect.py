@@ -18,6 +18,7 @@ from typing import Any, Iterator, Protocol
 
 import pandas as pd
 
+from ..aws import ip_permission
 from ..engines.base import Engine, ResourceState
 from ..engines.registry import open_engine
 from ..project import outputs_dir
@@ -191,19 +192,11 @@ def _world_ingress_drift(state: _State, facts: Facts) -> list[Row]:
     rows = []
     for sg in state.of(SECURITY_GROUP):
         declared = sorted(world_ingress({"IpPermissions": [
-            _permission(r.outputs) for r in state.of(INGRESS_RULE)
+            ip_permission(r.outputs) for r in state.of(INGRESS_RULE)
             if r.outputs.get("securityGroupId") == sg.id]}))
         live = sorted(world_ingress(facts.security_groups.get(sg.id, {})))
         rows += _differs(sg.name, "ingress from 0.0.0.0/0", declared or "none", live or "none")
     return rows
-
-
-def _permission(rule: dict) -> dict:
-    """A declared ingress rule in the EC2 API's shape, so both sides print alike."""
-    return {"IpProtocol": rule.get("ipProtocol"), "FromPort": rule.get("fromPort"),
-            "ToPort": rule.get("toPort"),
-            "IpRanges": [{"CidrIp": rule["cidrIpv4"]}] if rule.get("cidrIpv4") else [],
-            "Ipv6Ranges": [{"CidrIpv6": rule["cidrIpv6"]}] if rule.get("cidrIpv6") else []}
 
 
 def _environment_drift(state: _State, facts: Facts) -> list[Row]:

@@ -1,6 +1,7 @@
 """VPC, subnets, gateways, routes, Elastic IPs, security groups and their rules, flow logs."""
 from __future__ import annotations
 
+from ....aws import ip_permission
 from ....naming import short_hash
 from .base import Handler, by_urn_filter, handler, ignore_missing, tag_spec
 
@@ -289,23 +290,19 @@ class SecurityGroup(Handler):
                      {"Name": "vpc-id", "Values": [inputs["vpcId"]]}])["SecurityGroups"], "GroupId")
 
 
+def _peers(perm: dict) -> set[str]:
+    """The sources (or destinations) an IpPermission names: groups and CIDRs."""
+    return ({g["GroupId"] for g in perm.get("UserIdGroupPairs", [])}
+            | {r["CidrIp"] for r in perm.get("IpRanges", [])}
+            | {r["CidrIpv6"] for r in perm.get("Ipv6Ranges", [])})
+
+
 class _SecurityGroupRule(Handler):
     direction: str
 
-    @staticmethod
-    def permission(inputs: dict) -> dict:
-        perm = {"IpProtocol": inputs["ipProtocol"]}
-        if inputs.get("fromPort") is not None:
-            perm.update(FromPort=int(inputs["fromPort"]), ToPort=int(inputs["toPort"]))
-        if inputs.get("referencedSecurityGroupId"):
-            perm["UserIdGroupPairs"] = [{"GroupId": inputs["referencedSecurityGroupId"]}]
-        else:
-            perm["IpRanges"] = [{"CidrIp": inputs["cidrIpv4"]}]
-        return perm
-
     def _call(self, ctx, verb: str, inputs: dict):
         method = getattr(ctx.client("ec2"), f"{verb}_security_group_{self.direction}")
-        return method(GroupId=inputs["securityGroupId"], IpPermissions=[self.permission(inputs)])
+        return method(GroupId=inputs["securityGroupId"], IpPermissions=[ip_permission(inputs)])
 
     def create(self, ctx, inputs):
         out = self._call(ctx, "authorize", inputs)
@@ -321,15 +318,11 @@ class _SecurityGroupRule(Handler):
         groups = ctx.client("ec2").describe_security_groups(Filters=[
             {"Name": "group-id", "Values": [inputs["securityGroupId"]]}])["SecurityGroups"]
         key = "IpPermissions" if self.direction == "ingress" else "IpPermissionsEgress"
-        want = self.permission(inputs)
+        want = ip_permission(inputs)
         for perm in (groups[0].get(key, []) if groups else []):
             same_ports = (perm.get("IpProtocol"), perm.get("FromPort"), perm.get("ToPort")) == \
                 (want["IpProtocol"], want.get("FromPort"), want.get("ToPort"))
-            peers = {g["GroupId"] for g in perm.get("UserIdGroupPairs", [])} | \
-                {r["CidrIp"] for r in perm.get("IpRanges", [])}
-            wanted = {g["GroupId"] for g in want.get("UserIdGroupPairs", [])} | \
-                {r["CidrIp"] for r in want.get("IpRanges", [])}
-            if same_ports and wanted <= peers:
+            if same_ports and _peers(want) <= _peers(perm):
                 return dict(inputs)
         return None
 
