@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-from dataclasses import asdict, dataclass
-from typing import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable
 
 HASH_LEN = 8
 
@@ -161,26 +161,31 @@ def _fit(name: str, rule: NameRule, digest: str) -> str:
     return f"{head}-{digest}"
 
 
+def _kind(kind: str) -> Any:
+    """A PhysicalNames field whose names follow RULES[kind]."""
+    return field(metadata={"kind": kind})
+
+
 @dataclass(frozen=True)
 class PhysicalNames:
     """All physical names of one stack. Built from (project, suffix, region, account)."""
 
-    rds_cluster: str
-    rds_instances: tuple[str, ...]
-    db_subnet_group: str
-    db_security_group: str
-    lambda_security_group: str
-    s3_bucket: str
-    db_secret: str
-    payment_function: str
-    rotation_function: str
-    payment_role: str
-    rotation_role: str
-    flow_logs_role: str
-    payment_log_group: str
-    rotation_log_group: str
-    flow_log_group: str
-    kms_alias: str
+    rds_cluster: str = _kind("rds_cluster")
+    rds_instances: tuple[str, ...] = _kind("rds_instance")
+    db_subnet_group: str = _kind("db_subnet_group")
+    db_security_group: str = _kind("security_group")
+    lambda_security_group: str = _kind("security_group")
+    s3_bucket: str = _kind("s3_bucket")
+    db_secret: str = _kind("secret")
+    payment_function: str = _kind("lambda_function")
+    rotation_function: str = _kind("lambda_function")
+    payment_role: str = _kind("iam_role")
+    rotation_role: str = _kind("iam_role")
+    flow_logs_role: str = _kind("iam_role")
+    payment_log_group: str = _kind("log_group")
+    rotation_log_group: str = _kind("log_group")
+    flow_log_group: str = _kind("log_group")
+    kms_alias: str = _kind("kms_alias")
 
     @classmethod
     def create(cls, project: str, suffix: str, region: str, account_id: str,
@@ -214,16 +219,9 @@ class PhysicalNames:
 
     def items(self) -> list[tuple[str, str, str]]:
         """(field, rule kind, name) for every name, for tables and validation."""
-        kinds = {"rds_instances": "rds_instance", "payment_function": "lambda_function",
-                 "rotation_function": "lambda_function", "payment_role": "iam_role",
-                 "rotation_role": "iam_role", "flow_logs_role": "iam_role",
-                 "payment_log_group": "log_group", "rotation_log_group": "log_group",
-                 "flow_log_group": "log_group", "db_secret": "secret",
-                 "db_security_group": "security_group",
-                 "lambda_security_group": "security_group"}
         rows = []
-        for field, value in asdict(self).items():
-            kind = kinds.get(field, field)
-            for v in (value if isinstance(value, (list, tuple)) else [value]):
-                rows.append((field, kind, v))
+        for f in fields(self):
+            value = getattr(self, f.name)
+            for name in (value if isinstance(value, tuple) else (value,)):
+                rows.append((f.name, f.metadata["kind"], name))
         return rows
