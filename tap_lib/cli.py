@@ -61,12 +61,12 @@ def _progress(args):
 @command("config")
 def cmd_config(args) -> int:
     from .engines.registry import check_target
-    from .ops.names import account_for, names_table, physical_names
+    from .ops.names import account_for, names_table
     from .ops.stack import settings_for
 
     settings = settings_for(args.env, args.set)
     target = check_target(args.target)
-    names = physical_names(settings, account_for(target, settings.region))
+    names = settings.physical_names(account_for(target, settings.region))
     table = names_table(names)
     if args.json:
         emit_json({"stack": settings.stack_name, "target": target,

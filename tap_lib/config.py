@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, f
 
 from . import project
 from .errors import ConfigError
+from .naming import PhysicalNames
 
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096,
                       1827, 2192, 2557, 2922, 3288, 3653)
@@ -173,6 +174,11 @@ class Settings(_Model):
         blocks = [str(b) for b in net.subnets(prefixlen_diff=4)]
         n = self.vpc.az_count
         return blocks[:n], blocks[8: 8 + n]
+
+    def physical_names(self, account: str) -> PhysicalNames:
+        """Every physical name of this stack; the account makes the bucket name unique."""
+        return PhysicalNames.create(project.project_name(), self.suffix, self.region, account,
+                                    self.db.instances)
 
     def all_tags(self) -> dict[str, str]:
         return {"Project": project.project_name(), "Environment": self.environment,

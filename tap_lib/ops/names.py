@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..config import Settings
 from ..engines.synth import MOCK_ACCOUNT
 from ..naming import RULES, PhysicalNames
-from ..project import project_name
 
 
 def account_for(target: str, region: str) -> str:
@@ -24,11 +22,6 @@ def account_for(target: str, region: str) -> str:
         raise TargetUnreachable(f"cannot determine the AWS account: {exc}",
                                 hint="configure AWS credentials (AWS_PROFILE or "
                                      "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)") from None
-
-
-def physical_names(settings: Settings, account: str) -> PhysicalNames:
-    return PhysicalNames.create(project_name(), settings.suffix, settings.region, account,
-                                settings.db.instances)
 
 
 def names_table(names: PhysicalNames) -> pd.DataFrame:

@@ -5,7 +5,6 @@ import pulumi
 import pulumi_aws as aws
 
 from ..config import Settings
-from ..naming import PhysicalNames
 from ..project import project_name
 from .tap_stack import TapStack, TapStackArgs
 
@@ -20,9 +19,8 @@ def define_stack(settings: Settings) -> TapStack:
     so an ambient AWS_REGION or a stale `aws:region` cannot send resources elsewhere."""
     provider = aws.Provider(f"aws-{settings.region}", region=settings.region)
     account = aws.get_caller_identity(opts=pulumi.InvokeOptions(provider=provider)).account_id
-    names = PhysicalNames.create(project_name(), settings.suffix, settings.region, account,
-                                 settings.db.instances)
-    stack = TapStack(f"{project_name()}-{settings.suffix}", TapStackArgs(settings, names),
+    stack = TapStack(f"{project_name()}-{settings.suffix}",
+                     TapStackArgs(settings, settings.physical_names(account)),
                      pulumi.ResourceOptions(providers={"aws": provider}))
     for key in OUTPUT_NAMES:
         pulumi.export(key, stack.outputs[key])
