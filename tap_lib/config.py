@@ -1,20 +1,27 @@
 """Per-environment settings: params/<env>.yaml, validated, with --set overrides.
 
 Every error names the file, the field, the offending value and what is allowed, and is raised
-before anything is touched.
+before anything is touched. Validation covers what AWS itself would refuse later, part-way
+through a deploy (tag rules, zones per region, service limits), and the files are read as
+untrusted input: size, encoding, nesting and YAML anchors are bounded, errors stay a few hundred
+characters, and a value whose setting's name looks secret is never echoed.
 """
 from __future__ import annotations
 
 import functools
 import ipaddress
+import json
 import os
 import re
+import reprlib
 import typing
+import unicodedata
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, StrictStr, ValidationError,
+                      field_validator, model_validator)
 
 from . import project
 from .errors import ConfigError
@@ -26,6 +33,29 @@ RFC1918 = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12"
                                                    "192.168.0.0/16"))
 SUFFIX_RE = re.compile(r"^[A-Za-z0-9]{1,24}$")
 ENV_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+# A setting, tag or parameter whose name matches holds a secret: its value is never shown.
+SECRET_NAME = re.compile(r"password|secret|token|passphrase|key", re.IGNORECASE)
+
+# Bounds on an environment file and an override, which are untrusted input. The shipped files
+# are about 1 KB and nest 3 levels; YAML anchors and aliases are refused outright (a 1 KB alias
+# bomb expands to gigabytes, and plain settings files never need them).
+MAX_FILE_BYTES = 1 << 20
+MAX_DEPTH = 20
+MAX_NODES = 20_000
+MAX_OVERRIDE_CHARS = 4096
+SHOWN_CHARS = 160           # an echoed value is cut to about this many characters
+MAX_MESSAGE_CHARS = 1500    # the rest of an error message
+
+# AWS tag rules (the same for every service the stack uses): key 1-128 and value 0-256
+# characters of Unicode letters, digits, separators (spaces) and _ . : / = + - @; no aws:
+# prefix on keys or values; at most 50 tags on a resource.
+TAG_KEY_MAX, TAG_VALUE_MAX, TAGS_PER_RESOURCE = 128, 256, 50
+TAG_SYMBOLS = frozenset("_.:/=+-@")
+# Tags tap writes itself beside the user's, and which the user may therefore not set: the four
+# of Settings.all_tags(), Name and Tier (tap_lib/program/network.py puts them on network
+# resources) and the sandbox's URN tag (engines/sandbox/handlers/base.py URN_TAG).
+# tests/test_hostile_input.py checks this list against a synthesized stack.
+TAP_TAG_KEYS = ("Project", "Environment", "Stack", "ManagedBy", "Name", "Tier", "tap:urn")
 
 
 @functools.lru_cache(maxsize=1)
@@ -70,7 +100,8 @@ class VpcSettings(_Model):
 class DbSettings(_Model):
     engine_version: StrictStr = Field(description="Aurora PostgreSQL version, quoted, e.g. '15.6'")
     instance_class: StrictStr
-    instances: int = Field(ge=1, le=15)
+    # Aurora: one writer and up to 15 replicas per cluster.
+    instances: int = Field(ge=1, le=16)
     backup_retention_days: int = Field(ge=1, le=35)
     deletion_protection: bool
     database_name: StrictStr = "payments"
@@ -126,6 +157,8 @@ class Settings(_Model):
     environment: StrictStr
     suffix: StrictStr
     region: StrictStr
+    # Recorded in the stack at its first deploy: deletes and replacements then need --confirm.
+    protected: bool = False
     vpc: VpcSettings
     db: DbSettings
     secrets: SecretSettings = SecretSettings()
@@ -134,6 +167,12 @@ class Settings(_Model):
     tags: dict[StrictStr, StrictStr] = {}
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+    _source: str = PrivateAttr(default="")
+
+    @property
+    def source(self) -> str:
+        """The environment file these settings came from, e.g. params/prod.yaml."""
+        return self._source or f"params/{self.environment}.yaml"
 
     @field_validator("environment")
     @classmethod
@@ -156,13 +195,46 @@ class Settings(_Model):
             raise ValueError(f"unknown AWS region; allowed: {', '.join(aws_regions())}")
         return v
 
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, tags: dict[str, str]) -> dict[str, str]:
+        for key, value in tags.items():
+            problem = tag_problem(key, value)
+            if problem:
+                raise FieldProblem(f"tags.{key}", problem, value)
+        room = TAGS_PER_RESOURCE - len(TAP_TAG_KEYS)
+        if len(tags) > room:
+            raise FieldProblem("tags", f"{len(tags)} tags; AWS allows {TAGS_PER_RESOURCE} on a "
+                               f"resource and tap adds {len(TAP_TAG_KEYS)} of its own "
+                               f"({', '.join(TAP_TAG_KEYS)})", allowed=f"at most {room} tags")
+        return tags
+
+    @model_validator(mode="after")
+    def _zones_in_region(self) -> Settings:
+        zones = region_zones(self.region)
+        if zones is None:
+            raise FieldProblem("vpc.az_count", f"tap's zone table ({ZONES_FILE}, as of "
+                               f"{_zone_table()['as_of']}) does not list region "
+                               f"{self.region}, so the zone count cannot be checked",
+                               self.vpc.az_count, related=("region",),
+                               allowed=f"a listed region, or add {self.region}'s zones to "
+                                       "the table")
+        if self.vpc.az_count > len(zones):
+            raise FieldProblem("vpc.az_count", f"{self.region} has {len(zones)} availability "
+                               f"zones ({ZONES_FILE}, as of {_zone_table()['as_of']})",
+                               self.vpc.az_count, related=("region",),
+                               allowed=f"2 to {len(zones)}")
+        return self
+
     @property
     def stack_name(self) -> str:
         return project.stack_name(self.suffix)
 
     @property
     def availability_zones(self) -> list[str]:
-        return [f"{self.region}{letter}" for letter in "abcdef"[: self.vpc.az_count]]
+        """The first az_count zones of the region, by the names its accounts see."""
+        return [f"{self.region}{letter}"
+                for letter in (region_zones(self.region) or ())[: self.vpc.az_count]]
 
     @property
     def nat_count(self) -> int:
@@ -188,6 +260,56 @@ class Settings(_Model):
         return self.model_dump(by_alias=True)
 
 
+class FieldProblem(ValueError):
+    """A validator's complaint about a setting other than the one it validates (a tag, or
+    az_count judged against the region); validate() reports it under `field`."""
+
+    def __init__(self, field: str, message: str, value: Any = None, *,
+                 related: tuple[str, ...] = (), allowed: str | None = None):
+        super().__init__(message)
+        self.field, self.value, self.related, self.allowed = field, value, related, allowed
+
+
+def tag_problem(key: str, value: str) -> str | None:
+    """What AWS would refuse about one tag, or None."""
+    if not 1 <= len(key) <= TAG_KEY_MAX:
+        return f"tag key is {len(key)} characters; AWS allows 1 to {TAG_KEY_MAX}"
+    if len(value) > TAG_VALUE_MAX:
+        return f"tag value is {len(value)} characters; AWS allows at most {TAG_VALUE_MAX}"
+    for what, text in (("key", key), ("value", value)):
+        bad = next((c for c in text if not _tag_char(c)), None)
+        if bad is not None:
+            return (f"tag {what} contains {_char_name(bad)}; AWS allows letters, digits, spaces "
+                    f"and {' '.join(sorted(TAG_SYMBOLS))}")
+        if text[:4].lower() == "aws:":
+            return f"tag {what} starts with 'aws:', which AWS reserves for itself"
+    if key in TAP_TAG_KEYS:
+        return f"tag key {key!r} is one tap sets itself; reserved: {', '.join(TAP_TAG_KEYS)}"
+    return None
+
+
+def _tag_char(c: str) -> bool:
+    # AWS's pattern: ^[\p{L}\p{Z}\p{N}_.:/=+\-@]*$
+    return c in TAG_SYMBOLS or unicodedata.category(c)[0] in "LZN"
+
+
+def _char_name(c: str) -> str:
+    return f"{c!r} (U+{ord(c):04X} {unicodedata.name(c, unicodedata.category(c))})"
+
+
+ZONES_FILE = "tap_lib/data/regions.json"
+
+
+@functools.lru_cache(maxsize=1)
+def _zone_table() -> dict[str, Any]:
+    return json.loads((project.PACKAGE_DIR / "data" / "regions.json").read_text())
+
+
+def region_zones(region: str) -> list[str] | None:
+    """The zone letters of a region from the shipped table, or None when it does not list it."""
+    return _zone_table()["zones"].get(region)
+
+
 def _check_retention(v: int) -> int:
     if v not in LOG_RETENTION_DAYS:
         raise ValueError(f"not a CloudWatch Logs retention; allowed: "
@@ -200,18 +322,28 @@ def available_environments(directory: Path | None = None) -> list[str]:
     return sorted(p.stem for p in directory.glob("*.yaml"))
 
 
-def parse_override(text: str) -> tuple[str, Any]:
+def parse_override(text: str, source: str | None = None) -> tuple[str, Any]:
     """'db.engine_version=15.6' -> ('db.engine_version', '15.6'). The value is read as YAML
     (numbers, booleans, quoting), except that a decimal stays text ('15.10' is not 15.1) and a
-    setting declared as text gets text ('--set suffix=123' is the suffix '123')."""
+    setting declared as text gets text ('--set suffix=123' is the suffix '123').
+    `source`, the environment file overridden, is named in errors."""
+    where = f"{source} (--set)" if source else None
+    if not isinstance(text, str):
+        raise ConfigError("expected KEY=VALUE text", file=where, field="--set",
+                          value=shown(text))
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
         raise ConfigError("expected KEY=VALUE with a dotted key, e.g. db.engine_version=15.6",
-                          field="--set", value=text)
+                          file=where, field="--set",
+                          value=shown(text, secret=bool(SECRET_NAME.search(text))))
+    if len(text) > MAX_OVERRIDE_CHARS:
+        raise ConfigError(f"override is {len(text)} characters; at most {MAX_OVERRIDE_CHARS}",
+                          file=source and f"{source} (--set {shorten(key)})",
+                          field=shorten(key), value=shown(raw, key))
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = _load_yaml(raw) if raw.strip() else ""
+    except (yaml.YAMLError, ValueError):  # ValueError: an integer of more than 4300 digits
         value = raw
     if isinstance(value, (float, list, dict)) or value is None or \
             (_is_text(_declared_type(key.split("."))) and not isinstance(value, str)):
@@ -237,28 +369,61 @@ def load_settings(env: str, overrides: list[str] | tuple[str, ...] = (),
     """Load params/<env>.yaml, apply --set overrides and ENVIRONMENT_SUFFIX, validate."""
     directory = directory or project.params_dir()
     if not isinstance(env, str) or not ENV_NAME_RE.fullmatch(env or ""):
-        raise ConfigError("not a valid environment name", field="--env", value=env,
+        raise ConfigError("not a valid environment name", field="--env", value=shown(env),
                           allowed=", ".join(available_environments(directory)) or "none found")
     path = directory / f"{env}.yaml"
     if not path.is_file():
         raise ConfigError("no such environment file", file=str(path), field="--env", value=env,
                           allowed=", ".join(available_environments(directory)) or "none found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {exc}", file=str(path)) from None
-    if not isinstance(data, dict):
-        raise ConfigError("top level must be a mapping", file=str(path))
+    data = read_settings_file(path)
     source = _display(path)
     overridden = []
     for text in overrides:
-        key, value = parse_override(text)
+        key, value = parse_override(text, source)
+        if key == "protected":
+            raise ConfigError("protection is declared by the environment file only, never "
+                              "overridden", file=f"{source} (--set {key})", field=key)
         _apply_override(data, key, value, f"{source} (--set {key})")
         overridden.append(key)
     suffix = os.environ.get("ENVIRONMENT_SUFFIX") if use_environ else None
     if suffix:
         data["suffix"] = suffix
-    return validate(data, source, overridden=overridden, suffix_from_env=bool(suffix))
+    settings = validate(data, source, overridden=overridden, suffix_from_env=bool(suffix))
+    settings._source = source
+    return settings
+
+
+def read_settings_file(path: Path) -> dict:
+    """The mapping an environment file holds, read as untrusted input: at most MAX_FILE_BYTES
+    of UTF-8, valid YAML without anchors or aliases, nested at most MAX_DEPTH deep."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the file: {exc.strerror or type(exc).__name__}",
+                          file=str(path)) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(f"file is larger than {MAX_FILE_BYTES // 1024} KiB; an environment "
+                          "file is a few dozen lines of YAML", file=str(path))
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset {exc.start} "
+                          f"(line {line}); save the file as UTF-8", file=str(path)) from None
+    try:
+        data = _load_yaml(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {shorten(str(exc), 600)}", file=str(path)) from None
+    except ValueError:  # int() refuses integers of more than 4300 digits
+        raise ConfigError("holds a number too long to read (more than 4300 digits)",
+                          file=str(path)) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"top level must be a mapping of settings, not a "
+                          f"{type(data).__name__}", file=str(path))
+    return data
 
 
 def validate(data: dict, source: str, overridden: list[str] = (),
@@ -266,24 +431,109 @@ def validate(data: dict, source: str, overridden: list[str] = (),
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        origin = source
-        if field in overridden:
-            origin = f"{source} (--set {field})"
-        elif field == "suffix" and suffix_from_env:
-            origin = "environment variable ENVIRONMENT_SUFFIX"
-        msg = err["msg"].removeprefix("Value error, ")
-        allowed = None
-        if err["type"] == "extra_forbidden":
-            msg = "unknown setting"
-            allowed = ", ".join(_known_keys(err["loc"][:-1]))
-        elif err["type"] == "missing":
-            msg = "required setting is missing"
-        value = err.get("input") if err["type"] != "missing" else None
-        if isinstance(value, dict):
-            value = None
-        raise ConfigError(msg, file=origin, field=field, value=value, allowed=allowed) from None
+        err = exc.errors(include_url=False)[0]
+    field = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    value = err.get("input") if err["type"] != "missing" else None
+    allowed, related = None, ()
+    problem = (err.get("ctx") or {}).get("error")
+    if isinstance(problem, FieldProblem):
+        field, value, allowed, related = (problem.field, problem.value, problem.allowed,
+                                          problem.related)
+    elif err["type"] == "extra_forbidden":
+        msg = "unknown setting"
+        allowed = ", ".join(_known_keys(err["loc"][:-1]))
+    elif err["type"] == "missing":
+        msg = "required setting is missing"
+    if isinstance(value, dict):
+        value = None
+    origin = source
+    blamed = [f for f in (field, *related) if f in overridden]
+    if blamed:
+        origin = f"{source} (--set {', '.join(blamed)})"
+    elif field == "suffix" and suffix_from_env:
+        origin = "environment variable ENVIRONMENT_SUFFIX"
+    raise ConfigError(shorten(msg, MAX_MESSAGE_CHARS), file=origin, field=shorten(field),
+                      value=shown(value, field), allowed=allowed and shorten(allowed, 800))
+
+
+def shown(value: Any, name: str = "", *, secret: bool = False) -> Any:
+    """An offending value as an error may echo it: itself when short, cut to about
+    SHOWN_CHARS otherwise, and never the value of a setting whose name looks secret."""
+    if value is None:
+        return None
+    if secret or SECRET_NAME.search(str(name).rsplit(".", 1)[-1]):
+        return _Shown("<hidden: the setting's name looks secret>")
+    if isinstance(value, (bool, float)):
+        return value
+    if isinstance(value, str) and len(value) <= SHOWN_CHARS:
+        return value
+    if isinstance(value, int) and value.bit_length() < 400:
+        return value
+    try:
+        text = _REPR.repr(value)
+    except ValueError:  # int too large to convert
+        text = f"<an integer of about {value.bit_length() * 3 // 10} digits>"
+    if isinstance(value, (str, bytes)):
+        text += f" ({len(value)} characters)"
+    return _Shown(shorten(text, SHOWN_CHARS + 40))
+
+
+def shorten(text: str, limit: int = SHOWN_CHARS) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}… [{len(text) - limit} more]"
+
+
+class _Shown:
+    """Stands for a value in an error message: its repr is the text given."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = SHOWN_CHARS
+_REPR.maxlist = _REPR.maxdict = _REPR.maxtuple = _REPR.maxset = 8
+_REPR.maxlevel = 3
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses anchors and aliases and bounds nesting and the node count, so
+    a small file can neither expand without bound nor exhaust the recursion limit."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise yaml.composer.ComposerError(
+                None, None, "anchors and aliases (&name, *name, <<) are not allowed here; "
+                "write each value out", event.start_mark)
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise yaml.composer.ComposerError(
+                None, None, f"more than {MAX_NODES} values", event.start_mark)
+        if self._depth >= MAX_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nested more than {MAX_DEPTH} levels deep", event.start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _load_yaml(text: str) -> Any:
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def _declared_type(path: list[str] | tuple) -> Any:

@@ -356,7 +356,7 @@ BAD_VALUES: dict[str, st.SearchStrategy] = {
         st.integers().filter(lambda v: v not in LOG_RETENTION_DAYS), NOT_A_NUMBER),
     "suffix": st.one_of(ANY_TEXT.filter(lambda v: not re.fullmatch(r"[A-Za-z0-9]{1,24}", v)),
                         st.integers(), st.booleans()),
-    "db.instances": st.one_of(st.integers().filter(lambda v: not 1 <= v <= 15), NOT_A_NUMBER),
+    "db.instances": st.one_of(st.integers().filter(lambda v: not 1 <= v <= 16), NOT_A_NUMBER),
 }
 
 
@@ -430,7 +430,7 @@ ACCEPTABLE_OVERRIDES = {
     "region": lambda v: v in aws_regions(),
     "vpc.nat_gateways": lambda v: v in ("single", "per_az"),
     "db.engine_version": lambda v: isinstance(v, str) and re.fullmatch(r"\d{2}\.\d{1,2}", v),
-    "db.instances": lambda v: _int_like(v) and 1 <= int(float(str(v).replace("_", ""))) <= 15,
+    "db.instances": lambda v: _int_like(v) and 1 <= int(float(str(v).replace("_", ""))) <= 16,
 }
 
 
