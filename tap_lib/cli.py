@@ -49,6 +49,18 @@ def _plan_text(plan) -> None:
     print(f"{plan.stack} ({plan.target}) {plan.operation}: {summary or 'no resources'}")
 
 
+def _interactive() -> bool:
+    """A person can answer a prompt: stdin is open and a terminal (`<&-` leaves it None)."""
+    return sys.stdin is not None and not sys.stdin.closed and sys.stdin.isatty()
+
+
+def _ask(question: str) -> bool:
+    try:
+        return input(question).strip().lower() == "y"
+    except EOFError:
+        return False
+
+
 def _progress(args):
     if args.json:
         return None
@@ -99,7 +111,8 @@ def cmd_preflight(args) -> int:
 def cmd_preview(args) -> int:
     from .ops import stack
 
-    plan = stack.preview(args.env, args.target, args.set)
+    plan = stack.preview(args.env, args.target, args.set, skip_rules=args.skip_rule,
+                         reason=args.reason)
     emit_json(plan.to_dict()) if args.json else _plan_text(plan)
     return 0
 
@@ -108,18 +121,20 @@ def cmd_preview(args) -> int:
 def cmd_deploy(args) -> int:
     from .ops import stack
 
+    skip = dict(skip_rules=args.skip_rule, reason=args.reason)
     if not args.yes:
-        if args.json or not sys.stdin.isatty():
+        if args.json or not _interactive():
             raise UsageError("deploy needs --yes when not run interactively")
-        plan = stack.preview(args.env, args.target, args.set)
+        plan = stack.preview(args.env, args.target, args.set, **skip)
         _plan_text(plan)
         if not plan.changes:
             print("nothing to do")
             return 0
-        if input(f"apply these changes to {plan.stack}? [y/N] ").strip().lower() != "y":
+        if not _ask(f"apply these changes to {plan.stack}? [y/N] "):
             print("cancelled; nothing changed")
             return 0
-    result = stack.deploy(args.env, args.target, args.set, progress=_progress(args))
+    result = stack.deploy(args.env, args.target, args.set, progress=_progress(args), yes=True,
+                          confirm=args.confirm, **skip)
     if args.json:
         emit_json(result.to_dict())
     else:
@@ -136,6 +151,16 @@ def cmd_destroy(args) -> int:
 
     result = stack.destroy(args.env, args.target, args.set, yes=args.yes, confirm=args.confirm,
                            progress=_progress(args))
+    emit_json(result.to_dict()) if args.json else _plan_text(result)
+    return 0
+
+
+@command("refresh")
+def cmd_refresh(args) -> int:
+    from .ops import stack
+
+    result = stack.refresh(args.env, args.target, args.set, progress=_progress(args),
+                           confirm=args.confirm)
     emit_json(result.to_dict()) if args.json else _plan_text(result)
     return 0
 
@@ -226,19 +251,11 @@ def cmd_audit(args) -> int:
 
 @command("sandbox")
 def cmd_sandbox(args) -> int:
-    from .engines.sandbox import server, standin
+    from .engines.sandbox import server
+    from .engines.sandbox.engine import reset_sandbox, stop_sandbox
 
-    action = args.action
-    if action in ("stop", "reset"):
-        standin.forget_every_stack()  # the emulator forgets the stacks: their databases go too
-    status = {"start": server.start, "stop": server.stop, "status": server.status,
-              "reset": server.reset}[action]()
-    if action == "reset":
-        import shutil
-
-        from .engines.sandbox.state import stack_dir
-
-        shutil.rmtree(stack_dir("_").parent, ignore_errors=True)
+    status = {"start": server.start, "stop": stop_sandbox, "status": server.status,
+              "reset": reset_sandbox}[args.action]()
     if args.json:
         emit_json(status.to_dict())
     else:
@@ -252,14 +269,16 @@ def cmd_sandbox(args) -> int:
 
 # -- parser -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    from .engines.registry import TARGETS
+
     parser = argparse.ArgumentParser(prog="tap", description="TapStack operations runbook")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def stack_cmd(name: str, help_: str, *, sets: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
         p.add_argument("--env", required=True, help="environment file params/<ENV>.yaml")
-        p.add_argument("--target", choices=("sandbox", "aws"), default=None,
-                       help="sandbox (default, also TAP_TARGET) or aws")
+        p.add_argument("--target", choices=tuple(TARGETS), default=None,
+                       help="where the stack lives (default sandbox, also TAP_TARGET)")
         p.add_argument("--json", action="store_true", help="machine-readable output")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override one setting, e.g. db.engine_version=15.6"
@@ -268,12 +287,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     stack_cmd("config", "resolved settings and every physical name")
     stack_cmd("preflight", "check configuration and plan before deploying (changes nothing)")
-    stack_cmd("preview", "show what deploy would change")
+    confirm_help = ("the stack name, e.g. TapStackprod: needed to delete or replace anything "
+                    "of a protected stack, or to operate a stack from another environment file")
+
+    def gated(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--skip-rule", action="append", default=[], metavar="ID",
+                       help="do not let preflight rule ID block this run (needs --reason)")
+        p.add_argument("--reason", help="why the skipped rules do not apply (recorded)")
+
+    gated(stack_cmd("preview", "show what deploy would change"))
     p = stack_cmd("deploy", "create or update the stack")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--confirm", metavar="STACK", help=confirm_help)
+    gated(p)
+    p = stack_cmd("refresh", "read every resource as it is now into the stack's state")
+    p.add_argument("--confirm", metavar="STACK", help=confirm_help)
     p = stack_cmd("destroy", "delete every resource of the stack")
     p.add_argument("--yes", action="store_true", help="required")
-    p.add_argument("--confirm", help="for prod: the stack name, e.g. TapStackprod")
+    p.add_argument("--confirm", metavar="STACK", help=confirm_help)
     stack_cmd("outputs", "stack outputs")
     stack_cmd("verify", "read-only checks of the deployed stack")
     stack_cmd("inspect", "outputs, inventory, drift, history and a topology picture")
@@ -281,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="execute notebooks with papermill into outputs/")
     p.add_argument("notebook", help="preflight|preview|deploy|verify|inspect|destroy|audit|all")
     p.add_argument("--env", required=True)
-    p.add_argument("--target", choices=("sandbox", "aws"), default=None)
+    p.add_argument("--target", choices=tuple(TARGETS), default=None)
     p.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("KEY", "VALUE"),
                    help="notebook parameter")
     p.add_argument("--json", action="store_true")

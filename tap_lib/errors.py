@@ -3,10 +3,13 @@
     TapError                      (3)
     ├── ConfigError               (2)  bad environment file, --set override or parameter
     ├── UsageError                (2)  bad command-line use (missing --yes, wrong --confirm)
+    │   └── ProtectedStack        (2)  a protected stack's delete/replace without --confirm
     ├── ChecksFailed              (1)  the operation ran and found problems
     ├── TargetUnreachable         (3)  emulator / AWS / pulumi CLI not available
     ├── OperationFailed           (3)  an operation failed part-way
-    │   ├── StackLocked           (3)  another operation holds the stack
+    │   ├── StackLocked           (3)  another operation holds (or is changing) the stack
+    │   ├── StateCorrupt          (3)  one of tap's own files is damaged; names file and fix
+    │   ├── OrphanedResources     (3)  no state, but the stack's tagged resources are live
     │   ├── DuplicateUrnError     (3)  the program registered one URN twice
     │   └── UnsupportedResource   (3)  the sandbox has no handler for a resource type
     └── SandboxStateLost          (3)  the emulator restarted and forgot the stack
@@ -70,6 +73,28 @@ class StackLocked(OperationFailed):
     pass
 
 
+class StateCorrupt(OperationFailed):
+    """One of tap's own files (state, history, lock info, emulator runtime) cannot be used:
+    the message names the file and what is wrong, the hint how to recover."""
+
+    def __init__(self, file: object, problem: str, *, hint: str | None = None):
+        super().__init__(f"{file}: {problem}", hint=hint)
+        self.file, self.problem = str(file), problem
+
+
+class OrphanedResources(OperationFailed):
+    """A deploy found no state but live resources tagged with the stack's URNs: creating the
+    stack again would duplicate them."""
+
+    def __init__(self, stack: str, counts: dict[str, int], *, hint: str | None = None):
+        listed = ", ".join(f"{n} {t}" for t, n in sorted(counts.items()))
+        super().__init__(f"stack {stack} has no state in tap, but the emulator holds "
+                         f"{sum(counts.values())} resources tagged with its URNs ({listed}); "
+                         "deploying now would duplicate them, so nothing was changed",
+                         hint=hint)
+        self.stack, self.counts = stack, dict(counts)
+
+
 class DuplicateUrnError(OperationFailed):
     def __init__(self, urn: str):
         super().__init__(f"duplicate resource URN '{urn}'",
@@ -89,3 +114,14 @@ class UnsupportedResource(OperationFailed):
 
 class SandboxStateLost(TapError):
     exit_code = 3
+
+
+class ProtectedStack(UsageError):
+    """A protected stack's deletes and replacements need the stack name as confirmation."""
+
+    def __init__(self, stack: str, what: str, confirm: str | None):
+        super().__init__(f"{stack} is protected: {what}; nothing was changed",
+                         hint=f"re-run with --confirm {stack} (or the notebook parameter "
+                              f"confirm={stack!r}) if that is intended" +
+                              (f"; got {confirm!r}" if confirm else ""))
+        self.stack = stack

@@ -23,8 +23,9 @@ from pulumi.automation.errors import create_command_error
 
 from tap_lib.config import load_settings
 from tap_lib.engines import pulumi_engine as pe
-from tap_lib.engines.base import OPS, HistoryEntry, StepEvent
-from tap_lib.errors import ConfigError, OperationFailed, StackLocked, TargetUnreachable
+from tap_lib.engines.base import OPS, HistoryEntry, StackMeta, StepEvent
+from tap_lib.errors import (ConfigError, OperationFailed, ProtectedStack, StackLocked,
+                            TargetUnreachable, UsageError)
 
 REPO = Path(__file__).resolve().parents[1]
 EVENTS = json.loads((Path(__file__).parent / "data" / "pulumi_events.json").read_text())
@@ -315,7 +316,8 @@ def _summary(kind: str, result: str = "succeeded", changes: dict | None = None,
 def test_history_entries_use_taps_ops_and_operation_names():
     entry = pe.history_entry(_summary("update", changes={
         "create": 3, "same": 2, "replace": 1, "update": 1, "delete": 1}))
-    assert entry == HistoryEntry(time="2024-06-01T10:00:00+00:00", operation="up",
+    # One vocabulary on every target: Pulumi's "update" is tap's "deploy".
+    assert entry == HistoryEntry(time="2024-06-01T10:00:00+00:00", operation="deploy",
                                  result="succeeded", duration_s=42.0, create=3, update=1,
                                  replace=1, delete=1, same=2)
     running = pe.history_entry(_summary("destroy", "in-progress", end=None))
@@ -437,7 +439,11 @@ class FakePulumi:
                 return cls()
 
             def set_all_config(self, config):
-                fake.config = {k: v.value for k, v in config.items() if not v.secret}
+                # As `pulumi config set-all`: the given keys are set, others are kept.
+                fake.config.update({k: v.value for k, v in config.items() if not v.secret})
+
+            def get_all_config(self):
+                return {k: auto.ConfigValue(v) for k, v in fake.config.items()}
 
             def preview(self, on_event, **_):
                 fake.replay(on_event)
@@ -492,10 +498,12 @@ def test_up_writes_config_and_returns_steps_outputs_and_progress(engine, fake):
                     "db_secret_arn": auto.OutputValue("arn:aws:secretsmanager:x", True)}
     seen: list[StepEvent] = []
     result = engine.up(seen.append)
-    assert fake.calls == ["create_or_select TapStackdev"]
-    assert fake.config == engine.stack_config()
+    # The recorded origin is read first (select), then the stack is changed.
+    assert fake.calls == ["select TapStackdev", "create_or_select TapStackdev"]
+    assert fake.config == {**engine.stack_config(), "tap:origin": "params/dev.yaml",
+                           "tap:protected": "false"}
     assert (result.stack, result.target, result.operation, result.status) == (
-        "TapStackdev", "aws", "up", "succeeded")
+        "TapStackdev", "aws", "deploy", "succeeded")
     assert result.summary == {"create": 1, "update": 1, "replace": 1, "delete": 1, "same": 1}
     assert result.outputs == {"vpc_id": "vpc-0123456789abcdef0", "db_secret_arn": "[secret]"}
     assert [e.phase for e in seen] == ["start", "done"] * 5
@@ -586,3 +594,25 @@ def test_real_cli_previews_the_whole_stack(monkeypatch):
             auto.LocalWorkspace(work_dir=str(REPO), env_vars=engine.workspace_env()).remove_stack(
                 engine.stack, force=True)
         (REPO / f"Pulumi.{engine.stack}.yaml").unlink(missing_ok=True)
+
+
+def test_first_deploy_records_origin_and_protection_in_the_stack(stub_cli, fake):
+    """Protection travels with the stack: written once into its config, read back from there."""
+    prod = pe.PulumiEngine(load_settings("prod"))
+    prod.up(confirm="TapStackprod")
+    assert fake.config["tap:origin"] == "params/prod.yaml"
+    assert fake.config["tap:protected"] == "true"
+    assert prod.stack_meta() == StackMeta("params/prod.yaml", True)
+    # The same stack named from the dev file (ENVIRONMENT_SUFFIX=prod) is refused unconfirmed,
+    # and its destroy needs the confirmation the prod file recorded.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ENVIRONMENT_SUFFIX", "prod")
+        other = pe.PulumiEngine(load_settings("dev"))
+    calls = len(fake.calls)
+    with pytest.raises(UsageError, match="created from params/prod.yaml"):
+        other.destroy()
+    with pytest.raises(ProtectedStack):
+        prod.destroy()
+    assert not any(c.startswith("create_or_select") for c in fake.calls[calls:])
+    prod.up(confirm="TapStackprod")
+    assert fake.config["tap:origin"] == "params/prod.yaml"  # never rewritten

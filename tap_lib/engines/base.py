@@ -4,9 +4,16 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Protocol
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import pandas as pd
+
+from ..errors import ProtectedStack, UsageError
+
+if TYPE_CHECKING:
+    from ..aws import Clients
+    from ..config import Settings
 
 OPS = ("create", "update", "replace", "delete", "same")
 
@@ -133,15 +140,148 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-class Engine(Protocol):
-    """Both engines implement this; operations and notebooks only use this surface."""
+@dataclass(frozen=True)
+class StackMeta:
+    """What a stack remembers about itself from its first deploy, whichever file runs it now:
+    the environment file that created it and whether that file declared it protected."""
 
-    name: str
-    stack: str
+    origin: str          # e.g. "params/prod.yaml"
+    protected: bool
 
+
+class Engine(ABC):
+    """One target (where stacks live) behind one interface. Everything that differs between
+    targets is a method here, so operations never ask which engine they have; a new target is
+    one subclass and one line in `registry.TARGETS`.
+
+    Mutations (`up`, `destroy`, `refresh`) are guarded here, below every caller: a protected
+    stack's deletes and replacements need `confirm=<stack name>`, and a stack operated from
+    another environment file than the one that created it is refused unless confirmed."""
+
+    name: ClassVar[str]
+    # A target whose engine can read any resource as it is now (inspect's full drift table).
+    reads_live: ClassVar[bool] = False
+    # Said wherever a function ran somewhere other than in the target itself.
+    invoke_note: ClassVar[str | None] = None
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.stack = settings.stack_name
+
+    # -- facts about the target that need no stack -------------------------------------
+    @classmethod
+    @abstractmethod
+    def account(cls, region: str) -> str:
+        """The account id stacks on this target live in (it makes bucket names unique)."""
+
+    @classmethod
+    @abstractmethod
+    def offered_engine_versions(cls, region: str, engine: str) -> tuple[list[str], str]:
+        """(versions offered in the region, where that list came from)."""
+
+    @classmethod
+    @abstractmethod
+    def default_region(cls, settings: Settings) -> str | None:
+        """Where calls would go without tap's explicit provider (None: nowhere)."""
+
+    # -- the stack ------------------------------------------------------------------------
+    @abstractmethod
     def preview(self) -> Plan: ...
-    def up(self, progress: ProgressCallback | None = None) -> Result: ...
-    def destroy(self, progress: ProgressCallback | None = None) -> Result: ...
+
+    def up(self, progress: ProgressCallback | None = None, *,
+           confirm: str | None = None) -> Result:
+        meta = self._guard_origin(confirm)
+        protected = meta.protected if meta else self.settings.protected
+        if protected and confirm != self.stack:
+            self.require_confirmation(self.preview(), confirm)
+        return self._up(progress, confirm=confirm if protected else self.stack,
+                        meta=meta or StackMeta(self.settings.source, self.settings.protected))
+
+    def destroy(self, progress: ProgressCallback | None = None, *,
+                confirm: str | None = None) -> Result:
+        meta = self._guard_origin(confirm)
+        if (meta.protected if meta else self.settings.protected) and confirm != self.stack:
+            raise ProtectedStack(self.stack, "destroy deletes every resource", confirm)
+        return self._destroy(progress)
+
+    def refresh(self, progress: ProgressCallback | None = None, *,
+                confirm: str | None = None) -> Result:
+        """Read every resource as it is now into the stack's state (drift becomes visible to
+        preview, and the next deploy repairs it). Changes no resource."""
+        self._guard_origin(confirm)
+        return self._refresh(progress)
+
+    @abstractmethod
+    def _refresh(self, progress: ProgressCallback | None) -> Result: ...
+
+    @abstractmethod
+    def _up(self, progress: ProgressCallback | None, *, confirm: str | None,
+            meta: StackMeta) -> Result:
+        """Apply the program. Must refuse, before changing it, any delete or replace when
+        `confirm` is not the stack name, and record `meta` with the stack."""
+
+    @abstractmethod
+    def _destroy(self, progress: ProgressCallback | None) -> Result: ...
+
+    @abstractmethod
     def outputs(self) -> dict[str, Any]: ...
+
+    @abstractmethod
     def resources(self) -> list[ResourceState]: ...
-    def history(self) -> list[HistoryEntry]: ...
+
+    @abstractmethod
+    def history(self) -> list[HistoryEntry]:
+        """Past operations, named with HISTORY_OPERATIONS whatever the target calls them."""
+
+    @abstractmethod
+    def stack_meta(self) -> StackMeta | None:
+        """What the stack recorded at its first deploy; None for a stack never deployed."""
+
+    # -- what operations need from the target ----------------------------------------------
+    @abstractmethod
+    def clients(self) -> Clients:
+        """boto3 clients on the target, in the stack's region."""
+
+    @abstractmethod
+    def invoke(self, function: dict, event: dict) -> dict:
+        """Run a deployed function (its get_function description) with `event`; its result."""
+
+    def read_live(self, urn: str) -> dict | None:
+        """The resource as the target has it now, or None if it is gone."""
+        raise NotImplementedError(f"the {self.name} target cannot read single resources")
+
+    def login_check(self) -> bool:
+        """Whether tap can reach the database itself (not only through the function)."""
+        return False
+
+    @classmethod
+    def reset(cls) -> None:
+        """Return the target to empty (only a rehearsal target can)."""
+        raise UsageError(f"the {cls.name} target cannot be reset; destroy its stacks instead")
+
+    # -- guards ----------------------------------------------------------------------------
+    def is_protected(self) -> bool:
+        """As the stack recorded it; a stack not yet deployed, as its environment file says."""
+        meta = self.stack_meta()
+        return meta.protected if meta else self.settings.protected
+
+    def _guard_origin(self, confirm: str | None) -> StackMeta | None:
+        meta = self.stack_meta()
+        if meta and meta.origin != self.settings.source and confirm != self.stack:
+            raise UsageError(
+                f"stack {self.stack} was created from {meta.origin}, not "
+                f"{self.settings.source}; refusing to change it from another environment file",
+                hint=f"use --env for {meta.origin}, or confirm on purpose with "
+                     f"--confirm {self.stack}")
+        return meta
+
+    def require_confirmation(self, plan: Plan, confirm: str | None) -> None:
+        """A protected stack: every delete and replace needs the stack name as confirmation."""
+        risky = [s for s in plan.steps if s.op in ("delete", "replace")]
+        if risky and confirm != self.stack:
+            shown = ", ".join(f"{s.op} {s.name}" for s in risky[:8])
+            more = f" and {len(risky) - 8} more" if len(risky) > 8 else ""
+            raise ProtectedStack(self.stack, f"this deploy would {shown}{more}", confirm)
+
+
+HISTORY_OPERATIONS = ("deploy", "destroy", "refresh")

@@ -28,11 +28,13 @@ from typing import Any, Callable, TypeVar
 from pulumi import automation as auto
 from pulumi.automation.events import OpType
 
+from ..aws import Clients
 from ..config import Settings
 from ..errors import ConfigError, OperationFailed, StackLocked, TapError, TargetUnreachable
 from ..project import project_dir, tap_home
-from .base import (OPS, HistoryEntry, Plan, ProgressCallback, ResourceState, Result, Step,
-                   StepEvent, is_secret)
+from .base import (OPS, Engine, HistoryEntry, Plan, ProgressCallback, ResourceState, Result,
+                   StackMeta, Step, StepEvent, is_secret)
+from .versions import aws_engine_versions
 
 SECRET = "[secret]"
 INSTALL_HINT = ("the pulumi CLI is not on PATH; install it with `conda env create -f "
@@ -201,9 +203,24 @@ def history_entry(summary: auto.UpdateSummary) -> HistoryEntry:
         if op in OP_MAP:
             counts[OP_MAP[op]] += n
     return HistoryEntry(time=start.isoformat(timespec="seconds"),
-                        operation="up" if summary.kind == "update" else summary.kind,
+                        operation=HISTORY_VOCABULARY.get(summary.kind, summary.kind),
                         result=summary.result,
                         duration_s=(end - start).total_seconds() if end else 0.0, **counts)
+
+
+# Pulumi's names for operations in the words every tap target uses (base.HISTORY_OPERATIONS).
+HISTORY_VOCABULARY = {"update": "deploy", "destroy": "destroy", "refresh": "refresh"}
+META_KEYS = ("tap:origin", "tap:protected")  # written at the first deploy, never rewritten
+
+
+def stack_meta_from(config: dict[str, Any]) -> StackMeta | None:
+    """A stack's recorded origin and protection from its config (None: never recorded)."""
+    origin = config.get("tap:origin")
+    if origin is None:
+        return None
+    value = getattr(origin, "value", origin)
+    protected = getattr(config.get("tap:protected"), "value", config.get("tap:protected"))
+    return StackMeta(str(value), str(protected).lower() == "true")
 
 
 _PULUMI_FAILURES = (auto.CommandError, auto.InvalidVersionError, subprocess.CalledProcessError,
@@ -306,18 +323,17 @@ class StepTracker:
 
 # ---- the engine --------------------------------------------------------------------------------
 
-class PulumiEngine:
-    """The Engine protocol on the Pulumi CLI. Construction checks what would otherwise fail
-    half-way (the CLI, the passphrase, the backend directory) and touches no stack."""
+class PulumiEngine(Engine):
+    """The Engine on the Pulumi CLI. Construction checks what would otherwise fail half-way
+    (the CLI, the passphrase, the backend directory) and touches no stack."""
 
     name = "aws"
 
     def __init__(self, settings: Settings, overrides: Sequence[str] = ()):
         require_cli()
         require_passphrase()
-        self.settings = settings
+        super().__init__(settings)
         self.overrides = tuple(overrides)
-        self.stack = settings.stack_name
         self.work_dir = project_dir()
         self.backend_url = backend_url()
         if not os.environ.get("PULUMI_BACKEND_URL"):
@@ -340,22 +356,63 @@ class PulumiEngine:
                 "PULUMI_PYTHON_CMD": os.environ.get("PULUMI_PYTHON_CMD", sys.executable),
                 "PULUMI_SKIP_UPDATE_CHECK": "true"}
 
+    # -- the target (plain boto3 with the caller's credentials; no CLI needed)
+
+    @classmethod
+    def account(cls, region: str) -> str:
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return boto3.client("sts", region_name=region).get_caller_identity()["Account"]
+        except (BotoCoreError, ClientError) as exc:
+            raise TargetUnreachable(f"cannot determine the AWS account: {exc}",
+                                    hint="configure AWS credentials (AWS_PROFILE or "
+                                         "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)") from None
+
+    @classmethod
+    def offered_engine_versions(cls, region: str, engine: str) -> tuple[list[str], str]:
+        return aws_engine_versions(region, engine)
+
+    @classmethod
+    def default_region(cls, settings: Settings) -> str | None:
+        import boto3
+
+        return os.environ.get("AWS_REGION") or boto3.session.Session().region_name
+
+    def clients(self) -> Clients:
+        import boto3
+
+        return Clients(boto3.session.Session(region_name=self.settings.region))
+
+    def invoke(self, function: dict, event: dict, *, handler: str = "payment") -> dict:
+        response = self.clients()("lambda").invoke(
+            FunctionName=function["Configuration"]["FunctionName"],
+            Payload=json.dumps(event).encode())
+        return json.loads(response["Payload"].read() or b"{}")
+
     # -- operations
+
+    def stack_meta(self) -> StackMeta | None:
+        return self._read(lambda s: stack_meta_from(s.get_all_config()), None)
 
     def preview(self) -> Plan:
         tracker = StepTracker()
         self._mutate(lambda s: s.preview(on_event=tracker, color="never"), tracker)
         return Plan(stack=self.stack, target=self.name, steps=tracker.steps)
 
-    def up(self, progress: ProgressCallback | None = None) -> Result:
-        return self._apply("up", progress, lambda s, on_event: s.up(
-            on_event=on_event, color="never", show_secrets=False))
+    def _up(self, progress: ProgressCallback | None, *, confirm: str | None,
+            meta: StackMeta) -> Result:
+        # Engine.up previewed a protected stack before this; a saved update plan (issue 11)
+        # is what makes the CLI refuse any step that differs from that preview.
+        return self._apply("deploy", progress, lambda s, on_event: s.up(
+            on_event=on_event, color="never", show_secrets=False), meta=meta)
 
-    def destroy(self, progress: ProgressCallback | None = None) -> Result:
+    def _destroy(self, progress: ProgressCallback | None) -> Result:
         return self._apply("destroy", progress, lambda s, on_event: s.destroy(
             on_event=on_event, color="never", show_secrets=False))
 
-    def refresh(self, progress: ProgressCallback | None = None) -> Result:
+    def _refresh(self, progress: ProgressCallback | None) -> Result:
         """Reconcile state with what really exists in AWS; drift shows as update or delete."""
         return self._apply("refresh", progress, lambda s, on_event: s.refresh(
             on_event=on_event, color="never", show_secrets=False))
@@ -372,21 +429,28 @@ class PulumiEngine:
     # -- plumbing
 
     def _apply(self, operation: str, progress: ProgressCallback | None,
-               run: Callable[[auto.Stack, StepTracker], Any]) -> Result:
+               run: Callable[[auto.Stack, StepTracker], Any],
+               meta: StackMeta | None = None) -> Result:
         started = time.monotonic()
         tracker = StepTracker(progress)
-        result = self._mutate(lambda s: run(s, tracker), tracker)
+        result = self._mutate(lambda s: run(s, tracker), tracker, meta)
         outputs = plain_outputs(result.outputs) if isinstance(result, auto.UpResult) else {}
         return Result(stack=self.stack, target=self.name, steps=tracker.steps,
                       operation=operation, outputs=outputs,
                       duration_s=time.monotonic() - started, status=result.summary.result)
 
-    def _mutate(self, action: Callable[[auto.Stack], _T], tracker: StepTracker) -> _T:
+    def _mutate(self, action: Callable[[auto.Stack], _T], tracker: StepTracker,
+                meta: StackMeta | None = None) -> _T:
         """Create or select the stack and (re)write its config before every change, so the config
-        the program reads always matches the environment file of this run."""
+        the program reads always matches the environment file of this run. The stack's origin
+        and protection are written once, by its first deploy."""
         with self._mapped_errors(tracker.errors):
             stack = auto.Stack.create_or_select(self.stack, self._open_workspace())
-            stack.set_all_config({k: auto.ConfigValue(v) for k, v in self.stack_config().items()})
+            config = self.stack_config()
+            if meta is not None and "tap:origin" not in stack.get_all_config():
+                config.update({"tap:origin": meta.origin,
+                               "tap:protected": str(meta.protected).lower()})
+            stack.set_all_config({k: auto.ConfigValue(v) for k, v in config.items()})
             return action(stack)
 
     def _read(self, action: Callable[[auto.Stack], _T], empty: _T) -> _T:

@@ -1,17 +1,23 @@
-"""Engines by target name: `sandbox` (local emulator, the default) and `aws` (Pulumi CLI)."""
+"""Engines by target name. A target is one Engine subclass and one line here; modules load on
+first use, so `tap --help` and the sandbox never import what the aws target needs."""
 from __future__ import annotations
 
+import importlib
 import os
 
 from ..config import Settings
 from ..errors import UsageError
 from .base import Engine
 
-TARGETS = ("sandbox", "aws")
+TARGETS: dict[str, str] = {
+    "sandbox": "tap_lib.engines.sandbox.engine:SandboxEngine",   # local emulator, the default
+    "aws": "tap_lib.engines.pulumi_engine:PulumiEngine",          # Pulumi Automation API
+}
+DEFAULT_TARGET = "sandbox"
 
 
 def default_target() -> str:
-    return os.environ.get("TAP_TARGET", "sandbox")
+    return os.environ.get("TAP_TARGET", DEFAULT_TARGET)
 
 
 def check_target(target: str | None) -> str:
@@ -22,13 +28,11 @@ def check_target(target: str | None) -> str:
     return target
 
 
+def engine_class(target: str | None = None) -> type[Engine]:
+    module, _, name = TARGETS[check_target(target)].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def open_engine(settings: Settings, target: str | None = None,
                 overrides: tuple[str, ...] = ()) -> Engine:
-    target = check_target(target)
-    if target == "sandbox":
-        from .sandbox.engine import SandboxEngine
-
-        return SandboxEngine(settings)
-    from .pulumi_engine import PulumiEngine
-
-    return PulumiEngine(settings, overrides)
+    return engine_class(target)(settings, overrides)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterator
 
 import pandas as pd
 
@@ -22,8 +22,9 @@ from ..aws import ip_permission
 from ..engines.base import Engine, ResourceState
 from ..engines.registry import open_engine
 from ..project import outputs_dir
+from .facts import PASSWORD_KEY, Facts, collect_facts, digest
 from .stack import settings_for
-from .verify import PASSWORD_KEY, Facts, collect_facts, digest, target_clients, world_ingress
+from .verify import world_ingress
 
 VPC = "aws:ec2/vpc:Vpc"
 SUBNET = "aws:ec2/subnet:Subnet"
@@ -74,12 +75,6 @@ class Inspection:
                 "history": records(self.history),
                 "topology_path": str(self.topology_path) if self.topology_path else None,
                 "notes": self.notes}
-
-
-class LiveReader(Protocol):
-    """An engine that can read a resource as it is now (the sandbox's handlers can)."""
-
-    def read_live(self, urn: str) -> dict | None: ...
 
 
 class _State:
@@ -150,7 +145,7 @@ def compare(declared: Any, live: Any, path: str = "") -> Iterator[tuple[str, Any
         yield path, declared, live
 
 
-def state_drift(engine: LiveReader, state: _State) -> list[Row]:
+def state_drift(engine: Engine, state: _State) -> list[Row]:
     """Each created resource read live and compared with what the state declares."""
     rows = []
     for res in state.resources:
@@ -404,10 +399,10 @@ def inspect_stack(env: str, target: str | None = None, overrides=()) -> Inspecti
         result.notes.append(f"{engine.stack} is not deployed on {engine.name}: no drift or "
                             "topology to show")
         return result
-    facts, notes = collect_facts(target_clients(engine, settings), outputs)
+    facts, notes = collect_facts(engine.clients(), outputs)
     result.notes += notes
     rows = fact_drift(state, facts)
-    if hasattr(engine, "read_live"):
+    if engine.reads_live:
         rows = state_drift(engine, state) + rows
     else:
         result.notes.append("drift covers the properties verify reads; run `pulumi refresh` "

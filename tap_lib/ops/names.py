@@ -3,25 +3,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..engines.synth import MOCK_ACCOUNT
+from ..engines.registry import engine_class
 from ..naming import RULES, PhysicalNames
 
 
-def account_for(target: str, region: str) -> str:
-    """The account the bucket-name hash uses: the emulator's, or the caller's on AWS."""
-    if target == "sandbox":
-        return MOCK_ACCOUNT
-    import boto3
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from ..errors import TargetUnreachable
-
-    try:
-        return boto3.client("sts", region_name=region).get_caller_identity()["Account"]
-    except (BotoCoreError, ClientError) as exc:
-        raise TargetUnreachable(f"cannot determine the AWS account: {exc}",
-                                hint="configure AWS credentials (AWS_PROFILE or "
-                                     "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)") from None
+def account_for(target: str | None, region: str) -> str:
+    """The account the bucket-name hash uses: the target's (the emulator's, or the caller's)."""
+    return engine_class(target).account(region)
 
 
 def names_table(names: PhysicalNames) -> pd.DataFrame:

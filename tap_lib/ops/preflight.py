@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import json
-import os
 import re
 import traceback
 from dataclasses import dataclass
@@ -24,11 +23,12 @@ import pulumi
 import yaml
 
 from ..config import Settings
-from ..engines.registry import check_target
+from ..engines.registry import check_target, engine_class
+from ..engines.versions import version_key
 from ..engines.synth import Registration, Synthesis, synthesize
-from ..errors import DuplicateUrnError, TapError, TargetUnreachable
+from ..errors import DuplicateUrnError, TapError, UsageError
 from ..naming import RULES as NAME_RULES
-from ..project import PACKAGE_DIR, project_dir
+from ..project import project_dir
 from ..project import project_file as default_project_file
 
 Program = Callable[[Settings], Any]
@@ -36,7 +36,6 @@ EngineVersions = Callable[[str, str], tuple[list[str], str]]
 
 EXPECTED_PROJECT = "TapStack"
 ENGINE = "aurora-postgresql"
-CATALOG = PACKAGE_DIR / "data" / "engine_versions.json"
 SEVERITIES = ("error", "warning", "info")
 SYNTHESIS_RULE = ("TAP000", "synthesis")  # also reports the rules a failed program skipped
 COLUMNS = ["rule", "severity", "resource", "message", "fix"]
@@ -144,6 +143,13 @@ class PreflightReport:
     def ok(self) -> bool:
         return self.errors == 0
 
+    def errors_text(self) -> str:
+        """The error-level findings, one line each, for a refusal message."""
+        rows = self.findings[self.findings["severity"] == "error"]
+        return "\n".join(f"  {r.rule}: {r.resource}: {r.message}" + (f" (fix: {r.fix})"
+                                                                    if r.fix else "")
+                         for r in rows.itertuples())
+
     def to_dict(self) -> dict[str, Any]:
         counts = self.findings["severity"].value_counts()
         summary = {s: int(counts.get(s, 0)) for s in SEVERITIES}
@@ -213,19 +219,29 @@ def rule(id_: str, name: str, *, needs_complete_plan: bool = True):
 # -- entry point -----------------------------------------------------------------------------
 def run_preflight(settings: Settings, *, target: str = "sandbox", program: Program | None = None,
                   project_file: Path | None = None, engine_versions: EngineVersions | None = None,
-                  region_of_target: str | None = None) -> PreflightReport:
-    """Check one environment before deploying; changes nothing anywhere."""
+                  region_of_target: str | None = None,
+                  skip: dict[str, str] | None = None) -> PreflightReport:
+    """Check one environment before deploying; changes nothing anywhere. `skip` maps rule ids
+    to the reason an operator gave for not running them; each skip is reported as a finding."""
     target = check_target(target)
+    skip = skip or {}
+    unknown = sorted(set(skip) - {r.id for r in RULES})
+    if unknown:
+        raise UsageError(f"--skip-rule: unknown rule {', '.join(unknown)}",
+                         hint="allowed: " + ", ".join(r.id for r in RULES))
     synthesis = _synthesize(settings, program)
     ctx = Context(
         settings=settings, target=target, synthesis=synthesis, program=program,
         project_file=Path(project_file) if project_file else default_project_file(),
-        engine_versions=engine_versions or (aws_engine_versions if target == "aws"
-                                            else catalog_engine_versions),
-        region_of_target=region_of_target or _region_of_target(target, settings))
+        engine_versions=engine_versions or engine_class(target).offered_engine_versions,
+        region_of_target=region_of_target or engine_class(target).default_region(settings))
     findings: list[Finding] = []
     skipped: list[str] = []
     for r in RULES:
+        if r.id in skip:
+            findings.append(Finding("warning", "preflight", f"rule skipped on purpose: "
+                                    f"{skip[r.id]}", "", rule=r.label))
+            continue
         if synthesis.error is not None and r.needs_complete_plan:
             skipped.append(r.id)
             continue
@@ -236,7 +252,7 @@ def run_preflight(settings: Settings, *, target: str = "sandbox", program: Progr
             f"{', '.join(skipped)}", "fix the errors above and run preflight again",
             rule=" ".join(SYNTHESIS_RULE)))
     return PreflightReport(_frame(findings), synthesis.stack, settings.environment, target,
-                           rules_checked=len(RULES) - len(skipped))
+                           rules_checked=len(RULES) - len(skipped) - len(skip))
 
 
 def _synthesize(settings: Settings, program: Program | None) -> Synthesis:
@@ -255,44 +271,6 @@ def _frame(findings: list[Finding]) -> pd.DataFrame:
     order = df["severity"].map(SEVERITIES.index)
     df = df.assign(_order=order).sort_values(["_order", "rule"], kind="stable")
     return df.drop(columns="_order").reset_index(drop=True)
-
-
-def _region_of_target(target: str, settings: Settings) -> str | None:
-    """Where the target would send calls without tap's explicit provider."""
-    if target == "sandbox":
-        return settings.region
-    import boto3
-
-    return os.environ.get("AWS_REGION") or boto3.session.Session().region_name
-
-
-# -- engine version sources ------------------------------------------------------------------
-def catalog_engine_versions(region: str, engine: str) -> tuple[list[str], str]:
-    """Versions from the repo's catalog snapshot (the sandbox cannot list them)."""
-    data = json.loads(CATALOG.read_text())
-    versions = data["engines"].get(engine, {}).get(region)
-    if versions is None:
-        raise LookupError(f"the catalog {CATALOG.name} has no {engine} entry for {region}; "
-                          f"refresh it with: {data['refresh']}")
-    return list(versions), f"catalog {CATALOG.name} as of {data['as_of']}"
-
-
-def aws_engine_versions(region: str, engine: str) -> tuple[list[str], str]:
-    """Versions AWS offers in `region` now (read-only: describe_db_engine_versions)."""
-    import boto3
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        pages = boto3.client("rds", region_name=region).get_paginator(
-            "describe_db_engine_versions").paginate(Engine=engine)
-        versions = {v["EngineVersion"] for page in pages for v in page["DBEngineVersions"]}
-    except (BotoCoreError, ClientError) as exc:
-        raise TargetUnreachable(f"cannot list {engine} versions in {region}: {exc}") from None
-    return sorted(versions, key=_version_key), f"describe_db_engine_versions in {region}"
-
-
-def _version_key(version: str) -> tuple[int, ...]:
-    return tuple(int(p) if p.isdigit() else 0 for p in version.split("."))
 
 
 # -- small helpers over the plan -------------------------------------------------------------
@@ -501,7 +479,7 @@ def engine_version_offered(ctx: Context) -> list[Finding]:
                              f"set db.engine_version in {ctx.params_file} (or --set "
                              f"db.engine_version=V) to an offered version, e.g. "
                              f"{_closest(version, offered)}"))
-    for version in sorted(set(wanted.values()) & set(offered), key=_version_key):
+    for version in sorted(set(wanted.values()) & set(offered), key=version_key):
         out.append(info("db.engine_version",
                         f"{ENGINE} {version} is offered in {region} (source: {source})"))
     return out
@@ -510,9 +488,9 @@ def engine_version_offered(ctx: Context) -> list[Finding]:
 def _closest(version: str, offered: list[str]) -> str:
     """The first offered version at or after `version` in its major line, else the newest."""
     major = version.split(".")[0]
-    later = [v for v in sorted(offered, key=_version_key)
-             if v.split(".")[0] == major and _version_key(v) >= _version_key(version)]
-    return later[0] if later else max(offered, key=_version_key)
+    later = [v for v in sorted(offered, key=version_key)
+             if v.split(".")[0] == major and version_key(v) >= version_key(version)]
+    return later[0] if later else max(offered, key=version_key)
 
 
 @rule("TAP006", "rotation-lambda")

@@ -1,9 +1,8 @@
 """End-to-end proof for verify: log in with the current secret and run one synthetic payment.
 
-On the sandbox the emulator cannot execute Lambdas, so the shipped payment handler runs in the
-local runtime stand-in (a child process) against the sandbox's Secrets Manager, S3 and the
-PostgreSQL standing in for Aurora. On AWS the deployed function is invoked; the database is in
-private subnets, so the login check runs there only through the function.
+The engine invokes the function the way its target can (on AWS the deployed function; on the
+sandbox the shipped handler in a local runtime stand-in). Where the database sits in private
+subnets, the login check runs only through the function.
 """
 from __future__ import annotations
 
@@ -15,9 +14,6 @@ import pg8000.native
 
 
 Clients = Callable[[str], Any]
-SANDBOX_NOTE = ("sandbox: the emulator cannot execute Lambdas; the payment handler ran in tap's "
-                "local runtime stand-in against the sandbox's Secrets Manager, S3 and "
-                "PostgreSQL")
 
 
 def synthetic_event(now: datetime | None = None) -> dict:
@@ -45,21 +41,10 @@ def db_login(clients: Clients, secret_arn: str) -> tuple[str, str]:
         return "login ok", f"failed: {type(exc).__name__}"
 
 
-def run_payment(target: str, clients: Clients, function: dict, endpoint: str | None,
-                region: str) -> tuple[str, str]:
+def run_payment(invoke: Callable[[dict, dict], dict], function: dict) -> tuple[str, str]:
     """(expected, actual) for one synthetic payment through the payment handler."""
-    event = synthetic_event()
-    conf = function.get("Configuration", {})
     try:
-        if target == "sandbox":
-            from ..engines.sandbox.lambda_runtime import invoke
-
-            result = invoke("payment", event, endpoint=endpoint, region=region,
-                            variables=(conf.get("Environment") or {}).get("Variables", {}))
-        else:
-            response = clients("lambda").invoke(FunctionName=conf["FunctionName"],
-                                                Payload=json.dumps(event).encode())
-            result = json.loads(response["Payload"].read() or b"{}")
+        result = invoke(function, synthetic_event())
     except Exception as exc:  # noqa: BLE001 - reported as a failed check
         return "statusCode 200, transaction logged", f"failed: {exc}"
     body = json.loads(result.get("body") or "{}")

@@ -1,42 +1,97 @@
-"""Preview, deploy, destroy and outputs: thin, engine-agnostic operations returning data."""
+"""Preview, deploy, refresh, destroy and outputs: thin, engine-agnostic operations returning data.
+
+Preview and deploy are gated by preflight, as a policy pack gates `pulumi up`: an error-level
+finding stops them before the engine runs (`skip_rules` names deliberate exceptions, with the
+reason, which the result carries). Protection and origin guards live in the engine itself
+(engines/base.Engine), so no path around these functions bypasses them.
+"""
 from __future__ import annotations
 
 from typing import Any
 
 from ..config import Settings, load_settings
 from ..engines.base import Plan, ProgressCallback, Result
-from ..engines.registry import open_engine
-from ..errors import UsageError
+from ..engines.registry import check_target, open_engine
+from ..errors import ChecksFailed, ProtectedStack, UsageError
+
+
+class PreflightBlocked(ChecksFailed):
+    """Error-level preflight findings stopped a preview or deploy; nothing was changed."""
+
+    def __init__(self, stack: str, operation: str, report):
+        super().__init__(f"preflight found {report.errors} error(s); {operation} of {stack} "
+                         f"stopped before anything changed:\n{report.errors_text()}",
+                         hint="fix them (tap preflight shows every finding), or skip a rule on "
+                              "purpose with --skip-rule ID --reason TEXT")
+        self.report = report
 
 
 def settings_for(env: str, overrides: tuple[str, ...] | list[str] = ()) -> Settings:
     return load_settings(env, tuple(overrides))
 
 
-def preview(env: str, target: str | None = None, overrides=()) -> Plan:
-    return open_engine(settings_for(env, overrides), target, tuple(overrides)).preview()
+def skip_map(skip_rules=(), reason: str | None = None) -> dict[str, str]:
+    """--skip-rule IDs with their --reason: a deliberate exception must say why."""
+    skip_rules = tuple(skip_rules or ())
+    if skip_rules and not (reason or "").strip():
+        raise UsageError("--skip-rule needs --reason TEXT: the audit trail records why a rule "
+                         "was skipped")
+    return {rule.upper(): reason.strip() for rule in skip_rules}
+
+
+def gate(settings: Settings, target: str | None, operation: str,
+         skip: dict[str, str]) -> list[str]:
+    """Run preflight; refuse on errors. Returns notes for the skipped rules."""
+    from .preflight import run_preflight
+
+    report = run_preflight(settings, target=check_target(target), skip=skip)
+    if not report.ok:
+        raise PreflightBlocked(settings.stack_name, operation, report)
+    return [f"preflight rule {rule} skipped: {reason}" for rule, reason in skip.items()]
+
+
+def preview(env: str, target: str | None = None, overrides=(), *, skip_rules=(),
+            reason: str | None = None) -> Plan:
+    settings = settings_for(env, overrides)
+    gate(settings, target, "preview", skip_map(skip_rules, reason))
+    return open_engine(settings, target, tuple(overrides)).preview()
 
 
 def deploy(env: str, target: str | None = None, overrides=(),
-           progress: ProgressCallback | None = None) -> Result:
-    return open_engine(settings_for(env, overrides), target, tuple(overrides)).up(progress)
+           progress: ProgressCallback | None = None, *, yes: bool = False,
+           confirm: str | None = None, skip_rules=(), reason: str | None = None) -> Result:
+    """Apply the program. A protected stack needs `confirm` (its name) for deletes and
+    replacements, and for any change at all unless an operator said `yes` (the CLI's --yes or
+    prompt): unattended runs (notebooks, scripts) must name the stack."""
+    settings = settings_for(env, overrides)
+    engine = open_engine(settings, target, tuple(overrides))
+    if not yes and confirm != engine.stack and engine.is_protected():
+        raise ProtectedStack(engine.stack, "an unattended deploy needs the stack name as "
+                                           "confirmation", confirm)
+    notes = gate(settings, target, "deploy", skip_map(skip_rules, reason))
+    result = engine.up(progress, confirm=confirm)
+    result.notes[:0] = notes
+    return result
 
 
-def check_destroy_confirmation(settings: Settings, yes: bool, confirm: str | None) -> None:
-    """destroy needs --yes; for prod (deletion-protected data) also the exact stack name."""
+def refresh(env: str, target: str | None = None, overrides=(),
+            progress: ProgressCallback | None = None, *, confirm: str | None = None) -> Result:
+    return open_engine(settings_for(env, overrides), target, tuple(overrides)).refresh(
+        progress, confirm=confirm)
+
+
+def check_destroy_confirmation(settings: Settings, yes: bool) -> None:
+    """destroy always needs --yes; a protected stack also needs --confirm (engine guard)."""
     if not yes:
         raise UsageError(f"destroy deletes every resource of {settings.stack_name}; "
                          "re-run with --yes")
-    if settings.environment == "prod" and confirm != settings.stack_name:
-        raise UsageError(f"destroying prod also needs --confirm {settings.stack_name} "
-                         f"(got {confirm!r})")
 
 
 def destroy(env: str, target: str | None = None, overrides=(), *, yes: bool = False,
             confirm: str | None = None, progress: ProgressCallback | None = None) -> Result:
     settings = settings_for(env, overrides)
-    check_destroy_confirmation(settings, yes, confirm)
-    return open_engine(settings, target, tuple(overrides)).destroy(progress)
+    check_destroy_confirmation(settings, yes)
+    return open_engine(settings, target, tuple(overrides)).destroy(progress, confirm=confirm)
 
 
 def outputs(env: str, target: str | None = None, overrides=()) -> dict[str, Any]:

@@ -4,39 +4,30 @@ Two phases keep the AWS calls proportional to resource kinds, not to checks x re
 `collect_facts` fetches each kind once (one describe per kind, shared by every check), then
 each check family in `CHECKS` is a pure function of (declared stack, facts). A new check is one
 more function in `CHECKS`; it costs no AWS call unless it needs a new kind of fact.
-
-Secret values are read only to be digested (so a Lambda variable holding the database password
-can be recognised) and never appear in a check, a note or an error.
+The facts come from `facts.py` (the reading); this module only judges them. Secret values
+appear in no check, note or error: they are compared as digests.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
-import boto3
 import pandas as pd
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from ..aws import Clients as AwsClients
 from ..config import Settings
 from ..engines.base import Engine
 from ..engines.registry import open_engine
-from ..errors import OperationFailed, TargetUnreachable
+from ..errors import OperationFailed
 from . import smoke
+from .facts import PASSWORD_KEY, CallCounter, Clients, Facts, collect_facts, digest, tags_of
 from .stack import settings_for
 
 COLUMNS = ["id", "control", "resource", "expected", "actual", "status"]
 REQUIRED_TAGS = ("Project", "Environment", "Stack", "ManagedBy")
 ENGINE = "aurora-postgresql"
 WORLD = ("0.0.0.0/0", "::/0")
-PASSWORD_KEY = re.compile(r"pass(word|wd|phrase)?|pwd", re.IGNORECASE)
 MISSING = "(missing)"
 TIERS = ("public", "private", "other")
-
-Clients = Callable[[str], Any]
 
 
 # -- the report ----------------------------------------------------------------------------
@@ -92,196 +83,6 @@ def check(id_: str, control: str, resource: str | None, expected: Any, actual: A
     exp, act = text(expected), text(actual)
     passed = exp == act if ok is None else ok
     return Check(id_, control, resource or MISSING, exp, act, "pass" if passed else "fail")
-
-
-# -- counting and clients ------------------------------------------------------------------
-class CallCounter:
-    """Hands out the target's clients and records every API call made through them."""
-
-    def __init__(self, clients: Clients):
-        self._clients = clients
-        self._id = f"tap-verify-{id(self)}"
-        self._hooked: list[Any] = []
-        self.calls: list[str] = []
-
-    def __call__(self, service: str) -> Any:
-        client = self._clients(service)
-        if client not in self._hooked:
-            client.meta.events.register("before-call", self._record, unique_id=self._id)
-            self._hooked.append(client)
-        return client
-
-    def _record(self, model, **_: Any) -> None:
-        self.calls.append(f"{model.service_model.service_name}.{model.name}")
-
-    def __enter__(self) -> "CallCounter":
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        for client in self._hooked:
-            client.meta.events.unregister("before-call", unique_id=self._id)
-
-
-def target_clients(engine: Engine, settings: Settings) -> Clients:
-    """Sandbox: the engine's clients on the emulator; aws: plain boto3 in the stack's region."""
-    if engine.name == "sandbox":
-        return engine.clients()
-    return AwsClients(boto3.session.Session(region_name=settings.region))
-
-
-# -- facts: one fetch per resource kind ------------------------------------------------------
-@dataclass
-class BucketFacts:
-    versioning: str | None = None
-    encryption: list[dict] | None = None
-    public_access_block: dict | None = None
-    policy: dict | None = None
-    lifecycle: list[dict] | None = None
-    tags: dict[str, str] | None = None
-
-
-@dataclass
-class Facts:
-    """Everything verify (and inspect) knows about the live stack."""
-
-    vpc: dict | None = None
-    dns: dict[str, bool] = field(default_factory=dict)
-    flow_logs: list[dict] = field(default_factory=list)
-    subnets: dict[str, dict] = field(default_factory=dict)
-    nat_gateways: list[dict] = field(default_factory=list)
-    addresses: dict[str, dict] = field(default_factory=dict)
-    route_tables: list[dict] = field(default_factory=list)
-    security_groups: dict[str, dict] = field(default_factory=dict)
-    cluster: dict | None = None
-    instances: list[dict] = field(default_factory=list)
-    secret: dict | None = None
-    secret_digests: frozenset[str] | None = None   # None: secret values were not readable
-    functions: dict[str, dict | None] = field(default_factory=dict)
-    bucket: BucketFacts = field(default_factory=BucketFacts)
-
-
-def digest(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
-
-
-def _missing(exc: ClientError) -> bool:
-    code = exc.response.get("Error", {}).get("Code", "")
-    return "NotFound" in code or code.startswith("NoSuch")
-
-
-def _optional(call: Callable[..., dict], **kwargs: Any) -> dict | None:
-    """The response, or None when the thing asked for does not exist."""
-    try:
-        return call(**kwargs)
-    except ClientError as exc:
-        if _missing(exc):
-            return None
-        raise
-
-
-def _tags(items: Iterable[dict] | None) -> dict[str, str]:
-    return {t["Key"]: t["Value"] for t in items or []}
-
-
-def _fetch_network(ec2: Any, vpc_id: str, facts: Facts) -> None:
-    by_vpc = [{"Name": "vpc-id", "Values": [vpc_id]}]
-    vpcs = ec2.describe_vpcs(Filters=by_vpc)["Vpcs"]
-    facts.vpc = vpcs[0] if vpcs else None
-    if facts.vpc:
-        for attr in ("enableDnsSupport", "enableDnsHostnames"):
-            reply = ec2.describe_vpc_attribute(VpcId=vpc_id, Attribute=attr)
-            facts.dns[attr] = reply[attr[0].upper() + attr[1:]]["Value"]
-    facts.flow_logs = ec2.describe_flow_logs(
-        Filters=[{"Name": "resource-id", "Values": [vpc_id]}])["FlowLogs"]
-    facts.subnets = {s["SubnetId"]: s for s in ec2.describe_subnets(Filters=by_vpc)["Subnets"]}
-    facts.nat_gateways = [n for n in ec2.describe_nat_gateways(Filter=by_vpc)["NatGateways"]
-                          if n["State"] not in ("deleting", "deleted")]
-    facts.addresses = {a["AllocationId"]: a for a in ec2.describe_addresses(
-        Filters=[{"Name": "domain", "Values": ["vpc"]}])["Addresses"]}
-    facts.route_tables = ec2.describe_route_tables(Filters=by_vpc)["RouteTables"]
-    facts.security_groups = {g["GroupId"]: g for g in ec2.describe_security_groups(
-        Filters=by_vpc)["SecurityGroups"]}
-
-
-def _fetch_database(rds: Any, cluster_id: str, facts: Facts) -> None:
-    clusters = rds.describe_db_clusters(
-        Filters=[{"Name": "db-cluster-id", "Values": [cluster_id]}])["DBClusters"]
-    facts.cluster = clusters[0] if clusters else None
-    facts.instances = sorted(rds.describe_db_instances(
-        Filters=[{"Name": "db-cluster-id", "Values": [cluster_id]}])["DBInstances"],
-        key=lambda i: i["DBInstanceIdentifier"])
-
-
-def _fetch_secret(sm: Any, secret_arn: str, facts: Facts) -> list[str]:
-    """Describe the secret; digest the passwords of it and of the cluster's master secret."""
-    facts.secret = _optional(sm.describe_secret, SecretId=secret_arn)
-    master = ((facts.cluster or {}).get("MasterUserSecret") or {}).get("SecretArn")
-    ids = [secret_arn, master] if master else [secret_arn]
-    try:
-        values = sm.batch_get_secret_value(SecretIdList=ids)
-    except ClientError as exc:
-        return [f"secret values not readable ({exc.response['Error']['Code']}): Lambda "
-                "variables were checked by name only"]
-    facts.secret_digests = frozenset(
-        digest(v) for item in values.get("SecretValues", [])
-        for k, v in _json_object(item.get("SecretString")).items()
-        if PASSWORD_KEY.search(k) and isinstance(v, str) and v)
-    return []
-
-
-def _json_object(raw: str | None) -> dict:
-    try:
-        data = json.loads(raw or "{}")
-    except json.JSONDecodeError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _fetch_functions(lam: Any, names: Iterable[str], facts: Facts) -> None:
-    """One get_function per stack function: configuration and tags in a single call."""
-    facts.functions = {name: _optional(lam.get_function, FunctionName=name) for name in names}
-
-
-def _fetch_bucket(s3: Any, bucket: str, facts: Facts) -> None:
-    b = facts.bucket
-    b.versioning = (_optional(s3.get_bucket_versioning, Bucket=bucket) or {}).get(
-        "Status", "Disabled")
-    b.encryption = ((_optional(s3.get_bucket_encryption, Bucket=bucket) or {})
-                    .get("ServerSideEncryptionConfiguration", {}).get("Rules"))
-    b.public_access_block = (_optional(s3.get_public_access_block, Bucket=bucket) or {}).get(
-        "PublicAccessBlockConfiguration")
-    policy = (_optional(s3.get_bucket_policy, Bucket=bucket) or {}).get("Policy")
-    b.policy = json.loads(policy) if policy else None
-    b.lifecycle = (_optional(s3.get_bucket_lifecycle_configuration, Bucket=bucket) or {}).get(
-        "Rules")
-    tagging = _optional(s3.get_bucket_tagging, Bucket=bucket)
-    b.tags = _tags(tagging["TagSet"]) if tagging else None
-
-
-def collect_facts(clients: Clients, outputs: dict[str, Any]) -> tuple[Facts, list[str]]:
-    """Fetch every fact the checks use, once per kind; returns (facts, notes)."""
-    facts = Facts()
-    try:
-        _fetch_network(clients("ec2"), outputs.get("vpc_id", ""), facts)
-        _fetch_database(clients("rds"), outputs.get("rds_cluster_id", ""), facts)
-        notes = _fetch_secret(clients("secretsmanager"), outputs.get("db_secret_arn", ""), facts)
-        _fetch_functions(clients("lambda"), _function_names(outputs), facts)
-        _fetch_bucket(clients("s3"), outputs.get("s3_bucket_name", ""), facts)
-    except NoCredentialsError:
-        raise TargetUnreachable("no AWS credentials for verify",
-                                hint="configure a profile or AWS_* variables") from None
-    except BotoCoreError as exc:
-        raise TargetUnreachable(f"the target did not answer: {exc}") from None
-    except ClientError as exc:
-        err = exc.response.get("Error", {})
-        raise OperationFailed(f"{exc.operation_name} failed: {err.get('Code')}: "
-                              f"{err.get('Message', '')}") from None
-    return facts, notes
-
-
-def _function_names(outputs: dict[str, Any]) -> list[str]:
-    return [n for n in (outputs.get("lambda_function_name"), outputs.get("rotation_function_name"))
-            if n]
 
 
 # -- checks ----------------------------------------------------------------------------------
@@ -522,10 +323,10 @@ def bucket_checks(d: Declared, f: Facts) -> list[Check]:
 
 
 def tag_checks(d: Declared, f: Facts) -> list[Check]:
-    want = {k: d.settings.all_tags()[k] for k in REQUIRED_TAGS}
-    tagged = {d.outputs.get("vpc_id"): _tags((f.vpc or {}).get("Tags")) if f.vpc else None,
+    want = {k: d.settings.alltags_of()[k] for k in REQUIRED_TAGS}
+    tagged = {d.outputs.get("vpc_id"): tags_of((f.vpc or {}).get("Tags")) if f.vpc else None,
               d.outputs.get("rds_cluster_id"):
-                  _tags(f.cluster.get("TagList")) if f.cluster else None,
+                  tags_of(f.cluster.get("TagList")) if f.cluster else None,
               d.outputs.get("s3_bucket_name"): f.bucket.tags,
               **{n: fn.get("Tags", {}) if fn else None for n, fn in f.functions.items()}}
     return [tag_check(resource, want, tags) for resource, tags in tagged.items()]
@@ -565,7 +366,7 @@ def verify(env: str, target: str | None = None, overrides=(), *,
     settings = settings_for(env, overrides)
     engine = open_engine(settings, target, tuple(overrides))
     outputs = deployed_outputs(engine, env)
-    clients = target_clients(engine, settings)
+    clients = engine.clients()
     with CallCounter(clients) as counter:
         facts, notes = collect_facts(counter, outputs)
     checks = run_checks(Declared(settings, outputs), facts)
@@ -573,8 +374,8 @@ def verify(env: str, target: str | None = None, overrides=(), *,
         checks = pd.concat([checks, pd.DataFrame(
             [asdict(c) for c in live_checks(engine, settings, outputs, facts, clients)],
             columns=COLUMNS)], ignore_index=True)
-        if engine.name == "sandbox":
-            notes.append(smoke.SANDBOX_NOTE)
+        if engine.invoke_note:
+            notes.append(engine.invoke_note)
     return VerifyReport(engine.stack, engine.name, checks, aws_calls=len(counter.calls),
                         calls=list(counter.calls), notes=notes)
 
@@ -585,13 +386,11 @@ def live_checks(engine: Engine, settings: Settings, outputs: dict[str, Any], fac
     and a synthetic payment goes through the payment handler to the database and the bucket."""
     payment = outputs.get("lambda_function_name")
     out = []
-    if engine.name == "sandbox":
+    if engine.login_check():
         expected, actual = smoke.db_login(clients, outputs.get("db_secret_arn", ""))
         out.append(check("db.login", "", outputs.get("rds_cluster_id"), expected, actual,
                          ok=actual.startswith(expected)))
-    endpoint = engine.clients().endpoint if engine.name == "sandbox" else None
-    expected, actual = smoke.run_payment(engine.name, clients, facts.functions.get(payment) or {},
-                                         endpoint, settings.region)
+    expected, actual = smoke.run_payment(engine.invoke, facts.functions.get(payment) or {})
     out.append(check("payment.synthetic", "", payment, expected, actual,
                      ok=actual.startswith(expected)))
     return out

@@ -15,11 +15,13 @@ import boto3
 
 from ...aws import Clients
 from ...config import Settings
-from ...errors import OperationFailed, SandboxStateLost, TapError, UnsupportedResource
-from ..base import (HistoryEntry, Plan, ProgressCallback, ResourceState, Result, Step,
-                    StepEvent)
+from ...errors import (OperationFailed, ProtectedStack, SandboxStateLost, TapError,
+                       UnsupportedResource)
+from ..base import (Engine, HistoryEntry, Plan, ProgressCallback, ResourceState, Result, Step,
+                    StackMeta, StepEvent)
 from ..synth import MOCK_ACCOUNT, PlaceholderResolver, Registration, synthesize
-from . import server, standin
+from ..versions import catalog_engine_versions
+from . import lambda_runtime, server, standin
 from .handlers import REGISTRY, Context, Handler
 from .state import (OperationLock, ResourceRecord, StateStore, changed_keys, keep_secret,
                     normalize, normalize_reveal)
@@ -38,8 +40,9 @@ class _Resolver:
     """Answers registrations during preview (apply=False) or deploy (apply=True)."""
 
     def __init__(self, engine: "SandboxEngine", apply: bool,
-                 progress: ProgressCallback | None = None):
+                 progress: ProgressCallback | None = None, confirmed: bool = True):
         self.engine, self.apply, self.progress = engine, apply, progress
+        self.confirmed = confirmed     # False: a replace on this (protected) stack is refused
         self.placeholder = PlaceholderResolver(engine.settings.region, MOCK_ACCOUNT)
         self.steps: list[Step] = []
         self.failure: BaseException | None = None
@@ -86,6 +89,9 @@ class _Resolver:
         if op == "same":
             self._event(step, "done")
             return record.id, _known_outputs(record, reg.inputs, norm)
+        if op == "replace" and not self.confirmed:
+            raise ProtectedStack(self.engine.stack, f"this deploy would replace {reg.name}",
+                                 None)
         self._event(step, "start")
         try:
             id_, outputs = self._apply(reg, handler, record, step, norm)
@@ -102,7 +108,9 @@ class _Resolver:
         inputs = normalize_reveal(reg.inputs)
         op = step.op
         if op == "update":
-            outputs = handler.update(ctx, record.id, record.outputs, inputs)
+            # An update returns what changed; everything else the resource had stays (its arn).
+            outputs = {**record.outputs,
+                       **handler.update(ctx, record.id, record.outputs, inputs)}
             id_ = record.id
         else:
             if op == "replace":
@@ -147,17 +155,36 @@ def _with_urn(exc: BaseException, urn: str) -> BaseException:
     return OperationFailed(f"{urn}: {type(exc).__name__}: {exc}")
 
 
-class SandboxEngine:
+class SandboxEngine(Engine):
     name = TARGET
+    reads_live = True
+    invoke_note = ("sandbox: the emulator cannot execute Lambdas; the function's shipped handler "
+                   "ran in tap's local runtime stand-in against the sandbox's Secrets Manager, "
+                   "S3 and PostgreSQL")
 
-    def __init__(self, settings: Settings, program=None):
-        self.settings = settings
-        self.stack = settings.stack_name
+    def __init__(self, settings: Settings, overrides: tuple[str, ...] = (), *, program=None):
+        super().__init__(settings)
         self.program = program          # tests pass broken variants; default: define_stack
         self.store = StateStore(self.stack)
         self._clients: Clients | None = None
 
-    # -- emulator ----------------------------------------------------------------------
+    # -- the target ----------------------------------------------------------------------
+    @classmethod
+    def account(cls, region: str) -> str:
+        return MOCK_ACCOUNT
+
+    @classmethod
+    def offered_engine_versions(cls, region: str, engine: str) -> tuple[list[str], str]:
+        return catalog_engine_versions(region, engine)
+
+    @classmethod
+    def default_region(cls, settings: Settings) -> str | None:
+        return settings.region
+
+    @classmethod
+    def reset(cls) -> None:
+        reset_sandbox()
+
     def clients(self) -> Clients:
         """Clients on the emulator (started on first use), shared by every step."""
         if self._clients is None:
@@ -168,6 +195,16 @@ class SandboxEngine:
             self._clients = Clients(session, endpoint_url=status.endpoint,
                                     config=server.CLIENT_CONFIG)
         return self._clients
+
+    def invoke(self, function: dict, event: dict, *, handler: str = "payment") -> dict:
+        conf = function.get("Configuration", {})
+        return lambda_runtime.invoke(handler, event, endpoint=self.clients().endpoint,
+                                     region=self.settings.region,
+                                     variables=(conf.get("Environment") or {}).get("Variables",
+                                                                                   {}))
+
+    def login_check(self) -> bool:
+        return True
 
     def context(self, urn: str, name: str, changed: list[str] | None = None) -> Context:
         return Context(region=self.settings.region, account=MOCK_ACCOUNT, urn=urn, name=name,
@@ -200,30 +237,48 @@ class SandboxEngine:
             self.store.save()
         return notes
 
-    # -- Engine protocol ---------------------------------------------------------------
+    # -- the stack -----------------------------------------------------------------------
+    def stack_meta(self) -> StackMeta | None:
+        state = self.store.state
+        return StackMeta(state.origin, state.protected) if state.origin else None
+
     def preview(self) -> Plan:
+        from .state import reading_check
+        reading_check(self.stack)  # mid-deploy state is half-applied: say so, do not show it
         self._check_emulator(writing=False)
         resolver = _Resolver(self, apply=False)
         syn = self._synthesize(resolver, preview=True)
         steps = resolver.steps + self._removed_steps(syn)
         return Plan(self.stack, TARGET, _ordered(steps, syn), operation="preview")
 
-    def up(self, progress: ProgressCallback | None = None) -> Result:
+    def _up(self, progress: ProgressCallback | None, *, confirm: str | None,
+            meta: StackMeta) -> Result:
         started = time.monotonic()
         with OperationLock(self.stack, "deploy"):
             notes = self._check_emulator(writing=True)
+            if not self.store.state.resources:  # lost state must not duplicate the stack
+                from .discovery import refuse_orphans
+                refuse_orphans(self.stack, self.clients(), env=self.settings.environment,
+                               state_file=self.store.path)
+            state = self.store.state
+            if not state.origin:
+                state.origin, state.protected = meta.origin, meta.protected
+                self.store.save()
             self._recover_pending()
-            resolver = _Resolver(self, apply=True, progress=progress)
+            resolver = _Resolver(self, apply=True, progress=progress,
+                                 confirmed=confirm == self.stack)
             try:
                 syn = self._synthesize(resolver, preview=False)
                 removed = self._removed_steps(syn)
+                if removed and not resolver.confirmed:
+                    raise ProtectedStack(self.stack, "this deploy would delete " + ", ".join(
+                        s.name for s in removed), None)
                 self._delete_in_order([self.store.state.resources[s.urn] for s in removed],
                                       resolver)
             except TapError:
                 self.store.append_history(HistoryEntry.from_plan(
                     Plan(self.stack, TARGET, resolver.steps), "deploy", "failed", started))
                 raise
-            state = self.store.state
             state.outputs = normalize(syn.outputs)
             state.region = self.settings.region
             self.store.save()
@@ -235,7 +290,7 @@ class SandboxEngine:
                                                              started))
             return result
 
-    def destroy(self, progress: ProgressCallback | None = None) -> Result:
+    def _destroy(self, progress: ProgressCallback | None) -> Result:
         started = time.monotonic()
         with OperationLock(self.stack, "destroy"):
             notes = self._check_emulator(writing=True)
@@ -248,7 +303,8 @@ class SandboxEngine:
                     Plan(self.stack, TARGET, resolver.steps), "destroy", "failed", started))
                 raise
             standin.forget_all(self.stack)
-            self.store.state.outputs = {}
+            state = self.store.state
+            state.outputs, state.origin, state.protected = {}, "", False
             self.store.save()
             result = Result(self.stack, TARGET, resolver.steps, operation="destroy",
                             duration_s=time.monotonic() - started, notes=notes)
@@ -256,7 +312,42 @@ class SandboxEngine:
                                                              started))
             return result
 
+    def _refresh(self, progress: ProgressCallback | None) -> Result:
+        """Each recorded resource read from the emulator: gone ones leave the state, changed
+        properties are recorded as they are live, so the next preview shows the repair."""
+        started = time.monotonic()
+        with OperationLock(self.stack, "refresh"):
+            notes = self._check_emulator(writing=True)
+            resolver = _Resolver(self, apply=True, progress=progress)
+            records = [r for r in self.store.state.resources.values() if r.status == "created"]
+            resolver.total = len(records)
+            for rec in records:
+                live = self.read_live(rec.urn)
+                if live is None:
+                    step = Step(rec.urn, rec.type, rec.name, "delete")
+                    self.store.drop(rec.urn)
+                else:
+                    drifted = {k: v for k, v in normalize(live).items()
+                               if k in rec.inputs and rec.inputs[k] != v
+                               and not _opaque(rec.inputs[k])}
+                    step = Step(rec.urn, rec.type, rec.name,
+                                "update" if drifted else "same", sorted(drifted))
+                    if drifted:
+                        rec.inputs = {**rec.inputs, **drifted}
+                        rec.outputs = {**rec.outputs, **drifted}
+                        self.store.put(rec)
+                resolver.steps.append(step)
+                resolver._event(step, "done")
+            result = Result(self.stack, TARGET, resolver.steps, operation="refresh",
+                            outputs=dict(self.store.state.outputs),
+                            duration_s=time.monotonic() - started, notes=notes)
+            self.store.append_history(HistoryEntry.from_plan(result, "refresh", "succeeded",
+                                                             started))
+            return result
+
     def outputs(self) -> dict[str, Any]:
+        from .state import reading_check
+        reading_check(self.stack)
         return dict(self.store.state.outputs)
 
     def resources(self) -> list[ResourceState]:
@@ -356,3 +447,27 @@ def _ordered(steps: list[Step], syn) -> list[Step]:
     """Program order for declared resources, deletes last (as Pulumi displays them)."""
     order = {r.urn: i for i, r in enumerate(syn.registrations)} if syn else {}
     return sorted(steps, key=lambda s: (s.op == "delete", order.get(s.urn, 1 << 30)))
+
+
+def _opaque(value: Any) -> bool:
+    """Digests of secrets and archives: live reads cannot be compared with them."""
+    return isinstance(value, dict) and len(value) == 1 and \
+        next(iter(value)) in ("secret", "archive", "file")
+
+
+def stop_sandbox() -> server.SandboxStatus:
+    """Stop the emulator; the stacks it held are forgotten, so their databases go too."""
+    standin.forget_every_stack()
+    return server.stop()
+
+
+def reset_sandbox() -> server.SandboxStatus:
+    """An empty emulator and no stack state: the sandbox as on a new machine."""
+    import shutil
+
+    from .state import stack_dir
+
+    standin.forget_every_stack()
+    status = server.reset()
+    shutil.rmtree(stack_dir("_").parent, ignore_errors=True)
+    return status
