@@ -8,6 +8,11 @@ from spawning two servers.
 moto keeps all state in the server process only. Right after a start (and after a reset) a fresh
 boot id is stored *inside* the emulator as an SSM parameter; state that remembers an older boot id,
 or an emulator that has none, means the emulator restarted and forgot everything.
+
+The runtime file is a convenience, not the only way to find the emulator: tap starts it with its
+own module on the command line and this home's sandbox directory as working directory, so a
+damaged or missing runtime file never orphans it — `stop` finds it through /proc and stops it,
+`start` adopts it and rewrites the file, and `status` names the damage.
 """
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ...errors import ConfigError, TapError, TargetUnreachable
+from ...errors import ConfigError, StateCorrupt, TapError, TargetUnreachable
 from ...project import tap_home
 
 HOST = "127.0.0.1"
@@ -117,8 +122,21 @@ def endpoint(port: int | None = None) -> str:
 
 
 def status() -> SandboxStatus:
-    """Inspect without side effects other than removing a stale runtime file (dead pid)."""
-    rt = _read_runtime()
+    """Inspect without side effects other than removing a stale runtime file (dead pid).
+
+    A damaged runtime file is a StateCorrupt error that says whether the emulator still runs."""
+    try:
+        rt = _read_runtime()
+    except StateCorrupt as exc:
+        found = _find_emulators()
+        running = ", ".join(f"pid {pid} on port {port}" for pid, port in found)
+        raise StateCorrupt(
+            exc.file, exc.problem + (f"; tap's emulator still runs ({running})" if found
+                                     else "; no emulator of this TAP_HOME is running"),
+            hint="`tap sandbox stop` stops it and removes the file; `tap sandbox start` "
+                 "rewrites the file" if found else
+                 "`tap sandbox stop` removes the file; `tap sandbox start` starts afresh"
+        ) from None
     if rt is not None and not _pid_alive(rt.pid):
         _discard_stale(rt)
         rt = None
@@ -137,13 +155,35 @@ def ensure_running() -> SandboxStatus:
 
 
 def stop() -> SandboxStatus:
-    """Terminate the server's process group (SIGTERM, then SIGKILL) and forget it (idempotent)."""
+    """Terminate the server's process group (SIGTERM, then SIGKILL) and forget it (idempotent).
+
+    Also stops what the runtime file does not name (damaged, missing, or naming another pid):
+    every emulator this home started, found through /proc. If moto still answers on the port
+    afterwards, that is said (StateCorrupt naming the file), never reported as stopped."""
     with _locked():
-        rt = _read_runtime()
+        damage: StateCorrupt | None = None
+        try:
+            rt = _read_runtime()
+        except StateCorrupt as exc:
+            rt, damage = None, exc
+        ports = {sandbox_port()}
         if rt is not None:
+            ports.add(rt.port)
             if _pid_alive(rt.pid):
                 _terminate(rt.pid)
-            _runtime_path().unlink(missing_ok=True)
+        for pid, port in _find_emulators():
+            ports.add(port)
+            _terminate(pid)
+        still = sorted(port for port in ports if _ping(port, timeout=0.5))
+        if still:
+            problem = damage.problem if damage else "does not name the running emulator"
+            raise StateCorrupt(
+                _runtime_path(),
+                f"{problem}; moto still answers on port {', '.join(map(str, still))} and tap "
+                "could not tell which process it is, so it was not stopped",
+                hint=f"find it with `ss -ltnp 'sport = :{still[0]}'` and stop it by hand; "
+                     "then `tap sandbox stop` removes the file")
+        _runtime_path().unlink(missing_ok=True)
     return _status_of(None)
 
 
@@ -153,7 +193,7 @@ def reset() -> SandboxStatus:
     A stopped emulator is started instead: a fresh one is empty anyway.
     """
     with _locked():
-        rt = _read_runtime()
+        rt = _read_runtime_or_adopt()
         if rt is None or not _pid_alive(rt.pid) or not _ping(rt.port):
             return _start_locked()
         try:
@@ -184,7 +224,7 @@ def client(service: str, region: str) -> Any:
 
 def _start_locked() -> SandboxStatus:
     port = sandbox_port()
-    rt = _read_runtime()
+    rt = _read_runtime_or_adopt()
     if rt is not None:
         alive = _pid_alive(rt.pid)
         if alive and _ping(rt.port):
@@ -366,15 +406,84 @@ def _runtime_path() -> Path:
 
 
 def _read_runtime() -> _Runtime | None:
+    """The runtime file, or None when there is none; StateCorrupt when it is damaged (torn,
+    hand-edited, garbage), because treating that as 'no server' orphans a running one."""
+    path = _runtime_path()
     try:
-        data = json.loads(_runtime_path().read_text())
-        return _Runtime(pid=int(data["pid"]), port=int(data["port"]),
-                        started_at=datetime.fromisoformat(data["started_at"]),
-                        boot_id=data.get("boot_id"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
-    except (ValueError, KeyError, TypeError):  # torn or hand-edited: treat as no server
+    except UnicodeDecodeError:
+        raise StateCorrupt(path, "is not UTF-8 text, so not tap's runtime record") from None
+    except OSError as exc:
+        raise StateCorrupt(path, f"cannot be read ({exc.strerror})") from None
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise TypeError("not a JSON object")
+        pid, port = data["pid"], data["port"]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (pid, port)):
+            raise TypeError("pid and port must be integers")
+        if pid <= 1 or not 1 <= port <= 65535:
+            raise ValueError(f"pid {pid} / port {port} out of range")
+        boot = data.get("boot_id")
+        return _Runtime(pid=pid, port=port, started_at=datetime.fromisoformat(data["started_at"]),
+                        boot_id=boot if isinstance(boot, str) else None)
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        what = "is empty" if not text.strip() else \
+            f"is not tap's runtime record ({type(exc).__name__}: {str(exc)[:120]})"
+        raise StateCorrupt(path, what) from None
+
+
+def _read_runtime_or_adopt() -> _Runtime | None:
+    """For start/reset: a damaged runtime file is replaced by one describing the emulator this
+    home started, if one runs (found through /proc), else dropped."""
+    try:
+        return _read_runtime()
+    except StateCorrupt:
+        path = _runtime_path()
+        for pid, port in _find_emulators():
+            if _ping(port):
+                rt = _Runtime(pid, port, _process_started(pid))
+                _write_runtime(rt)
+                return rt
+        path.unlink(missing_ok=True)
         return None
+
+
+def _find_emulators() -> list[tuple[int, int]]:
+    """(pid, port) of every live emulator this TAP_HOME started: tap's emulator module on the
+    command line and this home's sandbox directory as working directory (set by start()).
+    Empty where there is no /proc."""
+    home = str(_dir().resolve())
+    found = []
+    try:
+        entries = [e for e in Path("/proc").iterdir() if e.name.isdigit()]
+    except OSError:
+        return []
+    for entry in entries:
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if EMULATOR_MODULE.encode() not in argv or os.readlink(entry / "cwd") != home:
+                continue
+            port = int(argv[argv.index(b"-p") + 1])
+        except (OSError, ValueError, IndexError):
+            continue
+        pid = int(entry.name)
+        if _pid_alive(pid):
+            found.append((pid, port))
+    return found
+
+
+def _process_started(pid: int) -> datetime:
+    """When a process started, from /proc (clock ticks after boot); now if unknown."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return datetime.fromtimestamp(boot + ticks / os.sysconf("SC_CLK_TCK"), timezone.utc)
+    except (OSError, ValueError, IndexError, StopIteration):
+        return datetime.now(timezone.utc)
 
 
 def _write_runtime(rt: _Runtime) -> None:
@@ -387,7 +496,10 @@ def _write_runtime(rt: _Runtime) -> None:
 def _discard_stale(rt: _Runtime) -> None:
     """Remove a runtime file naming a dead pid, unless a start() holds the lock right now."""
     with _locked(timeout=0) as acquired:
-        current = _read_runtime()
+        try:
+            current = _read_runtime()
+        except StateCorrupt:
+            return
         if acquired and current is not None and current.pid == rt.pid:
             _runtime_path().unlink(missing_ok=True)
 

@@ -1,0 +1,124 @@
+"""Find a stack's live resources in the emulator by their `tap:urn` tags, with no state at all.
+
+Every resource tap creates carries its URN in the `tap:urn` tag (handlers/base.py), and a URN
+names its stack (`urn:pulumi:<stack>::<project>::<parent$type>::<name>`). A deploy that has no
+state asks here first: anything found means the state was lost, and creating the stack again
+would duplicate it.
+
+The Resource Groups Tagging API answers for most types in one paginated call; moto's leaves out
+Elastic IPs, IAM roles and DB subnet groups, which are listed per service. What AWS keeps for a
+while after a delete (a NAT gateway in state 'deleted', a KMS key pending deletion, a secret
+scheduled for deletion) is not live and is left out.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ...errors import OperationFailed, OrphanedResources
+from .handlers.base import URN_TAG
+
+Clients = Callable[[str], Any]   # clients(service) -> boto3 client (aws.Clients)
+
+_GONE_NAT_STATES = ("deleted", "deleting", "failed")
+_GONE_KEY_STATES = ("PendingDeletion", "PendingReplicaDeletion")
+
+
+@dataclass(frozen=True)
+class Found:
+    urn: str
+    type: str   # the Pulumi type, read from the URN (e.g. aws:ec2/vpc:Vpc)
+    ref: str    # the resource's ARN, or its id where the API gives no ARN (Elastic IPs)
+
+
+def urn_prefix(stack: str) -> str:
+    return f"urn:pulumi:{stack}::"
+
+
+def urn_type(urn: str) -> str:
+    parts = urn.split("::")
+    return parts[2].rsplit("$", 1)[-1] if len(parts) >= 4 else "?"
+
+
+def find_stack_resources(stack: str, clients: Clients) -> list[Found]:
+    """Every live resource in the emulator tagged with one of `stack`'s URNs."""
+    prefix = urn_prefix(stack)
+    found: dict[str, Found] = {}
+
+    def add(ref: str, tags: Iterable[dict]) -> None:
+        urn = next((t.get("Value", "") for t in tags if t.get("Key") == URN_TAG), "")
+        if urn.startswith(prefix):
+            found.setdefault(ref, Found(urn, urn_type(urn), ref))
+
+    try:
+        tagging = clients("resourcegroupstaggingapi")
+        for page in tagging.get_paginator("get_resources").paginate(
+                TagFilters=[{"Key": URN_TAG}]):
+            for item in page.get("ResourceTagMappingList", []):
+                add(item["ResourceARN"], item.get("Tags", []))
+        _add_untracked(clients, add)
+        return [f for f in found.values() if _live(clients, f.ref)]
+    except (BotoCoreError, ClientError) as exc:
+        raise OperationFailed(
+            f"could not search the emulator for stack {stack}'s resources: {exc}",
+            hint="check `tap sandbox status`; nothing was changed") from None
+
+
+def counts_by_type(found: Iterable[Found]) -> dict[str, int]:
+    """Resources per Pulumi type (one per URN: a resource may own a tagged helper)."""
+    return dict(Counter(urn_type(urn) for urn in {f.urn for f in found}))
+
+
+def refuse_orphans(stack: str, clients: Clients, *, env: str, state_file: Path) -> None:
+    """Called by a deploy whose state has no resources: refuse if the stack is live anyway."""
+    found = find_stack_resources(stack, clients)
+    if not found:
+        return
+    bak = state_file.with_name(state_file.name + ".bak")
+    restore = f"restore tap's state with `cp {bak} {state_file}`, or " if bak.exists() else ""
+    raise OrphanedResources(
+        stack, {t.rsplit(":", 1)[-1]: n for t, n in counts_by_type(found).items()},
+        hint=f"tap's state for it ({state_file}) is missing or empty: {restore}adopt them with "
+             f"`tap refresh --env {env}`, or delete them (and every other sandbox stack) with "
+             "`tap sandbox reset`")
+
+
+def _add_untracked(clients: Clients, add: Callable[[str, Iterable[dict]], None]) -> None:
+    """The types moto's tagging API does not list."""
+    ec2 = clients("ec2")
+    for address in ec2.describe_addresses(
+            Filters=[{"Name": "tag-key", "Values": [URN_TAG]}])["Addresses"]:
+        add(address.get("AllocationId") or address.get("PublicIp", "?"), address.get("Tags", []))
+    iam = clients("iam")
+    for page in iam.get_paginator("list_roles").paginate():
+        for role in page["Roles"]:
+            add(role["Arn"], iam.list_role_tags(RoleName=role["RoleName"]).get("Tags", []))
+    rds = clients("rds")
+    for page in rds.get_paginator("describe_db_subnet_groups").paginate():
+        for group in page["DBSubnetGroups"]:
+            arn = group["DBSubnetGroupArn"]
+            add(arn, rds.list_tags_for_resource(ResourceName=arn).get("TagList", []))
+
+
+def _live(clients: Clients, ref: str) -> bool:
+    if ref.startswith("arn:aws:rds:") and ("snapshot:" in ref):
+        return False  # a snapshot copies its cluster's tags; it is not a resource of the stack
+    if ":natgateway/" in ref:
+        ec2 = clients("ec2")
+        gateways = ec2.describe_nat_gateways(
+            Filters=[{"Name": "nat-gateway-id", "Values": [ref.rsplit("/", 1)[-1]]}])
+        return any(g["State"] not in _GONE_NAT_STATES for g in gateways["NatGateways"])
+    if ref.startswith("arn:aws:kms:") and ":key/" in ref:
+        meta = clients("kms").describe_key(KeyId=ref)["KeyMetadata"]
+        return meta.get("KeyState") not in _GONE_KEY_STATES
+    if ref.startswith("arn:aws:secretsmanager:"):
+        sm = clients("secretsmanager")
+        try:
+            return "DeletedDate" not in sm.describe_secret(SecretId=ref)
+        except sm.exceptions.ResourceNotFoundException:
+            return False
+    return True
