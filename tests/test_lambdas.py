@@ -1,7 +1,7 @@
 """The rotation and payment functions against a real PostgreSQL and a real moto server.
 
 Nothing is mocked: the functions run in process with plain boto3 clients pointed at a moto
-server by AWS_ENDPOINT_URL, and log in to a PostgreSQL started from Debian's binaries. moto
+server by AWS_ENDPOINT_URL, and log in to a local PostgreSQL (tap_lib.localdb). moto
 cannot execute Lambdas, so the tests drive the rotation steps the way Secrets Manager does
 (see fixtures_lambdas.begin_rotation).
 """
@@ -10,10 +10,7 @@ from __future__ import annotations
 import ast
 import json
 import logging
-import socket
-import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -30,7 +27,7 @@ from fixtures_lambdas import (MASTER_PASSWORD, MASTER_USER, STEPS, Stack, aws_en
 from tap_lib import localdb
 from tap_lib.lambdas.payment import handler as payment
 from tap_lib.lambdas.rotation import handler as rotation
-from tap_lib.localdb import LocalPostgres, LocalPostgresError
+from tap_lib.localdb import LocalPostgres
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -505,71 +502,6 @@ def test_scram_verifier_is_what_postgresql_accepts(live_stack: Stack) -> None:
     assert login_works(live_stack, live_stack.app_user, "correct-horse-battery")
     with pytest.raises(rotation.RotationError):
         rotation.scram_verifier("pässword")
-
-
-# -- the local PostgreSQL ----------------------------------------------------------------------
-
-@pytest.mark.postgres
-def test_local_postgres_outlives_its_process_and_is_found_again(scratch: Path) -> None:
-    data = scratch / "pg"
-    script = ("import sys; from pathlib import Path; from tap_lib.localdb import LocalPostgres;"
-              "LocalPostgres(Path(sys.argv[1])).start('admin', sys.stdin.read(), database='app')")
-    try:
-        subprocess.run([sys.executable, "-c", script, str(data)], input="pw-in-stdin-123",
-                       text=True, check=True, cwd=REPO, timeout=120)
-        server = LocalPostgres.attach(data)
-        assert server.is_running() and server.port
-        server.connect("admin", "pw-in-stdin-123", "app").close()
-
-        server.stop()
-        assert not server.is_running()
-        assert LocalPostgres.attach(data).port == server.port
-        server.start("admin", "pw-in-stdin-123")
-        assert server.is_running()
-    finally:
-        LocalPostgres(data).remove()
-    assert not data.exists()
-
-
-@pytest.mark.postgres
-def test_local_postgres_keeps_no_plaintext_password(scratch: Path) -> None:
-    password = "plain-text-Pw-4242"
-    leftovers = set(Path(tempfile.gettempdir()).glob("tap-pg-*"))
-    with localdb.running(scratch / "pg", "admin", password, database="app") as server:
-        with pytest.raises(Exception, match="28P01"):
-            server.connect("admin", "not-" + password, "app")
-        for path in server.data_dir.rglob("*"):
-            if path.is_file() and not path.is_socket():
-                assert password.encode() not in path.read_bytes(), path
-        assert set(Path(tempfile.gettempdir()).glob("tap-pg-*")) == leftovers
-        config = (server.data_dir / "pg_hba.conf").read_text()
-        assert "trust" not in config and "host  all all 127.0.0.1/32 scram-sha-256" in config
-
-
-@pytest.mark.postgres
-def test_local_postgres_start_failure_shows_the_server_log(scratch: Path) -> None:
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        server = LocalPostgres(scratch / "pg", port=busy.getsockname()[1])
-        try:
-            with pytest.raises(LocalPostgresError) as failure:
-                server.start("admin", "secret-Pw-77", timeout=20)
-        finally:
-            server.remove()
-    message = str(failure.value)
-    assert "failed to start" in message and "server log" in message
-    assert "could not bind" in message or "could not create" in message
-    assert "secret-Pw-77" not in message
-
-
-def test_missing_postgresql_is_reported_with_the_fix(tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(localdb, "_DEBIAN_ROOT", tmp_path)
-    monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(LocalPostgresError, match="no PostgreSQL server binaries") as failure:
-        LocalPostgres(tmp_path / "pg").start("admin", "pw")
-    assert "apt-get install postgresql" in str(failure.value)
 
 
 @pytest.mark.parametrize("function", ["rotation", "payment"])
