@@ -1,0 +1,274 @@
+"""Preflight: find, before anything is created, the failures the seed found only by deploying.
+
+Preflight changes nothing anywhere. It synthesizes the TapStack program under the mock runtime
+(tap_lib.engines.synth) and runs the registered rules over the configuration and the synthesized
+plan, plus read-only look-ups on the target. This module is the framework (findings, the rule
+registry, the runner); the rules live in one module per family, as moto keeps one folder per
+service: `seed` (the nine failures the project grew from) and `securityhub` (hardening keyed to
+AWS Security Hub controls). Each rule is one small function registered with `@rule`; its
+docstring says which failure it prevents. A program that does not run to the end becomes
+findings too, never a traceback, and the rules that need the whole plan are then skipped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import pandas as pd
+
+from ...config import Settings
+from ...engines.registry import check_target, engine_class
+from ...engines.synth import Registration, Synthesis, synthesize
+from ...errors import TapError, UsageError
+from ...project import project_dir
+from ...project import project_file as default_project_file
+
+Program = Callable[[Settings], Any]
+EngineVersions = Callable[[str, str], tuple[list[str], str]]
+
+EXPECTED_PROJECT = "TapStack"
+ENGINE = "aurora-postgresql"
+SEVERITIES = ("error", "warning", "info")
+SYNTHESIS_RULE = ("TAP000", "synthesis")  # also reports the rules a failed program skipped
+COLUMNS = ["rule", "severity", "resource", "message", "fix"]
+
+# -- resource types the rules look at --------------------------------------------------------
+PROVIDER = "pulumi:providers:aws"
+BUCKET = ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2")
+PUBLIC_ACCESS_BLOCK = ("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",)
+BUCKET_POLICY = ("aws:s3/bucketPolicy:BucketPolicy",)
+VERSIONING = ("aws:s3/bucketVersioning:BucketVersioning",
+              "aws:s3/bucketVersioningV2:BucketVersioningV2")
+SSE = ("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+       "aws:s3/bucketServerSideEncryptionConfigurationV2:"
+       "BucketServerSideEncryptionConfigurationV2")
+CLUSTER = ("aws:rds/cluster:Cluster",)
+DB_INSTANCE = ("aws:rds/clusterInstance:ClusterInstance", "aws:rds/instance:Instance")
+FUNCTION = ("aws:lambda/function:Function",)
+PERMISSION = ("aws:lambda/permission:Permission",)
+SUBNET = ("aws:ec2/subnet:Subnet",)
+VPC = ("aws:ec2/vpc:Vpc",)
+FLOW_LOG = ("aws:ec2/flowLog:FlowLog",)
+SECRET = ("aws:secretsmanager/secret:Secret",)
+ROTATION = ("aws:secretsmanager/secretRotation:SecretRotation",)
+IAM_POLICY = ("aws:iam/rolePolicy:RolePolicy", "aws:iam/policy:Policy")
+
+
+# -- findings and the report -----------------------------------------------------------------
+@dataclass(frozen=True)
+class Finding:
+    """One problem (or note); `rule` is filled in by the runner from the rule that found it."""
+
+    severity: str
+    resource: str
+    message: str
+    fix: str = ""
+    rule: str = ""
+
+
+def error(resource: str, message: str, fix: str = "") -> Finding:
+    return Finding("error", resource, message, fix)
+
+
+def warning(resource: str, message: str, fix: str = "") -> Finding:
+    return Finding("warning", resource, message, fix)
+
+
+def info(resource: str, message: str, fix: str = "") -> Finding:
+    return Finding("info", resource, message, fix)
+
+
+@dataclass
+class PreflightReport:
+    """Findings of one preflight run; `ok` when nothing is error-level."""
+
+    findings: pd.DataFrame
+    stack: str
+    environment: str
+    target: str
+    rules_checked: int
+
+    @property
+    def errors(self) -> int:
+        return int((self.findings["severity"] == "error").sum())
+
+    @property
+    def warnings(self) -> int:
+        return int((self.findings["severity"] == "warning").sum())
+
+    @property
+    def ok(self) -> bool:
+        return self.errors == 0
+
+    def errors_text(self) -> str:
+        """The error-level findings, one line each, for a refusal message."""
+        rows = self.findings[self.findings["severity"] == "error"]
+        return "\n".join(f"  {r.rule}: {r.resource}: {r.message}" + (f" (fix: {r.fix})"
+                                                                    if r.fix else "")
+                         for r in rows.itertuples())
+
+    def to_dict(self) -> dict[str, Any]:
+        counts = self.findings["severity"].value_counts()
+        summary = {s: int(counts.get(s, 0)) for s in SEVERITIES}
+        return {"stack": self.stack, "environment": self.environment, "target": self.target,
+                "findings": self.findings.to_dict("records"),
+                "summary": {**summary, "rules_checked": self.rules_checked}}
+
+
+# -- what the rules see ----------------------------------------------------------------------
+@dataclass
+class Context:
+    """Everything a rule may look at: configuration, the synthesized plan, the target."""
+
+    settings: Settings
+    target: str
+    synthesis: Synthesis
+    program: Program | None
+    project_file: Path
+    engine_versions: EngineVersions
+    region_of_target: str | None
+
+    def of(self, types: tuple[str, ...]) -> list[Registration]:
+        return [r for r in self.synthesis.registrations if r.type in types]
+
+    def resynthesize(self, settings: Settings) -> Synthesis:
+        return synthesize(settings, program=self.program)
+
+    @property
+    def params_file(self) -> str:
+        return self.settings.source
+
+    @property
+    def strict(self) -> bool:
+        """A protected stack (prod): hardening findings are errors, not advice."""
+        return self.settings.protected
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A registered check; its docstring (`prevents`) names the failure it exists for."""
+
+    id: str
+    name: str
+    check: Callable[[Context], Iterable[Finding]]
+    needs_complete_plan: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.id} {self.name}"
+
+    @property
+    def prevents(self) -> str:
+        return (self.check.__doc__ or "").strip()
+
+
+RULES: list[Rule] = []
+
+
+def rule(id_: str, name: str, *, needs_complete_plan: bool = True):
+    """Register a rule. Rules that need the whole plan are skipped when the program failed,
+    since a half-declared stack would make them report resources as missing."""
+    def register(check: Callable[[Context], Iterable[Finding]]):
+        RULES.append(Rule(id_, name, check, needs_complete_plan))
+        return check
+    return register
+
+
+# -- entry point -----------------------------------------------------------------------------
+def run_preflight(settings: Settings, *, target: str = "sandbox", program: Program | None = None,
+                  project_file: Path | None = None, engine_versions: EngineVersions | None = None,
+                  region_of_target: str | None = None,
+                  skip: dict[str, str] | None = None) -> PreflightReport:
+    """Check one environment before deploying; changes nothing anywhere. `skip` maps rule ids
+    to the reason an operator gave for not running them; each skip is reported as a finding."""
+    target = check_target(target)
+    skip = skip or {}
+    unknown = sorted(set(skip) - {r.id for r in RULES})
+    if unknown:
+        raise UsageError(f"--skip-rule: unknown rule {', '.join(unknown)}",
+                         hint="allowed: " + ", ".join(r.id for r in RULES))
+    synthesis = _synthesize(settings, program)
+    ctx = Context(
+        settings=settings, target=target, synthesis=synthesis, program=program,
+        project_file=Path(project_file) if project_file else default_project_file(),
+        engine_versions=engine_versions or engine_class(target).offered_engine_versions,
+        region_of_target=region_of_target or engine_class(target).default_region(settings))
+    findings: list[Finding] = []
+    skipped: list[str] = []
+    for r in RULES:
+        if r.id in skip:
+            findings.append(Finding("warning", "preflight", f"rule skipped on purpose: "
+                                    f"{skip[r.id]}", "", rule=r.label))
+            continue
+        if synthesis.error is not None and r.needs_complete_plan:
+            skipped.append(r.id)
+            continue
+        findings += [dataclasses.replace(f, rule=r.label) for f in r.check(ctx)]
+    if skipped:
+        findings.append(Finding(
+            "info", "program", f"{len(skipped)} rules need the whole plan and were not run: "
+            f"{', '.join(skipped)}", "fix the errors above and run preflight again",
+            rule=" ".join(SYNTHESIS_RULE)))
+    return PreflightReport(_frame(findings), synthesis.stack, settings.environment, target,
+                           rules_checked=len(RULES) - len(skipped) - len(skip))
+
+
+def _synthesize(settings: Settings, program: Program | None) -> Synthesis:
+    """Synthesis, or an empty one carrying the error when even the setup failed (an unreadable
+    Pulumi.yaml), so that the failure is reported like any other."""
+    try:
+        return synthesize(settings, program=program)
+    except TapError as exc:
+        return Synthesis(stack=f"{EXPECTED_PROJECT}{settings.suffix}", registrations=[],
+                         outputs={}, warnings=[], duplicates=[], error=exc, duration_s=0.0)
+
+
+def _frame(findings: list[Finding]) -> pd.DataFrame:
+    rows = [{c: getattr(f, c) for c in COLUMNS} for f in findings]
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    order = df["severity"].map(SEVERITIES.index)
+    df = df.assign(_order=order).sort_values(["_order", "rule"], kind="stable")
+    return df.drop(columns="_order").reset_index(drop=True)
+
+
+# -- small helpers over the plan -------------------------------------------------------------
+def _bucket_of(ctx: Context, reg: Registration) -> Registration | None:
+    ref = reg.inputs.get("bucket")
+    return next((b for b in ctx.of(BUCKET) if ref in (b.id, b.inputs.get("bucket"))), None)
+
+
+def _attached(ctx: Context, bucket: Registration, types: tuple[str, ...]) -> list[Registration]:
+    return [r for r in ctx.of(types) if _bucket_of(ctx, r) is bucket]
+
+
+def _statements(policy: Any) -> list[dict]:
+    """A policy document's statements; none for a document that is not valid JSON."""
+    try:
+        doc = json.loads(policy) if isinstance(policy, str) else policy
+    except json.JSONDecodeError:
+        return []
+    stmts = doc.get("Statement", []) if isinstance(doc, dict) else []
+    return [stmts] if isinstance(stmts, dict) else [s for s in stmts if isinstance(s, dict)]
+
+
+def _denies_plain_http(stmt: dict) -> bool:
+    secure = (stmt.get("Condition") or {}).get("Bool", {}).get("aws:SecureTransport")
+    return stmt.get("Effect") == "Deny" and str(secure).lower() == "false"
+
+
+def _as_list(value: Any) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _display(path: str | Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(project_dir()))
+    except ValueError:
+        return str(path)
+
+
+# The rule families register themselves on import.
+from . import seed, securityhub  # noqa: E402,F401  pyflakes: ignore
