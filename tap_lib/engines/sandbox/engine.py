@@ -111,7 +111,8 @@ class _Resolver:
             # An update returns what changed; everything else the resource had stays (its arn).
             outputs = {**record.outputs,
                        **handler.update(ctx, record.id, record.outputs, inputs)}
-            id_ = record.id
+            # An in-place update can give the resource a new id (ReplaceRouteTableAssociation).
+            id_ = outputs.get("id") or record.id
         else:
             if op == "replace":
                 self.engine.delete_record(record)
@@ -282,7 +283,7 @@ class SandboxEngine(Engine):
             state.outputs = normalize(syn.outputs)
             state.region = self.settings.region
             self.store.save()
-            result = Result(self.stack, TARGET, _ordered(resolver.steps + removed, syn),
+            result = Result(self.stack, TARGET, _ordered(resolver.steps, syn),
                             operation="deploy", outputs=state.outputs,
                             duration_s=time.monotonic() - started,
                             notes=notes + resolver.notes)

@@ -3,21 +3,50 @@
 A handler maps one Pulumi resource type onto the emulator's API:
     create(ctx, inputs) -> (id, outputs)
     read(ctx, id, inputs) -> live outputs, or None when the resource is gone
-    update(ctx, id, old_inputs, new_inputs) -> outputs     (only for `updatable` properties)
+    modify(ctx, id, old_outputs, new_inputs, changed) -> outputs it learned  (the `applies` set)
     delete(ctx, id, inputs, outputs)
     find(ctx, inputs) -> id or None     adopt a resource a killed deploy created but never recorded
-Properties not listed in `updatable` force a replacement, as with the real provider. A type
-whose id is a physical name from its inputs sets `id_input` and gets `find` for free.
-Adding a type = one small subclass with `type` set, registered with @handler.
+Whether a change updates in place or replaces comes from replacements.json, generated from
+terraform-provider-aws by scripts/gen_replacements.py (ForceNew / RequiresReplace -> replace), as
+the real provider decides. `update` is the same for every type: tags through the service's
+tagging API (`tagger`), state-only inputs recorded, the rest handed to `modify`; it returns the
+complete outputs, so an update never drops what create recorded (an `arn`).
+A type whose id is a physical name from its inputs sets `id_input` and gets `find` for free.
+Adding a type = one small subclass with `type` set, registered with @handler, plus its entry in
+RESOURCES of the generator.
 """
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, Callable, ClassVar
 
 from botocore.exceptions import ClientError
 
+from ....errors import OperationFailed
+
 URN_TAG = "tap:urn"
+TAG_PROPS = frozenset({"tags", "tagsAll"})
+REPLACEMENTS = Path(__file__).resolve().parents[1] / "replacements.json"
+
+
+@functools.cache
+def replacement_table() -> dict:
+    """The provider's replace/update rules per type (read once)."""
+    return json.loads(REPLACEMENTS.read_text())["types"]
+
+
+class UnknownProperty(OperationFailed):
+    """A changed input the replacement table does not know: classifying it would be a guess."""
+
+    def __init__(self, type_: str, names: list[str]):
+        super().__init__(f"{type_}: no replacement rule for changed input(s) {', '.join(names)}",
+                         hint="regenerate tap_lib/engines/sandbox/replacements.json with "
+                              "scripts/gen_replacements.py from a terraform-provider-aws checkout "
+                              "that has these attributes")
+        self.type, self.names = type_, names
 
 
 @dataclass
@@ -42,9 +71,13 @@ class Context:
 
 class Handler:
     type: ClassVar[str]
-    updatable: ClassVar[frozenset[str]] = frozenset()
-    # Inputs that only exist in Pulumi (not sent to AWS) and never force a replacement.
-    ignored: ClassVar[frozenset[str]] = frozenset({"tags", "tagsAll", "region"})
+    # Updatable inputs `modify` sends to the emulator (tags are the base class's job).
+    applies: ClassVar[frozenset[str]] = frozenset()
+    # Updatable inputs that steer only the provider (deletion behaviour, never sent to AWS on an
+    # update): an update records them in state and calls nothing.
+    state_only: ClassVar[frozenset[str]] = frozenset()
+    # How the type's tags change in place: a key of TAGGERS, or None when it has no tags.
+    tagger: ClassVar[str | None] = None
     # The input holding the physical name that is also the resource's id, if there is one.
     id_input: ClassVar[str | None] = None
 
@@ -55,6 +88,24 @@ class Handler:
         return dict(inputs)
 
     def update(self, ctx: Context, id_: str, old: dict, new: dict) -> dict:
+        """Apply an in-place change; `old` is the recorded outputs, `new` the inputs. Returns the
+        complete outputs: what was recorded, the new inputs, and what `modify` learned."""
+        changed = set(ctx.changed) or {k for k in set(old) | set(new) if old.get(k) != new.get(k)}
+        if changed & TAG_PROPS:
+            if self.tagger is None:
+                raise NotImplementedError(f"{self.type} has no tagging API")
+            TAGGERS[self.tagger](ctx, id_, old, *tag_changes(old, new))
+        rest = changed - TAG_PROPS - self.state_only
+        learned: dict = {}
+        if rest:
+            missing = sorted(rest - self.applies)
+            if missing:
+                raise NotImplementedError(f"{self.type}: cannot change {missing} in place")
+            learned = self.modify(ctx, id_, old, new, rest) or {}
+        removed = {k: None for k in changed if k not in new}
+        return {**old, **removed, **new, "id": id_, **learned}  # modify may assign a new id
+
+    def modify(self, ctx: Context, id_: str, old: dict, new: dict, changed: set[str]) -> dict:
         raise NotImplementedError
 
     def delete(self, ctx: Context, id_: str, inputs: dict, outputs: dict) -> None:
@@ -66,12 +117,23 @@ class Handler:
         name = inputs[self.id_input]
         return name if self.read(ctx, name, inputs) is not None else None
 
+    def rules(self) -> dict:
+        try:
+            return replacement_table()[self.type]
+        except KeyError:
+            raise UnknownProperty(self.type, ["(type not in the table)"]) from None
+
     def classify(self, changed: list[str]) -> str:
-        """'update' if every changed property can change in place, else 'replace'."""
-        relevant = [c for c in changed if c not in self.ignored]
-        if not relevant:
-            return "update"
-        return "update" if all(c in self.updatable for c in relevant) else "replace"
+        """'replace' if any changed input is ForceNew for the provider (or may be: conditional
+        and nested ForceNew count as replace), else 'update'. An input the table does not know
+        is an error, not a guess: the preview is the operator's promise."""
+        rules = self.rules()
+        replacing = (set(rules["force_new"]) | set(rules["force_new_conditional"])
+                     | set(rules["force_new_nested"]))
+        unknown = sorted(c for c in changed if c not in replacing and c not in rules["updatable"])
+        if unknown:
+            raise UnknownProperty(self.type, unknown)
+        return "replace" if any(c in replacing for c in changed) else "update"
 
 
 REGISTRY: dict[str, Handler] = {}
@@ -80,6 +142,89 @@ REGISTRY: dict[str, Handler] = {}
 def handler(cls: type[Handler]) -> type[Handler]:
     REGISTRY[cls.type] = cls()
     return cls
+
+
+def tag_changes(old: dict, new: dict) -> tuple[dict[str, str], list[str]]:
+    """Tags to set (new or changed values) and keys to remove; the URN tag is never touched."""
+    before, after = old.get("tags") or {}, new.get("tags") or {}
+    put = {k: str(v) for k, v in after.items() if k != URN_TAG and before.get(k) != v}
+    return put, sorted(k for k in before if k not in after and k != URN_TAG)
+
+
+def _pairs(tags: dict, key: str = "Key", value: str = "Value") -> list[dict]:
+    return [{key: k, value: v} for k, v in tags.items()]
+
+
+def _ec2_tags(ctx, id_, old, put, remove):
+    ec2 = ctx.client("ec2")
+    if put:
+        ec2.create_tags(Resources=[id_], Tags=_pairs(put))
+    if remove:
+        ec2.delete_tags(Resources=[id_], Tags=[{"Key": k} for k in remove])
+
+
+def _rds_tags(ctx, id_, old, put, remove):
+    rds = ctx.client("rds")
+    if put:
+        rds.add_tags_to_resource(ResourceName=old["arn"], Tags=_pairs(put))
+    if remove:
+        rds.remove_tags_from_resource(ResourceName=old["arn"], TagKeys=remove)
+
+
+def _lambda_tags(ctx, id_, old, put, remove):
+    lam = ctx.client("lambda")
+    if put:
+        lam.tag_resource(Resource=old["arn"], Tags=put)
+    if remove:
+        lam.untag_resource(Resource=old["arn"], TagKeys=remove)
+
+
+def _secretsmanager_tags(ctx, id_, old, put, remove):
+    sm = ctx.client("secretsmanager")
+    if put:
+        sm.tag_resource(SecretId=id_, Tags=_pairs(put))
+    if remove:
+        sm.untag_resource(SecretId=id_, TagKeys=remove)
+
+
+def _kms_tags(ctx, id_, old, put, remove):
+    kms = ctx.client("kms")
+    if put:
+        kms.tag_resource(KeyId=id_, Tags=_pairs(put, "TagKey", "TagValue"))
+    if remove:
+        kms.untag_resource(KeyId=id_, TagKeys=remove)
+
+
+def _iam_role_tags(ctx, id_, old, put, remove):
+    iam = ctx.client("iam")
+    if put:
+        iam.tag_role(RoleName=id_, Tags=_pairs(put))
+    if remove:
+        iam.untag_role(RoleName=id_, TagKeys=remove)
+
+
+def _logs_tags(ctx, id_, old, put, remove):
+    logs = ctx.client("logs")
+    arn = f"arn:aws:logs:{ctx.region}:{ctx.account}:log-group:{id_}"
+    if put:
+        logs.tag_resource(resourceArn=arn, tags=put)
+    if remove:
+        logs.untag_resource(resourceArn=arn, tagKeys=remove)
+
+
+def _s3_tags(ctx, id_, old, put, remove):
+    # S3 replaces the whole tag set: write the new one (the URN tag included).
+    tags = {k: v for k, v in (old.get("tags") or {}).items() if k not in remove}
+    ctx.client("s3").put_bucket_tagging(
+        Bucket=id_, Tagging={"TagSet": ctx.tag_list({**tags, **put})})
+
+
+# Each service's own way to change tags in place: (ctx, id, old outputs, put, remove).
+TAGGERS: dict[str, Callable[..., None]] = {
+    "ec2": _ec2_tags, "rds": _rds_tags, "lambda": _lambda_tags,
+    "secretsmanager": _secretsmanager_tags, "kms": _kms_tags, "iam_role": _iam_role_tags,
+    "logs": _logs_tags, "s3": _s3_tags,
+}
 
 
 def tag_spec(resource_type: str, inputs: dict, ctx: Context) -> list[dict]:

@@ -13,7 +13,8 @@ def _first(items: list, key: str) -> str | None:
 @handler
 class Vpc(Handler):
     type = "aws:ec2/vpc:Vpc"
-    updatable = frozenset({"enableDnsSupport", "enableDnsHostnames"})
+    applies = frozenset({"enableDnsSupport", "enableDnsHostnames"})
+    tagger = "ec2"
 
     def create(self, ctx, inputs):
         ec2 = ctx.client("ec2")
@@ -40,9 +41,8 @@ class Vpc(Handler):
                 "enableDnsSupport": attr("enableDnsSupport")["EnableDnsSupport"]["Value"],
                 "enableDnsHostnames": attr("enableDnsHostnames")["EnableDnsHostnames"]["Value"]}
 
-    def update(self, ctx, id_, old, new):
+    def modify(self, ctx, id_, old, new, changed):
         self._attributes(ctx.client("ec2"), id_, new)
-        return {**new, "id": id_}
 
     def delete(self, ctx, id_, inputs, outputs):
         ignore_missing(ctx.client("ec2").delete_vpc, VpcId=id_)
@@ -54,6 +54,8 @@ class Vpc(Handler):
 @handler
 class InternetGateway(Handler):
     type = "aws:ec2/internetGateway:InternetGateway"
+    applies = frozenset({"vpcId"})
+    tagger = "ec2"
 
     def create(self, ctx, inputs):
         ec2 = ctx.client("ec2")
@@ -62,6 +64,15 @@ class InternetGateway(Handler):
         ec2.attach_internet_gateway(InternetGatewayId=igw["InternetGatewayId"],
                                     VpcId=inputs["vpcId"])
         return igw["InternetGatewayId"], {**inputs, "id": igw["InternetGatewayId"]}
+
+    def modify(self, ctx, id_, old, new, changed):
+        # As the provider does: detach from the old VPC, attach to the new one, same gateway.
+        ec2 = ctx.client("ec2")
+        if old.get("vpcId"):
+            ignore_missing(ec2.detach_internet_gateway, InternetGatewayId=id_,
+                           VpcId=old["vpcId"], codes=("Gateway.NotAttached",))
+        if new.get("vpcId"):
+            ec2.attach_internet_gateway(InternetGatewayId=id_, VpcId=new["vpcId"])
 
     def delete(self, ctx, id_, inputs, outputs):
         ec2 = ctx.client("ec2")
@@ -82,20 +93,20 @@ class InternetGateway(Handler):
 @handler
 class Subnet(Handler):
     type = "aws:ec2/subnet:Subnet"
-    updatable = frozenset({"mapPublicIpOnLaunch"})
+    applies = frozenset({"mapPublicIpOnLaunch"})
+    tagger = "ec2"
 
     def create(self, ctx, inputs):
         ec2 = ctx.client("ec2")
         sn = ec2.create_subnet(VpcId=inputs["vpcId"], CidrBlock=inputs["cidrBlock"],
                                AvailabilityZone=inputs["availabilityZone"],
                                TagSpecifications=tag_spec("subnet", inputs, ctx))["Subnet"]
-        self.update(ctx, sn["SubnetId"], {}, inputs)
+        self.modify(ctx, sn["SubnetId"], {}, inputs, {"mapPublicIpOnLaunch"})
         return sn["SubnetId"], {**inputs, "id": sn["SubnetId"], "arn": sn.get("SubnetArn", "")}
 
-    def update(self, ctx, id_, old, new):
+    def modify(self, ctx, id_, old, new, changed):
         ctx.client("ec2").modify_subnet_attribute(SubnetId=id_, MapPublicIpOnLaunch={
             "Value": bool(new.get("mapPublicIpOnLaunch", False))})
-        return {**new, "id": id_}
 
     def read(self, ctx, id_, inputs):
         found = ctx.client("ec2").describe_subnets(
@@ -118,6 +129,7 @@ class Subnet(Handler):
 @handler
 class RouteTable(Handler):
     type = "aws:ec2/routeTable:RouteTable"
+    tagger = "ec2"
 
     def create(self, ctx, inputs):
         rt = ctx.client("ec2").create_route_table(
@@ -141,12 +153,19 @@ class RouteTable(Handler):
 @handler
 class Route(Handler):
     type = "aws:ec2/route:Route"
+    applies = frozenset({"natGatewayId", "gatewayId"})
 
     @staticmethod
     def _target(inputs: dict) -> dict:
         if inputs.get("natGatewayId"):
             return {"NatGatewayId": inputs["natGatewayId"]}
         return {"GatewayId": inputs["gatewayId"]}
+
+    def modify(self, ctx, id_, old, new, changed):
+        # A new target for the same destination: ReplaceRoute, as the provider's update does.
+        ctx.client("ec2").replace_route(RouteTableId=new["routeTableId"],
+                                        DestinationCidrBlock=new["destinationCidrBlock"],
+                                        **self._target(new))
 
     def create(self, ctx, inputs):
         ctx.client("ec2").create_route(RouteTableId=inputs["routeTableId"],
@@ -177,6 +196,14 @@ class Route(Handler):
 @handler
 class RouteTableAssociation(Handler):
     type = "aws:ec2/routeTableAssociation:RouteTableAssociation"
+    applies = frozenset({"routeTableId"})
+
+    def modify(self, ctx, id_, old, new, changed):
+        # ReplaceRouteTableAssociation moves the subnet to the new table under a new
+        # association id, which becomes the resource's id (the provider does the same).
+        out = ctx.client("ec2").replace_route_table_association(
+            AssociationId=id_, RouteTableId=new["routeTableId"])
+        return {"id": out["NewAssociationId"]}
 
     def create(self, ctx, inputs):
         assoc = ctx.client("ec2").associate_route_table(RouteTableId=inputs["routeTableId"],
@@ -203,6 +230,7 @@ class RouteTableAssociation(Handler):
 @handler
 class Eip(Handler):
     type = "aws:ec2/eip:Eip"
+    tagger = "ec2"
 
     def create(self, ctx, inputs):
         addr = ctx.client("ec2").allocate_address(
@@ -229,6 +257,7 @@ class Eip(Handler):
 @handler
 class NatGateway(Handler):
     type = "aws:ec2/natGateway:NatGateway"
+    tagger = "ec2"
 
     def create(self, ctx, inputs):
         nat = ctx.client("ec2").create_nat_gateway(
@@ -263,6 +292,7 @@ class NatGateway(Handler):
 @handler
 class SecurityGroup(Handler):
     type = "aws:ec2/securityGroup:SecurityGroup"
+    tagger = "ec2"
 
     def create(self, ctx, inputs):
         ec2 = ctx.client("ec2")
@@ -299,6 +329,23 @@ def _peers(perm: dict) -> set[str]:
 
 class _SecurityGroupRule(Handler):
     direction: str
+    applies = frozenset({"cidrIpv4", "cidrIpv6", "description", "fromPort", "toPort",
+                         "ipProtocol", "prefixListId", "referencedSecurityGroupId"})
+    tagger = "ec2"
+
+    def modify(self, ctx, id_, old, new, changed):
+        """ModifySecurityGroupRules on the rule's id, as the provider's update does."""
+        rule = {"IpProtocol": str(new["ipProtocol"]),
+                "FromPort": int(new.get("fromPort", -1)), "ToPort": int(new.get("toPort", -1))}
+        for prop, key in (("cidrIpv4", "CidrIpv4"), ("cidrIpv6", "CidrIpv6"),
+                          ("prefixListId", "PrefixListId"),
+                          ("referencedSecurityGroupId", "ReferencedGroupId"),
+                          ("description", "Description")):
+            if new.get(prop) is not None:
+                rule[key] = new[prop]
+        ctx.client("ec2").modify_security_group_rules(
+            GroupId=new["securityGroupId"],
+            SecurityGroupRules=[{"SecurityGroupRuleId": id_, "SecurityGroupRule": rule}])
 
     def _call(self, ctx, verb: str, inputs: dict):
         method = getattr(ctx.client("ec2"), f"{verb}_security_group_{self.direction}")
@@ -345,6 +392,7 @@ class SecurityGroupEgressRule(_SecurityGroupRule):
 @handler
 class FlowLog(Handler):
     type = "aws:ec2/flowLog:FlowLog"
+    tagger = "ec2"
 
     def create(self, ctx, inputs):
         out = ctx.client("ec2").create_flow_logs(

@@ -16,7 +16,9 @@ def _doc(value) -> dict:
 @handler
 class Role(Handler):
     type = "aws:iam/role:Role"
-    updatable = frozenset({"assumeRolePolicy"})
+    applies = frozenset({"assumeRolePolicy", "description", "maxSessionDuration"})
+    state_only = frozenset({"forceDetachPolicies"})
+    tagger = "iam_role"
     id_input = "name"
 
     def create(self, ctx, inputs):
@@ -33,10 +35,15 @@ class Role(Handler):
         role = found["Role"]
         return {"name": role["RoleName"], "assumeRolePolicy": _doc(role["AssumeRolePolicyDocument"])}
 
-    def update(self, ctx, id_, old, new):
-        ctx.client("iam").update_assume_role_policy(RoleName=id_,
-                                                    PolicyDocument=new["assumeRolePolicy"])
-        return {**new, "id": id_}
+    def modify(self, ctx, id_, old, new, changed):
+        iam = ctx.client("iam")
+        if "assumeRolePolicy" in changed:
+            iam.update_assume_role_policy(RoleName=id_, PolicyDocument=new["assumeRolePolicy"])
+        if "description" in changed:
+            iam.update_role_description(RoleName=id_, Description=new.get("description") or "")
+        if "maxSessionDuration" in changed:
+            iam.update_role(RoleName=id_, MaxSessionDuration=int(new.get("maxSessionDuration")
+                                                                 or 3600))
 
     def delete(self, ctx, id_, inputs, outputs):
         iam = ctx.client("iam")
@@ -49,7 +56,7 @@ class Role(Handler):
 @handler
 class RolePolicy(Handler):
     type = "aws:iam/rolePolicy:RolePolicy"
-    updatable = frozenset({"policy"})
+    applies = frozenset({"policy"})
 
     def create(self, ctx, inputs):
         name = inputs.get("name") or ctx.name
@@ -65,8 +72,8 @@ class RolePolicy(Handler):
             return None
         return {"role": role, "policy": _doc(doc["PolicyDocument"])}
 
-    def update(self, ctx, id_, old, new):
-        return self.create(ctx, new)[1]
+    def modify(self, ctx, id_, old, new, changed):
+        self.create(ctx, new)  # PutRolePolicy replaces the document in place
 
     def delete(self, ctx, id_, inputs, outputs):
         role, _, name = id_.partition(":")

@@ -7,26 +7,28 @@ from .base import URN_TAG, Handler, handler, ignore_missing
 @handler
 class Key(Handler):
     type = "aws:kms/key:Key"
-    updatable = frozenset({"enableKeyRotation", "description"})
-    ignored = Handler.ignored | {"deletionWindowInDays"}  # only used when the key is deleted
+    applies = frozenset({"enableKeyRotation", "description"})
+    state_only = frozenset({"deletionWindowInDays"})  # only used when the key is deleted
+    tagger = "kms"
 
     def create(self, ctx, inputs):
         kms = ctx.client("kms")
         key = kms.create_key(Description=inputs.get("description", ""), Tags=[
             {"TagKey": t["Key"], "TagValue": t["Value"]} for t in ctx.tag_list(inputs.get("tags"))
         ])["KeyMetadata"]
-        return key["KeyId"], self.update(ctx, key["KeyId"], {}, {**inputs, "arn": key["Arn"]})
+        self.modify(ctx, key["KeyId"], {}, inputs, {"description", "enableKeyRotation"})
+        return key["KeyId"], {**inputs, "id": key["KeyId"], "keyId": key["KeyId"],
+                              "arn": key["Arn"]}
 
-    def update(self, ctx, id_, old, new):
+    def modify(self, ctx, id_, old, new, changed):
         kms = ctx.client("kms")
-        kms.update_key_description(KeyId=id_, Description=new.get("description", ""))
-        if new.get("enableKeyRotation"):
-            kms.enable_key_rotation(KeyId=id_)
-        else:
-            kms.disable_key_rotation(KeyId=id_)
-        arn = new.get("arn") or old.get("arn") or \
-            f"arn:aws:kms:{ctx.region}:{ctx.account}:key/{id_}"
-        return {**new, "id": id_, "keyId": id_, "arn": arn}
+        if "description" in changed:
+            kms.update_key_description(KeyId=id_, Description=new.get("description", ""))
+        if "enableKeyRotation" in changed:
+            if new.get("enableKeyRotation"):
+                kms.enable_key_rotation(KeyId=id_)
+            else:
+                kms.disable_key_rotation(KeyId=id_)
 
     def read(self, ctx, id_, inputs):
         kms = ctx.client("kms")
@@ -54,7 +56,7 @@ class Key(Handler):
 @handler
 class Alias(Handler):
     type = "aws:kms/alias:Alias"
-    updatable = frozenset({"targetKeyId"})
+    applies = frozenset({"targetKeyId"})
     id_input = "name"
 
     def create(self, ctx, inputs):
@@ -62,9 +64,8 @@ class Alias(Handler):
         return inputs["name"], {**inputs, "id": inputs["name"],
                                 "arn": f"arn:aws:kms:{ctx.region}:{ctx.account}:{inputs['name']}"}
 
-    def update(self, ctx, id_, old, new):
+    def modify(self, ctx, id_, old, new, changed):
         ctx.client("kms").update_alias(AliasName=id_, TargetKeyId=new["targetKeyId"])
-        return {**new, "id": id_}
 
     def read(self, ctx, id_, inputs):
         for alias in ctx.client("kms").list_aliases()["Aliases"]:

@@ -38,8 +38,9 @@ def _config(inputs: dict) -> dict:
 @handler
 class Function(Handler):
     type = "aws:lambda/function:Function"
-    updatable = frozenset({"code", "role", "handler", "runtime", "timeout", "memorySize",
-                           "environment", "vpcConfig"})
+    applies = frozenset({"code", "role", "handler", "runtime", "timeout", "memorySize",
+                         "environment", "vpcConfig", "description"})
+    tagger = "lambda"
     id_input = "name"
 
     def create(self, ctx, inputs):
@@ -53,9 +54,9 @@ class Function(Handler):
         return {**inputs, "id": fn["FunctionName"], "arn": fn["FunctionArn"],
                 "invokeArn": fn["FunctionArn"], "version": fn.get("Version", "$LATEST")}
 
-    def update(self, ctx, id_, old, new):
+    def modify(self, ctx, id_, old, new, changed):
         lam = ctx.client("lambda")
-        if "code" in ctx.changed:
+        if "code" in changed:
             lam.update_function_code(FunctionName=id_, ZipFile=zip_archive(new["code"]))
         fn = lam.update_function_configuration(FunctionName=id_, **_config(new))
         return self._outputs(new, fn)

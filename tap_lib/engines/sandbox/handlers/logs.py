@@ -7,16 +7,19 @@ from .base import Handler, handler, ignore_missing
 @handler
 class LogGroup(Handler):
     type = "aws:cloudwatch/logGroup:LogGroup"
-    updatable = frozenset({"retentionInDays"})
+    applies = frozenset({"retentionInDays"})
+    state_only = frozenset({"skipDestroy"})
+    tagger = "logs"
     id_input = "name"
 
     def create(self, ctx, inputs):
         logs = ctx.client("logs")
         logs.create_log_group(logGroupName=inputs["name"], tags={
             **(inputs.get("tags") or {}), "tap:urn": ctx.urn})
-        return inputs["name"], self.update(ctx, inputs["name"], {}, inputs)
+        return inputs["name"], {**inputs, **self.modify(ctx, inputs["name"], {}, inputs,
+                                                        {"retentionInDays"})}
 
-    def update(self, ctx, id_, old, new):
+    def modify(self, ctx, id_, old, new, changed):
         logs = ctx.client("logs")
         if new.get("retentionInDays"):
             logs.put_retention_policy(logGroupName=id_,

@@ -9,7 +9,8 @@ from .base import Handler, handler, ignore_missing
 @handler
 class SubnetGroup(Handler):
     type = "aws:rds/subnetGroup:SubnetGroup"
-    updatable = frozenset({"subnetIds", "description"})
+    applies = frozenset({"subnetIds", "description"})
+    tagger = "rds"
     id_input = "name"
 
     def create(self, ctx, inputs):
@@ -20,11 +21,10 @@ class SubnetGroup(Handler):
             SubnetIds=inputs["subnetIds"], Tags=ctx.tag_list(inputs.get("tags")))["DBSubnetGroup"]
         return inputs["name"], {**inputs, "id": inputs["name"], "arn": group["DBSubnetGroupArn"]}
 
-    def update(self, ctx, id_, old, new):
+    def modify(self, ctx, id_, old, new, changed):
         ctx.client("rds").modify_db_subnet_group(
             DBSubnetGroupName=id_, SubnetIds=new["subnetIds"],
             DBSubnetGroupDescription=new.get("description") or "Managed by tap")
-        return {**old, **new}
 
     def read(self, ctx, id_, inputs):
         found = ignore_missing(ctx.client("rds").describe_db_subnet_groups,
@@ -41,10 +41,22 @@ class SubnetGroup(Handler):
 @handler
 class Cluster(Handler):
     type = "aws:rds/cluster:Cluster"
-    updatable = frozenset({"backupRetentionPeriod", "deletionProtection", "preferredBackupWindow",
-                           "engineVersion", "copyTagsToSnapshot", "skipFinalSnapshot",
-                           "finalSnapshotIdentifier", "vpcSecurityGroupIds"})
-    ignored = Handler.ignored | {"skipFinalSnapshot", "finalSnapshotIdentifier"}
+    # Input -> ModifyDBCluster parameter (and how to convert the value).
+    MODIFY = {"backupRetentionPeriod": ("BackupRetentionPeriod", int),
+              "preferredBackupWindow": ("PreferredBackupWindow", str),
+              "preferredMaintenanceWindow": ("PreferredMaintenanceWindow", str),
+              "copyTagsToSnapshot": ("CopyTagsToSnapshot", bool),
+              "deletionProtection": ("DeletionProtection", bool),
+              "engineVersion": ("EngineVersion", str), "port": ("Port", int),
+              "vpcSecurityGroupIds": ("VpcSecurityGroupIds", list),
+              "manageMasterUserPassword": ("ManageMasterUserPassword", bool),
+              "masterUserSecretKmsKeyId": ("MasterUserSecretKmsKeyId", str),
+              "iamDatabaseAuthenticationEnabled": ("EnableIAMDatabaseAuthentication", bool)}
+    applies = frozenset(MODIFY)
+    # Used when the cluster is deleted, or to steer a modify; never a setting of the cluster.
+    state_only = frozenset({"skipFinalSnapshot", "finalSnapshotIdentifier", "applyImmediately",
+                            "allowMajorVersionUpgrade", "deleteAutomatedBackups"})
+    tagger = "rds"
     id_input = "clusterIdentifier"
 
     def create(self, ctx, inputs):
@@ -77,14 +89,19 @@ class Cluster(Handler):
                 "masterUserSecrets": [{"secretArn": secret_arn, "secretStatus": "active",
                                        "kmsKeyId": inputs.get("masterUserSecretKmsKeyId") or ""}]}
 
-    def update(self, ctx, id_, old, new):
-        rds = ctx.client("rds")
-        cluster = rds.modify_db_cluster(
-            DBClusterIdentifier=id_, ApplyImmediately=True,
-            BackupRetentionPeriod=int(new.get("backupRetentionPeriod") or 1),
-            DeletionProtection=bool(new.get("deletionProtection")),
-            EngineVersion=new["engineVersion"],
-            VpcSecurityGroupIds=new.get("vpcSecurityGroupIds", []))["DBCluster"]
+    def modify(self, ctx, id_, old, new, changed):
+        """One ModifyDBCluster with every changed setting, applied immediately (tap's runbook
+        promises the change now, not in the next maintenance window)."""
+        params = {}
+        for prop in sorted(changed):
+            name, conv = self.MODIFY[prop]
+            if new.get(prop) is not None:
+                params[name] = conv(new[prop])
+        if "EngineVersion" in params and _major(params["EngineVersion"]) != _major(
+                str(old.get("engineVersion", ""))):
+            params["AllowMajorVersionUpgrade"] = True
+        cluster = ctx.client("rds").modify_db_cluster(
+            DBClusterIdentifier=id_, ApplyImmediately=True, **params)["DBCluster"]
         return self._outputs(ctx, cluster, new)
 
     def read(self, ctx, id_, inputs):
@@ -93,7 +110,9 @@ class Cluster(Handler):
             return None
         c = found["DBClusters"][0]
         return {"clusterIdentifier": id_, "engine": c["Engine"], "engineVersion": c["EngineVersion"],
-                "storageEncrypted": c.get("StorageEncrypted"),
+                "storageEncrypted": c.get("StorageEncrypted"), "port": c.get("Port"),
+                "preferredBackupWindow": c.get("PreferredBackupWindow"),
+                "copyTagsToSnapshot": c.get("CopyTagsToSnapshot"),
                 "deletionProtection": c.get("DeletionProtection"),
                 "backupRetentionPeriod": c.get("BackupRetentionPeriod")}
 
@@ -116,10 +135,23 @@ class Cluster(Handler):
 
 
 
+def _major(version: str) -> str:
+    return version.split(".")[0]
+
+
 @handler
 class ClusterInstance(Handler):
     type = "aws:rds/clusterInstance:ClusterInstance"
-    updatable = frozenset({"instanceClass"})
+    MODIFY = {"instanceClass": ("DBInstanceClass", str), "engineVersion": ("EngineVersion", str),
+              "publiclyAccessible": ("PubliclyAccessible", bool),
+              "copyTagsToSnapshot": ("CopyTagsToSnapshot", bool),
+              "autoMinorVersionUpgrade": ("AutoMinorVersionUpgrade", bool),
+              "promotionTier": ("PromotionTier", int),
+              "preferredMaintenanceWindow": ("PreferredMaintenanceWindow", str),
+              "dbParameterGroupName": ("DBParameterGroupName", str)}
+    applies = frozenset(MODIFY)
+    state_only = frozenset({"applyImmediately", "forceDestroy"})
+    tagger = "rds"
     id_input = "identifier"
 
     def create(self, ctx, inputs):
@@ -132,10 +164,19 @@ class ClusterInstance(Handler):
         return inputs["identifier"], {**inputs, "id": inputs["identifier"],
                                       "arn": inst["DBInstanceArn"], "writer": False}
 
-    def update(self, ctx, id_, old, new):
-        ctx.client("rds").modify_db_instance(DBInstanceIdentifier=id_, ApplyImmediately=True,
-                                             DBInstanceClass=new["instanceClass"])
-        return {**old, **new}
+    def modify(self, ctx, id_, old, new, changed):
+        # An Aurora instance runs its cluster's engine version: the cluster's modify (a
+        # dependency, applied first) upgrades it, and RDS refuses EngineVersion here.
+        params = {self.MODIFY[p][0]: self.MODIFY[p][1](new[p]) for p in sorted(changed)
+                  if new.get(p) is not None and p != "engineVersion"}
+        rds = ctx.client("rds")
+        if params:
+            rds.modify_db_instance(DBInstanceIdentifier=id_, ApplyImmediately=True, **params)
+        if "engineVersion" in changed:
+            live = rds.describe_db_instances(DBInstanceIdentifier=id_)["DBInstances"][0]
+            if live.get("EngineVersion") != new.get("engineVersion"):
+                raise RuntimeError(f"instance {id_} runs {live.get('EngineVersion')}, not "
+                                   f"{new.get('engineVersion')}: upgrade its cluster first")
 
     def read(self, ctx, id_, inputs):
         found = ignore_missing(ctx.client("rds").describe_db_instances,
@@ -144,6 +185,7 @@ class ClusterInstance(Handler):
             return None
         i = found["DBInstances"][0]
         return {"identifier": id_, "instanceClass": i["DBInstanceClass"],
+                "engineVersion": i.get("EngineVersion"),
                 "publiclyAccessible": i.get("PubliclyAccessible")}
 
     def delete(self, ctx, id_, inputs, outputs):

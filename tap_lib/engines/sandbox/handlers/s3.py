@@ -20,8 +20,8 @@ def _empty(s3, bucket: str) -> None:
 @handler
 class Bucket(Handler):
     type = "aws:s3/bucket:Bucket"
-    updatable = frozenset({"forceDestroy"})
-    ignored = Handler.ignored | {"forceDestroy"}
+    state_only = frozenset({"forceDestroy"})  # read when the bucket is deleted
+    tagger = "s3"
     id_input = "bucket"
 
     def create(self, ctx, inputs):
@@ -34,9 +34,6 @@ class Bucket(Handler):
         s3.put_bucket_tagging(Bucket=name, Tagging={"TagSet": ctx.tag_list(inputs.get("tags"))})
         return name, {**inputs, "id": name, "arn": f"arn:aws:s3:::{name}",
                       "bucketDomainName": f"{name}.s3.amazonaws.com"}
-
-    def update(self, ctx, id_, old, new):
-        return {**new, "id": id_, "arn": f"arn:aws:s3:::{id_}"}
 
     def read(self, ctx, id_, inputs):
         # head_bucket reports a missing bucket as a bare HTTP 404
@@ -62,8 +59,11 @@ class _BucketConfig(Handler):
     """A bucket sub-resource: id is the bucket name; put replaces, delete removes. Nothing to
     find after a crash: put is idempotent, so recreating over a half-applied config is safe."""
 
-    updatable = frozenset({"versioningConfiguration", "rules", "policy", "blockPublicAcls",
-                           "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"})
+    # Every updatable input of these types is written by one put of the whole configuration.
+    applies = frozenset({"versioningConfiguration", "rules", "policy", "blockPublicAcls",
+                         "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets",
+                         "mfa", "transitionDefaultMinimumObjectSize"})
+    state_only = frozenset({"skipDestroy"})
 
     def put(self, s3, bucket: str, inputs: dict) -> None:
         raise NotImplementedError
@@ -78,8 +78,8 @@ class _BucketConfig(Handler):
         self.put(ctx.client("s3"), inputs["bucket"], inputs)
         return inputs["bucket"], {**inputs, "id": inputs["bucket"]}
 
-    def update(self, ctx, id_, old, new):
-        return self.create(ctx, new)[1]
+    def modify(self, ctx, id_, old, new, changed):
+        self.put(ctx.client("s3"), id_, new)
 
     def read(self, ctx, id_, inputs):
         found = ignore_missing(self.get, ctx.client("s3"), id_)

@@ -18,8 +18,9 @@ def _describe(ctx, secret_id: str) -> dict | None:
 @handler
 class Secret(Handler):
     type = "aws:secretsmanager/secret:Secret"
-    updatable = frozenset({"description", "kmsKeyId", "recoveryWindowInDays"})
-    ignored = Handler.ignored | {"recoveryWindowInDays"}
+    applies = frozenset({"description", "kmsKeyId"})
+    state_only = frozenset({"recoveryWindowInDays", "forceOverwriteReplicaSecret"})
+    tagger = "secretsmanager"
 
     def create(self, ctx, inputs):
         secret = ctx.client("secretsmanager").create_secret(
@@ -27,10 +28,9 @@ class Secret(Handler):
             KmsKeyId=inputs.get("kmsKeyId"), Tags=ctx.tag_list(inputs.get("tags")))
         return secret["ARN"], {**inputs, "id": secret["ARN"], "arn": secret["ARN"]}
 
-    def update(self, ctx, id_, old, new):
+    def modify(self, ctx, id_, old, new, changed):
         ctx.client("secretsmanager").update_secret(
             SecretId=id_, Description=new.get("description", ""), KmsKeyId=new.get("kmsKeyId"))
-        return {**new, "id": id_, "arn": id_}
 
     def read(self, ctx, id_, inputs):
         meta = _describe(ctx, id_)
@@ -72,7 +72,8 @@ class SecretVersion(Handler):
 @handler
 class SecretRotation(Handler):
     type = "aws:secretsmanager/secretRotation:SecretRotation"
-    updatable = frozenset({"rotationRules", "rotationLambdaArn"})
+    applies = frozenset({"rotationRules", "rotationLambdaArn"})
+    state_only = frozenset({"rotateImmediately"})
 
     def create(self, ctx, inputs):
         secret_id = inputs["secretId"]
@@ -94,7 +95,7 @@ class SecretRotation(Handler):
         ctx.notes.append("sandbox: rotation ran in-process (the emulator cannot execute Lambdas)")
         return secret_id, {**inputs, "id": secret_id, "rotationEnabled": True}
 
-    def update(self, ctx, id_, old, new):
+    def modify(self, ctx, id_, old, new, changed):
         return self.create(ctx, new)[1]
 
     def read(self, ctx, id_, inputs):
