@@ -265,7 +265,11 @@ def parse_schema(text: str, resolve: KeyResolver) -> dict[str, dict]:
     else:
         raise SourceError("no schema map found")
     # CustomizeDiff / ModifyPlan can force a replacement for some changes of an attribute.
-    for name in re.findall(r"ForceNew(?:If|IfChange)?\(\s*\"([^\"]+)\"", text):
+    for key in re.findall(r"ForceNew(?:If|IfChange)?\(\s*(\"[^\"]+\"|names\.\w+|\w+)", text):
+        try:
+            name = resolve(key, local)
+        except SourceError:
+            continue
         if name in attrs:
             attrs[name]["conditional_force_new"] = True
     return attrs
