@@ -1,0 +1,161 @@
+"""Guards that cannot be bypassed: protection recorded with the stack, the environment file that
+created it, closed stdin, and preflight gating preview and deploy. Each reproduction of issue 10's
+guard list runs against a real deployed (emulated) prod stack, through every path: the command
+line in real processes, `tap run` notebooks, the library, and the engine itself."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tap_lib.config import load_settings
+from tap_lib.engines.base import StackMeta
+from tap_lib.engines.sandbox.engine import SandboxEngine
+from tap_lib.errors import ProtectedStack, UsageError
+from tap_lib.ops import stack as stack_ops
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.postgres]
+
+PROD = "TapStackprod"
+
+
+def tap(*args: str, env: dict | None = None, close_stdin: bool = False
+        ) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tap_lib.cli", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=300,
+                          stdin=None if close_stdin else subprocess.DEVNULL,
+                          preexec_fn=(lambda: os.close(0)) if close_stdin else None)
+
+
+def live_counts(eng: SandboxEngine) -> dict[str, int]:
+    """What the emulator holds for the stack, counted through boto3 (not tap's state)."""
+    c = eng.clients()
+    urn_prefix = f"urn:pulumi:{eng.stack}::"
+    vpcs = [v for v in c("ec2").describe_vpcs()["Vpcs"]
+            if any(t["Value"].startswith(urn_prefix) for t in v.get("Tags", []))]
+    instances = c("rds").describe_db_instances()["DBInstances"]
+    buckets = c("s3").list_buckets()["Buckets"]
+    functions = c("lambda").list_functions()["Functions"]
+    secrets = c("secretsmanager").list_secrets()["SecretList"]
+    return {"vpcs": len(vpcs), "instances": len(instances), "buckets": len(buckets),
+            "functions": len(functions), "secrets": len(secrets)}
+
+
+@pytest.fixture(scope="module")
+def prod(sandbox_home):
+    eng = SandboxEngine(load_settings("prod"))
+    eng.up(confirm=PROD)
+    assert eng.stack_meta() == StackMeta("params/prod.yaml", True)
+    yield eng
+    # As an operator retires prod: lift the database's deletion protection, then destroy.
+    SandboxEngine(load_settings("prod", ["db.deletion_protection=false"])).up(confirm=PROD)
+    SandboxEngine(load_settings("prod")).destroy(confirm=PROD)
+    assert live_counts(eng)["vpcs"] == 0
+
+
+def test_destroy_of_prod_from_an_overridden_environment_is_refused(prod):
+    before = live_counts(prod)
+    out = tap("destroy", "--env", "prod", "--yes", "--set", "environment=dev")
+    assert out.returncode == 2, out.stderr
+    assert f"{PROD} is protected" in out.stderr and f"--confirm {PROD}" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert live_counts(prod) == before
+
+
+def test_a_stack_operated_from_another_environment_file_is_refused(prod):
+    before = live_counts(prod)
+    out = tap("destroy", "--env", "dev", "--yes", env={"ENVIRONMENT_SUFFIX": "prod"})
+    assert out.returncode == 2, out.stderr
+    assert "created from params/prod.yaml, not params/dev.yaml" in out.stderr
+    deploy = tap("deploy", "--env", "dev", "--yes", env={"ENVIRONMENT_SUFFIX": "prod"})
+    assert deploy.returncode == 2 and "created from params/prod.yaml" in deploy.stderr
+    assert live_counts(prod) == before
+
+
+def test_protection_cannot_be_overridden_on_the_command_line(prod):
+    out = tap("destroy", "--env", "prod", "--yes", "--set", "protected=false")
+    assert out.returncode == 2
+    assert "params/prod.yaml (--set protected)" in out.stderr
+
+
+def test_closed_stdin_is_no_confirmation(prod):
+    out = tap("deploy", "--env", "prod", close_stdin=True)
+    assert out.returncode == 2, out.stderr
+    assert "--yes" in out.stderr and "Traceback" not in out.stderr
+    assert "AttributeError" not in out.stderr
+
+
+def test_a_deploy_that_deletes_from_a_protected_stack_needs_the_stack_name(prod):
+    before = live_counts(prod)
+    assert before["instances"] == 3
+    refused = tap("deploy", "--env", "prod", "--yes", "--set", "db.instances=2")
+    assert refused.returncode == 2, refused.stderr
+    assert "would delete" in refused.stderr and "nothing was changed" in refused.stderr
+    assert live_counts(prod) == before
+    # The library and the engine refuse the same way, whoever calls them.
+    with pytest.raises(ProtectedStack):
+        stack_ops.deploy("prod", overrides=["db.instances=2"], yes=True)
+    fewer = SandboxEngine(load_settings("prod", ["db.instances=2"]))
+    with pytest.raises(ProtectedStack):
+        fewer.up()
+    with pytest.raises(ProtectedStack):  # below Engine.up's preview: the resolver itself
+        fewer._up(None, confirm=None, meta=fewer.stack_meta())
+    assert live_counts(prod) == before
+
+    applied = tap("deploy", "--env", "prod", "--yes", "--set", "db.instances=2",
+                  "--confirm", PROD, "--json")
+    assert applied.returncode == 0, applied.stderr
+    assert json.loads(applied.stdout)["summary"]["delete"] == 1
+    assert live_counts(prod)["instances"] == 2
+    # Adding back only creates: --yes is enough; protection stays recorded.
+    assert tap("deploy", "--env", "prod", "--yes").returncode == 0
+    assert live_counts(prod)["instances"] == 3
+    assert prod.stack_meta() == StackMeta("params/prod.yaml", True)
+
+
+def test_unattended_paths_need_the_stack_name(prod, sandbox_home):
+    before = live_counts(prod)
+    with pytest.raises(ProtectedStack):
+        stack_ops.deploy("prod")                       # a library call: no operator said yes
+    with pytest.raises(ProtectedStack):
+        stack_ops.destroy("prod", yes=True)
+    with pytest.raises(ProtectedStack):
+        stack_ops.destroy("prod", yes=True, confirm="TapStackdev")
+    with pytest.raises(UsageError, match="--yes"):
+        stack_ops.destroy("prod", confirm=PROD)
+
+    refused = tap("run", "deploy", "--env", "prod", "--json")
+    assert refused.returncode == 1
+    record = json.loads(refused.stdout)[0]
+    assert record["status"] == "failed" and "ProtectedStack" in record["error"]
+    confirmed = tap("run", "deploy", "--env", "prod", "-p", "confirm", PROD, "--json")
+    assert confirmed.returncode == 0, confirmed.stdout + confirmed.stderr
+    assert live_counts(prod) == before
+
+
+def test_preflight_errors_block_preview_and_deploy(sandbox_home):
+    eng = SandboxEngine(load_settings("dev", ["suffix=gate"]))
+    out = tap("deploy", "--env", "dev", "--yes", "--set", "suffix=gate",
+              "--set", "db.engine_version=99.9")
+    assert out.returncode == 1, out.stderr
+    assert "TAP005" in out.stderr and "99.9 is not offered" in out.stderr
+    assert "stopped before anything changed" in out.stderr
+    assert live_counts(eng)["vpcs"] == 0 and not eng.store.state.resources
+    preview = tap("preview", "--env", "dev", "--set", "suffix=gate",
+                  "--set", "db.engine_version=99.9")
+    assert preview.returncode == 1 and "TAP005" in preview.stderr
+
+    no_reason = tap("preview", "--env", "dev", "--set", "suffix=gate",
+                    "--set", "db.engine_version=99.9", "--skip-rule", "TAP005")
+    assert no_reason.returncode == 2 and "--reason" in no_reason.stderr
+    unknown = tap("preview", "--env", "dev", "--set", "suffix=gate", "--skip-rule", "TAP999",
+                  "--reason", "x")
+    assert unknown.returncode == 2 and "TAP999" in unknown.stderr and "TAP005" in unknown.stderr
+    skipped = tap("preview", "--env", "dev", "--set", "suffix=gate",
+                  "--set", "db.engine_version=99.9", "--skip-rule", "TAP005",
+                  "--reason", "engine preview build", "--json")
+    assert skipped.returncode == 0, skipped.stderr
+    assert json.loads(skipped.stdout)["summary"]["create"] == 50
