@@ -124,23 +124,32 @@ def endpoint(port: int | None = None) -> str:
 def status() -> SandboxStatus:
     """Inspect without side effects other than removing a stale runtime file (dead pid).
 
-    A damaged runtime file is a StateCorrupt error that says whether the emulator still runs."""
+    A runtime file that is damaged, or missing or stale while an emulator this home started
+    still runs, is a StateCorrupt error saying so: status never reports a running emulator as
+    stopped."""
+    problem = None
     try:
         rt = _read_runtime()
     except StateCorrupt as exc:
-        found = _find_emulators()
-        running = ", ".join(f"pid {pid} on port {port}" for pid, port in found)
-        raise StateCorrupt(
-            exc.file, exc.problem + (f"; tap's emulator still runs ({running})" if found
-                                     else "; no emulator of this TAP_HOME is running"),
-            hint="`tap sandbox stop` stops it and removes the file; `tap sandbox start` "
-                 "rewrites the file" if found else
-                 "`tap sandbox stop` removes the file; `tap sandbox start` starts afresh"
-        ) from None
+        rt, problem = None, exc.problem
     if rt is not None and not _pid_alive(rt.pid):
         _discard_stale(rt)
-        rt = None
-    return _status_of(rt)
+        problem, rt = f"names pid {rt.pid}, which is not tap's emulator (it is not running)", None
+    if rt is not None:
+        return _status_of(rt)
+    with _locked(timeout=0) as idle:          # a start() in flight has not written it yet
+        found = _find_emulators() if idle else []
+    if found:
+        running = ", ".join(f"pid {pid} on port {port}" for pid, port in found)
+        raise StateCorrupt(_runtime_path(),
+                           f"{problem or 'is missing'}; tap's emulator still runs ({running})",
+                           hint="`tap sandbox start` rewrites the file for it; "
+                                "`tap sandbox stop` stops it")
+    if problem is not None and _runtime_path().exists():
+        raise StateCorrupt(_runtime_path(), f"{problem}; no emulator of this TAP_HOME runs",
+                           hint="`tap sandbox stop` removes the file; `tap sandbox start` "
+                                "starts afresh")
+    return _status_of(None)
 
 
 def start() -> SandboxStatus:
