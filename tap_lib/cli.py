@@ -226,6 +226,8 @@ def cmd_run(args) -> int:
             print(f"           {record.error}")
 
     params = dict(args.parameter or [])
+    if len(params) != len(args.parameter or []):
+        raise UsageError("each notebook parameter may be given once with -p")
     records = run_notebooks(args.notebook, env=args.env, target=args.target, parameters=params,
                             progress=None if args.json else show)
     if args.json:

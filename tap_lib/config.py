@@ -453,7 +453,7 @@ def validate(data: dict, source: str, overridden: list[str] = (),
         origin = f"{source} (--set {', '.join(blamed)})"
     elif field == "suffix" and suffix_from_env:
         origin = "environment variable ENVIRONMENT_SUFFIX"
-    raise ConfigError(shorten(msg, MAX_MESSAGE_CHARS), file=origin, field=shorten(field),
+    raise ConfigError(shorten(msg, MAX_MESSAGE_CHARS), file=origin, field=label(field),
                       value=shown(value, field), allowed=allowed and shorten(allowed, 800))
 
 
@@ -481,6 +481,15 @@ def shown(value: Any, name: str = "", *, secret: bool = False) -> Any:
 
 def shorten(text: str, limit: int = SHOWN_CHARS) -> str:
     return text if len(text) <= limit else f"{text[:limit]}… [{len(text) - limit} more]"
+
+
+def label(name: Any, limit: int = SHOWN_CHARS) -> str:
+    """A name from the input (a key, a parameter) as a message may show it: control
+    characters escaped (no terminal escape sequences), cut to `limit`."""
+    text = str(name)
+    if not text.isprintable():
+        text = repr(text)[1:-1]
+    return shorten(text, limit)
 
 
 class _Shown:

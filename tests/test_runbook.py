@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tap_lib.engines.sandbox import server
+from tap_lib.errors import ConfigError, UsageError
 from tap_lib.ops import audit, runbook
 from tap_lib.ops import stack as stack_ops
 from tap_lib.ops.runbook import run_notebooks
@@ -36,7 +37,28 @@ def outputs(sandbox_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     return out
 
 
-def test_record_holds_metadata_summary_and_no_secret(outputs: Path) -> None:
+def project_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                 declare: dict[str, str] | None = None) -> Path:
+    """A copy of the project (TAP_PROJECT_DIR) whose notebooks' parameters cells also declare
+    `declare` (name -> default source): tap's own notebooks take no secrets, so a test of
+    secret scrubbing needs a notebook that declares one."""
+    project = tmp_path / "project"
+    for part in ("params", "notebooks"):
+        shutil.copytree(project_dir() / part, project / part)
+    shutil.copy(project_dir() / "Pulumi.yaml", project)
+    for path in (project / "notebooks").glob("*.ipynb"):
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            if "parameters" in cell.metadata.get("tags", []):
+                cell.source += "".join(f"\n{k} = {v}" for k, v in (declare or {}).items())
+        nbformat.write(nb, path)
+    monkeypatch.setenv("TAP_PROJECT_DIR", str(project))
+    return project
+
+
+def test_record_holds_metadata_summary_and_no_secret(outputs: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    project_copy(tmp_path, monkeypatch, {"db_password": '""'})
     [rec] = run_notebooks("preflight", env="dev",
                           parameters={"db_password": SECRET, "operator": "alice"})
     assert rec.status == "succeeded", rec.error
@@ -71,15 +93,11 @@ def test_record_holds_metadata_summary_and_no_secret(outputs: Path) -> None:
 
 def test_failed_check_fails_the_run_leaves_a_record_and_stops_all(
         outputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    project = tmp_path / "project"
-    for part in ("params", "notebooks"):
-        shutil.copytree(project_dir() / part, project / part)
-    shutil.copy(project_dir() / "Pulumi.yaml", project)
+    project = project_copy(tmp_path, monkeypatch)
     broken = yaml.safe_load((project / "params" / "dev.yaml").read_text())
     broken.update(environment="broken", suffix="broken")
     broken["db"]["engine_version"] = "15.99"  # valid syntax, but no such Aurora version
     (project / "params" / "broken.yaml").write_text(yaml.safe_dump(broken))
-    monkeypatch.setenv("TAP_PROJECT_DIR", str(project))
 
     records = run_notebooks("all", env="broken")
     assert [(r.notebook, r.status) for r in records] == [("preflight", "failed")]
@@ -170,10 +188,12 @@ def test_missing_index_is_rebuilt_from_the_records(outputs: Path) -> None:
     assert (outputs / audit.INDEX_NAME).exists()
 
 
-def test_records_go_to_s3(outputs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_records_go_to_s3(outputs: Path, tmp_path: Path,
+                         monkeypatch: pytest.MonkeyPatch) -> None:
     """papermill writes s3:// natively; the sandbox emulator is the S3 endpoint."""
     from papermill.s3 import S3
 
+    project_copy(tmp_path, monkeypatch, {"api_token": '""'})
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(key, "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
@@ -199,3 +219,120 @@ def test_records_go_to_s3(outputs: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert audit.rebuild_index() == audit.index_path(root)
     assert audit.audit_table().path.tolist() == [rec.path]
     assert not outputs.exists()  # nothing went to the local records directory
+
+
+# -- parameters are data: declared names, declared types, records inside the root ----------------
+
+def test_parameter_names_come_from_the_parameters_cell() -> None:
+    assert set(runbook.declared_parameters("preflight")) == {"env", "target", "operator"}
+    assert runbook.declared_parameters("audit") == {
+        "env": "dev", "target": "sandbox", "operator": "", "limit": 30, "export": ""}
+
+
+def test_code_in_a_parameter_name_is_refused_before_a_kernel_starts(
+        outputs: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    name = f"__import__('os').system('touch {marker}');x"
+    with pytest.raises(ConfigError) as info:
+        run_notebooks("preflight", env="dev", parameters={name: "1"})
+    msg = str(info.value)
+    assert "preflight.ipynb" in msg and "declares no such parameter" in msg
+    assert "allowed: env, target, operator" in msg
+    assert info.value.exit_code == 2
+    assert not marker.exists() and not outputs.exists()  # no kernel, no record
+
+
+def test_run_all_checks_each_notebook(outputs: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'-p limit'.*none of the notebooks preflight, "
+                                          r"preview, deploy, verify, inspect declares"):
+        run_notebooks("all", env="dev", parameters={"limit": "5"})
+    assert not outputs.exists()
+    # a parameter reaches only the notebooks that declare it; each checks its type
+    typed = runbook.check_parameters(runbook.ALL, {"confirm": "TapStackdev", "operator": "7"},
+                                     env="dev", target="sandbox")
+    assert typed["deploy"] == {"confirm": "TapStackdev", "operator": "7"}
+    assert typed["preflight"] == {"operator": "7"}
+
+
+@pytest.mark.parametrize("given,expected", [
+    ({"limit": "5"}, {"limit": 5}),
+    ({"limit": "-3"}, {"limit": -3}),
+    ({"limit": 7}, {"limit": 7}),
+    ({"operator": "123"}, {"operator": "123"}),   # text stays text: not the int 123
+    ({"operator": "true"}, {"operator": "true"}),
+    ({"operator": "Zoë O'Brien \"ops\""}, {"operator": "Zoë O'Brien \"ops\""}),
+    ({"env": "dev", "target": "sandbox"}, {}),      # the same as --env/--target: nothing to add
+])
+def test_parameter_values_take_the_declared_type(given, expected) -> None:
+    typed = runbook.check_parameters(("audit",), given, env="dev", target="sandbox")["audit"]
+    assert typed == expected
+    assert [type(v) for v in typed.values()] == [type(v) for v in expected.values()]
+
+
+@pytest.mark.parametrize("name,value,why", [
+    ("limit", "five", "whole number"),
+    ("limit", "1.5", "whole number"),
+    ("limit", "1e3", "whole number"),
+    ("limit", "9" * 40, "whole number"),
+    ("limit", True, "expected a int"),
+    ("limit", "\u0661", "whole number"),            # an Arabic-Indic digit
+    ("operator", 5, "expected a str"),
+    ("operator", "a\nb", "line breaks"),
+    ("operator", "a\x00b", "control characters"),
+    ("operator", "\x1b[2J", "control characters"),
+    ("operator", "x" * 5000, "longer than 1024"),
+    ("env", "prod", "set with --env"),
+    ("target", "aws", "set with --target"),
+])
+def test_values_of_another_type_are_refused(name, value, why) -> None:
+    with pytest.raises(ConfigError) as info:
+        runbook.check_parameters(("audit",), {name: value}, env="dev", target="sandbox")
+    msg = str(info.value)
+    assert why in msg and f"'-p {name}'" in msg and "audit.ipynb" in msg
+    assert len(msg) < 1000
+
+
+def test_a_secret_looking_parameter_value_is_not_echoed() -> None:
+    with pytest.raises(ConfigError) as info:
+        runbook.check_parameters(("audit",), {"api_token": SECRET}, env="dev", target="sandbox")
+    assert SECRET not in str(info.value) and "api_token" in str(info.value)
+
+
+@pytest.mark.parametrize("record", [
+    "../../../../etc/shadow", "/etc/passwd", "../outputs-elsewhere/dev/x.ipynb",
+    "s3://someone-elses-bucket/dev/x.ipynb", "dev/../../../etc/passwd.ipynb", "",
+])
+def test_export_is_confined_to_the_records_root(outputs: Path, record: str) -> None:
+    with pytest.raises(UsageError) as info:
+        audit.export_html(record)
+    assert info.value.exit_code == 2
+    with pytest.raises(ConfigError, match="'-p export'"):
+        runbook.check_parameters(("audit",), {"export": record or "\t"}, env="dev",
+                                 target="sandbox")
+    assert not outputs.exists()  # nothing exported, nothing read
+
+
+def test_export_refuses_a_link_out_of_the_root_and_a_forged_index_row(
+        outputs: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "elsewhere" / "private.ipynb"
+    secret.parent.mkdir()
+    nbformat.write(nbformat.v4.new_notebook(), secret)
+    (outputs / "dev").mkdir(parents=True)
+    link = outputs / "dev" / "20261128T000000Z-verify.ipynb"
+    link.symlink_to(secret)
+    with pytest.raises(UsageError, match="not an audit record under the records root"):
+        audit.export_html(str(link))
+    (outputs / audit.INDEX_NAME).write_text(json.dumps({"path": str(secret)}) + "\n")
+    with pytest.raises(UsageError, match="not an audit record under the records root"):
+        audit.export_html("private")
+    assert not secret.with_suffix(".html").exists()
+    assert list(outputs.rglob("*.html")) == []
+
+
+def test_export_of_a_record_inside_the_root_still_works(outputs: Path) -> None:
+    record = outputs / "dev" / "20261128T000000Z-verify.ipynb"
+    record.parent.mkdir(parents=True)
+    nbformat.write(nbformat.v4.new_notebook(), record)
+    assert audit.export_html(str(record)) == record.with_suffix(".html")
+    assert runbook.check_parameters(("audit",), {"export": str(record)}, env="dev",
+                                    target="sandbox")["audit"] == {"export": str(record)}

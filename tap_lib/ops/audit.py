@@ -98,13 +98,14 @@ def format_summary(summary: Any) -> str:
 def export_html(record: str | Path, dest: str | Path | None = None) -> Path:
     """Render one record to standalone HTML for reviewers without Jupyter.
 
-    `record` is a path, an s3:// URL, or a record's file name (or stem) looked up in the index.
+    `record` is a path, an s3:// URL, or a record's file name (or stem) looked up in the index,
+    and must be a record under the records root (confine_record): nothing else is read.
     The HTML goes next to a local record, or under tap_home()/exports for an S3 one.
     """
     from nbconvert import HTMLExporter
     from papermill.iorw import load_notebook_node
 
-    source = _locate(str(record))
+    source = confine_record(str(record))
     body, _ = HTMLExporter().from_notebook_node(load_notebook_node(source))
     name = source.rsplit("/", 1)[-1].removesuffix(".ipynb") + ".html"
     if dest is not None:
@@ -118,20 +119,56 @@ def export_html(record: str | Path, dest: str | Path | None = None) -> Path:
     return target
 
 
+def confine_record(record: str) -> str:
+    """The path or s3:// URL of one audit record, which must lie under the records root.
+
+    `record` is a record's name (file name or stem, looked up in the index) or its path or
+    URL. A path is resolved (symlinks included) before it is compared with the root, an index
+    row is held to the same rule, and only ``.ipynb`` files count: `../../etc/shadow`, an
+    absolute path elsewhere or a link out of the root is refused before anything is opened.
+    """
+    root = records_root()
+    shown = repr(record if len(record) <= 200 else record[:200] + "…")
+    if not record or not record.isprintable():
+        raise UsageError(f"not an audit record name: {shown}",
+                         hint="pass a record's name or path as listed by `tap audit`")
+    if "/" not in record and os.sep not in record:
+        return _confined(_by_name(record), root, shown)
+    return _confined(record, root, shown)
+
+
 # -------------------------------------------------------------------------------- internals
 
-def _locate(record: str) -> str:
-    if is_remote(record) or Path(record).is_file():
-        return record if is_remote(record) else str(Path(record).resolve())
+def _by_name(record: str) -> str:
     path = index_path(records_root())
     wanted = record.removesuffix(".ipynb")
     matches = [r["path"] for r in _read_index(path)
-               if r["path"].rsplit("/", 1)[-1].removesuffix(".ipynb") == wanted]
+               if str(r.get("path", "")).rsplit("/", 1)[-1].removesuffix(".ipynb") == wanted]
     if len(matches) != 1:
         raise UsageError(f"no single audit record named {record!r} "
                          f"({len(matches)} found in {path})",
                          hint="pass the record's path as shown by `tap audit`")
-    return matches[0]
+    return str(matches[0])
+
+
+def _confined(record: str, root: str, shown: str) -> str:
+    outside = UsageError(f"{shown} is not an audit record under the records root {root}",
+                         hint="pass a record's name or path as listed by `tap audit`; "
+                              "TAP_OUTPUTS moves the root")
+    if not record.endswith(".ipynb"):
+        raise outside
+    if is_remote(root) or is_remote(record):
+        if not (is_remote(root) and record.startswith(root + "/")) or \
+                ".." in record.removeprefix("s3://").split("/"):
+            raise outside
+        return record
+    resolved = Path(record).resolve()
+    if not resolved.is_relative_to(Path(root).resolve()):
+        raise outside
+    if not resolved.is_file():
+        raise UsageError(f"no audit record at {shown}",
+                         hint="pass a record's name or path as listed by `tap audit`")
+    return str(resolved)
 
 
 def _read_index(path: Path) -> Iterator[dict[str, Any]]:

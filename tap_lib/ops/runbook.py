@@ -4,6 +4,12 @@ A record is ``<root>/<env>/<UTC time>-<notebook>.ipynb`` (root: see ops/audit.py
 overwritten, written once after the run - also when the run failed. Its ``metadata.tap`` says
 who ran what against which stack, with which parameters, and how it ended.
 
+Parameters are data, never code: papermill writes each name into the injected cell verbatim,
+so a run accepts only the names a notebook's ``parameters`` cell declares, each value converted
+to the type of its declared default (``-p limit 5`` is the int 5, ``-p operator 123`` the text
+'123'), and a file parameter (the audit notebook's ``export``) only inside the records root. All
+of it is checked before any kernel starts.
+
 Secrets never enter a record: a parameter whose name looks secret (password, secret, token,
 passphrase, key) reaches papermill - and so the injected-parameters cell and papermill's metadata -
 as ``"***"``. tap's notebooks take no secrets; credentials live in Secrets Manager.
@@ -13,9 +19,11 @@ never runs its notebooks on some other Python.
 """
 from __future__ import annotations
 
+import ast
 import functools
 import getpass
 import itertools
+import math
 import re
 import subprocess
 import tempfile
@@ -27,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .. import __version__
 from ..engines.registry import check_target
+from ..config import SECRET_NAME, label, shorten, shown
 from ..errors import ConfigError, UsageError
 from ..project import notebooks_dir, project_dir
 from . import audit
@@ -38,8 +47,12 @@ if TYPE_CHECKING:
 NOTEBOOKS = ("preflight", "preview", "deploy", "verify", "inspect", "destroy", "audit")
 ALL = ("preflight", "preview", "deploy", "verify", "inspect")
 SUMMARY_MIME = "application/vnd.tap.summary+json"
-SECRET_NAME = re.compile(r"password|secret|token|passphrase|key", re.IGNORECASE)
 MASK = "***"
+# Parameters run_notebooks sets from its own arguments: -p may only repeat the same value.
+FROM_OPTIONS = {"env": "--env", "target": "--target"}
+# Parameters that name an audit record: confined to the records root (ops/audit.py).
+FILE_PARAMETERS = frozenset({"export"})
+MAX_PARAMETER_CHARS = 1024
 
 
 @dataclass
@@ -79,14 +92,14 @@ def run_notebooks(name_or_all: str, env: str, target: str | None = None,
             raise ConfigError("notebook not found", file=str(notebooks_dir() / f"{name}.ipynb"))
     settings = settings_for(env)  # bad env: ConfigError before any kernel starts
     target = check_target(target)
-    params = {key: _typed(value) for key, value in (parameters or {}).items()}
-    params.update(env=env, target=target,
-                  operator=str(params.get("operator") or getpass.getuser()))
+    per_notebook = check_parameters(names, parameters or {}, env=env, target=target)
+    operator = str((parameters or {}).get("operator") or getpass.getuser())
     root = audit.records_root()
     records: list[RunRecord] = []
     for name in names:
         if progress:
             progress(name, None)
+        params = {**per_notebook[name], "env": env, "target": target, "operator": operator}
         record = _run_one(name, settings.stack_name, params, root)
         records.append(record)
         if progress:
@@ -94,6 +107,66 @@ def run_notebooks(name_or_all: str, env: str, target: str | None = None,
         if record.status != "succeeded":
             break
     return records
+
+
+def declared_parameters(name: str) -> dict[str, Any]:
+    """The parameters a notebook's `parameters` cell declares (papermill reads the cell, no
+    kernel), each with its default value, or None when the default is not a plain literal."""
+    import papermill
+
+    path = notebooks_dir() / f"{name}.ipynb"
+    try:
+        found = papermill.inspect_notebook(str(path))
+    except Exception as exc:  # noqa: BLE001 - unreadable notebook JSON, nbformat errors...
+        raise ConfigError(f"cannot read the notebook's parameters: {type(exc).__name__}",
+                          file=str(path)) from None
+    declared = {}
+    for param, info in found.items():
+        try:
+            declared[param] = ast.literal_eval(info.get("default") or "None")
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            declared[param] = None
+    return declared
+
+
+def check_parameters(names: tuple[str, ...], parameters: dict[str, Any], *, env: str,
+                     target: str) -> dict[str, dict[str, Any]]:
+    """Each notebook's parameters, typed as it declares them. A run of several notebooks (`all`)
+    gives each one only the parameters it declares. ConfigError for a name no notebook of the
+    run declares, a value not of the declared type, or a file outside the records root."""
+    declared = {name: declared_parameters(name) for name in names}
+    for key in parameters:
+        if not any(isinstance(key, str) and key in declared[name] for name in names):
+            path = notebooks_dir() / f"{names[0]}.ipynb"
+            allowed = dict.fromkeys(k for name in names for k in declared[name])
+            raise ConfigError("the notebook declares no such parameter"
+                              if len(names) == 1 else
+                              f"none of the notebooks {', '.join(names)} declares this parameter",
+                              file=str(path) if len(names) == 1 else str(notebooks_dir()),
+                              field=f"-p {label(key, 80)}", allowed=", ".join(allowed) or "none")
+    return {name: _typed_for(notebooks_dir() / f"{name}.ipynb", declared[name], parameters,
+                             env=env, target=target) for name in names}
+
+
+def _typed_for(path: Path, declared: dict[str, Any], parameters: dict[str, Any], *, env: str,
+               target: str) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for key, value in parameters.items():
+        if key not in declared:
+            continue  # another notebook of the run declares it
+        typed = _coerce(value, declared[key], key, path)
+        if key in FROM_OPTIONS:
+            if typed != {"env": env, "target": target}[key]:
+                raise ConfigError(f"set with {FROM_OPTIONS[key]}, not -p", file=str(path),
+                                  field=f"-p {key}", value=shown(typed, key))
+            continue
+        if key in FILE_PARAMETERS and typed:
+            try:
+                audit.confine_record(typed)
+            except UsageError as exc:
+                raise ConfigError(exc.message, file=str(path), field=f"-p {key}") from None
+        params[key] = typed
+    return params
 
 
 def scrub_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
@@ -202,14 +275,44 @@ def _store(nb: NotebookNode, root: str, env: str, name: str, started: str) -> st
     raise AssertionError("unreachable: the names are endless")
 
 
-def _typed(value: Any) -> Any:
-    """Command-line values arrive as strings: integers and true/false become typed, like
-    papermill's own -p; anything else (decimals such as '15.10' included) stays a string."""
-    if not isinstance(value, str):
-        return value
-    if re.fullmatch(r"[+-]?\d+", value):
-        return int(value)
-    return {"true": True, "false": False}.get(value.lower(), value)
+def _coerce(value: Any, default: Any, key: str, path: Path) -> Any:
+    """`value` as the type of the declared default. Command-line values arrive as text: '5'
+    becomes 5 for an int parameter, 'true'/'false' a bool for a bool one; a text parameter
+    takes text only, one line of printable characters."""
+    kind = type(default)
+    if kind is type(None):
+        kind = str  # `x = None`: text, or nothing
+
+    def refuse(why: str) -> ConfigError:
+        return ConfigError(f"{why} (the notebook's default: {shorten(repr(default), 60)})",
+                           file=str(path), field=f"-p {key}", value=shown(value, key))
+
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        typed = value
+    elif not isinstance(value, str):
+        raise refuse(f"expected a {kind.__name__}")
+    elif kind is bool:
+        typed = {"true": True, "false": False}.get(value.strip().lower())
+        if typed is None:
+            raise refuse("expected true or false")
+    elif kind is int:
+        if not re.fullmatch(r"[+-]?[0-9]{1,18}", value.strip()):
+            raise refuse("expected a whole number")
+        typed = int(value)
+    elif kind is float:
+        if not re.fullmatch(r"[+-]?[0-9]{1,18}(\.[0-9]{1,18})?", value.strip()):
+            raise refuse("expected a number")
+        typed = float(value)
+    else:
+        raise refuse(f"a {kind.__name__} parameter cannot be set from text")
+    if isinstance(typed, float) and not math.isfinite(typed):
+        raise refuse("expected a finite number")
+    if isinstance(typed, str):
+        if len(typed) > MAX_PARAMETER_CHARS:
+            raise refuse(f"longer than {MAX_PARAMETER_CHARS} characters")
+        if not typed.isprintable():
+            raise refuse("contains control characters or line breaks")
+    return typed
 
 
 def _summary(nb: NotebookNode) -> dict[str, Any]:
