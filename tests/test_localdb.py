@@ -105,6 +105,7 @@ def test_tap_pg_bindir_forces_its_binaries(tmp_path: Path, scratch: Path,
     path_dir = _placeholder_bindir(tmp_path / "local-bin")
     monkeypatch.setattr(localdb, "_DEBIAN_ROOT", debian)
     monkeypatch.setenv("PATH", f"{path_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv(BINDIR_VARIABLE, raising=False)
     assert localdb.bindir_candidates()[0] == ("system", debian / "15" / "bin")
 
     monkeypatch.setenv(BINDIR_VARIABLE, str(PACKAGED))
