@@ -453,7 +453,10 @@ def _read_runtime_or_adopt() -> _Runtime | None:
         path = _runtime_path()
         for pid, port in _find_emulators():
             if _ping(port):
-                rt = _Runtime(pid, port, _process_started(pid))
+                bid = None
+                with contextlib.suppress(TapError):
+                    bid = _read_boot_id(port)
+                rt = _Runtime(pid, port, _process_started(pid), bid)
                 _write_runtime(rt)
                 return rt
         path.unlink(missing_ok=True)
