@@ -103,6 +103,7 @@ CORRUPT = {
         {**GOOD_RECORD, "status": "exploded"}]}), "resources[0].status"),
     "other-stack": ('{"version": 1, "stack": "TapStackprod"}', "belongs to stack 'TapStackprod'"),
     "deep": ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    "huge-version": (json.dumps({"version": "9" * 1_000_000}), "'version' must be"),
 }
 
 

@@ -75,7 +75,7 @@ class StackState:
             raise bad(f"holds a JSON {_json_type(data)}, not an object")
         version = data.get("version")
         if not _is_int(version) or version < 1:
-            raise bad(f"field 'version' must be a positive integer, got {version!r}")
+            raise bad(f"field 'version' must be a positive integer, got {_short(version)}")
         if version > STATE_VERSION:
             raise StateCorrupt(
                 file, f"was written by a newer tap (state version {version}; this tap reads "
@@ -83,7 +83,7 @@ class StackState:
                 hint="upgrade tap to operate this stack; leave the file as it is")
         values = _fields_from(cls, data, bad, skip={"resources"})
         if stack is not None and values["stack"] != stack:
-            raise bad(f"belongs to stack {values['stack']!r}, not {stack!r} (copied from "
+            raise bad(f"belongs to stack {_short(values['stack'])}, not {stack!r} (copied from "
                       "another stack's directory?)")
         state = cls(**values)
         raw_resources = data.get("resources", [])
@@ -95,7 +95,7 @@ class StackState:
                 raise bad(f"{where} must be an object, got a JSON {_json_type(raw)}")
             rec = ResourceRecord(**_fields_from(ResourceRecord, raw, bad, prefix=where + "."))
             if rec.status not in RECORD_STATUSES:
-                raise bad(f"{where}.status is {rec.status!r}; allowed: "
+                raise bad(f"{where}.status is {_short(rec.status)}; allowed: "
                           + ", ".join(RECORD_STATUSES))
             if rec.urn in state.resources:
                 raise bad(f"{where}: resource {rec.urn} is recorded twice")
@@ -105,6 +105,12 @@ class StackState:
 
 _JSON_KINDS = {"str": str, "bool": bool, "int": int, "float": (int, float), "dict": dict,
                "list": list, "None": type(None)}
+
+
+def _short(value: Any) -> str:
+    """A value from a damaged file, quoted and cut short: messages stay small."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _json_type(value: Any) -> str:
