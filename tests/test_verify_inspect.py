@@ -3,6 +3,7 @@ AWS calls and shows no drift; drift injected behind tap's back is caught by both
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass
 
@@ -50,6 +51,24 @@ def test_clean_stack_passes_every_check(stack):
     assert report.passed == len(report.checks) >= 40
     assert set(report.checks.control) >= {"RDS.2", "RDS.27", "S3.5", "S3.8", "Lambda.5",
                                           "EC2.6", "SecretsManager.1"}
+
+
+def test_outputs_are_shaped_as_aws_reports_them(stack):
+    """Code written against AWS runs unchanged on the sandbox: the endpoint is the cluster's
+    AWS name (what describe_db_clusters says), the port the declared one; the local stand-in
+    hides behind that name for tap's own connections only."""
+    out = stack.outputs()
+    cluster = stack.clients()("rds").describe_db_clusters(
+        DBClusterIdentifier=out["rds_cluster_id"])["DBClusters"][0]
+    assert out["rds_cluster_endpoint"] == cluster["Endpoint"]
+    assert re.fullmatch(rf"{out['rds_cluster_id']}\.cluster-[a-z0-9]+\.eu-west-2\."
+                        r"rds\.amazonaws\.com", out["rds_cluster_endpoint"])
+    assert out["rds_cluster_port"] == cluster["Port"] == settings_for(ENV).db.port
+    secret = json.loads(stack.clients()("secretsmanager").get_secret_value(
+        SecretId=out["db_secret_arn"])["SecretString"])
+    assert (secret["host"], int(secret["port"])) == (out["rds_cluster_endpoint"], 5432)
+    host, port = stack.db_address(secret["host"], int(secret["port"]))
+    assert host == "127.0.0.1" and port != 5432       # where the stand-in really listens
 
 
 def test_aws_calls_grow_with_kinds_not_checks(stack, monkeypatch):

@@ -254,6 +254,10 @@ class Engine(ABC):
         """Whether tap can reach the database itself (not only through the function)."""
         return False
 
+    def db_address(self, host: str, port: int) -> tuple[str, int]:
+        """Where tap's own connection to a database endpoint goes (the endpoint itself)."""
+        return host, port
+
     @classmethod
     def reset(cls) -> None:
         """Return the target to empty (only a rehearsal target can)."""

@@ -22,15 +22,18 @@ def synthetic_event(now: datetime | None = None) -> dict:
             "merchant_id": "tap-verify", "metadata": {"source": "tap verify"}}
 
 
-def db_login(clients: Clients, secret_arn: str) -> tuple[str, str]:
-    """(expected, actual) for logging in with AWSCURRENT; never shows the password."""
+def db_login(clients: Clients, secret_arn: str,
+             address: Callable[[str, int], tuple[str, int]]) -> tuple[str, str]:
+    """(expected, actual) for logging in with AWSCURRENT at the secret's host and port (as the
+    target routes them: `address`); never shows the password."""
     try:
         creds = json.loads(clients("secretsmanager").get_secret_value(
             SecretId=secret_arn, VersionStage="AWSCURRENT")["SecretString"])
         if "password" not in creds:
             return "login ok", "no password yet (rotation has not run)"
-        conn = pg8000.native.Connection(creds["username"], host=creds["host"],
-                                        port=int(creds["port"]), password=creds["password"],
+        host, port = address(creds["host"], int(creds["port"]))
+        conn = pg8000.native.Connection(creds["username"], host=host,
+                                        port=port, password=creds["password"],
                                         database=creds["dbname"], timeout=10)
         try:
             user = conn.run("SELECT current_user")[0][0]

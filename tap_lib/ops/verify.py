@@ -323,7 +323,7 @@ def bucket_checks(d: Declared, f: Facts) -> list[Check]:
 
 
 def tag_checks(d: Declared, f: Facts) -> list[Check]:
-    want = {k: d.settings.alltags_of()[k] for k in REQUIRED_TAGS}
+    want = {k: d.settings.all_tags()[k] for k in REQUIRED_TAGS}
     tagged = {d.outputs.get("vpc_id"): tags_of((f.vpc or {}).get("Tags")) if f.vpc else None,
               d.outputs.get("rds_cluster_id"):
                   tags_of(f.cluster.get("TagList")) if f.cluster else None,
@@ -387,7 +387,8 @@ def live_checks(engine: Engine, settings: Settings, outputs: dict[str, Any], fac
     payment = outputs.get("lambda_function_name")
     out = []
     if engine.login_check():
-        expected, actual = smoke.db_login(clients, outputs.get("db_secret_arn", ""))
+        expected, actual = smoke.db_login(clients, outputs.get("db_secret_arn", ""),
+                                          engine.db_address)
         out.append(check("db.login", "", outputs.get("rds_cluster_id"), expected, actual,
                          ok=actual.startswith(expected)))
     expected, actual = smoke.run_payment(engine.invoke, facts.functions.get(payment) or {})

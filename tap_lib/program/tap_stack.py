@@ -45,6 +45,7 @@ class TapStack(pulumi.ComponentResource):
             "nat_gateway_ids": [n.id for n in net.nat_gateways],
             "rds_cluster_id": db.cluster.cluster_identifier,
             "rds_cluster_endpoint": db.cluster.endpoint,
+            "rds_cluster_port": db.cluster.port,
             "db_secret_arn": fns.secret.arn,
             "lambda_function_name": fns.payment.name,
             "lambda_function_arn": fns.payment.arn,

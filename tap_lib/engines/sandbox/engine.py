@@ -202,10 +202,19 @@ class SandboxEngine(Engine):
         return lambda_runtime.invoke(handler, event, endpoint=self.clients().endpoint,
                                      region=self.settings.region,
                                      variables=(conf.get("Environment") or {}).get("Variables",
-                                                                                   {}))
+                                                                                   {}),
+                                     hosts=standin.host_map(self.stack))
 
     def login_check(self) -> bool:
         return True
+
+    def db_address(self, host: str, port: int) -> tuple[str, int]:
+        """The Aurora endpoint names lead to the cluster's local stand-in."""
+        local = standin.host_map(self.stack).get(host)
+        if local is None:
+            return host, port
+        address, _, local_port = local.rpartition(":")
+        return address, int(local_port)
 
     def context(self, urn: str, name: str, changed: list[str] | None = None) -> Context:
         return Context(region=self.settings.region, account=MOCK_ACCOUNT, urn=urn, name=name,

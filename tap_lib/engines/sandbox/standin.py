@@ -34,18 +34,41 @@ def _data_dir(stack: str, cluster_id: str) -> Path:
     return stack_dir(stack) / "postgres" / cluster_id
 
 
-def ensure(ctx: Context, cluster_id: str, master_secret_arn: str, dbname: str) -> Endpoint:
-    """Start (or re-attach to) the stand-in server for this cluster."""
-    pg = LocalPostgres(_data_dir(_stack_of(ctx.urn), cluster_id))
+def _hosts_file(stack: str, cluster_id: str) -> Path:
+    return stack_dir(stack) / "postgres-hosts" / f"{cluster_id}.json"
+
+
+def ensure(ctx: Context, cluster_id: str, master_secret_arn: str, dbname: str,
+           hosts: tuple[str | None, ...] = ()) -> Endpoint:
+    """Start (or re-attach to) the stand-in server for this cluster; `hosts` are the cluster's
+    AWS endpoint names, which tap's own connections map to it (host_map)."""
+    stack = _stack_of(ctx.urn)
+    pg = LocalPostgres(_data_dir(stack, cluster_id))
     if not pg.is_running():
         master = json.loads(ctx.client("secretsmanager").get_secret_value(
             SecretId=master_secret_arn)["SecretString"])
         pg.start(superuser=master["username"], password=master["password"], database=dbname)
+    path = _hosts_file(stack, cluster_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(sorted(h for h in hosts if h)))
     return Endpoint(pg.host, pg.port)
 
 
+def host_map(stack: str) -> dict[str, str]:
+    """{AWS endpoint name: "127.0.0.1:PORT"} for every stand-in of the stack: what a connection
+    to the cluster's endpoint (any port) reaches on the sandbox."""
+    found: dict[str, str] = {}
+    for path in sorted((stack_dir(stack) / "postgres-hosts").glob("*.json")):
+        pg = LocalPostgres(_data_dir(stack, path.stem))
+        if pg.port:
+            found.update({host: f"{pg.host}:{pg.port}" for host in json.loads(path.read_text())})
+    return found
+
+
 def remove(ctx: Context, cluster_id: str) -> None:
-    LocalPostgres(_data_dir(_stack_of(ctx.urn), cluster_id)).remove()
+    stack = _stack_of(ctx.urn)
+    LocalPostgres(_data_dir(stack, cluster_id)).remove()
+    _hosts_file(stack, cluster_id).unlink(missing_ok=True)
 
 
 def forget_all(stack: str) -> None:
@@ -55,6 +78,7 @@ def forget_all(stack: str) -> None:
         for data_dir in root.iterdir():
             LocalPostgres(data_dir).remove()
         shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(stack_dir(stack) / "postgres-hosts", ignore_errors=True)
 
 
 def forget_every_stack() -> None:
@@ -73,4 +97,5 @@ def rotate_in_process(ctx: Context, secret_id: str, token: str, function_arn: st
         "Environment", {}).get("Variables", {})
     invoke_sequence("rotation", [{"Step": step, "SecretId": secret_id, "ClientRequestToken": token}
                                  for step in ROTATION_STEPS],
-                    endpoint=lam.meta.endpoint_url, region=ctx.region, variables=variables)
+                    endpoint=lam.meta.endpoint_url, region=ctx.region, variables=variables,
+                    hosts=host_map(_stack_of(ctx.urn)))

@@ -80,12 +80,16 @@ class Cluster(Handler):
 
     def _outputs(self, ctx, cluster: dict, inputs: dict) -> dict:
         secret_arn = (cluster.get("MasterUserSecret") or {}).get("SecretArn", "")
-        # The sandbox cannot run Aurora; a real PostgreSQL answers at the endpoint instead.
-        endpoint = standin.ensure(ctx, cluster["DBClusterIdentifier"], secret_arn,
-                                  inputs.get("databaseName") or "postgres")
+        # The outputs are AWS's (the endpoint names describe_db_clusters reports); the sandbox
+        # cannot run Aurora, so a real PostgreSQL stands in behind those names for tap's own
+        # connections (standin.host_map), never by changing what the outputs say.
+        standin.ensure(ctx, cluster["DBClusterIdentifier"], secret_arn,
+                       inputs.get("databaseName") or "postgres",
+                       hosts=(cluster["Endpoint"], cluster.get("ReaderEndpoint")))
         return {**inputs, "id": cluster["DBClusterIdentifier"], "arn": cluster["DBClusterArn"],
-                "endpoint": endpoint.host, "port": endpoint.port,
-                "readerEndpoint": endpoint.host, "clusterResourceId": cluster.get("DbClusterResourceId"),
+                "endpoint": cluster["Endpoint"], "port": int(cluster["Port"]),
+                "readerEndpoint": cluster.get("ReaderEndpoint") or cluster["Endpoint"],
+                "clusterResourceId": cluster.get("DbClusterResourceId"),
                 "masterUserSecrets": [{"secretArn": secret_arn, "secretStatus": "active",
                                        "kmsKeyId": inputs.get("masterUserSecretKmsKeyId") or ""}]}
 
