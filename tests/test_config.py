@@ -413,7 +413,8 @@ def test_random_unknown_keys_give_a_clean_config_error(section, key, value):
         with pytest.raises(ConfigError) as info:
             load_settings("dev", directory=Path(tmp), use_environ=False)
     msg = str(info.value)
-    assert f"field '{dotted}'" in msg and "unknown setting" in msg and str(path) in msg
+    shown = dotted if dotted.isprintable() else repr(dotted)[1:-1]  # no raw control characters
+    assert f"field '{shown}'" in msg and "unknown setting" in msg and str(path) in msg
     some_known = sorted(KNOWN_KEYS[section] - {"function"})[0]
     assert some_known in info.value.allowed
 
