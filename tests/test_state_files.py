@@ -254,7 +254,7 @@ def test_deploy_without_state_refuses_and_never_duplicates(deployed, capsys):
         code, out, err = tap(capsys, "deploy", "--env", "dev", "--set", f"suffix={SUFFIX}",
                              "--yes")
         assert_clean_error(code, err, f"stack {STACK} has no state", "1 Vpc", "4 Subnet",
-                           "1 NatGateway", "tap refresh --env dev", f"cp {bak} {path}")
+                           "1 NatGateway", "tap sandbox reset", f"cp {bak} {path}")
         assert live_counts(deployed.region) == before
     assert json.loads(bak.read_text())["resources"]
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 
 from ..aws import ip_permission
 from ..engines.base import Engine, ResourceState
+from ..engines.drift import compare
 from ..engines.registry import open_engine
 from ..project import outputs_dir
 from .facts import PASSWORD_KEY, Facts, collect_facts, digest
@@ -50,7 +51,6 @@ HISTORY_COLUMNS = ["time", "operation", "result", "duration_s", "create", "updat
 ABSENT = "(absent)"
 NONE = "(none)"
 MASK = "***"
-DIGEST_KEYS = ("secret", "archive", "file")
 
 Row = tuple[str, str, Any, Any]     # resource, property, declared, live
 
@@ -107,44 +107,6 @@ def history_frame(engine: Engine) -> pd.DataFrame:
 
 
 # -- drift: state against live ---------------------------------------------------------------
-def _opaque(value: Any) -> bool:
-    """Digests of secrets and archives, and redacted secrets: never compared or shown."""
-    if isinstance(value, dict) and len(value) == 1:
-        key, inner = next(iter(value.items()))
-        return key in DIGEST_KEYS and str(inner).startswith("sha256:")
-    return value == "[secret]"
-
-
-def _plain(value: Any) -> Any:
-    """One comparable form: JSON documents parsed, 3.0 read as 3, lists of scalars sorted."""
-    if isinstance(value, str) and value[:1] in "{[":
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, list) and all(not isinstance(v, (dict, list)) for v in value):
-        return sorted((_plain(v) for v in value), key=str)
-    return value
-
-
-def compare(declared: Any, live: Any, path: str = "") -> Iterator[tuple[str, Any, Any]]:
-    """(property, declared, live) for each difference among the properties both sides know."""
-    if _opaque(declared) or _opaque(live):
-        return
-    declared, live = _plain(declared), _plain(live)
-    if isinstance(declared, dict) and isinstance(live, dict):
-        for key in sorted(declared.keys() & live.keys()):
-            yield from compare(declared[key], live[key], f"{path}.{key}" if path else key)
-    elif isinstance(declared, list) and isinstance(live, list) and len(declared) == len(live):
-        if declared != live:
-            for i, (d, v) in enumerate(zip(declared, live)):
-                yield from compare(d, v, f"{path}[{i}]")
-    elif declared != live:
-        yield path, declared, live
-
-
 def state_drift(engine: Engine, state: _State) -> list[Row]:
     """Each created resource read live and compared with what the state declares."""
     rows = []

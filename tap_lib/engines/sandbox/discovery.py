@@ -82,9 +82,9 @@ def refuse_orphans(stack: str, clients: Clients, *, env: str, state_file: Path) 
     restore = f"restore tap's state with `cp {bak} {state_file}`, or " if bak.exists() else ""
     raise OrphanedResources(
         stack, {t.rsplit(":", 1)[-1]: n for t, n in counts_by_type(found).items()},
-        hint=f"tap's state for it ({state_file}) is missing or empty: {restore}adopt them with "
-             f"`tap refresh --env {env}`, or delete them (and every other sandbox stack) with "
-             "`tap sandbox reset`")
+        hint=f"tap's state for it ({state_file}) is missing or empty: {restore}delete them "
+             "(and every other sandbox stack) with `tap sandbox reset`; tap never adopts "
+             "resources it has no record of (their data could belong to another deploy)")
 
 
 def _add_untracked(clients: Clients, add: Callable[[str, Iterable[dict]], None]) -> None:

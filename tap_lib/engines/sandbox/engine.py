@@ -19,6 +19,7 @@ from ...errors import (OperationFailed, ProtectedStack, SandboxStateLost, TapErr
                        UnsupportedResource)
 from ..base import (Engine, HistoryEntry, Plan, ProgressCallback, ResourceState, Result, Step,
                     StackMeta, StepEvent)
+from ..drift import differs, merge_live
 from ..synth import MOCK_ACCOUNT, PlaceholderResolver, Registration, synthesize
 from ..versions import catalog_engine_versions
 from . import lambda_runtime, server, standin
@@ -337,9 +338,9 @@ class SandboxEngine(Engine):
                     step = Step(rec.urn, rec.type, rec.name, "delete")
                     self.store.drop(rec.urn)
                 else:
-                    drifted = {k: v for k, v in normalize(live).items()
-                               if k in rec.inputs and rec.inputs[k] != v
-                               and not _opaque(rec.inputs[k])}
+                    live = normalize(live)
+                    drifted = {k: merge_live(rec.inputs[k], v) for k, v in live.items()
+                               if k in rec.inputs and differs(rec.inputs[k], v)}
                     step = Step(rec.urn, rec.type, rec.name,
                                 "update" if drifted else "same", sorted(drifted))
                     if drifted:
@@ -457,12 +458,6 @@ def _ordered(steps: list[Step], syn) -> list[Step]:
     """Program order for declared resources, deletes last (as Pulumi displays them)."""
     order = {r.urn: i for i, r in enumerate(syn.registrations)} if syn else {}
     return sorted(steps, key=lambda s: (s.op == "delete", order.get(s.urn, 1 << 30)))
-
-
-def _opaque(value: Any) -> bool:
-    """Digests of secrets and archives: live reads cannot be compared with them."""
-    return isinstance(value, dict) and len(value) == 1 and \
-        next(iter(value)) in ("secret", "archive", "file")
 
 
 def stop_sandbox() -> server.SandboxStatus:

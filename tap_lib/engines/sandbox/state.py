@@ -164,8 +164,6 @@ def state_fix_hint(path: Path) -> str:
     steps = []
     if _usable(bak):
         steps.append(f"restore the previous good state with `cp {bak} {path}`")
-    steps.append(f"or move {path.name} aside and adopt the stack's live resources with "
-                 "`tap refresh --env <env>` (a deploy without state refuses while they exist)")
     steps.append("or start the whole sandbox empty with `tap sandbox reset`")
     return "; ".join(steps)
 

@@ -1,0 +1,93 @@
+"""Repair: converge a drifted stack back to its environment file, showing before and after.
+
+verify (before) -> refresh (state learns what is live) -> preview (the repair plan) -> deploy ->
+revoke ingress nobody declared -> verify (after). A rule added to a stack's security group
+behind tap's back belongs to no resource of the program, so no engine's refresh or deploy
+removes it (Pulumi would not either): repair revokes it explicitly and lists what it revoked.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from ..engines.base import Engine, Plan, ProgressCallback, Result
+from ..engines.registry import open_engine
+from . import stack as stack_ops
+from .verify import VerifyReport, verify
+
+SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
+RULE_TYPES = ("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
+              "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
+
+
+@dataclass
+class RepairResult:
+    stack: str
+    before: VerifyReport
+    refreshed: Result
+    plan: Plan
+    applied: Result | None
+    revoked: list[dict[str, str]]
+    after: VerifyReport
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def converged(self) -> bool:
+        return self.after.failed == 0
+
+    def comparison(self) -> pd.DataFrame:
+        """Each check that failed before, and its status after."""
+        before = self.before.checks.set_index(["id", "resource"])
+        after = self.after.checks.set_index(["id", "resource"])
+        failed = before[before.status == "fail"]
+        rows = [{"check": cid, "resource": res, "before": row.actual,
+                 "after": after.loc[(cid, res), "actual"] if (cid, res) in after.index else "",
+                 "status": after.loc[(cid, res), "status"] if (cid, res) in after.index else ""}
+                for (cid, res), row in failed.iterrows()]
+        return pd.DataFrame(rows, columns=["check", "resource", "before", "after", "status"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stack": self.stack, "converged": self.converged,
+                "before": self.before.to_dict()["summary"],
+                "refresh": self.refreshed.to_dict()["summary"],
+                "plan": self.plan.to_dict(), "revoked": self.revoked,
+                "after": self.after.to_dict()["summary"], "notes": self.notes,
+                "comparison": self.comparison().to_dict("records")}
+
+
+def undeclared_ingress(engine: Engine) -> list[dict[str, str]]:
+    """Ingress rules on the stack's security groups that no declared rule resource owns."""
+    resources = engine.resources()
+    groups = [r.id for r in resources if r.type == SECURITY_GROUP and r.id]
+    owned = {r.id for r in resources if r.type in RULE_TYPES}
+    if not groups:
+        return []
+    rules = engine.clients()("ec2").describe_security_group_rules(
+        Filters=[{"Name": "group-id", "Values": groups}])["SecurityGroupRules"]
+    return [{"group": r["GroupId"], "rule": r["SecurityGroupRuleId"],
+             "what": f"{r.get('IpProtocol')} {r.get('FromPort')}-{r.get('ToPort')} from "
+                     f"{r.get('CidrIpv4') or r.get('CidrIpv6') or r.get('ReferencedGroupInfo', {}).get('GroupId')}"}
+            for r in rules if not r.get("IsEgress") and r["SecurityGroupRuleId"] not in owned]
+
+
+def repair(env: str, target: str | None = None, overrides=(), *,
+           progress: ProgressCallback | None = None, yes: bool = False,
+           confirm: str | None = None) -> RepairResult:
+    """Converge every drift verify finds; the stack's guards apply to the deploy as usual."""
+    settings = stack_ops.settings_for(env, overrides)
+    engine = open_engine(settings, target, tuple(overrides))
+    before = verify(env, target, overrides)
+    refreshed = engine.refresh(confirm=confirm)
+    plan = stack_ops.preview(env, target, overrides)
+    applied = None
+    if plan.changes:
+        applied = stack_ops.deploy(env, target, overrides, progress, yes=yes, confirm=confirm)
+    revoked = undeclared_ingress(open_engine(settings, target, tuple(overrides)))
+    ec2 = engine.clients()("ec2")
+    for rule in revoked:
+        ec2.revoke_security_group_ingress(GroupId=rule["group"],
+                                          SecurityGroupRuleIds=[rule["rule"]])
+    after = verify(env, target, overrides)
+    return RepairResult(engine.stack, before, refreshed, plan, applied, revoked, after)
