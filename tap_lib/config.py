@@ -151,6 +151,25 @@ class BucketSettings(_Model):
     noncurrent_expiration_days: int = Field(default=90, ge=1, le=3650)
 
 
+class UsageSettings(_Model):
+    """Usage assumptions behind the cost estimate's usage-driven items (tap_lib/cost). Whole
+    units, so an override reads as a number; an unset one makes its items unknown, never 0."""
+
+    nat_gb_processed_per_month: int | None = Field(default=None, ge=0, le=10_000_000)
+    flow_log_gb_per_month: int | None = Field(default=None, ge=0, le=10_000_000)
+    log_gb_ingested_per_month: int | None = Field(default=None, ge=0, le=10_000_000)
+    lambda_invocations_per_month: int | None = Field(default=None, ge=0, le=10**12)
+    lambda_avg_duration_ms: int | None = Field(default=None, ge=1, le=900_000)
+    s3_gb_stored: int | None = Field(default=None, ge=0, le=10_000_000)
+    s3_gb_standard_ia: int | None = Field(default=None, ge=0, le=10_000_000)
+    s3_put_requests_per_month: int | None = Field(default=None, ge=0, le=10**12)
+    s3_get_requests_per_month: int | None = Field(default=None, ge=0, le=10**12)
+    aurora_storage_gb: int | None = Field(default=None, ge=0, le=131_072)  # 128 TiB
+    aurora_io_millions: int | None = Field(default=None, ge=0, le=10_000_000)
+    kms_requests_per_month: int | None = Field(default=None, ge=0, le=10**12)
+    secrets_api_calls_per_month: int | None = Field(default=None, ge=0, le=10**12)
+
+
 class Settings(_Model):
     """The resolved configuration of one environment."""
 
@@ -165,6 +184,9 @@ class Settings(_Model):
     function: LambdaSettings = Field(default=LambdaSettings(), alias="lambda")
     bucket: BucketSettings = BucketSettings()
     tags: dict[StrictStr, StrictStr] = {}
+    usage: UsageSettings = UsageSettings()
+    # Preflight (ops/preflight/cost.py) warns at 80% of it and fails above it.
+    budget_monthly_usd: int | None = Field(default=None, ge=1, le=10_000_000)
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
     _source: str = PrivateAttr(default="")

@@ -33,6 +33,8 @@ class Step:
     name: str
     op: str
     diffs: list[str] = field(default_factory=list)
+    # What the resource costs a month once the plan is applied (tap_lib/cost); None: unknown.
+    monthly_usd: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -46,6 +48,8 @@ class Plan:
     target: str
     steps: list[Step]
     operation: str = "preview"
+    # {"monthly_usd", "delta_monthly_usd", "currency", "as_of", "assumptions", ...} (tap_lib/cost)
+    cost: dict | None = None
 
     @property
     def summary(self) -> dict[str, int]:
@@ -72,8 +76,11 @@ class Plan:
         return changed[["op", "type", "name", "diffs"]].reset_index(drop=True)
 
     def to_dict(self) -> dict:
-        return {"stack": self.stack, "target": self.target, "operation": self.operation,
-                "steps": [s.to_dict() for s in self.steps], "summary": self.summary}
+        out = {"stack": self.stack, "target": self.target, "operation": self.operation,
+               "steps": [s.to_dict() for s in self.steps], "summary": self.summary}
+        if self.cost is not None:
+            out["cost"] = self.cost
+        return out
 
 
 @dataclass
