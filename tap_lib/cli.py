@@ -134,7 +134,7 @@ def cmd_deploy(args) -> int:
             print("cancelled; nothing changed")
             return 0
     result = stack.deploy(args.env, args.target, args.set, progress=_progress(args), yes=True,
-                          confirm=args.confirm, **skip)
+                          confirm=args.confirm, refresh=args.refresh, **skip)
     if args.json:
         emit_json(result.to_dict())
     else:
@@ -301,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = stack_cmd("deploy", "create or update the stack")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--confirm", metavar="STACK", help=confirm_help)
+    p.add_argument("--refresh", action="store_true",
+                   help="read what is live first, so the deploy also repairs drift")
     gated(p)
     p = stack_cmd("refresh", "read every resource as it is now into the stack's state")
     p.add_argument("--confirm", metavar="STACK", help=confirm_help)

@@ -44,7 +44,8 @@ from .stack import settings_for
 if TYPE_CHECKING:
     from nbformat import NotebookNode
 
-NOTEBOOKS = ("preflight", "preview", "deploy", "verify", "inspect", "destroy", "audit")
+NOTEBOOKS = ("preflight", "preview", "deploy", "verify", "inspect", "repair", "destroy",
+             "audit")
 ALL = ("preflight", "preview", "deploy", "verify", "inspect")
 SUMMARY_MIME = "application/vnd.tap.summary+json"
 MASK = "***"

@@ -54,12 +54,18 @@ def preview(env: str, target: str | None = None, overrides=(), *, skip_rules=(),
             reason: str | None = None) -> Plan:
     settings = settings_for(env, overrides)
     gate(settings, target, "preview", skip_map(skip_rules, reason))
-    return open_engine(settings, target, tuple(overrides)).preview()
+    engine = open_engine(settings, target, tuple(overrides))
+    plan = engine.preview()
+    from ..cost.plan import plan_cost
+
+    plan_cost(plan, settings, engine.resources())  # the plan's cost: after, and after - before
+    return plan
 
 
 def deploy(env: str, target: str | None = None, overrides=(),
            progress: ProgressCallback | None = None, *, yes: bool = False,
-           confirm: str | None = None, skip_rules=(), reason: str | None = None) -> Result:
+           confirm: str | None = None, skip_rules=(), reason: str | None = None,
+           refresh: bool = False) -> Result:
     """Apply the program. A protected stack needs `confirm` (its name) for deletes and
     replacements, and for any change at all unless an operator said `yes` (the CLI's --yes or
     prompt): unattended runs (notebooks, scripts) must name the stack."""
@@ -69,6 +75,10 @@ def deploy(env: str, target: str | None = None, overrides=(),
         raise ProtectedStack(engine.stack, "an unattended deploy needs the stack name as "
                                            "confirmation", confirm)
     notes = gate(settings, target, "deploy", skip_map(skip_rules, reason))
+    if refresh:  # repair drift: compare the program with what is live, not with old state
+        drifted = engine.refresh(confirm=confirm).changes
+        notes.append(f"refresh found {len(drifted)} resource(s) changed behind tap's back"
+                     + (": " + ", ".join(s.name for s in drifted) if drifted else ""))
     result = engine.up(progress, confirm=confirm)
     result.notes[:0] = notes
     return result

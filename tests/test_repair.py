@@ -1,0 +1,103 @@
+"""Repair converges drift: the five drifts verify detects (plus a password copied into a
+function's variables), injected behind tap's back, are gone after `tap run repair`, and the
+record shows each failed check before and after. Also `tap deploy --refresh`."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from tap_lib.engines.registry import open_engine
+from tap_lib.ops.repair import repair
+from tap_lib.ops.stack import deploy, destroy, settings_for
+from tap_lib.ops.verify import verify
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.postgres]
+
+ENV = "dev"
+INJECTED = {"s3.versioning", "s3.public-access-block", "sg.no-world-ingress", "sg.db-ingress",
+            "lambda.secret-ref", "lambda.no-password", "secret.rotation", "payment.synthetic"}
+
+
+@pytest.fixture(scope="module")
+def engine(sandbox_home):
+    deploy(ENV, "sandbox")
+    yield open_engine(settings_for(ENV), "sandbox")
+    destroy(ENV, "sandbox", yes=True)
+
+
+def inject_drift(engine) -> str:
+    """The drifts of tests/test_verify_inspect.py; returns the password copied out."""
+    c, out = engine.clients(), engine.outputs()
+    bucket, function = out["s3_bucket_name"], out["lambda_function_name"]
+    c("s3").put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Suspended"})
+    c("s3").delete_public_access_block(Bucket=bucket)
+    cluster = c("rds").describe_db_clusters(DBClusterIdentifier=out["rds_cluster_id"])
+    db_sg = cluster["DBClusters"][0]["VpcSecurityGroups"][0]["VpcSecurityGroupId"]
+    c("ec2").authorize_security_group_ingress(GroupId=db_sg, IpPermissions=[{
+        "IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432,
+        "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+    password = json.loads(c("secretsmanager").get_secret_value(
+        SecretId=out["db_secret_arn"])["SecretString"])["password"]
+    variables = c("lambda").get_function_configuration(FunctionName=function)["Environment"]
+    c("lambda").update_function_configuration(FunctionName=function, Environment={"Variables": {
+        **variables["Variables"], "DB_CONN": password,
+        "DB_SECRET_ARN": out["db_secret_arn"].rsplit(":", 1)[0] + ":someone-else"}})
+    c("secretsmanager").cancel_rotate_secret(SecretId=out["db_secret_arn"])
+    return password
+
+
+def failing(report) -> set[str]:
+    return set(report.checks.query("status == 'fail'").id)
+
+
+def test_repair_converges_every_injected_drift(engine):
+    inject_drift(engine)
+    result = repair(ENV, "sandbox")
+    assert failing(result.before) == INJECTED
+    assert {s.name: s.op for s in result.refreshed.changes} == {
+        "transaction-logs-pab-dev": "delete", "db-app-credentials-rotation-dev": "delete",
+        "transaction-logs-versioning-dev": "update", "payment-fn-dev": "update"}
+    assert {s.name: s.op for s in result.plan.changes} == {
+        "transaction-logs-pab-dev": "create", "db-app-credentials-rotation-dev": "create",
+        "transaction-logs-versioning-dev": "update", "payment-fn-dev": "update"}
+    assert [r["what"] for r in result.revoked] == ["tcp 5432-5432 from 0.0.0.0/0"]
+    assert result.converged and result.after.failed == 0
+    assert set(result.comparison().check) == INJECTED
+    assert set(result.comparison().status) == {"pass"}
+    # converged for good: nothing left to change, nothing left to revoke
+    assert not open_engine(settings_for(ENV), "sandbox").preview().changes
+    again = repair(ENV, "sandbox")
+    assert again.before.failed == 0 and not again.plan.changes and not again.revoked
+
+
+def test_deploy_refresh_repairs_what_a_plain_deploy_does_not(engine):
+    c, out = engine.clients(), engine.outputs()
+    c("s3").put_bucket_versioning(Bucket=out["s3_bucket_name"],
+                                  VersioningConfiguration={"Status": "Suspended"})
+    plain = deploy(ENV, "sandbox")                 # compares with state: sees nothing
+    assert not plain.changes and failing(verify(ENV, "sandbox")) == {"s3.versioning"}
+    repaired = deploy(ENV, "sandbox", refresh=True)
+    assert [s.name for s in repaired.changes] == ["transaction-logs-versioning-dev"]
+    assert any("refresh found 1 resource" in n for n in repaired.notes)
+    assert failing(verify(ENV, "sandbox")) == set()
+
+
+def test_repair_notebook_records_before_and_after(engine, sandbox_home):
+    password = inject_drift(engine)
+    out = subprocess.run([sys.executable, "-m", "tap_lib.cli", "run", "repair", "--env", ENV,
+                          "--json"], capture_output=True, text=True, env=os.environ.copy(),
+                         timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    record = json.loads(out.stdout)[0]
+    assert record["status"] == "succeeded"
+    nb = nbformat.read(record["path"], as_version=4)
+    text = json.dumps(nb)
+    assert "8 check(s) failed before the repair" in text
+    assert "revoked tcp 5432-5432 from 0.0.0.0/0" in text
+    assert password not in text                       # the leaked password is never shown
+    assert failing(verify(ENV, "sandbox")) == set()
