@@ -47,6 +47,23 @@ def _plan_text(plan) -> None:
         emit_table(changes)
     summary = ", ".join(f"{n} {op}" for op, n in plan.summary.items() if n)
     print(f"{plan.stack} ({plan.target}) {plan.operation}: {summary or 'no resources'}")
+    if getattr(plan, "cost", None):
+        _cost_text(plan.cost)
+
+
+def _cost_text(cost: dict) -> None:
+    """The estimate under a plan: total, delta, biggest items, and what it leaves out."""
+    partial = "" if cost["complete"] else f" + {len(cost['unknown'])} unknown item(s)"
+    print(f"monthly estimate: {cost['monthly_usd']:,.2f} {cost['currency']}{partial} "
+          f"(change {cost['delta_monthly_usd']:+,.2f}"
+          f"{'' if cost['delta_complete'] else ', excluding unknown items'}; "
+          f"prices as of {cost['as_of']})")
+    for item in cost["top"][:3]:
+        more = "" if item["complete"] else " + unknown"
+        print(f"  {item['monthly_usd']:>10,.2f}{more}  {item['name']} "
+              f"({item['type'].split(':')[-1]})")
+    for line in cost["unknown"]:
+        print(f"  unknown: {line}")
 
 
 def _interactive() -> bool:

@@ -271,4 +271,4 @@ def _display(path: str | Path) -> str:
 
 
 # The rule families register themselves on import.
-from . import seed, securityhub  # noqa: E402,F401  pyflakes: ignore
+from . import cost, seed, securityhub  # noqa: E402,F401  pyflakes: ignore

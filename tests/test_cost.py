@@ -1,0 +1,331 @@
+"""Cost: the catalog covers what the program bills, estimates are the catalog's arithmetic,
+plans carry their cost, the budget rule fires, the refresher reads the Pricing API's shape.
+
+The Pricing API is AWS itself: its answers are recorded responses (tests/data/pricing_*.json)
+fed through botocore's Stubber, which is the only thing mocked here."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tap_lib.config import available_environments, load_settings
+from tap_lib.cost import estimate, estimate_program, load_catalog
+from tap_lib.cost.catalog import Catalog
+from tap_lib.cost.estimate import BILLABLE, FREE_TYPES, Resource
+from tap_lib.cost.meters import AURORA_CLASSES, METERS, catalog_keys, meter_key
+from tap_lib.engines.synth import synthesize
+from tap_lib.ops.preflight import run_preflight
+
+DATA = Path(__file__).parent / "data"
+HOURS = 730
+
+
+@pytest.fixture(scope="module")
+def catalog() -> Catalog:
+    return load_catalog()
+
+
+@pytest.fixture(scope="module")
+def programs():
+    """Each environment's synthesized program (about 1.5 s each)."""
+    return {env: synthesize(load_settings(env, use_environ=False))
+            for env in available_environments()}
+
+
+def _price(catalog, region, meter, cls=""):
+    return catalog.regions[region][meter_key(meter, cls)]["price"]
+
+
+# -- the catalog -----------------------------------------------------------------------------
+def test_every_declared_type_is_billable_or_known_free(programs):
+    for env, syn in programs.items():
+        unknown = {r.type for r in syn.registrations} - set(BILLABLE) - FREE_TYPES
+        assert not unknown, f"{env}: the estimator does not know {unknown}"
+
+
+def test_catalog_completeness_every_region_every_meter(catalog, programs):
+    """Every meter the estimator uses, and every Aurora class, in every region the environment
+    files use: priced with its source, or declared missing with a reason - no silent gaps, and
+    no stale 'missing' entry for a price the catalog has."""
+    regions = {load_settings(env, use_environ=False).region for env in programs}
+    classes = {load_settings(env, use_environ=False).db.instance_class for env in programs}
+    assert classes <= set(AURORA_CLASSES), "an environment uses a class the catalog skips"
+    for region in regions:
+        priced = catalog.regions.get(region, {})
+        missing = catalog.missing.get(region, {})
+        for meter, cls in catalog_keys():
+            key = meter_key(meter, cls)
+            assert (key in priced) != (key in missing), f"{region} {key}: priced xor missing"
+            if key in priced:
+                entry = priced[key]
+                assert entry["price"] > 0 and entry["unit"] == METERS[meter].unit
+                assert entry["usagetype"] == METERS[meter].usage_type(region, cls)
+                assert entry["service"] in catalog.source["published"]
+            else:
+                assert missing[key].strip()
+    assert catalog.as_of and catalog.source["offer_files"].startswith("https://pricing.")
+
+
+def test_unknown_prices_are_reported_unknown_never_zero(catalog, programs):
+    """A class the catalog lacks: the instance's cost is None, the total leaves it out and
+    says so; a usage figure the file leaves unset makes its items unknown too."""
+    settings = load_settings("dev", use_environ=False)
+    missing = next((cls for cls in AURORA_CLASSES
+                    if meter_key("aurora_instance_hour", cls)
+                    in catalog.missing.get(settings.region, {})), None)
+    bare = Catalog(catalog.currency, catalog.as_of, HOURS,
+                   {settings.region: {k: v for k, v in catalog.regions[settings.region].items()
+                                      if not k.startswith("aurora_instance_hour")}},
+                   {}, catalog.source)
+    est = estimate_program(settings, bare, programs["dev"])
+    inst = [r for r in est.resources if r.type == "aws:rds/clusterInstance:ClusterInstance"]
+    assert inst and all(r.monthly_usd is None for r in inst), missing
+    assert not est.complete and any("aurora_instance_hour" in u for u in est.unknown)
+    assert est.monthly_usd == pytest.approx(sum(r.known_usd for r in est.resources))
+
+    unset = load_settings("dev", ["usage.nat_gb_processed_per_month=0"], use_environ=False)
+    nat = [r for r in estimate_program(unset, catalog).resources
+           if r.type == "aws:ec2/natGateway:NatGateway"][0]
+    assert nat.monthly_usd == pytest.approx(HOURS * _price(catalog, "eu-west-2",
+                                                          "nat_gateway_hour"))
+    no_usage = settings.model_copy(update={"usage": type(settings.usage)()})
+    est = estimate_program(no_usage, catalog, programs["dev"])
+    nat = [r for r in est.resources if r.type == "aws:ec2/natGateway:NatGateway"][0]
+    assert nat.monthly_usd is None
+    assert any("usage.nat_gb_processed_per_month is not set" in u for u in est.unknown)
+
+
+def test_unknown_type_is_unknown_not_free(catalog):
+    settings = load_settings("dev", use_environ=False)
+    est = estimate([Resource("urn:x", "aws:ec2/instance:Instance", "box", {})], settings,
+                   catalog)
+    assert est.resources[0].monthly_usd is None and "does not know" in est.unknown[0]
+
+
+# -- totals by hand --------------------------------------------------------------------------
+def _by_hand(env: str, catalog: Catalog) -> tuple[float, list[str]]:
+    """The environment's known monthly total written out from catalog entries and the
+    environment file (instance hours, if the catalog lacks the class, are left out and named)."""
+    s = load_settings(env, use_environ=False)
+    u, r = s.usage, s.region
+    p = lambda meter, cls="": catalog.regions[r].get(meter_key(meter, cls), {}).get("price")  # noqa: E731
+    left_out = []
+    nats = s.vpc.az_count if s.vpc.nat_gateways == "per_az" else 1
+    total = nats * HOURS * p("nat_gateway_hour") + u.nat_gb_processed_per_month * p("nat_gateway_gb")
+    total += nats * HOURS * p("public_ipv4_hour")                      # one EIP per NAT
+    if p("aurora_instance_hour", s.db.instance_class) is None:
+        left_out.append(f"aurora_instance_hour:{s.db.instance_class}")
+    else:
+        total += s.db.instances * HOURS * p("aurora_instance_hour", s.db.instance_class)
+    total += u.aurora_storage_gb * p("aurora_storage_gb_month")
+    total += u.aurora_io_millions * 1e6 * p("aurora_io_request")
+    total += 2 * p("secret_month")                  # the app secret + RDS's master secret
+    total += u.secrets_api_calls_per_month * p("secrets_api_request")
+    total += p("kms_key_month") + u.kms_requests_per_month * p("kms_request")
+    # log groups: flow logs (vended), payment logs, rotation logs (no ingestion)
+    total += u.flow_log_gb_per_month * p("logs_vended_ingest_gb")
+    total += u.flow_log_gb_per_month * s.vpc.flow_logs_retention_days / (365 / 12) \
+        * p("logs_storage_gb_month")
+    total += u.log_gb_ingested_per_month * p("logs_ingest_gb")
+    total += u.log_gb_ingested_per_month * s.function.log_retention_days / (365 / 12) \
+        * p("logs_storage_gb_month")
+    # payment function: invocations x duration x memory; rotation: 4 calls per rotation
+    total += u.lambda_invocations_per_month * p("lambda_request")
+    total += u.lambda_invocations_per_month * u.lambda_avg_duration_ms / 1000 \
+        * s.function.memory_mb / 1024 * p("lambda_gb_second")
+    rotations = 4 * (365 / 12) / s.secrets.rotation_days
+    total += rotations * p("lambda_request")
+    total += rotations * u.lambda_avg_duration_ms / 1000 * 256 / 1024 * p("lambda_gb_second")
+    total += u.s3_gb_stored * p("s3_standard_gb_month")
+    if u.s3_gb_standard_ia:
+        if p("s3_standard_ia_gb_month") is None:
+            left_out.append("s3_standard_ia_gb_month")
+        else:
+            total += u.s3_gb_standard_ia * p("s3_standard_ia_gb_month")
+    total += u.s3_put_requests_per_month * p("s3_put_request")
+    total += u.s3_get_requests_per_month * p("s3_get_request")
+    return total, left_out
+
+
+@pytest.mark.parametrize("env", ["dev", "prod"])
+def test_total_equals_the_catalog_arithmetic(env, catalog, programs):
+    est = estimate_program(load_settings(env, use_environ=False), catalog, programs[env])
+    total, left_out = _by_hand(env, catalog)
+    assert est.monthly_usd == pytest.approx(total, rel=1e-9)
+    named = {u.split(" ")[1].rstrip(":") for u in est.unknown}  # "<resource> <meter>: why"
+    assert named == set(left_out)
+    assert est.complete == (not left_out)
+
+
+def test_nat_layout_change_costs_one_nat_and_its_address(catalog):
+    """dev single -> per_az with az_count 2 adds one NAT gateway and one Elastic IP; data
+    processed is the same traffic split over more gateways."""
+    single = estimate_program(load_settings("dev", use_environ=False), catalog)
+    per_az = estimate_program(load_settings("dev", ["vpc.nat_gateways=per_az"],
+                                            use_environ=False), catalog)
+    expected = HOURS * (_price(catalog, "eu-west-2", "nat_gateway_hour")
+                        + _price(catalog, "eu-west-2", "public_ipv4_hour"))
+    assert per_az.monthly_usd - single.monthly_usd == pytest.approx(expected)
+    assert expected == pytest.approx(730 * 0.05 + 730 * 0.005)  # 36.50 + 3.65 in eu-west-2
+
+
+# -- the plan's cost ---------------------------------------------------------------------------
+def test_plan_cost_delta_against_current_resources(catalog, programs):
+    """After minus before: 'before' priced from recorded resources (engine state shape)."""
+    from tap_lib.cost.plan import plan_cost
+    from tap_lib.engines.base import Plan, ResourceState, Step
+
+    settings = load_settings("dev", ["vpc.nat_gateways=per_az"], use_environ=False)
+    syn = synthesize(settings)
+    current = [ResourceState(r.urn, r.type, r.name, r.id or "", "created",
+                             {**r.inputs, **r.outputs})
+               for r in programs["dev"].registrations]
+    steps = [Step(r.urn, r.type, r.name, "create") for r in syn.registrations
+             if r.name in ("nat-1-dev", "nat-eip-1-dev")]
+    steps.append(Step("urn:gone", "aws:ec2/natGateway:NatGateway", "old-nat", "delete"))
+    plan = Plan("TapStackdev", "sandbox", steps)
+    plan_cost(plan, settings, current, catalog, syn)
+    nat_hour = HOURS * _price(catalog, "eu-west-2", "nat_gateway_hour")
+    ip_hour = HOURS * _price(catalog, "eu-west-2", "public_ipv4_hour")
+    assert plan.cost["delta_monthly_usd"] == pytest.approx(nat_hour + ip_hour, abs=0.01)
+    assert plan.cost["delta_complete"] is True
+    by_name = {s.name: s.monthly_usd for s in plan.steps}
+    assert by_name["nat-eip-1-dev"] == pytest.approx(ip_hour, abs=0.01)
+    assert by_name["old-nat"] == 0.0
+    assert set(plan.to_dict()["cost"]) >= {"monthly_usd", "delta_monthly_usd", "currency",
+                                           "as_of", "assumptions"}
+
+
+# -- the budget rule ---------------------------------------------------------------------------
+def _budget_findings(overrides):
+    report = run_preflight(load_settings("dev", overrides, use_environ=False))
+    return report.findings[report.findings["rule"].str.startswith("TAP201")]
+
+
+def test_budget_rule_warns_at_80_percent_and_fails_above(catalog):
+    total = estimate_program(load_settings("dev", use_environ=False), catalog).monthly_usd
+    under, warn, over = int(total / 0.79) + 1, int(total / 0.85), int(total) - 1
+    assert total < 0.8 * under and 0.8 * warn <= total <= warn and over < total
+    quiet = _budget_findings([f"budget_monthly_usd={under}"])
+    assert set(quiet["severity"]) <= {"info"}          # info only: unknown items remain
+    assert list(_budget_findings([f"budget_monthly_usd={warn}"])["severity"]) == ["warning"]
+    failing = _budget_findings([f"budget_monthly_usd={over}"])
+    assert list(failing["severity"]) == ["error"]
+    assert "params/dev.yaml" in failing.iloc[0]["fix"]
+
+
+def test_budget_and_usage_are_validated():
+    from tap_lib.errors import ConfigError
+
+    for bad in ("budget_monthly_usd=0", "budget_monthly_usd=-5", "usage.aurora_io_millions=-1",
+                "usage.lambda_invocations_per_month=many", "usage.bogus=1"):
+        with pytest.raises(ConfigError) as exc:
+            load_settings("dev", [bad], use_environ=False)
+        assert "params/dev.yaml" in str(exc.value) and bad.split("=")[0] in str(exc.value)
+
+
+# -- the refresher, fed recorded Pricing API responses -----------------------------------------
+def _recorded(name: str) -> dict:
+    return json.loads((DATA / name).read_text())
+
+
+def _stubbed():
+    import boto3
+    from botocore.stub import Stubber
+
+    client = boto3.client("pricing", region_name="us-east-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing")
+    return client, Stubber(client)
+
+
+def test_refresher_reads_first_tier_and_follows_pages():
+    from botocore.stub import ANY
+
+    from tap_lib.cost.refresh import lookup
+
+    client, stub = _stubbed()
+    stub.add_response("get_products", _recorded("pricing_lambda_gb_second_eu-west-2.json"),
+                      {"ServiceCode": "AWSLambda", "Filters": ANY, "FormatVersion": "aws_v1",
+                       "MaxResults": 100})
+    stub.add_response("get_products", _recorded("pricing_aurora_r6g_large_us-east-1.json"))
+    stub.add_response("get_products", _recorded("pricing_aurora_r6g_large_us-east-1_page2.json"),
+                      {"ServiceCode": "AmazonRDS", "Filters": ANY, "FormatVersion": "aws_v1",
+                       "MaxResults": 100, "NextToken": "page-2"})
+    stub.add_response("get_products", _recorded("pricing_empty.json"))
+    with stub:
+        entry, _ = lookup(client, "AWSLambda", "eu-west-2", "EUW2-Lambda-GB-Second", {})
+        assert entry["price"] == 0.0000166667 and entry["unit"] == "Lambda-GB-Second"
+        assert entry["published"] == "2026-10-01" and entry["sku"] == "RP9RSZYUC96SQ4G2"
+        meter = METERS["aurora_instance_hour"]
+        entry, _ = lookup(client, meter.service, "us-east-1",
+                          meter.usage_type("us-east-1", "db.r6g.large"), meter.attributes)
+        assert entry["price"] == 0.26 and entry["usagetype"] == "InstanceUsage:db.r6g.large"
+        entry, why = lookup(client, "AmazonS3", "eu-west-2", "EUW2-TimedStorage-SIA-ByteHrs", {})
+        assert entry is None and "no On-Demand AmazonS3" in why
+        stub.assert_no_pending_responses()
+
+
+def test_refresher_builds_a_catalog_the_estimator_reads(tmp_path):
+    """A whole refresh of one region: recorded answers for two meters, nothing for the rest,
+    which must land in `missing` (never a zero price)."""
+    from tap_lib.cost.refresh import build_catalog
+
+    recorded = {"nat_gateway_hour": "pricing_nat_gateway_hour_eu-west-2.json",
+                "lambda_gb_second": "pricing_lambda_gb_second_eu-west-2.json"}
+    client, stub = _stubbed()
+    for meter, cls in catalog_keys():
+        m = METERS[meter]
+        filters = [{"Type": "TERM_MATCH", "Field": k, "Value": v} for k, v in
+                   {"regionCode": "eu-west-2", "usagetype": m.usage_type("eu-west-2", cls),
+                    **m.attributes}.items()]
+        stub.add_response("get_products", _recorded(recorded.get(meter, "pricing_empty.json")),
+                          {"ServiceCode": m.service, "Filters": filters,
+                           "FormatVersion": "aws_v1", "MaxResults": 100})
+    with stub:
+        data = build_catalog(client, ["eu-west-2"])
+        stub.assert_no_pending_responses()
+    assert set(data["regions"]["eu-west-2"]) == set(recorded)
+    assert data["regions"]["eu-west-2"]["nat_gateway_hour"]["price"] == 0.05
+    assert len(data["missing"]["eu-west-2"]) == len(catalog_keys()) - 2
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps(data))
+    fresh = load_catalog(path)
+    assert fresh.price("eu-west-2", "nat_gateway_hour") == 0.05
+    assert fresh.price("eu-west-2", "secret_month") is None
+
+
+def test_refresher_refuses_the_sandbox():
+    out = subprocess.run([sys.executable, "-m", "tap_lib.cost.refresh"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2 and "--target aws" in out.stderr
+
+
+# -- through the command line, on a sandbox -------------------------------------------------
+def test_preview_json_carries_the_cost(sandbox_home, catalog):
+    out = subprocess.run([sys.executable, "-m", "tap_lib.cli", "preview", "--env", "dev",
+                          "--set", "suffix=cost", "--json"], capture_output=True, text=True,
+                         env=os.environ.copy(), timeout=300)
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    cost = plan["cost"]
+    settings = load_settings("dev", ["suffix=cost"], use_environ=False)
+    expected = estimate_program(settings, catalog).monthly_usd
+    assert cost["monthly_usd"] == pytest.approx(expected, abs=0.01)
+    assert cost["delta_monthly_usd"] == pytest.approx(expected, abs=0.01)  # nothing deployed
+    assert cost["currency"] == "USD" and cost["as_of"] == catalog.as_of
+    assert cost["assumptions"]["usage"]["nat_gb_processed_per_month"] == \
+        settings.usage.nat_gb_processed_per_month
+    steps = {s["name"]: s for s in plan["steps"]}
+    assert steps["vpc-cost"]["monthly_usd"] == 0.0
+    assert steps["nat-eip-0-cost"]["monthly_usd"] == pytest.approx(
+        HOURS * _price(catalog, "eu-west-2", "public_ipv4_hour"), abs=0.01)
+    known = sum(s["monthly_usd"] or 0 for s in plan["steps"])
+    unknown_steps = [s for s in plan["steps"] if s["monthly_usd"] is None]
+    assert bool(unknown_steps) == (not cost["complete"])
+    # steps with an unknown item carry null, so the steps' sum never exceeds the total
+    assert known <= cost["monthly_usd"] + 0.01
