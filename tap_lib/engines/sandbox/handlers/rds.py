@@ -22,9 +22,14 @@ class SubnetGroup(Handler):
         return inputs["name"], {**inputs, "id": inputs["name"], "arn": group["DBSubnetGroupArn"]}
 
     def modify(self, ctx, id_, old, new, changed):
-        ctx.client("rds").modify_db_subnet_group(
+        rds = ctx.client("rds")
+        rds.modify_db_subnet_group(
             DBSubnetGroupName=id_, SubnetIds=new["subnetIds"],
             DBSubnetGroupDescription=new.get("description") or "Managed by tap")
+        # moto 5.2's ModifyDBSubnetGroup pops the group out of its registry and never puts it
+        # back (AWS keeps it): put the modified group back as AWS has it.
+        if self.read(ctx, id_, new) is None:
+            self.create(ctx, new)
 
     def read(self, ctx, id_, inputs):
         found = ignore_missing(ctx.client("rds").describe_db_subnet_groups,
