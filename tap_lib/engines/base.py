@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import pandas as pd
 
+from .. import trail
 from ..errors import ProtectedStack, UsageError
 
 if TYPE_CHECKING:
@@ -50,6 +52,8 @@ class Plan:
     operation: str = "preview"
     # {"monthly_usd", "delta_monthly_usd", "currency", "as_of", "assumptions", ...} (tap_lib/cost)
     cost: dict | None = None
+    # The target's own plan file, when it has one (Pulumi's update plan on aws).
+    artifact: str | None = None
 
     @property
     def summary(self) -> dict[str, int]:
@@ -193,39 +197,51 @@ class Engine(ABC):
 
     # -- the stack ------------------------------------------------------------------------
     @abstractmethod
-    def preview(self) -> Plan: ...
+    def preview(self, artifact: Path | None = None) -> Plan:
+        """What up would do. With `artifact`, the target also saves its own plan there (if it
+        has such a thing), for an up constrained to this plan."""
 
     def up(self, progress: ProgressCallback | None = None, *,
-           confirm: str | None = None) -> Result:
-        meta = self._guard_origin(confirm)
-        protected = meta.protected if meta else self.settings.protected
-        if protected and confirm != self.stack:
-            self.require_confirmation(self.preview(), confirm)
-        return self._up(progress, confirm=confirm if protected else self.stack,
-                        meta=meta or StackMeta(self.settings.source, self.settings.protected))
+           confirm: str | None = None, plan: Plan | None = None) -> Result:
+        """Apply the program; with a reviewed `plan`, stop at any step that differs from it."""
+        with trail.recorded(self, "deploy") as outcome:
+            meta = self._guard_origin(confirm)
+            protected = meta.protected if meta else self.settings.protected
+            if protected and confirm != self.stack:
+                self.require_confirmation(self.preview(), confirm)
+            outcome["result"] = self._up(
+                progress, confirm=confirm if protected else self.stack,
+                meta=meta or StackMeta(self.settings.source, self.settings.protected),
+                plan=plan)
+        return outcome["result"]
 
     def destroy(self, progress: ProgressCallback | None = None, *,
                 confirm: str | None = None) -> Result:
-        meta = self._guard_origin(confirm)
-        if (meta.protected if meta else self.settings.protected) and confirm != self.stack:
-            raise ProtectedStack(self.stack, "destroy deletes every resource", confirm)
-        return self._destroy(progress)
+        with trail.recorded(self, "destroy") as outcome:
+            meta = self._guard_origin(confirm)
+            if (meta.protected if meta else self.settings.protected) and confirm != self.stack:
+                raise ProtectedStack(self.stack, "destroy deletes every resource", confirm)
+            outcome["result"] = self._destroy(progress)
+        return outcome["result"]
 
     def refresh(self, progress: ProgressCallback | None = None, *,
                 confirm: str | None = None) -> Result:
         """Read every resource as it is now into the stack's state (drift becomes visible to
         preview, and the next deploy repairs it). Changes no resource."""
-        self._guard_origin(confirm)
-        return self._refresh(progress)
+        with trail.recorded(self, "refresh") as outcome:
+            self._guard_origin(confirm)
+            outcome["result"] = self._refresh(progress)
+        return outcome["result"]
 
     @abstractmethod
     def _refresh(self, progress: ProgressCallback | None) -> Result: ...
 
     @abstractmethod
     def _up(self, progress: ProgressCallback | None, *, confirm: str | None,
-            meta: StackMeta) -> Result:
+            meta: StackMeta, plan: Plan | None = None) -> Result:
         """Apply the program. Must refuse, before changing it, any delete or replace when
-        `confirm` is not the stack name, and record `meta` with the stack."""
+        `confirm` is not the stack name, and any step that differs from `plan` when one is
+        given; records `meta` with the stack."""
 
     @abstractmethod
     def _destroy(self, progress: ProgressCallback | None) -> Result: ...

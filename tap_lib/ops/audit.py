@@ -11,47 +11,44 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
 import os
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import pandas as pd
 
+from .. import trail
 from ..errors import UsageError
 from ..project import outputs_dir, tap_home
+from ..trail import is_remote, local_dir, records_root  # noqa: F401 - re-exported
 
 INDEX_NAME = "index.jsonl"
+# Folders beside the records of one environment that hold no records (never listed, chained or
+# verified as records): reviewer exports and topology pictures, one per record or run.
+EXPORTS, PICTURES = "_exports", "_pictures"
 COLUMNS = ["time", "env", "notebook", "stack", "target", "operator", "status", "duration_s",
            "summary", "path"]
 
 
-def records_root(output_dir: str | None = None) -> str:
-    """The records' root: a local directory path or an ``s3://`` URL (no trailing slash)."""
-    raw = output_dir or os.environ.get("TAP_OUTPUTS", "")
-    if is_remote(raw):
-        return raw.rstrip("/")
-    return str(Path(output_dir).resolve()) if output_dir else str(outputs_dir())
-
-
-def is_remote(path: str) -> bool:
-    return str(path).startswith("s3://")
-
-
 def index_path(root: str) -> Path:
     """Next to the records when local; under tap_home() for an S3 root (S3 has no append)."""
-    if is_remote(root):
-        return tap_home() / "audit" / root.removeprefix("s3://") / INDEX_NAME
-    return Path(root) / INDEX_NAME
+    return local_dir(root) / INDEX_NAME
 
 
-def index_row(meta: dict[str, Any], path: str) -> dict[str, Any]:
-    """The index line of one record, from its ``metadata.tap``."""
+def index_row(meta: dict[str, Any], path: str, sha256: str | None = None,
+              entry: str | None = None) -> dict[str, Any]:
+    """The index line of one record, from its ``metadata.tap``, with the SHA-256 of its content
+    and the hash of its trail entry when known."""
     return {"time": meta.get("start", ""), "env": meta.get("env", ""),
             "notebook": meta.get("notebook", ""), "stack": meta.get("stack", ""),
             "target": meta.get("target", ""), "operator": meta.get("operator", ""),
             "status": meta.get("status", ""), "duration_s": meta.get("duration_s"),
-            "summary": meta.get("summary", {}), "path": path}
+            "summary": meta.get("summary", {}), "path": path, "sha256": sha256,
+            "entry": entry}
 
 
 def add_to_index(row: dict[str, Any], root: str) -> None:
@@ -96,27 +93,264 @@ def format_summary(summary: Any) -> str:
 
 
 def export_html(record: str | Path, dest: str | Path | None = None) -> Path:
-    """Render one record to standalone HTML for reviewers without Jupyter.
+    """Render one record to self-contained HTML for reviewers without Jupyter or a network.
 
     `record` is a path, an s3:// URL, or a record's file name (or stem) looked up in the index,
     and must be a record under the records root (confine_record): nothing else is read.
-    The HTML goes next to a local record, or under tap_home()/exports for an S3 one.
+    The page is titled with the stack and operation and opens with the record's audit metadata
+    (commit, status, times, version, operator, content and chain hashes); it loads nothing from
+    the network (nbconvert's require.js and MathJax CDN scripts are left out, images are data
+    URIs). Each export is kept: ``<env>/_exports/<record>.html`` beside the local records
+    (outputs_dir() for an S3 root), ``-2``, ``-3``... when exported again; never overwritten.
     """
     from nbconvert import HTMLExporter
     from papermill.iorw import load_notebook_node
 
     source = confine_record(str(record))
-    body, _ = HTMLExporter().from_notebook_node(load_notebook_node(source))
-    name = source.rsplit("/", 1)[-1].removesuffix(".ipynb") + ".html"
+    raw = _read_bytes(source)
+    nb = load_notebook_node(source)
+    meta = dict(nb.metadata.get("tap") or {})
+    entry = _entry_for(source)
+    title = " · ".join(str(x) for x in (meta.get("stack") or "unknown stack",
+                                        meta.get("notebook") or "notebook",
+                                        meta.get("start") or "") if x)
+    exporter = HTMLExporter(template_name="lab", embed_images=True)
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
+    html = _offline(body, _metadata_header(meta, source, trail.sha256_bytes(raw), entry, title))
+    stem = source.rsplit("/", 1)[-1].removesuffix(".ipynb")
     if dest is not None:
         target = Path(dest)
-    elif is_remote(source):
-        target = tap_home() / "exports" / name
-    else:
-        target = Path(source).with_name(name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(body, encoding="utf-8")
-    return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(html, encoding="utf-8")
+        return target
+    folder = outputs_dir() / _env_of(source) / EXPORTS
+    return _write_new(folder, stem, ".html", html.encode("utf-8"))
+
+
+def picture_path(env: str, name: str, suffix: str = ".png") -> Path:
+    """A new file for one run's picture, ``<env>/_pictures/<UTC stamp>-<name><suffix>`` under
+    the local outputs: kept per run, never overwritten (``-2``... in the same second)."""
+    from datetime import datetime, timezone
+
+    folder = outputs_dir() / env / PICTURES
+    stem = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + f"-{name}"
+    return _write_new(folder, stem, suffix, b"")
+
+
+@dataclass
+class Problem:
+    """One break in the chain: what kind, which entry or record, and what was found."""
+
+    kind: str       # edited | deleted | inserted | reordered | unreadable | unlocked
+    what: str       # "entry 12" or "record dev/20261128T142501Z-deploy.ipynb"
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind:<10} {self.what}: {self.detail}"
+
+
+@dataclass
+class Verification:
+    root: str
+    entries: int
+    records: int
+    head: trail.Head
+    problems: list[Problem] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"root": self.root, "ok": self.ok, "entries": self.entries,
+                "records": self.records, "head": {"seq": self.head.seq, "hash": self.head.hash,
+                                                  "time": self.head.time},
+                "problems": [asdict(p) for p in self.problems],
+                "duration_s": round(self.duration_s, 3)}
+
+
+def chain_head(output_dir: str | None = None) -> trail.Head:
+    """The trail's last entry: the hash an auditor writes down (or `tap audit verify --head`)."""
+    return trail.head(records_root(output_dir))
+
+
+def verify(output_dir: str | None = None, expect_head: str | None = None) -> Verification:
+    """Check the whole chain: every trail entry against its hash and its predecessor, every
+    record against the SHA-256 its entry holds (and the head it embeds), every record on disk
+    (or in S3) against the trail, and with an s3:// root each record's Object Lock retention.
+    `expect_head` (a hash written down earlier) must still be in the chain: that catches the
+    one change the chain alone cannot show, deleting its newest entries."""
+    t0 = time.monotonic()
+    root = records_root(output_dir)
+    entries, problems = _check_entries(root)
+    problems += _check_records(root, entries)
+    if expect_head and not any(e.get("hash") == expect_head for e in entries):
+        problems.append(Problem("deleted", f"entry {expect_head[:16]}…",
+                                "the chain no longer holds this head: its newest entries were "
+                                "removed or the trail was rewritten"))
+    head = trail.head(root)
+    records = sum(1 for e in entries if e.get("operation") == "record")
+    return Verification(root, len(entries), records, head, problems, time.monotonic() - t0)
+
+
+def _check_entries(root: str) -> tuple[list[dict[str, Any]], list[Problem]]:
+    problems: list[Problem] = []
+    entries: list[dict[str, Any]] = []
+    try:
+        raw = trail.trail_path(root).read_bytes()
+    except FileNotFoundError:
+        raw = b""
+    for lineno, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            if not isinstance(entry, dict):
+                raise ValueError
+        except ValueError:
+            problems.append(Problem("unreadable", f"trail line {lineno}",
+                                    "not a JSON entry (edited, or torn by a killed writer)"))
+            continue
+        entry["_line"] = lineno
+        entries.append(entry)
+
+    def name(e: dict[str, Any]) -> str:
+        return f"entry {e.get('seq')}"
+
+    by_hash = {e.get("hash"): i for i, e in enumerate(entries)}
+    referenced = {e.get("prev") for e in entries}
+    seqs = [e.get("seq") for e in entries]
+    counts: dict[Any, int] = {}
+    for q in seqs:
+        counts[q] = counts.get(q, 0) + 1
+    numbers = {q for q in seqs if isinstance(q, int)}
+    rehashed: set[int] = set()
+    dangling = [i for i, e in enumerate(entries[:-1]) if e.get("hash") not in referenced]
+    for i, e in enumerate(entries):
+        body = {k: v for k, v in e.items() if k != "_line"}
+        if trail.entry_hash(body) != e.get("hash"):
+            problems.append(Problem("edited", name(e), f"line {e['_line']}: its content does "
+                                    "not match its hash"))
+    for i, e in enumerate(entries):
+        prev = e.get("prev")
+        if prev == trail.GENESIS:
+            if i:
+                problems.append(Problem("inserted" if counts.get(e.get("seq"), 0) > 1 else
+                                        "reordered", name(e), f"line {e['_line']}: claims to "
+                                        "be the first entry"))
+            continue
+        if prev in by_hash:
+            j = by_hash[prev]
+            if j > i:
+                problems.append(Problem("reordered", name(e), f"line {e['_line']} stands "
+                                        f"before {name(entries[j])} (line "
+                                        f"{entries[j]['_line']}), which it follows"))
+            continue
+        # its predecessor is not in the trail: rehashed after an edit, deleted, or forged
+        twin = next((d for d in dangling if entries[d].get("seq") == _int(e.get("seq")) - 1
+                     and d not in rehashed), None)
+        if twin is not None:
+            rehashed.add(twin)
+            problems.append(Problem("edited", name(entries[twin]), "its hash was recomputed: "
+                                    f"{name(e)} follows another entry"))
+        elif counts.get(e.get("seq"), 0) > 1:
+            problems.append(Problem("inserted", name(e), f"line {e['_line']}: follows no entry "
+                                    "of the trail"))
+        elif _int(e.get("seq")) - 1 not in numbers:
+            continue  # the missing number is named below
+        else:
+            problems.append(Problem("deleted", f"before {name(e)}", f"line {e['_line']} "
+                                    "follows an entry that is no longer in the trail"))
+    for i in dangling:  # two entries follow the same one: the dead end is the intruder
+        e = entries[i]
+        if i in rehashed:
+            continue
+        if counts.get(e.get("seq"), 0) > 1 or e.get("prev") in {
+                x.get("prev") for k, x in enumerate(entries) if k != i}:
+            problems.append(Problem("inserted", name(e), f"line {e['_line']}: no entry follows "
+                                    "it, yet it is not the newest"))
+    if numbers:
+        for missing in sorted(set(range(max(numbers) + 1)) - numbers)[:100]:
+            problems.append(Problem("deleted", f"entry {missing}", "no longer in the trail"))
+    return entries, _dedupe(problems)
+
+
+def _check_records(root: str, entries: list[dict[str, Any]]) -> list[Problem]:
+    problems: list[Problem] = []
+    chained: dict[str, dict[str, Any]] = {}
+    for e in entries:
+        if e.get("operation") == "record" and e.get("record"):
+            chained[e["record"]] = e
+    by_sha = {e.get("record_sha256"): path for path, e in chained.items()}
+    remote = is_remote(root)
+    present = _s3_records(root) if remote else [(p, p) for p in _record_paths(root)]
+    on_disk = {url for url, _ in present}
+    client = _s3() if remote and (chained or present) else None
+
+    def shown(path: str) -> str:
+        return "record " + path.removeprefix(root + "/")
+
+    for path, e in chained.items():
+        if path not in on_disk:
+            problems.append(Problem("deleted", shown(path), f"chained by entry {e.get('seq')}, "
+                                    "no longer stored"))
+            continue
+        try:
+            raw = _read_bytes(path)
+        except OSError as exc:
+            problems.append(Problem("unreadable", shown(path), type(exc).__name__))
+            continue
+        sha = trail.sha256_bytes(raw)
+        if sha != e.get("record_sha256"):
+            other = by_sha.get(sha)
+            if other and other != path:
+                problems.append(Problem("reordered", shown(path), "holds the content chained "
+                                        f"for {shown(other)} (records renamed or swapped)"))
+            else:
+                problems.append(Problem("edited", shown(path), "its SHA-256 is not the one "
+                                        f"entry {e.get('seq')} holds"))
+        elif e.get("prev") and e["prev"].encode() not in raw:
+            problems.append(Problem("reordered", shown(path), "does not embed the head it was "
+                                    f"chained after: entry {e.get('seq')} was moved or rehashed"))
+        if client is not None:
+            problems += _check_retention(client, path, e, shown(path))
+    for path in sorted(on_disk - set(chained)):
+        problems.append(Problem("inserted", shown(path), "not in the trail (added afterwards, "
+                                "or its entry was deleted)"))
+    return problems
+
+
+def _check_retention(client, url: str, entry: dict[str, Any], shown: str) -> list[Problem]:
+    from botocore.exceptions import ClientError
+
+    bucket, key = _split(url)
+    try:
+        got = client.get_object_retention(Bucket=bucket, Key=key)["Retention"]
+    except ClientError as exc:
+        return [Problem("unlocked", shown, "no Object Lock retention "
+                        f"({exc.response.get('Error', {}).get('Code', 'error')})")]
+    until = got.get("RetainUntilDate")
+    wanted = entry.get("retain_until")
+    if got.get("Mode") != "COMPLIANCE":
+        return [Problem("unlocked", shown, f"retention mode {got.get('Mode')}, not COMPLIANCE")]
+    if wanted and until is not None and until.isoformat()[:19] < wanted[:19]:
+        return [Problem("unlocked", shown, f"retained until {until.isoformat()}, "
+                        f"not {wanted} as chained")]
+    return []
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) else -2
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    seen, out = set(), []
+    for p in problems:
+        if (p.kind, p.what) not in seen:
+            seen.add((p.kind, p.what))
+            out.append(p)
+    return out
 
 
 def confine_record(record: str) -> str:
@@ -183,13 +417,19 @@ def _read_index(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _rebuild_locked(root: str, path: Path) -> None:
-    from papermill.iorw import load_notebook_node
+    import nbformat
 
+    chained = {e.get("record"): e for e in trail.read(root) if e.get("operation") == "record"}
     rows = []
     for record in _record_paths(root):
-        meta = load_notebook_node(record).metadata.get("tap")
+        try:
+            raw = _read_bytes(record)
+            meta = nbformat.reads(raw.decode("utf-8"), as_version=4).metadata.get("tap")
+        except Exception:  # noqa: BLE001 - a damaged or half-written record: verify names it
+            continue
         if meta:
-            rows.append(index_row(meta, record))
+            entry = chained.get(record, {}).get("hash")
+            rows.append(index_row(meta, record, trail.sha256_bytes(raw), entry))
     rows.sort(key=lambda r: r["time"])
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows), encoding="utf-8")
@@ -197,11 +437,121 @@ def _rebuild_locked(root: str, path: Path) -> None:
 
 
 def _record_paths(root: str) -> list[str]:
+    """Every record under the root: ``<env>/<name>.ipynb``, not in a ``_`` folder."""
     if is_remote(root):
-        from papermill.s3 import S3
+        return [url for url, _ in _s3_records(root)]
+    return [str(p) for p in sorted(Path(root).glob("*/*.ipynb"))
+            if not p.parent.name.startswith("_")]
 
-        return [p for p in S3().list(root + "/") if p.endswith(".ipynb")]
-    return [str(p) for p in sorted(Path(root).glob("*/*.ipynb"))]
+
+def _s3_records(root: str) -> list[tuple[str, str]]:
+    """(url, key) of each record object under an s3:// root."""
+    bucket, _, prefix = root.removeprefix("s3://").partition("/")
+    prefix = f"{prefix}/" if prefix else ""
+    found = []
+    pages = _s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    for page in pages:
+        for obj in page.get("Contents", []):
+            rel = obj["Key"][len(prefix):].split("/")
+            if len(rel) == 2 and rel[1].endswith(".ipynb") and not rel[0].startswith("_"):
+                found.append((f"s3://{bucket}/{obj['Key']}", obj["Key"]))
+    return sorted(found)
+
+
+def _s3():
+    import boto3
+
+    return boto3.client("s3")
+
+
+def _split(url: str) -> tuple[str, str]:
+    bucket, _, key = url.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+def _read_bytes(record: str) -> bytes:
+    if is_remote(record):
+        bucket, key = _split(record)
+        return _s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+    return Path(record).read_bytes()
+
+
+def _env_of(record: str) -> str:
+    return record.rstrip("/").rsplit("/", 2)[-2]
+
+
+def _write_new(folder: Path, stem: str, suffix: str, data: bytes) -> Path:
+    """Create a file no one had: stem, stem-2, stem-3..."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in itertools.count(1):
+        path = folder / f"{stem}{'' if n == 1 else f'-{n}'}{suffix}"
+        try:
+            with open(path, "xb") as fh:
+                fh.write(data)
+            return path
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable: the names are endless")
+
+
+def _entry_for(record: str) -> dict[str, Any] | None:
+    for entry in reversed(trail.read(_root_of(record))):
+        if entry.get("operation") == "record" and entry.get("record") == record:
+            return entry
+    return None
+
+
+def _root_of(record: str) -> str:
+    return record.rsplit("/", 2)[0]
+
+
+_HEADER_FIELDS = (("stack", "stack"), ("operation", "notebook"), ("environment", "env"),
+                  ("target", "target"), ("status", "status"), ("operator", "operator"),
+                  ("started", "start"), ("ended", "end"), ("duration (s)", "duration_s"),
+                  ("commit", "commit"), ("working tree", "dirty"),
+                  ("tap version", "tap_version"), ("error", "error"))
+
+
+def _metadata_header(meta: dict[str, Any], source: str, sha: str,
+                     entry: dict[str, Any] | None, title: str) -> str:
+    from html import escape
+
+    rows = [(label, meta.get(key)) for label, key in _HEADER_FIELDS]
+    if meta.get("dirty") is not None:
+        rows[10] = ("working tree", "dirty" if meta["dirty"] else "clean")
+    rows += [("summary", format_summary(meta.get("summary"))), ("record", source),
+             ("record SHA-256", sha),
+             ("trail entry", f"#{entry['seq']} {entry['hash']}" if entry else "not in the trail"),
+             ("chained after", (entry or {}).get("prev") or meta.get("chain_prev") or "")]
+    cells = "".join(f"<tr><th>{escape(label)}</th><td><code>{escape(str(value))}</code></td></tr>"
+                    for label, value in rows if value not in (None, ""))
+    return (f'<header class="tap-audit" style="font-family:sans-serif;margin:1em;padding:.5em 1em;'
+            f'border:2px solid #555;background:#f6f6f6"><h1 style="font-size:1.4em">'
+            f'{escape(title)}</h1><table style="text-align:left">{cells}</table>'
+            '<p>Check it with <code>tap audit verify</code>: the record\'s SHA-256 must be '
+            'the one its trail entry holds.</p></header>')
+
+
+def _offline(body: str, header: str) -> str:
+    """No script, style or image from the network, the audit header first in the body."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(body, "html.parser")
+    for tag in soup.find_all(["script", "link", "img", "iframe", "source", "video", "audio"]):
+        ref = tag.get("src") or tag.get("href") or ""
+        if _remote_ref(ref):
+            if tag.name == "img":
+                tag.replace_with(f"[image not embedded: {ref}]")
+            else:
+                tag.decompose()
+    for tag in soup.find_all("script", type="text/x-mathjax-config"):
+        tag.decompose()  # configures the MathJax left out above
+    soup.body.insert(0, BeautifulSoup(header, "html.parser"))
+    return str(soup)
+
+
+def _remote_ref(ref: str) -> bool:
+    return ref.strip().lower().startswith(("http:", "https:", "//", "ftp:"))
 
 
 @contextlib.contextmanager

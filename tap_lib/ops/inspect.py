@@ -7,7 +7,8 @@ Drift has two sources, merged by (resource, property):
 - the facts verify collects (bucket versioning and public access block, security group rules
   open to the internet, Lambda environment variables, secret rotation), which no handler reads
   and which the aws target can only see this way.
-The topology picture is drawn from the state with matplotlib alone (no graphviz binary).
+The topology picture is drawn from the state with matplotlib alone (no graphviz binary), one
+file per run under ``<env>/_pictures/`` (audit.picture_path): an earlier picture is never replaced.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from ..aws import ip_permission
 from ..engines.base import Engine, ResourceState
 from ..engines.drift import compare
 from ..engines.registry import open_engine
-from ..project import outputs_dir
+from .audit import picture_path
 from .facts import PASSWORD_KEY, Facts, collect_facts, digest
 from .stack import settings_for
 from .verify import world_ingress
@@ -371,7 +372,7 @@ def inspect_stack(env: str, target: str | None = None, overrides=()) -> Inspecti
                             "for every property of every resource")
     result.drift = drift_frame(rows, facts)
     result.topology_path = draw_topology(build_topology(engine.stack, engine.name, state, outputs),
-                                         outputs_dir() / env / "topology.png")
+                                         picture_path(env, "topology"))
     return result
 
 

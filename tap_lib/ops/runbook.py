@@ -1,8 +1,10 @@
 """Run the runbook's notebooks with papermill and keep each executed notebook as an audit record.
 
 A record is ``<root>/<env>/<UTC time>-<notebook>.ipynb`` (root: see ops/audit.py), never
-overwritten, written once after the run - also when the run failed. Its ``metadata.tap`` says
-who ran what against which stack, with which parameters, and how it ended.
+overwritten: its name is taken when the run starts (the kernel gets it as TAP_RECORD, so the
+trail entries of the run's deploys name it), its content written once after the run - also
+when the run failed - and chained into the audit trail (trail.py). Its ``metadata.tap`` says
+who ran what against which stack, at which commit, with which parameters, and how it ended.
 
 Parameters are data, never code: papermill writes each name into the injected cell verbatim,
 so a run accepts only the names a notebook's ``parameters`` cell declares, each value converted
@@ -20,12 +22,13 @@ never runs its notebooks on some other Python.
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import getpass
 import itertools
 import math
+import os
 import re
-import subprocess
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,11 +36,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from .. import __version__
+from .. import __version__, trail
 from ..engines.registry import check_target
 from ..config import SECRET_NAME, label, shorten, shown
 from ..errors import ConfigError, UsageError
-from ..project import notebooks_dir, project_dir
+from ..project import notebooks_dir
 from . import audit
 from .stack import settings_for
 
@@ -54,6 +57,7 @@ FROM_OPTIONS = {"env": "--env", "target": "--target"}
 # Parameters that name an audit record: confined to the records root (ops/audit.py).
 FILE_PARAMETERS = frozenset({"export"})
 MAX_PARAMETER_CHARS = 1024
+DEFAULT_RETENTION_DAYS = 365
 
 
 @dataclass
@@ -96,6 +100,7 @@ def run_notebooks(name_or_all: str, env: str, target: str | None = None,
     per_notebook = check_parameters(names, parameters or {}, env=env, target=target)
     operator = str((parameters or {}).get("operator") or getpass.getuser())
     root = audit.records_root()
+    check_records_root(root)
     records: list[RunRecord] = []
     for name in names:
         if progress:
@@ -194,7 +199,11 @@ def _run_one(name: str, stack: str, params: dict[str, Any], root: str) -> RunRec
     safe = scrub_parameters(params)
     started, t0 = _utc(), time.monotonic()
     error: str | None = None
-    with tempfile.TemporaryDirectory(prefix="tap-run-") as tmp:
+    # The record's name is taken before the kernel starts, so the trail entries of the run's
+    # mutations (engines/base -> trail) can name it: the kernel reads it from TAP_RECORD.
+    path = _reserve(root, params["env"], name, started)
+    with tempfile.TemporaryDirectory(prefix="tap-run-") as tmp, _environ(
+            {trail.RECORD_ENV: path, "TAP_OPERATOR": params["operator"]}):
         scratch = Path(tmp) / f"{name}.ipynb"
         try:
             papermill.execute_notebook(
@@ -206,18 +215,114 @@ def _run_one(name: str, stack: str, params: dict[str, Any], root: str) -> RunRec
         except Exception as exc:  # noqa: BLE001 - kernel died, timeout...: still a record
             error = f"{type(exc).__name__}: {exc}"
         nb = nbformat.read(scratch if scratch.exists() else source, as_version=4)
+    commit, dirty = trail.git_state()
     meta = {"notebook": name, "env": params["env"], "stack": stack, "target": params["target"],
-            "operator": params["operator"], "commit": _git_commit(), "tap_version": __version__,
-            "parameters": safe, "start": started, "end": _utc(),
+            "operator": params["operator"], "commit": commit, "dirty": dirty,
+            "tap_version": __version__, "parameters": safe, "start": started, "end": _utc(),
             "duration_s": round(time.monotonic() - t0, 3),
             "status": "failed" if error else "succeeded", "summary": _summary(nb),
             "error": error}
     nb.metadata["tap"] = meta
-    path = _store(nb, root, params["env"], name, started)
-    audit.add_to_index(audit.index_row(meta, path), root)
+    store_record(nb, root, path)
     return RunRecord(name, meta["env"], stack, meta["target"], meta["operator"], meta["status"],
                      path, meta["start"], meta["end"], meta["duration_s"], meta["summary"],
                      error)
+
+
+def store_record(nb: NotebookNode, root: str, path: str) -> dict[str, Any]:
+    """Write a record at its reserved `path`, chained: holding the trail's lock, the record
+    embeds the chain head it follows (``metadata.tap.chain_prev``), then its entry holds the
+    SHA-256 of its content; an S3 record is written under Object Lock (compliance mode,
+    TAP_RECORDS_RETENTION_DAYS). Returns the record's trail entry."""
+    import nbformat
+
+    meta = nb.metadata["tap"]
+    nb.metadata.setdefault("papermill", {})["output_path"] = path
+    with trail.locked(root):
+        meta["chain_prev"] = trail.head(root).hash
+        content = nbformat.writes(nb).encode("utf-8")
+        extra: dict[str, Any] = {}
+        if audit.is_remote(path):
+            extra["retain_until"] = _put_locked(path, content)
+        else:
+            with open(path, "r+b") as fh:  # our own reservation: still empty
+                if fh.read(1):
+                    raise AssertionError(f"record {path} was written by someone else")
+                fh.write(content)
+        entry = trail.append(
+            "record", stack=meta.get("stack", ""), target=meta.get("target"),
+            result="succeeded" if meta.get("status") in ("succeeded", "saved") else "failed",
+            record=path, record_sha256=trail.sha256_bytes(content),
+            operator=meta.get("operator"), root=root,
+            extra={"notebook": meta.get("notebook"), "env": meta.get("env"),
+                   "status": meta.get("status"), **extra})
+    audit.add_to_index(audit.index_row(meta, path, entry["record_sha256"], entry["hash"]), root)
+    return entry
+
+
+def retention_days() -> int:
+    """How long S3 Object Lock keeps each record (TAP_RECORDS_RETENTION_DAYS, default 365)."""
+    raw = os.environ.get("TAP_RECORDS_RETENTION_DAYS", "").strip() or str(DEFAULT_RETENTION_DAYS)
+    if not re.fullmatch(r"[0-9]{1,5}", raw) or int(raw) < 1:
+        raise ConfigError("expected a whole number of days, 1 to 99999",
+                          field="TAP_RECORDS_RETENTION_DAYS", value=raw[:40])
+    return int(raw)
+
+
+def check_records_root(root: str) -> None:
+    """An s3:// root must be a bucket with Object Lock enabled: checked before a kernel starts,
+    so no run ends with a record that cannot be stored immutably."""
+    if not audit.is_remote(root):
+        return
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    retention_days()
+    bucket = root.removeprefix("s3://").split("/", 1)[0]
+    try:
+        conf = _s3().get_object_lock_configuration(Bucket=bucket)["ObjectLockConfiguration"]
+        enabled = conf.get("ObjectLockEnabled") == "Enabled"
+    except ClientError:
+        enabled = False
+    except BotoCoreError as exc:
+        raise ConfigError(f"cannot reach the records bucket: {type(exc).__name__}",
+                          field="TAP_OUTPUTS", value=root) from None
+    if not enabled:
+        raise ConfigError(f"bucket {bucket} has no S3 Object Lock: records there could be "
+                          "edited or deleted", field="TAP_OUTPUTS", value=root,
+                          hint="create the records bucket with Object Lock enabled "
+                               "(create-bucket --object-lock-enabled-for-bucket)")
+
+
+def _put_locked(url: str, content: bytes) -> str:
+    from datetime import timedelta
+
+    bucket, _, key = url.removeprefix("s3://").partition("/")
+    until = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=retention_days())
+    _s3().put_object(Bucket=bucket, Key=key, Body=content, ContentType="application/json",
+                     ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=until,
+                     ChecksumAlgorithm="SHA256")
+    return until.isoformat()
+
+
+def _s3():
+    import boto3
+
+    return boto3.client("s3")
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]):
+    """Variables the kernel inherits for one run (restored after)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
 
 
 @functools.cache
@@ -246,31 +351,24 @@ def _this_interpreter_kernel_manager() -> type:
     return ThisInterpreterKernelManager
 
 
-def _store(nb: NotebookNode, root: str, env: str, name: str, started: str) -> str:
-    """Write the record under a name no earlier record has (suffix -2, -3... on a clash)."""
-    import nbformat
-
+def _reserve(root: str, env: str, name: str, started: str) -> str:
+    """Take a record name no earlier record has (suffix -2, -3... on a clash): locally an empty
+    file created exclusively, on S3 the first free key (the write itself is locked)."""
     stem = datetime.fromisoformat(started).strftime("%Y%m%dT%H%M%SZ") + f"-{name}"
     names = (f"{stem}{'' if n == 1 else f'-{n}'}.ipynb" for n in itertools.count(1))
     if audit.is_remote(root):
-        from papermill.iorw import write_ipynb
         from papermill.s3 import S3
 
         folder = f"{root}/{env}"
         taken = set(S3().list(f"{folder}/{stem}"))
-        path = next(p for p in (f"{folder}/{n}" for n in names) if p not in taken)
-        nb.metadata.setdefault("papermill", {})["output_path"] = path
-        write_ipynb(nb, path)
-        return path
+        return next(p for p in (f"{folder}/{n}" for n in names) if p not in taken)
     folder = Path(root) / env
     folder.mkdir(parents=True, exist_ok=True)
     for file_name in names:
         path = folder / file_name
-        nb.metadata.setdefault("papermill", {})["output_path"] = str(path)
         try:
-            with open(path, "x", encoding="utf-8") as fh:  # "x": never overwrite
-                nbformat.write(nb, fh)
-            return str(path)
+            with open(path, "x", encoding="utf-8"):  # "x": never overwrite
+                return str(path)
         except FileExistsError:
             continue
     raise AssertionError("unreachable: the names are endless")
@@ -327,13 +425,8 @@ def _summary(nb: NotebookNode) -> dict[str, Any]:
 
 
 def _git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_dir(), text=True,
-                             capture_output=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
-
+    """The project's commit (trail.git_state has the dirty flag too)."""
+    return trail.git_state()[0]
 
 
 def _utc() -> str:

@@ -1,0 +1,155 @@
+"""`tap lab`: JupyterLab on working copies of the runbook, every saved session kept as a record.
+
+Why copies: the committed notebooks carry reference outputs nbval compares, so saving one from
+JupyterLab would break the suite. `tap lab --env E` copies them into a session folder
+(``<TAP_HOME>/sessions/<UTC stamp>-<env>/``, parameters cell set to env=E) and starts JupyterLab
+there; the committed notebooks are never opened for writing.
+
+Why records: a session changes stacks like `tap run` does, so it leaves the same evidence.
+JupyterLab calls `post_save` after every save (``ContentsManager.post_save_hook``): the saved
+notebook is copied into the records (``<root>/<env>/<stamp>-lab-<name>.ipynb``, never
+overwritten) and chained into the audit trail. A deploy, destroy or refresh run from a session
+kernel appends its trail entry naming the session notebook (jupyter_server sets
+JPY_SESSION_NAME in the kernels it starts), and stores the notebook as last saved too.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import __version__, trail
+from .project import notebooks_dir, tap_home
+
+SESSION_FILE = "session.json"
+HOOK = "tap_lib.lab.post_save"
+SESSION_KEY = "tap_session"
+
+
+def sessions_dir() -> Path:
+    return tap_home() / "sessions"
+
+
+def create_session(env: str, target: str | None = None) -> Path:
+    """Copy every runbook notebook into a new session folder, parameters set to `env` and
+    `target`. The environment file is validated first (ConfigError names it)."""
+    import nbformat
+
+    from .engines.registry import check_target
+    from .ops.runbook import NOTEBOOKS
+    from .ops.stack import settings_for
+
+    settings = settings_for(env)
+    target = check_target(target)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    folder = _new_folder(sessions_dir(), f"{stamp}-{env}")
+    info = {"env": env, "target": target, "stack": settings.stack_name,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "commit": trail.git_state()[0], "operator": trail.current_operator()}
+    (folder / SESSION_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    for name in NOTEBOOKS:
+        source = notebooks_dir() / f"{name}.ipynb"
+        with open(source, encoding="utf-8") as fh:  # read-only: never written back
+            nb = nbformat.read(fh, as_version=4)
+        for cell in nb.cells:
+            if "parameters" in cell.metadata.get("tags", []):
+                cell.source = set_parameters(cell.source, {"env": env, "target": target})
+        nb.metadata[SESSION_KEY] = {**info, "source": f"notebooks/{name}.ipynb"}
+        with open(folder / f"{name}.ipynb", "x", encoding="utf-8") as fh:
+            nbformat.write(nb, fh)
+    return folder
+
+
+def set_parameters(source: str, values: dict[str, str]) -> str:
+    """`name = <default>  # comment` lines of a parameters cell with new values, comments kept."""
+    lines = []
+    for line in source.splitlines():
+        match = re.match(r"^(\w+)(\s*=\s*)(\"[^\"]*\"|'[^']*'|[^#]*?)(\s*#.*)?$", line)
+        if match and match.group(1) in values:
+            line = (f"{match.group(1)}{match.group(2)}{json.dumps(values[match.group(1)])}"
+                    f"{match.group(4) or ''}")
+        lines.append(line)
+    return "\n".join(lines) + ("\n" if source.endswith("\n") else "")
+
+
+def lab_command(folder: Path, port: int | None = None) -> list[str]:
+    """JupyterLab on the session folder only, with the records hook, on this interpreter."""
+    cmd = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={folder}", "--no-browser",
+           f"--ContentsManager.post_save_hook={HOOK}"]
+    if port:
+        cmd.append(f"--ServerApp.port={port}")
+    return cmd
+
+
+def start_lab(env: str, target: str | None = None, port: int | None = None) -> int:
+    """Create a session and run JupyterLab on it until it is stopped; its exit code."""
+    folder = create_session(env, target)
+    print(f"session {folder}\n  saved notebooks and their deploys are recorded under "
+          f"{trail.records_root()} (`tap audit`)", flush=True)
+    child_env = {k: v for k, v in os.environ.items() if k != trail.RECORD_ENV}
+    try:
+        return subprocess.call(lab_command(folder, port), env=child_env)
+    except KeyboardInterrupt:
+        return 130
+
+
+def post_save(model: dict[str, Any] | None = None, os_path: str | None = None,
+              contents_manager: Any = None, **_: Any) -> None:
+    """JupyterLab's post-save hook: keep a saved session notebook as an audit record."""
+    if not os_path or not str(os_path).endswith(".ipynb"):
+        return
+    if model is not None and model.get("type") not in (None, "notebook"):
+        return
+    store_session_notebook(Path(os_path), reason="saved")
+
+
+def store_session_notebook(path: Path, reason: str) -> str:
+    """Copy a session notebook, as it is on disk, into the records; returns the record path."""
+    import nbformat
+
+    from .ops import audit
+    from .ops.runbook import _reserve, _summary, store_record
+
+    nb = nbformat.read(path, as_version=4)
+    info = dict(nb.metadata.get(SESSION_KEY) or _session_info(path))
+    env = str(info.get("env") or "unknown")
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    commit, dirty = trail.git_state()
+    nb.metadata.pop("papermill", None)
+    nb.metadata["tap"] = {
+        "notebook": f"lab-{path.stem}", "env": env, "stack": info.get("stack", ""),
+        "target": info.get("target", ""), "operator": trail.current_operator(),
+        "commit": commit, "dirty": dirty, "tap_version": __version__, "parameters": {},
+        "start": now, "end": now, "duration_s": 0.0, "status": "saved",
+        "summary": _summary(nb), "error": None, "session": str(path), "reason": reason}
+    root = audit.records_root()
+    record = _reserve(root, env, f"lab-{path.stem}", now)
+    store_record(nb, root, record)
+    return record
+
+
+def _session_info(path: Path) -> dict[str, Any]:
+    """A notebook the operator created in the session: the session's own description."""
+    for folder in (path.parent, *path.parents):
+        try:
+            return json.loads((folder / SESSION_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+    return {}
+
+
+def _new_folder(parent: Path, name: str) -> Path:
+    parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        folder = parent / (name if n == 1 else f"{name}-{n}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free session folder for {name} under {parent}")
