@@ -286,6 +286,38 @@ def cmd_sandbox(args) -> int:
     return 0
 
 
+@command("fleet")
+def cmd_fleet(args) -> int:
+    """verify|preview|inspect over many stacks at once (ops/fleet.py); list shows the stacks."""
+    from .ops import fleet
+
+    stacks = fleet.resolve_stacks(args.env, args.suffix, args.fleet)
+    if args.action == "list":
+        rows = [{**ref.to_dict(), "stack": s.stack_name, "region": s.region}
+                for ref, s in stacks]
+        emit_json(rows) if args.json else emit_table(pd.DataFrame(rows), "fleet:")
+        return 0
+
+    def show(result) -> None:
+        print(f"{result.status:<12} {result.stack:<24} {result.duration_s:6.1f}s"
+              + (f"  {result.error}" if result.error else ""), flush=True)
+
+    report = fleet.run_fleet(args.action, stacks, args.target, args.max_workers,
+                             progress=None if args.json else show)
+    if args.json:
+        emit_json(report.to_list())
+    else:
+        emit_table(report.summary(), f"\nfleet {args.action} ({report.target}):")
+        if args.action == "verify":
+            matrix = report.matrix()
+            failing = matrix.loc[:, (matrix == "fail").any()]
+            if failing.shape[1]:
+                emit_table(failing.reset_index(names="stack"), "\nfailed checks (stack x id):")
+        print(f"{len(report.results)} stack(s) in {report.duration_s:.1f}s; "
+              f"exit {report.exit_code}")
+    return report.exit_code
+
+
 # -- parser -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from .engines.registry import TARGETS
@@ -346,6 +378,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sandbox", help="the local AWS emulator")
     p.add_argument("action", choices=("start", "stop", "status", "reset"))
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("fleet", help="verify, preview or inspect many stacks at once")
+    p.add_argument("action", choices=("verify", "preview", "inspect", "list"))
+    p.add_argument("--env", action="append", default=[],
+                   help="environment file params/<ENV>.yaml (repeat for several)")
+    p.add_argument("--suffix", action="append", default=[],
+                   help="ad-hoc stack suffix applied to each --env (repeat for several)")
+    p.add_argument("--fleet", metavar="FILE", nargs="?", const="",
+                   help="a fleet file listing the stacks (default params/fleet.yaml when no "
+                        "--env is given)")
+    p.add_argument("--target", choices=tuple(TARGETS), default=None)
+    p.add_argument("--max-workers", type=int, default=4, help="stacks at a time (default 4)")
+    p.add_argument("--json", action="store_true", help="a list, one object per stack")
     return parser
 
 

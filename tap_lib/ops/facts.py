@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -23,11 +24,13 @@ Clients = Callable[[str], Any]
 
 # -- counting and clients ------------------------------------------------------------------
 class CallCounter:
-    """Hands out the target's clients and records every API call made through them."""
+    """Hands out the target's clients and records every API call made through them by the
+    thread that opened it (a fleet shares one client per service among concurrent stacks)."""
 
     def __init__(self, clients: Clients):
         self._clients = clients
         self._id = f"tap-verify-{id(self)}"
+        self._thread = threading.get_ident()
         self._hooked: list[Any] = []
         self.calls: list[str] = []
 
@@ -39,7 +42,8 @@ class CallCounter:
         return client
 
     def _record(self, model, **_: Any) -> None:
-        self.calls.append(f"{model.service_model.service_name}.{model.name}")
+        if threading.get_ident() == self._thread:
+            self.calls.append(f"{model.service_model.service_name}.{model.name}")
 
     def __enter__(self) -> "CallCounter":
         return self

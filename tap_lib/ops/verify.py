@@ -361,12 +361,13 @@ def deployed_outputs(engine: Engine, env: str) -> dict[str, Any]:
 
 
 def verify(env: str, target: str | None = None, overrides=(), *,
-           live: bool = True) -> VerifyReport:
-    """Check the live stack against its environment file; read-only."""
+           live: bool = True, clients: Clients | None = None) -> VerifyReport:
+    """Check the live stack against its environment file; read-only. `clients`: clients on
+    the stack's target and region to use instead of the engine's own (a fleet shares them)."""
     settings = settings_for(env, overrides)
     engine = open_engine(settings, target, tuple(overrides))
     outputs = deployed_outputs(engine, env)
-    clients = engine.clients()
+    clients = clients or engine.clients()
     with CallCounter(clients) as counter:
         facts, notes = collect_facts(counter, outputs)
     checks = run_checks(Declared(settings, outputs), facts)

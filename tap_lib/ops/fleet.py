@@ -1,0 +1,334 @@
+"""Fleet operations: verify, preview or inspect many stacks at once, in one process.
+
+A fleet is a list of (environment file, suffix) pairs: `--env` repeated, each `--suffix` applied
+to each env (ENVIRONMENT_SUFFIX semantics, passed as the override `suffix=X` so that threads
+never share a changed os.environ), or a fleet file (`params/fleet.yaml`). Every stack's settings
+are validated before any stack is touched. The stacks then run concurrently on a bounded thread
+pool; the program is imported once, and verify's boto3 clients are made once per (target,
+region) and shared (each stack still makes one describe per resource kind; counted per thread).
+
+Each stack's result keeps the exit code its own `tap` command would have had (a stack that is
+not deployed: 3); the fleet's is the worst. Fleet verify's stack x control matrix is what the
+fleet notebook draws.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import pandas as pd
+
+from ..config import Settings, load_settings, read_settings_file
+from ..errors import ChecksFailed, ConfigError, TapError, UsageError
+from ..project import params_dir
+
+OPERATIONS = ("verify", "preview", "inspect")
+FLEET_FILE = "fleet.yaml"
+STACK_KEYS = ("env", "suffix")
+DEFAULT_WORKERS = 4
+MAX_STACKS = 500
+SUMMARY_COLUMNS = ["stack", "env", "suffix", "status", "exit_code", "duration_s", "error"]
+
+
+@dataclass(frozen=True)
+class StackRef:
+    """One stack of a fleet: an environment file and, for ad-hoc stacks, a suffix."""
+
+    env: str
+    suffix: str | None = None
+
+    @property
+    def overrides(self) -> tuple[str, ...]:
+        return (f"suffix={self.suffix}",) if self.suffix else ()
+
+    def settings(self) -> Settings:
+        return load_settings(self.env, self.overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"env": self.env, "suffix": self.suffix}
+
+
+# -- which stacks ------------------------------------------------------------------------------
+def fleet_file_path(path: str | Path | None = None) -> Path:
+    return Path(path) if path else params_dir() / FLEET_FILE
+
+
+def load_fleet_file(path: str | Path | None = None) -> list[StackRef]:
+    """`stacks:` a list of mappings with `env` and optionally `suffix`, read as untrusted input
+    like an environment file; ConfigError names the file and the field."""
+    path = fleet_file_path(path)
+    if not path.is_file():
+        raise ConfigError("no such fleet file", file=str(path),
+                          hint="list the stacks with --env/--suffix, or write the file")
+    data = read_settings_file(path)
+    unknown = sorted(set(data) - {"stacks"})
+    if unknown:
+        raise ConfigError("unknown key", file=str(path), field=str(unknown[0]), allowed="stacks")
+    items = data.get("stacks")
+    if not isinstance(items, list) or not items:
+        raise ConfigError("must be a non-empty list of stacks", file=str(path), field="stacks",
+                          allowed="a list of {env: NAME, suffix: TEXT}")
+    if len(items) > MAX_STACKS:
+        raise ConfigError(f"lists {len(items)} stacks; at most {MAX_STACKS}", file=str(path),
+                          field="stacks")
+    refs = []
+    for i, item in enumerate(items):
+        where = f"stacks[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError("must be a mapping", file=str(path), field=where,
+                              allowed="{env: NAME, suffix: TEXT}")
+        extra = sorted(map(str, set(item) - set(STACK_KEYS)))
+        if extra:
+            raise ConfigError("unknown key", file=str(path), field=f"{where}.{extra[0]}",
+                              allowed=", ".join(STACK_KEYS))
+        for key in STACK_KEYS:
+            value = item.get(key)
+            if (key == "env" or value is not None) and (not isinstance(value, str) or not value):
+                raise ConfigError("must be non-empty text", file=str(path),
+                                  field=f"{where}.{key}")
+        refs.append(StackRef(item["env"], item.get("suffix")))
+    return refs
+
+
+def resolve_stacks(envs: Iterable[str] = (), suffixes: Iterable[str] = (),
+                   fleet_file: str | Path | None = None) -> list[tuple[StackRef, Settings]]:
+    """The fleet's stacks with their validated settings, in the order given, each once.
+    Nothing runs until every stack's settings are valid."""
+    import os
+
+    envs, suffixes = list(envs or ()), list(suffixes or ())
+    if fleet_file is not None and (envs or suffixes):
+        raise UsageError("give the stacks either with --env/--suffix or with --fleet, not both")
+    if suffixes and os.environ.get("ENVIRONMENT_SUFFIX"):
+        raise UsageError("ENVIRONMENT_SUFFIX is set and --suffix names suffixes too; unset the "
+                         "variable for a fleet")
+    if envs:
+        refs = [StackRef(env, suffix) for env in envs for suffix in (suffixes or [None])]
+    elif suffixes:
+        raise UsageError("--suffix applies to each --env; give at least one --env")
+    else:
+        refs = load_fleet_file(fleet_file)
+    out: list[tuple[StackRef, Settings]] = []
+    seen: dict[str, StackRef] = {}
+    for ref in dict.fromkeys(refs):
+        settings = ref.settings()
+        other = seen.get(settings.stack_name)
+        if other is not None:
+            raise UsageError(f"{ref.env}/{ref.suffix or '-'} and {other.env}/"
+                             f"{other.suffix or '-'} are the same stack {settings.stack_name}")
+        seen[settings.stack_name] = ref
+        out.append((ref, settings))
+    return out
+
+
+# -- results -----------------------------------------------------------------------------------
+@dataclass
+class StackResult:
+    ref: StackRef
+    stack: str
+    status: str                # passed | failed | not-deployed | error
+    exit_code: int
+    counts: dict[str, int] = field(default_factory=dict)
+    duration_s: float = 0.0
+    error: str | None = None
+    report: Any = None         # VerifyReport | Plan | Inspection
+
+    def to_dict(self) -> dict[str, Any]:
+        body = self.report.to_dict() if self.report is not None else {}
+        return {**body, "stack": self.stack, **self.ref.to_dict(), "status": self.status,
+                "exit_code": self.exit_code, "counts": self.counts,
+                "duration_s": round(self.duration_s, 3), "error": self.error}
+
+
+@dataclass
+class FleetReport:
+    operation: str
+    target: str
+    results: list[StackResult]
+    duration_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """The worst stack's: 3 (unreachable, not deployed) > 2 > 1 (problems found) > 0."""
+        return max((r.exit_code for r in self.results), default=0)
+
+    def summary(self) -> pd.DataFrame:
+        """One row per stack: how it ended and its counts."""
+        rows = [{"stack": r.stack, "env": r.ref.env, "suffix": r.ref.suffix or "",
+                 "status": r.status, "exit_code": r.exit_code, **r.counts,
+                 "duration_s": round(r.duration_s, 2), "error": r.error or ""}
+                for r in self.results]
+        counts = list(dict.fromkeys(k for r in self.results for k in r.counts))
+        frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS[:5] + counts + SUMMARY_COLUMNS[5:])
+        return frame.astype({k: "Int64" for k in counts})  # a stack without counts: <NA>
+
+    def matrix(self) -> pd.DataFrame:
+        """Stack x control: 'fail' where any check of that control failed on that stack,
+        'pass' where all passed, empty where the stack has no such check (or no report).
+        Controls are the check ids (the Security Hub id is in each check's row)."""
+        cells: dict[str, dict[str, str]] = {}
+        for r in self.results:
+            checks = getattr(r.report, "checks", None)
+            if checks is None or checks.empty:
+                cells[r.stack] = {}
+                continue
+            failed = checks.groupby("id")["status"].apply(lambda s: (s == "fail").any())
+            cells[r.stack] = {cid: "fail" if bad else "pass" for cid, bad in failed.items()}
+        controls = sorted({c for row in cells.values() for c in row})
+        return pd.DataFrame.from_dict(cells, orient="index", columns=controls).reindex(
+            [r.stack for r in self.results]).fillna("")
+
+    def drifted(self) -> list[str]:
+        """Stacks whose verify failed a check or whose inspect found drift."""
+        return [r.stack for r in self.results
+                if r.counts.get("failed") or r.counts.get("drifted")]
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [r.to_dict() for r in self.results]
+
+
+# -- running -----------------------------------------------------------------------------------
+class ClientCache:
+    """One set of boto3 clients per (target, region), made by the first stack that needs it."""
+
+    def __init__(self):
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, target: str, ref: StackRef, settings: Settings) -> Any:
+        from ..engines.registry import open_engine
+
+        key = (target, settings.region)
+        with self._lock:
+            if key not in self._clients:
+                self._clients[key] = open_engine(settings, target, ref.overrides).clients()
+            return self._clients[key]
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+
+def _verify_one(ref: StackRef, settings: Settings, target: str, cache: ClientCache
+                ) -> tuple[str, dict[str, int], Any]:
+    from .verify import verify
+
+    report = verify(ref.env, target, ref.overrides, clients=cache.get(target, ref, settings))
+    counts = {"passed": report.passed, "failed": report.failed, "aws_calls": report.aws_calls}
+    return ("failed" if report.failed else "passed"), counts, report
+
+
+def _preview_one(ref: StackRef, settings: Settings, target: str, cache: ClientCache
+                 ) -> tuple[str, dict[str, int], Any]:
+    from .stack import preview
+
+    plan = preview(ref.env, target, ref.overrides)
+    return "passed", dict(plan.summary), plan
+
+
+def _inspect_one(ref: StackRef, settings: Settings, target: str, cache: ClientCache
+                 ) -> tuple[str, dict[str, int], Any]:
+    from ..errors import OperationFailed
+    from .inspect import inspect_stack
+
+    result = inspect_stack(ref.env, target, ref.overrides)
+    if not result.outputs:
+        raise OperationFailed(f"stack {result.stack} is not deployed on {result.target}")
+    counts = {"resources": len(result.inventory), "drifted": len(result.drift)}
+    return "passed", counts, result
+
+
+RUNNERS: dict[str, Callable[..., tuple[str, dict[str, int], Any]]] = {
+    "verify": _verify_one, "preview": _preview_one, "inspect": _inspect_one}
+
+
+def _exit_code(status: str) -> int:
+    return 1 if status == "failed" else 0
+
+
+def as_stacks(stacks: Iterable[Any]) -> list[tuple[StackRef, Settings]]:
+    """Stacks as resolve_stacks gives them, from StackRefs, (env, suffix) pairs or env names."""
+    out = []
+    for item in stacks:
+        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], Settings):
+            out.append(item)
+            continue
+        ref = item if isinstance(item, StackRef) else (
+            StackRef(item) if isinstance(item, str) else StackRef(*item))
+        out.append((ref, ref.settings()))
+    return out
+
+
+def run_fleet(operation: str, stacks: Iterable[Any], target: str | None = None,
+              max_workers: int = DEFAULT_WORKERS,
+              progress: Callable[[StackResult], None] | None = None) -> FleetReport:
+    """Run one operation over every stack, at most `max_workers` at a time. Each stack's own
+    record: mutations are recorded by the engine (trail); these read-only operations change
+    nothing, and the trail keeps no entry for reads (a scheduled run's notebook record does)."""
+    from ..engines.registry import check_target
+
+    stacks = as_stacks(stacks)
+
+    if operation not in RUNNERS:
+        raise UsageError(f"unknown fleet operation {operation!r}; allowed: "
+                         f"{', '.join(OPERATIONS)}")
+    if not isinstance(max_workers, int) or not 1 <= max_workers <= 64:
+        raise UsageError(f"max_workers must be a whole number from 1 to 64 (got {max_workers!r})")
+    if not stacks:
+        raise UsageError("the fleet has no stacks")
+    target = check_target(target)
+    cache = ClientCache()
+    # Inspect draws each stack's picture to outputs/<env>/topology.png: one env at a time.
+    env_locks = {ref.env: threading.Lock() for ref, _ in stacks}
+    started = time.monotonic()
+
+    def one(ref: StackRef, settings: Settings) -> StackResult:
+        t0 = time.monotonic()
+        try:
+            if operation == "inspect":
+                with env_locks[ref.env]:
+                    status, counts, report = RUNNERS[operation](ref, settings, target, cache)
+            else:
+                status, counts, report = RUNNERS[operation](ref, settings, target, cache)
+            result = StackResult(ref, settings.stack_name, status, _exit_code(status), counts,
+                                 report=report)
+        except TapError as exc:
+            not_deployed = "is not deployed" in exc.message
+            status = "not-deployed" if not_deployed else (
+                "failed" if isinstance(exc, ChecksFailed) else "error")
+            result = StackResult(ref, settings.stack_name, status, exc.exit_code,
+                                 error=exc.message)
+        except Exception as exc:  # noqa: BLE001 - one stack's bug must not hide the others
+            result = StackResult(ref, settings.stack_name, "error", 3,
+                                 error=f"{type(exc).__name__}: {exc}")
+        result.duration_s = time.monotonic() - t0
+        if progress:
+            progress(result)
+        return result
+
+    workers = min(max_workers, len(stacks))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tap-fleet") as pool:
+        results = list(pool.map(lambda pair: one(*pair), stacks))
+    report = FleetReport(operation, target, results, time.monotonic() - started)
+    if operation == "verify":
+        report.notes.append(f"{len(cache)} client set(s) shared by {len(stacks)} stack(s)")
+    return report
+
+
+def fleet_verify(stacks, target: str | None = None,
+                 max_workers: int = DEFAULT_WORKERS) -> FleetReport:
+    return run_fleet("verify", stacks, target, max_workers)
+
+
+def fleet_preview(stacks, target: str | None = None,
+                  max_workers: int = DEFAULT_WORKERS) -> FleetReport:
+    return run_fleet("preview", stacks, target, max_workers)
+
+
+def fleet_inspect(stacks, target: str | None = None,
+                  max_workers: int = DEFAULT_WORKERS) -> FleetReport:
+    return run_fleet("inspect", stacks, target, max_workers)
