@@ -102,6 +102,7 @@ CASES = [
     Case("dev-without-deletion-protection", "TAP103", "aurora-cluster-dev", severity="info"),
     Case("dev-rotation-disabled", "TAP141", "db-app-credentials-dev",
          overrides=("secrets.rotation_enabled=false",), severity="warning"),
+    Case("over-budget", "TAP201", "stack", overrides=("budget_monthly_usd=10",)),
 ]
 BY_ID = {c.id: c for c in CASES}
 
