@@ -100,7 +100,8 @@ def resolve_stacks(envs: Iterable[str] = (), suffixes: Iterable[str] = (),
     Nothing runs until every stack's settings are valid."""
     import os
 
-    envs, suffixes = list(envs or ()), list(suffixes or ())
+    envs = [envs] if isinstance(envs, str) else list(envs or ())
+    suffixes = [suffixes] if isinstance(suffixes, str) else list(suffixes or ())
     if fleet_file is not None and (envs or suffixes):
         raise UsageError("give the stacks either with --env/--suffix or with --fleet, not both")
     if suffixes and os.environ.get("ENVIRONMENT_SUFFIX"):
