@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
@@ -30,15 +31,55 @@ def emit_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str, sort_keys=False))
 
 
+# Terminal tables fit this many columns (status first) unless --wide.
+TABLE_WIDTH = 100
+FIRST_COLUMNS = ("status", "op", "severity")
+_wide = False
+
+
 def emit_table(df: pd.DataFrame, title: str | None = None) -> None:
     if title:
         print(title)
     if df.empty:
         print("  (none)")
         return
-    with pd.option_context("display.max_rows", None, "display.max_columns", None,
-                           "display.width", 200, "display.max_colwidth", 70):
-        print(df.to_string(index=False))
+    if _wide:
+        with pd.option_context("display.max_rows", None, "display.max_columns", None,
+                               "display.width", 10_000, "display.max_colwidth", None):
+            print(df.to_string(index=False))
+        return
+    print(fit_table(df, TABLE_WIDTH))
+
+
+def fit_table(df: pd.DataFrame, width: int) -> str:
+    """The table as text within `width` columns: status (or op, severity) first, the widest
+    columns cut (ending in "…") until it fits; `--wide` shows everything."""
+    first = [c for c in FIRST_COLUMNS if c in df.columns]
+    df = df[first + [c for c in df.columns if c not in first]]
+    cols = [str(c) for c in df.columns]
+    cells = [["" if _blank(v) else str(v).replace("\n", " ") for v in row]
+             for row in df.itertuples(index=False)]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
+    floor = [min(w, max(8, len(c))) for w, c in zip(widths, cols)]
+    while sum(widths) + 2 * (len(widths) - 1) > width:
+        shrinkable = [k for k in range(len(widths)) if widths[k] > floor[k]]
+        if not shrinkable:
+            break
+        widths[max(reversed(shrinkable), key=lambda k: widths[k])] -= 1
+
+    def cut(text: str, w: int) -> str:
+        return text if len(text) <= w else text[:w - 1] + "…"
+
+    lines = ["  ".join(cut(c, w).ljust(w) for c, w in zip(cols, widths)).rstrip()]
+    lines += ["  ".join(cut(v, w).ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def _blank(value: Any) -> bool:
+    try:
+        return value is None or bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def _plan_text(plan) -> None:
@@ -128,9 +169,42 @@ def cmd_preflight(args) -> int:
 def cmd_preview(args) -> int:
     from .ops import stack
 
-    plan = stack.preview(args.env, args.target, args.set, skip_rules=args.skip_rule,
-                         reason=args.reason)
-    emit_json(plan.to_dict()) if args.json else _plan_text(plan)
+    if args.save_plan:
+        from .engines.registry import check_target
+        from .ops import plans
+
+        artifact = Path(args.save_plan + ".pulumi.json") if (
+            check_target(args.target) == "aws") else None
+        reviewed = plans.make_plan(args.env, args.target, args.set, skip_rules=args.skip_rule,
+                                   reason=args.reason, artifact=artifact)
+        path = plans.save_plan(reviewed, args.save_plan)
+        plan = reviewed.plan
+    else:
+        plan = stack.preview(args.env, args.target, args.set, skip_rules=args.skip_rule,
+                             reason=args.reason)
+    if args.json:
+        emit_json({**plan.to_dict(), **({"plan_file": str(path), "plan_hash": reviewed.hash}
+                                        if args.save_plan else {})})
+    else:
+        _plan_text(plan)
+        if args.save_plan:
+            print(f"plan saved to {path} ({reviewed.hash}); a second operator approves it "
+                  f"with `tap approve {path}`")
+    return 0
+
+
+@command("approve")
+def cmd_approve(args) -> int:
+    from .ops import plans
+
+    reviewed = plans.approve(args.plan)
+    if args.json:
+        emit_json({"plan": reviewed.source, "hash": reviewed.hash, "author": reviewed.author,
+                   "approved_by": plans.approved_by(reviewed)})
+    else:
+        _plan_text(reviewed.plan)
+        print(f"approved {reviewed.source} ({reviewed.hash}) by "
+              f"{', '.join(plans.approved_by(reviewed))}; author {reviewed.author}")
     return 0
 
 
@@ -139,6 +213,10 @@ def cmd_deploy(args) -> int:
     from .ops import stack
 
     skip = dict(skip_rules=args.skip_rule, reason=args.reason)
+    if args.plan:
+        result = stack.deploy(args.env, args.target, args.set, progress=_progress(args),
+                              yes=True, confirm=args.confirm, plan=args.plan, **skip)
+        return _show_result(args, result)
     if not args.yes:
         if args.json or not _interactive():
             raise UsageError("deploy needs --yes when not run interactively")
@@ -152,6 +230,10 @@ def cmd_deploy(args) -> int:
             return 0
     result = stack.deploy(args.env, args.target, args.set, progress=_progress(args), yes=True,
                           confirm=args.confirm, refresh=args.refresh, **skip)
+    return _show_result(args, result)
+
+
+def _show_result(args, result) -> int:
     if args.json:
         emit_json(result.to_dict())
     else:
@@ -254,18 +336,42 @@ def cmd_run(args) -> int:
 
 @command("audit")
 def cmd_audit(args) -> int:
-    from .ops.audit import audit_table, export_html
+    from .ops.audit import audit_table, chain_head, export_html, verify
 
     if args.export:
         path = export_html(args.export)
         print(path)
         return 0
+    if args.action == "verify":
+        report = verify(expect_head=args.head)
+        if args.json:
+            emit_json(report.to_dict())
+        else:
+            for problem in report.problems:
+                print(problem)
+            state = "intact" if report.ok else f"BROKEN: {len(report.problems)} problem(s)"
+            print(f"audit chain {state}: {report.entries} entries, {report.records} records "
+                  f"under {report.root}; head #{report.head.seq} {report.head.hash}")
+        return 0 if report.ok else 1
     table = audit_table(env=args.env)
     if args.json:
         emit_json(table.to_dict("records"))
     else:
+        if not _wide:  # the columns an operator scans, within the terminal
+            table = table.assign(record=table.path.str.rsplit("/", n=1).str[-1])[
+                ["status", "record", "env", "operator", "summary"]]  # the name holds the time
         emit_table(table, "audit records:")
+        head = chain_head()
+        print(f"chain head: #{head.seq} {head.hash}"
+              + (f" ({head.time})" if head.time else " (empty trail)"))
     return 0
+
+
+@command("lab")
+def cmd_lab(args) -> int:
+    from .lab import start_lab
+
+    return start_lab(args.env, args.target, port=args.port)
 
 
 @command("sandbox")
@@ -331,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--target", choices=tuple(TARGETS), default=None,
                        help="where the stack lives (default sandbox, also TAP_TARGET)")
         p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.add_argument("--wide", action="store_true", help="tables as wide as their content")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override one setting, e.g. db.engine_version=15.6"
                        if sets else argparse.SUPPRESS)
@@ -346,13 +453,23 @@ def build_parser() -> argparse.ArgumentParser:
                        help="do not let preflight rule ID block this run (needs --reason)")
         p.add_argument("--reason", help="why the skipped rules do not apply (recorded)")
 
-    gated(stack_cmd("preview", "show what deploy would change"))
+    p = stack_cmd("preview", "show what deploy would change")
+    p.add_argument("--save-plan", metavar="FILE",
+                   help="save the plan for review; `tap deploy --plan FILE` applies exactly it")
+    gated(p)
     p = stack_cmd("deploy", "create or update the stack")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--confirm", metavar="STACK", help=confirm_help)
     p.add_argument("--refresh", action="store_true",
                    help="read what is live first, so the deploy also repairs drift")
+    p.add_argument("--plan", metavar="FILE",
+                   help="apply exactly this reviewed plan (a --save-plan file or a preview "
+                        "record); protected stacks deploy only this way")
     gated(p)
+    p = sub.add_parser("approve", help="approve a saved plan (by someone other than its "
+                                       "author)")
+    p.add_argument("plan", metavar="FILE", help="the plan file or preview record")
+    p.add_argument("--json", action="store_true")
     p = stack_cmd("refresh", "read every resource as it is now into the stack's state")
     p.add_argument("--confirm", metavar="STACK", help=confirm_help)
     p = stack_cmd("destroy", "delete every resource of the stack")
@@ -370,10 +487,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="notebook parameter")
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("audit", help="list audit records")
+    p = sub.add_parser("audit", help="list audit records; `tap audit verify` checks the chain")
+    p.add_argument("action", nargs="?", choices=("list", "verify"), default="list",
+                   help="list (default) or verify: exit 1 naming every broken record or entry")
+    p.add_argument("--head", metavar="HASH",
+                   help="with verify: a chain head shown earlier, which must still be there")
+    p.add_argument("--wide", action="store_true", help="tables as wide as their content")
     p.add_argument("--env")
     p.add_argument("--json", action="store_true")
     p.add_argument("--export", metavar="RECORD", help="export one record to HTML")
+
+    p = sub.add_parser("lab", help="JupyterLab on working copies of the notebooks "
+                                   "(saved sessions and their deploys are recorded)")
+    p.add_argument("--env", required=True, help="environment file params/<ENV>.yaml")
+    p.add_argument("--target", choices=tuple(TARGETS), default=None)
+    p.add_argument("--port", type=int, help="JupyterLab's port (default: its own choice)")
 
     p = sub.add_parser("sandbox", help="the local AWS emulator")
     p.add_argument("action", choices=("start", "stop", "status", "reset"))
@@ -396,6 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    global _wide
+    _wide = bool(getattr(args, "wide", False))
     try:
         return COMMANDS[args.command](args)
     except ChecksFailed as exc:

@@ -9,6 +9,7 @@
     ├── OperationFailed           (3)  an operation failed part-way
     │   ├── StackLocked           (3)  another operation holds (or is changing) the stack
     │   ├── StateCorrupt          (3)  one of tap's own files is damaged; names file and fix
+    │   ├── PlanMismatch          (3)  a step differs from the reviewed plan: stopped there
     │   ├── OrphanedResources     (3)  no state, but the stack's tagged resources are live
     │   ├── DuplicateUrnError     (3)  the program registered one URN twice
     │   └── UnsupportedResource   (3)  the sandbox has no handler for a resource type
@@ -95,6 +96,16 @@ class OrphanedResources(OperationFailed):
         self.stack, self.counts = stack, dict(counts)
 
 
+class PlanMismatch(OperationFailed):
+    """deploy --plan met a step the reviewed plan does not have; it stopped before that step."""
+
+    def __init__(self, stack: str, resource: str, planned: str, now: str):
+        super().__init__(f"{stack}: {resource} differs from the reviewed plan (planned: "
+                         f"{planned}; now: {now}); the deploy stopped before changing it",
+                         hint="preview again, save a new plan and have it reviewed")
+        self.resource = resource
+
+
 class DuplicateUrnError(OperationFailed):
     def __init__(self, urn: str):
         super().__init__(f"duplicate resource URN '{urn}'",
@@ -119,9 +130,9 @@ class SandboxStateLost(TapError):
 class ProtectedStack(UsageError):
     """A protected stack's deletes and replacements need the stack name as confirmation."""
 
-    def __init__(self, stack: str, what: str, confirm: str | None):
+    def __init__(self, stack: str, what: str, confirm: str | None, hint: str | None = None):
         super().__init__(f"{stack} is protected: {what}; nothing was changed",
-                         hint=f"re-run with --confirm {stack} (or the notebook parameter "
-                              f"confirm={stack!r}) if that is intended" +
+                         hint=hint or f"re-run with --confirm {stack} (or the notebook "
+                                      f"parameter confirm={stack!r}) if that is intended" +
                               (f"; got {confirm!r}" if confirm else ""))
         self.stack = stack

@@ -88,38 +88,60 @@ def test_closed_stdin_is_no_confirmation(prod):
     assert "AttributeError" not in out.stderr
 
 
-def test_a_deploy_that_deletes_from_a_protected_stack_needs_the_stack_name(prod):
+def reviewed_plan(path, *args: str) -> str:
+    """alice saves a plan, bob approves it: the only way a protected stack deploys."""
+    saved = tap("preview", "--env", "prod", *args, "--save-plan", str(path),
+                env={"TAP_OPERATOR": "alice"})
+    assert saved.returncode == 0, saved.stderr
+    approved = tap("approve", str(path), env={"TAP_OPERATOR": "bob"})
+    assert approved.returncode == 0, approved.stderr
+    return str(path)
+
+
+def test_a_protected_stack_deploys_only_a_reviewed_plan_and_deletes_need_its_name(
+        prod, tmp_path):
     before = live_counts(prod)
     assert before["instances"] == 3
-    refused = tap("deploy", "--env", "prod", "--yes", "--set", "db.instances=2")
-    assert refused.returncode == 2, refused.stderr
-    assert "would delete" in refused.stderr and "nothing was changed" in refused.stderr
-    assert live_counts(prod) == before
-    # The library and the engine refuse the same way, whoever calls them.
-    with pytest.raises(ProtectedStack):
-        stack_ops.deploy("prod", overrides=["db.instances=2"], yes=True)
-    fewer = SandboxEngine(load_settings("prod", ["db.instances=2"]))
-    with pytest.raises(ProtectedStack):
-        fewer.up()
-    with pytest.raises(ProtectedStack):  # below Engine.up's preview: the resolver itself
-        fewer._up(None, confirm=None, meta=fewer.stack_meta())
+    unplanned = tap("deploy", "--env", "prod", "--yes", "--set", "db.instances=2")
+    assert unplanned.returncode == 2, unplanned.stderr
+    assert "deploys only from a reviewed plan" in unplanned.stderr
+    assert "tap approve" in unplanned.stderr and "Traceback" not in unplanned.stderr
+    with pytest.raises(ProtectedStack):                  # the library refuses the same way
+        stack_ops.deploy("prod", overrides=["db.instances=2"], yes=True, confirm=PROD)
+    unapproved = tap("preview", "--env", "prod", "--set", "db.instances=2", "--save-plan",
+                     str(tmp_path / "unapproved.json"))
+    assert unapproved.returncode == 0
+    refused = tap("deploy", "--env", "prod", "--plan", str(tmp_path / "unapproved.json"))
+    assert refused.returncode == 2 and "needs the approval of an operator" in refused.stderr
     assert live_counts(prod) == before
 
-    applied = tap("deploy", "--env", "prod", "--yes", "--set", "db.instances=2",
-                  "--confirm", PROD, "--json")
+    fewer = reviewed_plan(tmp_path / "fewer.json", "--set", "db.instances=2")
+    no_name = tap("deploy", "--env", "prod", "--plan", fewer)
+    assert no_name.returncode == 2, no_name.stderr
+    assert "would delete" in no_name.stderr and "nothing was changed" in no_name.stderr
+    # Below the operations, the engine refuses the same deletion, whoever calls it.
+    engine = SandboxEngine(load_settings("prod", ["db.instances=2"]))
+    with pytest.raises(ProtectedStack):
+        engine.up()
+    with pytest.raises(ProtectedStack):  # below Engine.up's preview: the resolver itself
+        engine._up(None, confirm=None, meta=engine.stack_meta())
+    assert live_counts(prod) == before
+
+    applied = tap("deploy", "--env", "prod", "--plan", fewer, "--confirm", PROD, "--json")
     assert applied.returncode == 0, applied.stderr
     assert json.loads(applied.stdout)["summary"]["delete"] == 1
     assert live_counts(prod)["instances"] == 2
-    # Adding back only creates: --yes is enough; protection stays recorded.
-    assert tap("deploy", "--env", "prod", "--yes").returncode == 0
+    # Adding back only creates: a reviewed plan without --confirm is enough.
+    more = reviewed_plan(tmp_path / "more.json")
+    assert tap("deploy", "--env", "prod", "--plan", more).returncode == 0
     assert live_counts(prod)["instances"] == 3
     assert prod.stack_meta() == StackMeta("params/prod.yaml", True)
 
 
-def test_unattended_paths_need_the_stack_name(prod, sandbox_home):
+def test_unattended_paths_need_a_reviewed_plan(prod, sandbox_home, tmp_path):
     before = live_counts(prod)
     with pytest.raises(ProtectedStack):
-        stack_ops.deploy("prod")                       # a library call: no operator said yes
+        stack_ops.deploy("prod")                       # a library call: no plan, no name
     with pytest.raises(ProtectedStack):
         stack_ops.destroy("prod", yes=True)
     with pytest.raises(ProtectedStack):
@@ -127,11 +149,12 @@ def test_unattended_paths_need_the_stack_name(prod, sandbox_home):
     with pytest.raises(UsageError, match="--yes"):
         stack_ops.destroy("prod", confirm=PROD)
 
-    refused = tap("run", "deploy", "--env", "prod", "--json")
+    refused = tap("run", "deploy", "--env", "prod", "-p", "confirm", PROD, "--json")
     assert refused.returncode == 1
     record = json.loads(refused.stdout)[0]
     assert record["status"] == "failed" and "ProtectedStack" in record["error"]
-    confirmed = tap("run", "deploy", "--env", "prod", "-p", "confirm", PROD, "--json")
+    plan = reviewed_plan(tmp_path / "same.json")
+    confirmed = tap("run", "deploy", "--env", "prod", "-p", "plan", plan, "--json")
     assert confirmed.returncode == 0, confirmed.stdout + confirmed.stderr
     assert live_counts(prod) == before
 

@@ -205,7 +205,7 @@ class Engine(ABC):
            confirm: str | None = None, plan: Plan | None = None) -> Result:
         """Apply the program; with a reviewed `plan`, stop at any step that differs from it."""
         with trail.recorded(self, "deploy") as outcome:
-            meta = self._guard_origin(confirm)
+            meta = self.check_origin(confirm)
             protected = meta.protected if meta else self.settings.protected
             if protected and confirm != self.stack:
                 self.require_confirmation(self.preview(), confirm)
@@ -218,7 +218,7 @@ class Engine(ABC):
     def destroy(self, progress: ProgressCallback | None = None, *,
                 confirm: str | None = None) -> Result:
         with trail.recorded(self, "destroy") as outcome:
-            meta = self._guard_origin(confirm)
+            meta = self.check_origin(confirm)
             if (meta.protected if meta else self.settings.protected) and confirm != self.stack:
                 raise ProtectedStack(self.stack, "destroy deletes every resource", confirm)
             outcome["result"] = self._destroy(progress)
@@ -229,7 +229,7 @@ class Engine(ABC):
         """Read every resource as it is now into the stack's state (drift becomes visible to
         preview, and the next deploy repairs it). Changes no resource."""
         with trail.recorded(self, "refresh") as outcome:
-            self._guard_origin(confirm)
+            self.check_origin(confirm)
             outcome["result"] = self._refresh(progress)
         return outcome["result"]
 
@@ -292,7 +292,7 @@ class Engine(ABC):
         meta = self.stack_meta()
         return meta.protected if meta else self.settings.protected
 
-    def _guard_origin(self, confirm: str | None) -> StackMeta | None:
+    def check_origin(self, confirm: str | None) -> StackMeta | None:
         meta = self.stack_meta()
         if meta and meta.origin != self.settings.source and confirm != self.stack:
             raise UsageError(

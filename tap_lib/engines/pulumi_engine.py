@@ -354,7 +354,8 @@ class PulumiEngine(Engine):
         program with this interpreter, which has tap_lib and pulumi_aws."""
         return {"PULUMI_BACKEND_URL": self.backend_url,
                 "PULUMI_PYTHON_CMD": os.environ.get("PULUMI_PYTHON_CMD", sys.executable),
-                "PULUMI_SKIP_UPDATE_CHECK": "true"}
+                "PULUMI_SKIP_UPDATE_CHECK": "true",
+                "PULUMI_EXPERIMENTAL": "true"}   # update plans (preview/up with plan=)
 
     # -- the target (plain boto3 with the caller's credentials; no CLI needed)
 
@@ -396,17 +397,20 @@ class PulumiEngine(Engine):
     def stack_meta(self) -> StackMeta | None:
         return self._read(lambda s: stack_meta_from(s.get_all_config()), None)
 
-    def preview(self) -> Plan:
+    def preview(self, artifact: Path | None = None) -> Plan:
+        """With `artifact`, Pulumi saves its update plan there (`pulumi preview --save-plan`)."""
         tracker = StepTracker()
-        self._mutate(lambda s: s.preview(on_event=tracker, color="never"), tracker)
-        return Plan(stack=self.stack, target=self.name, steps=tracker.steps)
+        extra = {"plan": str(artifact)} if artifact else {}
+        self._mutate(lambda s: s.preview(on_event=tracker, color="never", **extra), tracker)
+        return Plan(stack=self.stack, target=self.name, steps=tracker.steps,
+                    artifact=str(artifact) if artifact else None)
 
     def _up(self, progress: ProgressCallback | None, *, confirm: str | None,
-            meta: StackMeta) -> Result:
-        # Engine.up previewed a protected stack before this; a saved update plan (issue 11)
-        # is what makes the CLI refuse any step that differs from that preview.
+            meta: StackMeta, plan: Plan | None = None) -> Result:
+        # With a reviewed plan, Pulumi itself refuses any step its saved update plan lacks.
+        extra = {"plan": plan.artifact} if plan is not None and plan.artifact else {}
         return self._apply("deploy", progress, lambda s, on_event: s.up(
-            on_event=on_event, color="never", show_secrets=False), meta=meta)
+            on_event=on_event, color="never", show_secrets=False, **extra), meta=meta)
 
     def _destroy(self, progress: ProgressCallback | None) -> Result:
         return self._apply("destroy", progress, lambda s, on_event: s.destroy(

@@ -7,8 +7,10 @@ reason, which the result carries). Protection and origin guards live in the engi
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from .. import trail
 from ..config import Settings, load_settings
 from ..engines.base import Plan, ProgressCallback, Result
 from ..engines.registry import check_target, open_engine
@@ -51,11 +53,11 @@ def gate(settings: Settings, target: str | None, operation: str,
 
 
 def preview(env: str, target: str | None = None, overrides=(), *, skip_rules=(),
-            reason: str | None = None) -> Plan:
+            reason: str | None = None, artifact=None) -> Plan:
     settings = settings_for(env, overrides)
     gate(settings, target, "preview", skip_map(skip_rules, reason))
     engine = open_engine(settings, target, tuple(overrides))
-    plan = engine.preview()
+    plan = engine.preview(artifact)
     from ..cost.plan import plan_cost
 
     plan_cost(plan, settings, engine.resources())  # the plan's cost: after, and after - before
@@ -65,21 +67,49 @@ def preview(env: str, target: str | None = None, overrides=(), *, skip_rules=(),
 def deploy(env: str, target: str | None = None, overrides=(),
            progress: ProgressCallback | None = None, *, yes: bool = False,
            confirm: str | None = None, skip_rules=(), reason: str | None = None,
-           refresh: bool = False) -> Result:
-    """Apply the program. A protected stack needs `confirm` (its name) for deletes and
-    replacements, and for any change at all unless an operator said `yes` (the CLI's --yes or
-    prompt): unattended runs (notebooks, scripts) must name the stack."""
+           refresh: bool = False, plan: str | Path | None = None) -> Result:
+    """Apply the program. A protected stack deploys only from a reviewed plan (`plan`: a file
+    `tap preview --save-plan` wrote, or a preview record) approved by a second operator, and
+    needs `confirm` (its name) for deletes and replacements. Unprotected stacks deploy the
+    program as it is now, or exactly a given plan."""
+    from . import plans
+
+    reviewed = plans.load_plan(plan) if plan else None
+    if reviewed is not None:
+        if refresh:
+            raise UsageError("--refresh changes the state a reviewed plan was computed "
+                             "against; refresh first, then make the plan")
+        if env != reviewed.body["env"]:
+            raise plans.PlanRefused(reviewed.source, f"the plan is for --env "
+                                                     f"{reviewed.body['env']}, not {env}")
+        overrides = overrides or tuple(reviewed.body["overrides"])
+        skip = dict(reviewed.body["skipped_rules"])
+    else:
+        skip = skip_map(skip_rules, reason)
     settings = settings_for(env, overrides)
+    target = check_target(target)
     engine = open_engine(settings, target, tuple(overrides))
-    if not yes and confirm != engine.stack and engine.is_protected():
-        raise ProtectedStack(engine.stack, "an unattended deploy needs the stack name as "
-                                           "confirmation", confirm)
-    notes = gate(settings, target, "deploy", skip_map(skip_rules, reason))
+    engine.check_origin(confirm)
+    if reviewed is not None:
+        plans.check_applicable(reviewed, engine, env, target, tuple(overrides))
+    elif engine.is_protected():
+        raise ProtectedStack(engine.stack, "it deploys only from a reviewed plan approved by "
+                                           "a second operator", confirm,
+                             hint=f"tap preview --env {env} --save-plan FILE; another "
+                                  "operator: tap approve FILE; then tap deploy --env "
+                                  f"{env} --plan FILE")
+    notes = gate(settings, target, "deploy", skip)
+    if reviewed is not None:
+        notes.append(f"applied reviewed plan {reviewed.hash} by {reviewed.author}, approved "
+                     f"by {', '.join(plans.approved_by(reviewed)) or 'nobody'}")
     if refresh:  # repair drift: compare the program with what is live, not with old state
         drifted = engine.refresh(confirm=confirm).changes
         notes.append(f"refresh found {len(drifted)} resource(s) changed behind tap's back"
                      + (": " + ", ".join(s.name for s in drifted) if drifted else ""))
-    result = engine.up(progress, confirm=confirm)
+    with trail.context(notes=notes,  # the trail entry carries the skipped rules too
+                       plan_hash=reviewed.hash if reviewed else None):
+        result = engine.up(progress, confirm=confirm,
+                           plan=reviewed.plan if reviewed else None)
     result.notes[:0] = notes
     return result
 

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import boto3
 
 from ...aws import Clients
 from ...config import Settings
-from ...errors import (OperationFailed, ProtectedStack, SandboxStateLost, TapError,
-                       UnsupportedResource)
+from ...errors import (OperationFailed, PlanMismatch, ProtectedStack, SandboxStateLost,
+                       TapError, UnsupportedResource)
 from ..base import (Engine, HistoryEntry, Plan, ProgressCallback, ResourceState, Result, Step,
                     StackMeta, StepEvent)
 from ..drift import differs, merge_live
@@ -41,9 +42,12 @@ class _Resolver:
     """Answers registrations during preview (apply=False) or deploy (apply=True)."""
 
     def __init__(self, engine: "SandboxEngine", apply: bool,
-                 progress: ProgressCallback | None = None, confirmed: bool = True):
+                 progress: ProgressCallback | None = None, confirmed: bool = True,
+                 plan: Plan | None = None):
         self.engine, self.apply, self.progress = engine, apply, progress
         self.confirmed = confirmed     # False: a replace on this (protected) stack is refused
+        # A reviewed plan: every step must be the one it says, or the deploy stops there.
+        self.expected = None if plan is None else {s.urn: s for s in plan.steps}
         self.placeholder = PlaceholderResolver(engine.settings.region, MOCK_ACCOUNT)
         self.steps: list[Step] = []
         self.failure: BaseException | None = None
@@ -90,6 +94,7 @@ class _Resolver:
         if op == "same":
             self._event(step, "done")
             return record.id, _known_outputs(record, reg.inputs, norm)
+        self.check_planned(step)
         if op == "replace" and not self.confirmed:
             raise ProtectedStack(self.engine.stack, f"this deploy would replace {reg.name}",
                                  None)
@@ -126,6 +131,16 @@ class _Resolver:
         store.put(ResourceRecord(reg.urn, reg.type, reg.name, id_, norm, normalize(outputs),
                                  reg.dependencies, reg.parent))
         return id_, outputs
+
+    def check_planned(self, step: Step) -> None:
+        if self.expected is None or not self.apply:
+            return
+        planned = self.expected.get(step.urn)
+        if planned is None or planned.op != step.op or \
+                sorted(planned.diffs) != sorted(step.diffs):
+            said = f"{planned.op} {', '.join(planned.diffs)}".strip() if planned else "nothing"
+            raise PlanMismatch(self.engine.stack, step.name, said,
+                               f"{step.op} {', '.join(step.diffs)}".strip())
 
     def _event(self, step: Step, phase: str, error: str | None = None) -> None:
         if self.progress is None:
@@ -253,7 +268,9 @@ class SandboxEngine(Engine):
         state = self.store.state
         return StackMeta(state.origin, state.protected) if state.origin else None
 
-    def preview(self) -> Plan:
+    def preview(self, artifact: Path | None = None) -> Plan:
+        """The sandbox has no plan file of its own: a reviewed plan's steps are checked one by
+        one as the deploy reaches them."""
         from .state import reading_check
         reading_check(self.stack)  # mid-deploy state is half-applied: say so, do not show it
         self._check_emulator(writing=False)
@@ -263,7 +280,7 @@ class SandboxEngine(Engine):
         return Plan(self.stack, TARGET, _ordered(steps, syn), operation="preview")
 
     def _up(self, progress: ProgressCallback | None, *, confirm: str | None,
-            meta: StackMeta) -> Result:
+            meta: StackMeta, plan: Plan | None = None) -> Result:
         started = time.monotonic()
         with OperationLock(self.stack, "deploy"):
             notes = self._check_emulator(writing=True)
@@ -277,10 +294,12 @@ class SandboxEngine(Engine):
                 self.store.save()
             self._recover_pending()
             resolver = _Resolver(self, apply=True, progress=progress,
-                                 confirmed=confirm == self.stack)
+                                 confirmed=confirm == self.stack, plan=plan)
             try:
                 syn = self._synthesize(resolver, preview=False)
                 removed = self._removed_steps(syn)
+                for step in removed:
+                    resolver.check_planned(step)
                 if removed and not resolver.confirmed:
                     raise ProtectedStack(self.stack, "this deploy would delete " + ", ".join(
                         s.name for s in removed), None)

@@ -1,0 +1,240 @@
+"""Reviewed plans: a preview saved with everything it was computed from, approved by a second
+operator, and applied exactly as reviewed (PCI DSS 6.5: changes reviewed before they are applied).
+
+A saved plan holds the steps, the settings, the environment file, the commit (and whether the
+tree was dirty), a fingerprint of the stack's state, its author and time, and the SHA-256 of all
+of that. `deploy --plan` refuses, before anything changes, a plan that was edited, made at another
+commit, against other state or settings, or is older than TAP_PLAN_MAX_AGE_HOURS; the engine then
+stops at any step that differs from the plan (the aws target hands Pulumi its own update plan).
+Protected stacks deploy only from a plan approved by someone other than its author. Approvals
+live beside the plan (FILE.approvals.json), outside what the hash covers.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .. import trail
+from ..engines.base import Engine, Plan, Step
+from ..engines.registry import check_target, open_engine
+from ..errors import UsageError
+from . import stack as stack_ops
+
+KIND, VERSION = "tap-plan", 1
+PLAN_MIME = "application/vnd.tap.plan+json"   # how a preview notebook's record carries its plan
+MAX_AGE_ENV, DEFAULT_MAX_AGE_H = "TAP_PLAN_MAX_AGE_HOURS", 24.0
+
+
+class PlanRefused(UsageError):
+    """The plan cannot be applied as reviewed; nothing was changed."""
+
+    def __init__(self, source: str, problem: str, hint: str | None = None):
+        super().__init__(f"{source}: {problem}; nothing was changed",
+                         hint=hint or "make a new plan with `tap preview --save-plan FILE` and "
+                                      "have it reviewed")
+
+
+@dataclass
+class ReviewedPlan:
+    body: dict[str, Any]                      # everything the hash covers
+    hash: str
+    source: str = ""                          # the file it was read from
+    approvals: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def stack(self) -> str:
+        return self.body["stack"]
+
+    @property
+    def author(self) -> str:
+        return self.body["author"]
+
+    @property
+    def plan(self) -> Plan:
+        steps = [Step(**s) for s in self.body["steps"]]
+        return Plan(self.body["stack"], self.body["target"], steps, operation="preview",
+                    artifact=self.body.get("artifact"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.body, "hash": self.hash}
+
+
+def state_fingerprint(engine: Engine) -> str:
+    """What the plan was computed against: every resource's id, status and outputs."""
+    resources = sorted((r.urn, r.type, r.id, r.status, r.outputs) for r in engine.resources())
+    blob = json.dumps([resources, engine.outputs()], sort_keys=True, default=str)
+    return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
+
+
+def digest(body: dict[str, Any]) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# -- making and reading plans -------------------------------------------------------------------
+def make_plan(env: str, target: str | None = None, overrides=(), *, skip_rules=(),
+              reason: str | None = None, artifact: Path | None = None) -> ReviewedPlan:
+    """Preview (gated by preflight) and capture everything the plan depends on."""
+    target = check_target(target)
+    settings = stack_ops.settings_for(env, overrides)
+    engine = open_engine(settings, target, tuple(overrides))
+    fingerprint = state_fingerprint(engine)
+    plan = stack_ops.preview(env, target, overrides, skip_rules=skip_rules, reason=reason,
+                             artifact=artifact)
+    commit, dirty = trail.git_state()
+    body = {"kind": KIND, "version": VERSION, "stack": plan.stack, "target": target,
+            "env": env, "env_file": settings.source, "overrides": list(overrides),
+            "settings": settings.public_dict(), "commit": commit, "dirty": dirty,
+            "state": fingerprint, "author": trail.current_operator(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created_epoch": time.time(), "skipped_rules": dict(stack_ops.skip_map(
+                skip_rules, reason)), "summary": plan.summary, "cost": plan.cost,
+            "steps": [s.to_dict() for s in plan.steps], "artifact": plan.artifact}
+    if plan.artifact:
+        body["artifact_sha256"] = hashlib.sha256(Path(plan.artifact).read_bytes()).hexdigest()
+    return ReviewedPlan(body, digest(body))
+
+
+def save_plan(reviewed: ReviewedPlan, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(reviewed.to_json(), indent=1, sort_keys=True, default=str))
+    os.replace(tmp, path)
+    reviewed.source = str(path)
+    return path
+
+
+def load_plan(path: str | Path) -> ReviewedPlan:
+    """A saved plan file, or a preview notebook's record carrying one; its hash is checked."""
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text)
+    except FileNotFoundError:
+        raise PlanRefused(source, "no such plan file", hint="give the file `tap preview "
+                          "--save-plan FILE` wrote, or a preview record") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PlanRefused(source, f"not a readable plan ({type(exc).__name__})") from None
+    if path.suffix == ".ipynb":
+        data = _plan_in_record(data, source)
+    if not isinstance(data, dict) or data.get("kind") != KIND:
+        raise PlanRefused(source, "not a tap plan")
+    if data.get("version") != VERSION:
+        raise PlanRefused(source, f"plan version {data.get('version')!r}; this tap reads "
+                                  f"version {VERSION}")
+    body = {k: v for k, v in data.items() if k != "hash"}
+    if data.get("hash") != digest(body):
+        raise PlanRefused(source, "the plan was changed after it was saved (its SHA-256 does "
+                                  "not match its content)")
+    return ReviewedPlan(body, data["hash"], source, _approvals(source))
+
+
+def _plan_in_record(notebook: Any, source: str) -> Any:
+    for cell in (notebook or {}).get("cells", []):
+        for output in cell.get("outputs", []):
+            found = output.get("data", {}).get(PLAN_MIME)
+            if found:
+                return found
+    raise PlanRefused(source, "this record holds no saved plan (only preview records do)")
+
+
+def display_plan(reviewed: ReviewedPlan) -> None:
+    """A preview notebook keeps its plan in its record: `tap deploy --plan RECORD` reads it."""
+    from IPython.display import display
+
+    display({"text/plain": f"plan {reviewed.hash} for {reviewed.stack} by {reviewed.author} "
+                           f"at commit {reviewed.body['commit'][:12]}",
+             PLAN_MIME: reviewed.to_json()}, raw=True)
+
+
+# -- approving ---------------------------------------------------------------------------------
+def _approvals_path(source: str) -> Path:
+    return Path(source + ".approvals.json")
+
+
+def _approvals(source: str) -> list[dict[str, str]]:
+    path = _approvals_path(source)
+    if not path.exists():
+        return []
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        raise PlanRefused(str(path), "the approvals file is damaged") from None
+    return data if isinstance(data, list) else []
+
+
+def approve(path: str | Path) -> ReviewedPlan:
+    """Four eyes: someone other than the author approves the plan as saved (its hash)."""
+    reviewed = load_plan(path)
+    who = trail.current_operator()
+    if who == reviewed.author:
+        raise PlanRefused(reviewed.source, f"{who} wrote this plan and cannot approve it too",
+                          hint="another operator runs `tap approve` (TAP_OPERATOR names who "
+                               "acts on shared machines)")
+    if any(a["operator"] == who and a["plan"] == reviewed.hash for a in reviewed.approvals):
+        return reviewed
+    reviewed.approvals.append({"operator": who, "plan": reviewed.hash,
+                               "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    _approvals_path(reviewed.source).write_text(json.dumps(reviewed.approvals, indent=1))
+    trail.append(operation="approve", stack=reviewed.stack, target=reviewed.body["target"],
+                 env_file=reviewed.body["env_file"], plan_hash=reviewed.hash,
+                 record=reviewed.source, result="succeeded",
+                 notes=[f"approved by {who}, authored by {reviewed.author}"])
+    return reviewed
+
+
+def approved_by(reviewed: ReviewedPlan) -> list[str]:
+    return sorted({a["operator"] for a in reviewed.approvals
+                   if a.get("plan") == reviewed.hash and a.get("operator") != reviewed.author})
+
+
+# -- applying ----------------------------------------------------------------------------------
+def check_applicable(reviewed: ReviewedPlan, engine: Engine, env: str, target: str,
+                     overrides: tuple[str, ...]) -> None:
+    """Refuse, before anything changes, a plan that no longer describes what would happen."""
+    body, src = reviewed.body, reviewed.source
+    if (body["stack"], body["target"]) != (engine.stack, target):
+        raise PlanRefused(src, f"the plan is for {body['stack']} on {body['target']}, not "
+                               f"{engine.stack} on {target}")
+    if body["env_file"] != engine.settings.source or list(overrides) != body["overrides"]:
+        raise PlanRefused(src, f"the plan was made from {body['env_file']} with "
+                               f"{body['overrides'] or 'no'} overrides; deploy --plan uses "
+                               "exactly those (leave out --set)")
+    age_h = (time.time() - float(body["created_epoch"])) / 3600
+    limit = float(os.environ.get(MAX_AGE_ENV) or DEFAULT_MAX_AGE_H)
+    if age_h > limit:
+        raise PlanRefused(src, f"the plan is {age_h:.1f} h old; plans older than {limit:g} h "
+                               f"are refused ({MAX_AGE_ENV})")
+    commit, _ = trail.git_state()
+    if commit != body["commit"]:
+        raise PlanRefused(src, f"the plan was made at commit {body['commit'][:12]}, the code "
+                               f"is now at {commit[:12]}")
+    changed = _changed_settings(body["settings"], engine.settings.public_dict())
+    if changed:
+        raise PlanRefused(src, "the settings changed after the plan: " + "; ".join(changed))
+    if state_fingerprint(engine) != body["state"]:
+        raise PlanRefused(src, "the stack changed after the plan was made (another deploy, "
+                               "refresh or destroy ran); its steps may no longer hold")
+    if body.get("artifact") and hashlib.sha256(
+            Path(body["artifact"]).read_bytes()).hexdigest() != body.get("artifact_sha256"):
+        raise PlanRefused(src, f"the target's own plan {body['artifact']} was changed")
+    if engine.is_protected() and not approved_by(reviewed):
+        raise PlanRefused(src, f"{engine.stack} is protected: its plan needs the approval of "
+                               f"an operator other than its author ({reviewed.author})",
+                          hint=f"another operator runs `tap approve {src}`")
+
+
+def _changed_settings(before: Any, now: Any, path: str = "") -> list[str]:
+    if isinstance(before, dict) and isinstance(now, dict):
+        return [c for k in sorted(before.keys() | now.keys())
+                for c in _changed_settings(before.get(k), now.get(k),
+                                           f"{path}.{k}" if path else k)]
+    return [] if before == now else [f"{path} {before!r} -> {now!r}"]

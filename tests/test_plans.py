@@ -1,0 +1,145 @@
+"""Reviewed plans on the sandbox: a deploy from a saved plan applies exactly it; a plan whose
+settings, code, state or age no longer hold is refused with nothing changed; the engine stops
+at a step the plan does not have; an edited plan file is refused; four eyes on approval.
+
+The project is a throwaway git repository (Pulumi.yaml, params/ copied; TAP_PROJECT_DIR), so a
+test can edit an environment file or commit without touching the real repo."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tap_lib.config import load_settings
+from tap_lib.engines.base import Plan, Step
+from tap_lib.engines.sandbox.engine import SandboxEngine
+from tap_lib.errors import PlanMismatch
+from tap_lib.ops import plans
+from tap_lib.ops import stack as stack_ops
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.postgres]
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = "dev"
+
+
+def git(project: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+                   cwd=project, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def project(sandbox_home, tmp_path_factory):
+    project = tmp_path_factory.mktemp("project")
+    shutil.copy(REPO / "Pulumi.yaml", project)
+    shutil.copytree(REPO / "params", project / "params")
+    git(project, "init", "-q")
+    git(project, "add", ".")
+    git(project, "commit", "-qm", "params")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TAP_PROJECT_DIR", str(project))
+        mp.setenv("TAP_OPERATOR", "alice")
+        stack_ops.deploy(ENV, "sandbox")
+        yield project
+
+
+def memory(engine: SandboxEngine) -> int:
+    name = engine.outputs()["lambda_function_name"]
+    return engine.clients()("lambda").get_function_configuration(FunctionName=name)["MemorySize"]
+
+
+def engine() -> SandboxEngine:
+    return SandboxEngine(load_settings(ENV))
+
+
+def test_a_deploy_from_a_saved_plan_applies_it(project, tmp_path):
+    reviewed = plans.make_plan(ENV, "sandbox", ["lambda.memory_mb=512"])
+    path = plans.save_plan(reviewed, tmp_path / "plan.json")
+    assert {s.name: s.op for s in reviewed.plan.changes} == {"payment-fn-dev": "update"}
+    result = stack_ops.deploy(ENV, "sandbox", plan=path)
+    assert [(s.name, s.op, s.diffs) for s in result.changes] == \
+        [(s.name, s.op, s.diffs) for s in reviewed.plan.changes]
+    assert any(n.startswith(f"applied reviewed plan {reviewed.hash}") for n in result.notes)
+    assert memory(engine()) == 512
+    # the plan's own overrides apply; the stack as the file says comes back with a new plan
+    back = plans.save_plan(plans.make_plan(ENV, "sandbox"), tmp_path / "back.json")
+    stack_ops.deploy(ENV, "sandbox", plan=back)
+    assert memory(engine()) == 256 and not engine().preview().changes
+
+
+def test_settings_changed_after_the_plan_is_refused(project, tmp_path):
+    path = plans.save_plan(plans.make_plan(ENV, "sandbox"), tmp_path / "plan.json")
+    env_file = project / "params" / "dev.yaml"
+    original = env_file.read_text()
+    env_file.write_text(original.replace("memory_mb: 256", "memory_mb: 512"))
+    try:
+        before = engine().store.state.to_json()
+        with pytest.raises(plans.PlanRefused, match=r"settings changed after the plan: "
+                                                    r"lambda.memory_mb 256 -> 512") as info:
+            stack_ops.deploy(ENV, "sandbox", plan=path)
+        assert info.value.exit_code == 2 and "nothing was changed" in str(info.value)
+        assert engine().store.state.to_json() == before and memory(engine()) == 256
+    finally:
+        env_file.write_text(original)
+
+
+def test_plans_on_other_code_state_or_too_old_are_refused(project, tmp_path, monkeypatch):
+    old = plans.save_plan(plans.make_plan(ENV, "sandbox"), tmp_path / "old.json")
+    monkeypatch.setenv(plans.MAX_AGE_ENV, "0.000001")
+    with pytest.raises(plans.PlanRefused, match="h old"):
+        stack_ops.deploy(ENV, "sandbox", plan=old)
+    monkeypatch.delenv(plans.MAX_AGE_ENV)
+
+    (project / "README").write_text("a change to the code\n")
+    git(project, "add", "README")
+    git(project, "commit", "-qm", "code")
+    with pytest.raises(plans.PlanRefused, match="made at commit"):
+        stack_ops.deploy(ENV, "sandbox", plan=old)
+
+    stale = plans.save_plan(plans.make_plan(ENV, "sandbox"), tmp_path / "stale.json")
+    stack_ops.deploy(ENV, "sandbox", ["tags.Owner=someone"])          # the stack moves on
+    with pytest.raises(plans.PlanRefused, match="the stack changed after the plan"):
+        stack_ops.deploy(ENV, "sandbox", plan=stale)
+    with pytest.raises(plans.PlanRefused, match="exactly those"):
+        stack_ops.deploy(ENV, "sandbox", ["lambda.timeout_s=60"], plan=stale)
+    stack_ops.deploy(ENV, "sandbox")                                  # back as the file says
+
+
+def test_an_edited_plan_file_is_refused(project, tmp_path):
+    path = plans.save_plan(plans.make_plan(ENV, "sandbox", ["lambda.memory_mb=512"]),
+                           tmp_path / "plan.json")
+    data = json.loads(path.read_text())
+    data["steps"] = [s for s in data["steps"] if s["op"] == "same"]   # hide the changes
+    path.write_text(json.dumps(data))
+    with pytest.raises(plans.PlanRefused, match="changed after it was saved"):
+        stack_ops.deploy(ENV, "sandbox", plan=path)
+    assert memory(engine()) == 256
+
+
+def test_the_engine_stops_at_a_step_the_plan_does_not_have(project):
+    """Below the file checks: a plan whose steps are all `same` meets a real update."""
+    eng = SandboxEngine(load_settings(ENV, ["lambda.memory_mb=1024"]))
+    planned = eng.preview()
+    unchanged = Plan(planned.stack, "sandbox",
+                     [Step(s.urn, s.type, s.name, "same") for s in planned.steps])
+    with pytest.raises(PlanMismatch, match="payment-fn-dev") as info:
+        eng.up(plan=unchanged)
+    assert "planned: same" in str(info.value) and "now: update memorySize" in str(info.value)
+    assert memory(engine()) == 256
+
+
+def test_four_eyes(project, tmp_path, monkeypatch):
+    path = plans.save_plan(plans.make_plan(ENV, "sandbox"), tmp_path / "plan.json")
+    with pytest.raises(plans.PlanRefused, match="alice wrote this plan and cannot approve"):
+        plans.approve(path)
+    monkeypatch.setenv("TAP_OPERATOR", "bob")
+    approved = plans.approve(path)
+    assert plans.approved_by(approved) == ["bob"]
+    assert plans.load_plan(path).approvals[0]["operator"] == "bob"
+    from tap_lib import trail
+    entry = trail.read()[-1]
+    assert (entry["operation"], entry["operator"], entry["plan_hash"]) == (
+        "approve", "bob", approved.hash)
