@@ -14,6 +14,7 @@ import fcntl
 import itertools
 import json
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -296,9 +297,16 @@ def _check_records(root: str, entries: list[dict[str, Any]]) -> list[Problem]:
             problems.append(Problem("deleted", shown(path), f"chained by entry {e.get('seq')}, "
                                     "no longer stored"))
             continue
+        lock: dict[str, Any] = {}
         try:
-            raw = _read_bytes(path)
-        except OSError as exc:
+            if client is not None:
+                bucket, key = _split(path)
+                got = client.get_object(Bucket=bucket, Key=key)
+                raw = got["Body"].read()
+                lock = {k: got.get(k) for k in ("ObjectLockMode", "ObjectLockRetainUntilDate")}
+            else:
+                raw = _read_bytes(path)
+        except Exception as exc:  # noqa: BLE001 - OSError, botocore ClientError...
             problems.append(Problem("unreadable", shown(path), type(exc).__name__))
             continue
         sha = trail.sha256_bytes(raw)
@@ -314,29 +322,26 @@ def _check_records(root: str, entries: list[dict[str, Any]]) -> list[Problem]:
             problems.append(Problem("reordered", shown(path), "does not embed the head it was "
                                     f"chained after: entry {e.get('seq')} was moved or rehashed"))
         if client is not None:
-            problems += _check_retention(client, path, e, shown(path))
+            problems += _check_retention(lock, e, shown(path))
     for path in sorted(on_disk - set(chained)):
         problems.append(Problem("inserted", shown(path), "not in the trail (added afterwards, "
                                 "or its entry was deleted)"))
     return problems
 
 
-def _check_retention(client, url: str, entry: dict[str, Any], shown: str) -> list[Problem]:
-    from botocore.exceptions import ClientError
+def _check_retention(lock: dict[str, Any], entry: dict[str, Any], shown: str) -> list[Problem]:
+    """The object's Object Lock, as GetObject reports it (moto has no GetObjectRetention)."""
+    from datetime import timezone
 
-    bucket, key = _split(url)
-    try:
-        got = client.get_object_retention(Bucket=bucket, Key=key)["Retention"]
-    except ClientError as exc:
-        return [Problem("unlocked", shown, "no Object Lock retention "
-                        f"({exc.response.get('Error', {}).get('Code', 'error')})")]
-    until = got.get("RetainUntilDate")
+    mode, until = lock.get("ObjectLockMode"), lock.get("ObjectLockRetainUntilDate")
+    if mode != "COMPLIANCE" or until is None:
+        return [Problem("unlocked", shown, f"Object Lock mode {mode or 'none'}, "
+                        "not COMPLIANCE with a retention date")]
+    until_s = until.astimezone(timezone.utc).isoformat()
     wanted = entry.get("retain_until")
-    if got.get("Mode") != "COMPLIANCE":
-        return [Problem("unlocked", shown, f"retention mode {got.get('Mode')}, not COMPLIANCE")]
-    if wanted and until is not None and until.isoformat()[:19] < wanted[:19]:
-        return [Problem("unlocked", shown, f"retained until {until.isoformat()}, "
-                        f"not {wanted} as chained")]
+    if wanted and until_s[:19] < wanted[:19]:
+        return [Problem("unlocked", shown, f"retained until {until_s}, not {wanted} as "
+                        "chained")]
     return []
 
 
@@ -544,8 +549,10 @@ def _offline(body: str, header: str) -> str:
                 tag.replace_with(f"[image not embedded: {ref}]")
             else:
                 tag.decompose()
-    for tag in soup.find_all("script", type="text/x-mathjax-config"):
-        tag.decompose()  # configures the MathJax left out above
+    for tag in soup.find_all("script"):
+        if tag.get("type") == "text/x-mathjax-config" or (
+                not tag.get("src") and re.search(r"(https?:)?//[\w.-]+\.\w+/", tag.get_text())):
+            tag.decompose()  # MathJax's configuration, the Mermaid loader: fetch at view time
     soup.body.insert(0, BeautifulSoup(header, "html.parser"))
     return str(soup)
 
