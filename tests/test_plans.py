@@ -36,6 +36,8 @@ def project(sandbox_home, tmp_path_factory):
     project = tmp_path_factory.mktemp("project")
     shutil.copy(REPO / "Pulumi.yaml", project)
     shutil.copytree(REPO / "params", project / "params")
+    shutil.copytree(REPO / "notebooks", project / "notebooks",
+                    ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
     git(project, "init", "-q")
     git(project, "add", ".")
     git(project, "commit", "-qm", "params")
@@ -143,3 +145,17 @@ def test_four_eyes(project, tmp_path, monkeypatch):
     entry = trail.read()[-1]
     assert (entry["operation"], entry["operator"], entry["plan_hash"]) == (
         "approve", "bob", approved.hash)
+
+
+def test_a_preview_record_carries_its_plan(project, monkeypatch):
+    """The preview notebook's record is a plan: approve it, deploy it."""
+    from tap_lib.ops.runbook import run_notebooks
+
+    record = run_notebooks("preview", env=ENV, target="sandbox")[0]
+    assert record.status == "succeeded", record.error
+    reviewed = plans.load_plan(record.path)
+    assert reviewed.author == "alice" and reviewed.stack == "TapStackdev"
+    monkeypatch.setenv("TAP_OPERATOR", "bob")
+    plans.approve(record.path)
+    result = stack_ops.deploy(ENV, "sandbox", plan=record.path)
+    assert not result.changes and any(reviewed.hash in n for n in result.notes)

@@ -59,7 +59,7 @@ class ReviewedPlan:
     def plan(self) -> Plan:
         steps = [Step(**s) for s in self.body["steps"]]
         return Plan(self.body["stack"], self.body["target"], steps, operation="preview",
-                    artifact=self.body.get("artifact"))
+                    cost=self.body.get("cost"), artifact=self.body.get("artifact"))
 
     def to_json(self) -> dict[str, Any]:
         return {**self.body, "hash": self.hash}

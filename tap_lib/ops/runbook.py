@@ -24,7 +24,6 @@ from __future__ import annotations
 import ast
 import contextlib
 import functools
-import getpass
 import itertools
 import math
 import os
@@ -98,7 +97,7 @@ def run_notebooks(name_or_all: str, env: str, target: str | None = None,
     settings = settings_for(env)  # bad env: ConfigError before any kernel starts
     target = check_target(target)
     per_notebook = check_parameters(names, parameters or {}, env=env, target=target)
-    operator = str((parameters or {}).get("operator") or getpass.getuser())
+    operator = str((parameters or {}).get("operator") or trail.current_operator())
     root = audit.records_root()
     check_records_root(root)
     records: list[RunRecord] = []
