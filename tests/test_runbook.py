@@ -87,7 +87,8 @@ def test_record_holds_metadata_summary_and_no_secret(outputs: Path, tmp_path: Pa
     assert "errors=0" in table.summary[0]
 
     html = audit.export_html(path.stem)
-    assert html == path.with_suffix(".html") and "<html" in html.read_text()[:500].lower()
+    assert html == outputs / "dev" / audit.EXPORTS / path.with_suffix(".html").name
+    assert "<html" in html.read_text()[:500].lower()
     assert SECRET not in html.read_text()
 
 
@@ -200,7 +201,7 @@ def test_records_go_to_s3(outputs: Path, tmp_path: Path,
     monkeypatch.setenv("AWS_ENDPOINT_URL", server.endpoint())
     monkeypatch.setattr(S3, "s3_session", (None, None, None))  # papermill caches its session
     s3 = boto3.client("s3")
-    s3.create_bucket(Bucket="tap-records")
+    s3.create_bucket(Bucket="tap-records", ObjectLockEnabledForBucket=True)
     root = "s3://tap-records/runbook"
     monkeypatch.setenv("TAP_OUTPUTS", root)
 
@@ -211,6 +212,8 @@ def test_records_go_to_s3(outputs: Path, tmp_path: Path,
         "Body"].read().decode()
     assert SECRET not in body
     assert json.loads(body)["metadata"]["tap"]["status"] == "succeeded"
+    head = s3.head_object(Bucket="tap-records", Key=rec.path.removeprefix("s3://tap-records/"))
+    assert head["ObjectLockMode"] == "COMPLIANCE"
 
     assert rec.summary == {"records": 0, "failed": 0}  # the kernel listed the S3 root too
 
@@ -333,6 +336,7 @@ def test_export_of_a_record_inside_the_root_still_works(outputs: Path) -> None:
     record = outputs / "dev" / "20261128T000000Z-verify.ipynb"
     record.parent.mkdir(parents=True)
     nbformat.write(nbformat.v4.new_notebook(), record)
-    assert audit.export_html(str(record)) == record.with_suffix(".html")
+    assert audit.export_html(str(record)) == (
+        outputs / "dev" / audit.EXPORTS / record.with_suffix(".html").name)
     assert runbook.check_parameters(("audit",), {"export": str(record)}, env="dev",
                                     target="sandbox")["audit"] == {"export": str(record)}
