@@ -207,7 +207,7 @@ def test_update_step_carries_type_name_and_changed_properties():
         "urn": ("urn:pulumi:TapStackdev::TapStack::tap:index:TapStack$"
                 "aws:cloudwatch/logGroup:LogGroup::payment-logs-dev"),
         "type": "aws:cloudwatch/logGroup:LogGroup", "name": "payment-logs-dev", "op": "update",
-        "diffs": ["retentionInDays"]}
+        "diffs": ["retentionInDays"], "monthly_usd": None}   # priced by ops (tap_lib/cost)
 
 
 def test_detailed_diff_gives_top_level_properties_when_diffs_are_absent():
@@ -416,6 +416,7 @@ class FakePulumi:
         self.outputs: dict[str, auto.OutputValue] = {}
         self.calls: list[str] = []
         self.config: dict[str, str] = {}
+        self.kwargs: list[tuple[str, dict[str, Any]]] = []
         self.workspace_kwargs: dict[str, Any] = {}
         fake = self
 
@@ -445,11 +446,13 @@ class FakePulumi:
             def get_all_config(self):
                 return {k: auto.ConfigValue(v) for k, v in fake.config.items()}
 
-            def preview(self, on_event, **_):
+            def preview(self, on_event, **kwargs):
+                fake.kwargs.append(("preview", kwargs))
                 fake.replay(on_event)
                 return auto.PreviewResult("", "", {})
 
-            def up(self, on_event, **_):
+            def up(self, on_event, **kwargs):
+                fake.kwargs.append(("up", kwargs))
                 fake.replay(on_event)
                 return auto.UpResult("", "", _summary("update"), fake.outputs)
 
@@ -616,3 +619,17 @@ def test_first_deploy_records_origin_and_protection_in_the_stack(stub_cli, fake)
     assert not any(c.startswith("create_or_select") for c in fake.calls[calls:])
     prod.up(confirm="TapStackprod")
     assert fake.config["tap:origin"] == "params/prod.yaml"  # never rewritten
+
+
+def test_a_reviewed_plan_is_pulumis_own_update_plan(engine, fake, tmp_path):
+    """preview saves Pulumi's update plan beside tap's; up applies only it (the CLI refuses
+    any step the plan lacks). Plans are experimental in Pulumi: the workspace turns them on."""
+    artifact = tmp_path / "plan.json.pulumi.json"
+    planned = engine.preview(artifact)
+    assert fake.kwargs[-1][0] == "preview" and fake.kwargs[-1][1]["plan"] == str(artifact)
+    assert planned.artifact == str(artifact)
+    engine.up(plan=planned)
+    assert fake.kwargs[-1][0] == "up" and fake.kwargs[-1][1]["plan"] == str(artifact)
+    engine.up()
+    assert "plan" not in fake.kwargs[-1][1]
+    assert engine.workspace_env()["PULUMI_EXPERIMENTAL"] == "true"
