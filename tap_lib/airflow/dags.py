@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -137,6 +137,6 @@ def fleet_verify_dag(*, dag_id: str = "tap_fleet_verify", target: str = "sandbox
 
         TapNotebookOperator.partial(
             task_id="verify", notebook="fleet", records=records, project_dir=project_dir,
-            retries=1, retry_delay=timedelta(minutes=5),
+            retries=0,  # a failed control is the signal, not a transient error
         ).expand(parameters=list_stacks())
     return dag
