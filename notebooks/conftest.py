@@ -19,7 +19,8 @@ import pytest
 
 from tap_lib.localdb import free_port
 
-ORDER = ("preflight", "preview", "deploy", "verify", "inspect", "repair", "fleet", "destroy", "audit")
+ORDER = ("preflight", "preview", "deploy", "verify", "inspect", "repair", "fleet", "destroy",
+         "audit")
 _ISOLATED = ("TAP_HOME", "TAP_OUTPUTS", "TAP_SANDBOX_PORT", "TAP_TARGET", "ENVIRONMENT_SUFFIX")
 
 
