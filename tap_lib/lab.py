@@ -83,6 +83,8 @@ def lab_command(folder: Path, port: int | None = None) -> list[str]:
            f"--ContentsManager.post_save_hook={HOOK}"]
     if port:
         cmd.append(f"--ServerApp.port={port}")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")  # containers run as root; Jupyter refuses without it
     return cmd
 
 
