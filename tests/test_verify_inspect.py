@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from fixtures_drift import inject_drift
 from tap_lib.engines.registry import open_engine
 from tap_lib.ops import verify as verify_module
 from tap_lib.errors import OperationFailed
@@ -118,22 +119,7 @@ class Drifted:
 def drifted(stack) -> Drifted:
     """The five drifts of the issue, plus the database password copied into a variable whose
     name does not give it away; then one verify and one inspect."""
-    c, out = stack.clients(), stack.outputs()
-    bucket, function = out["s3_bucket_name"], out["lambda_function_name"]
-    c("s3").put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Suspended"})
-    c("s3").delete_public_access_block(Bucket=bucket)
-    cluster = c("rds").describe_db_clusters(DBClusterIdentifier=out["rds_cluster_id"])
-    db_sg = cluster["DBClusters"][0]["VpcSecurityGroups"][0]["VpcSecurityGroupId"]
-    c("ec2").authorize_security_group_ingress(GroupId=db_sg, IpPermissions=[{
-        "IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432,
-        "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
-    password = json.loads(c("secretsmanager").get_secret_value(
-        SecretId=out["db_secret_arn"])["SecretString"])["password"]
-    variables = c("lambda").get_function_configuration(FunctionName=function)["Environment"]
-    c("lambda").update_function_configuration(FunctionName=function, Environment={"Variables": {
-        **variables["Variables"], "DB_CONN": password,
-        "DB_SECRET_ARN": out["db_secret_arn"].rsplit(":", 1)[0] + ":someone-else"}})
-    c("secretsmanager").cancel_rotate_secret(SecretId=out["db_secret_arn"])
+    password = inject_drift(stack)
     return Drifted(verify(ENV, TARGET), inspect_stack(ENV, TARGET), password)
 
 
