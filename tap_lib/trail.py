@@ -93,8 +93,23 @@ def trail_path(root: str | None = None) -> Path:
 
 def entry_hash(entry: dict[str, Any]) -> str:
     """SHA-256 of the entry's canonical JSON without its own `hash`."""
-    body = {k: v for k, v in entry.items() if k != "hash"}
+    if "hash" not in entry:
+        return hashlib.sha256(canonical(entry)).hexdigest()
+    body = dict(entry)
+    del body["hash"]
     return hashlib.sha256(canonical(body)).hexdigest()
+
+
+HASH_SUFFIX = len(b',"hash":"') + 64 + len(b'"}')
+
+
+def line_hash_ok(line: bytes, stored: Any) -> bool:
+    """Whether a trail line (as append writes it) hashes to `stored`, from its bytes alone;
+    False for a line in any other layout (then compare entry_hash of the parsed entry)."""
+    tail = line[-HASH_SUFFIX:]
+    if not (tail.startswith(b',"hash":"') and tail.endswith(b'"}')):
+        return False
+    return hashlib.sha256(line[:-HASH_SUFFIX] + b"}").hexdigest() == stored
 
 
 def canonical(data: Any) -> bytes:
@@ -193,12 +208,15 @@ def append(operation: str, *, stack: str, target: str | None = None,
     with locked(root) as path:
         last = head(root)
         entry["seq"], entry["prev"] = last.seq + 1, last.hash
-        entry["hash"] = entry_hash(entry)
-        line = json.dumps(entry, sort_keys=True, ensure_ascii=False, default=str) + "\n"
+        body = canonical(entry)
+        entry["hash"] = hashlib.sha256(body).hexdigest()
+        # the line is the canonical body with the hash as its last member: verify can hash
+        # the line's own bytes instead of encoding the entry again (ops/audit.py)
+        line = body[:-1] + b',"hash":"' + entry["hash"].encode() + b'"}\n'
         with open(path, "ab") as fh:
             if fh.tell() and _last_byte(path) != b"\n":
-                line = "\n" + line  # a torn line (writer killed mid-append) stays alone
-            fh.write(line.encode("utf-8"))
+                line = b"\n" + line  # a torn line (writer killed mid-append) stays alone
+            fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
     return entry
