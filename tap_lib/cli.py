@@ -10,11 +10,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import ChecksFailed, TapError, UsageError
+
+if TYPE_CHECKING:  # pandas loads in ~0.7 s: imported where a table is shown
+    import pandas as pd
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -43,6 +44,8 @@ def emit_table(df: pd.DataFrame, title: str | None = None) -> None:
     if df.empty:
         print("  (none)")
         return
+    import pandas as pd
+
     if _wide:
         with pd.option_context("display.max_rows", None, "display.max_columns", None,
                                "display.width", 10_000, "display.max_colwidth", None):
@@ -76,6 +79,8 @@ def fit_table(df: pd.DataFrame, width: int) -> str:
 
 
 def _blank(value: Any) -> bool:
+    import pandas as pd
+
     try:
         return value is None or bool(pd.isna(value))
     except (TypeError, ValueError):
@@ -395,6 +400,8 @@ def cmd_sandbox(args) -> int:
 @command("fleet")
 def cmd_fleet(args) -> int:
     """verify|preview|inspect over many stacks at once (ops/fleet.py); list shows the stacks."""
+    import pandas as pd
+
     from .ops import fleet
 
     stacks = fleet.resolve_stacks(args.env, args.suffix, args.fleet)
