@@ -46,6 +46,8 @@ class Registration:
     inputs: dict[str, Any]   # camelCase; secrets wrapped ({SIG_KEY: SECRET_SIG, "value": v})
     dependencies: list[str]
     provider: str = ""
+    # Inputs whose changes the engine must not act on (ResourceOptions.ignore_changes), camelCase
+    ignore_changes: list[str] = field(default_factory=list)
     id: str | None = None
     outputs: dict[str, Any] = field(default_factory=dict)
 
@@ -159,7 +161,8 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
         reg = Registration(urn=urn, type=request.type, name=request.name, parent=request.parent,
                            custom=bool(request.custom),
                            inputs=rpc.deserialize_properties(request.object),
-                           dependencies=sorted(deps), provider=request.provider)
+                           dependencies=sorted(deps), provider=request.provider,
+                           ignore_changes=list(request.ignoreChanges))
         with self._lock:
             self.registrations.append(reg)
             self.pending[(request.type, request.name)] = reg

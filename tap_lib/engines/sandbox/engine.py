@@ -82,7 +82,9 @@ class _Resolver:
         if record is None or record.status != "created":
             op, changed = "create", []
         else:
-            changed = changed_keys(record.inputs, norm)
+            # ignore_changes: as Pulumi, the stored value stands for those inputs
+            changed = [k for k in changed_keys(record.inputs, norm)
+                       if k not in reg.ignore_changes]
             op = handler.classify(changed) if changed else "same"
         step = Step(reg.urn, reg.type, reg.name, op, changed)
         with self._lock:
