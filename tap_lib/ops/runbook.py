@@ -187,6 +187,55 @@ def show_summary(title: str, figures: dict[str, Any]) -> None:
     display({"text/plain": text, SUMMARY_MIME: figures}, raw=True)
 
 
+# Status words and their colours in notebooks (text colour, background): green for good,
+# red for bad, amber for what needs a look.
+STATUS_COLOURS = {
+    **dict.fromkeys(("pass", "passed", "succeeded", "ok", "saved", "same"),
+                    ("#0b5d1e", "#d9f2df")),
+    **dict.fromkeys(("fail", "failed", "error", "refused", "delete", "replace"),
+                    ("#8a1111", "#f9dada")),
+    **dict.fromkeys(("warn", "warning", "skipped", "skip", "drift", "update", "info"),
+                    ("#7a4b00", "#fdf0d0")),
+}
+
+
+class StyledTable:
+    """A table coloured by its status column in HTML (pandas Styler), and plain text anywhere
+    else: text views and nbval compare the plain table, which has no object address in it."""
+
+    def __init__(self, frame: Any, styler: Any):
+        self.frame, self.styler = frame, styler
+
+    def _repr_html_(self) -> str:
+        return self.styler.to_html()
+
+    def __repr__(self) -> str:
+        return self.frame.to_string() if len(self.frame) else "(no rows)"
+
+
+def styled(frame: Any, column: str = "status", name: str = "table") -> StyledTable:
+    """`frame` with each cell of `column` coloured by its word (STATUS_COLOURS); a fixed
+    `name` keeps the HTML ids the same on every run."""
+    def colour(value: Any) -> str:
+        fg_bg = STATUS_COLOURS.get(str(value).strip().lower())
+        return f"color: {fg_bg[0]}; background-color: {fg_bg[1]}; font-weight: bold" \
+            if fg_bg else ""
+
+    styler = frame.style.set_uuid(name)
+    if column in frame.columns:
+        styler = styler.map(colour, subset=[column])
+    return StyledTable(frame, styler)
+
+
+def table_or_words(frame: Any, words: str) -> Any:
+    """The table, or - when it has no rows - a sentence instead of an empty header."""
+    if len(frame):
+        return frame
+    from IPython.display import Markdown
+
+    return Markdown(f"_{words}_")
+
+
 # -------------------------------------------------------------------------------- internals
 
 def _run_one(name: str, stack: str, params: dict[str, Any], root: str) -> RunRecord:
