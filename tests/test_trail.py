@@ -405,3 +405,17 @@ def test_pictures_are_kept_per_run(outputs: Path) -> None:
     second = audit.picture_path("dev", "topology")
     assert first != second and first.parent == second.parent == outputs / "dev" / audit.PICTURES
     assert re.match(r"^\d{8}T\d{6}Z-topology(-2)?\.png$", second.name)
+
+
+def test_audit_table_fits_100_columns_status_first_unless_wide(
+        outputs: Path, capsys: pytest.CaptureFixture) -> None:
+    for i in range(3):
+        fake_record(outputs, "dev", "verify-with-a-long-notebook-name", i, status="failed")
+    assert main(["audit"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    table = lines[1:-1]
+    assert table[0].split()[0] == "status" and all(len(line) <= 100 for line in table)
+    assert main(["audit", "--wide"]) == 0
+    wide = capsys.readouterr().out
+    assert any(len(line) > 100 for line in wide.splitlines())
+    assert all(path in wide for path in audit.audit_table().path)  # nothing cut
