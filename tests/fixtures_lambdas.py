@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -167,6 +169,43 @@ def login_works(stack: Stack, user: str, password: str) -> bool:
             return False
         raise
     return True
+
+
+@contextlib.contextmanager
+def forwarded_port(host: str, port: int) -> Iterator[int]:
+    """The database reached at another port (a changed cluster port): a TCP forwarder on a free
+    loopback port to host:port. Yields that port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def accept() -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:   # the listener was closed
+                return
+            upstream = socket.create_connection((host, port))
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=pipe, args=(source, sink), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        # shutdown wakes the blocked accept(); close alone leaves the port listening
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
 
 
 def set_environment(variables: dict[str, str]) -> None:

@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import pg8000.native
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fixtures_lambdas import (MASTER_PASSWORD, MASTER_USER, STEPS, Stack, aws_environment,
-                              begin_rotation, create_stack, login_works, moto_server, rotate,
-                              run_steps, scratch_dir, secret_value, stages)
+                              begin_rotation, create_stack, forwarded_port, login_works,
+                              moto_server, rotate, run_steps, scratch_dir, secret_value, stages)
 from tap_lib import localdb
 from tap_lib.lambdas.payment import handler as payment
 from tap_lib.lambdas.rotation import handler as rotation
@@ -271,6 +272,75 @@ def test_test_secret_checks_the_privileges_the_payment_function_needs(live_stack
         run_steps(live_stack.app_arn, token, ("testSecret",))
 
 
+def _create_database(stack: Stack, name: str) -> None:
+    conn = stack.master_connection()
+    try:
+        conn.run(f"CREATE DATABASE {name}")
+    finally:
+        conn.close()
+
+
+def _without_password(secret: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in secret.items() if k != "password"}
+
+
+@pytest.mark.postgres
+def test_rotation_after_a_port_and_database_change_writes_the_new_facts(
+        live_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stack sets the rotation function's environment from the cluster; the initial
+    version is never rewritten (ignore_changes), so the rotation brings the secret up to date
+    and sets the password where the database now is."""
+    new_db = f"{live_stack.dbname}_b"
+    _create_database(live_stack, new_db)
+    with forwarded_port(live_stack.db_host, live_stack.db_port) as new_port:
+        monkeypatch.setenv("DB_HOST", live_stack.db_host)
+        monkeypatch.setenv("DB_PORT", str(new_port))
+        monkeypatch.setenv("DB_NAME", new_db)
+        before = _without_password(secret_value(live_stack.app_arn))
+        assert (before["port"], before["dbname"]) == (live_stack.db_port, live_stack.dbname)
+
+        rotate(live_stack.app_arn)
+
+        secret = secret_value(live_stack.app_arn)
+        assert _without_password(secret) == {**before, "port": new_port, "dbname": new_db}
+        conn = pg8000.native.Connection(live_stack.app_user, password=secret["password"],
+                                        host=live_stack.db_host, port=new_port,
+                                        database=new_db, timeout=10)
+        try:
+            assert conn.run("SELECT current_database(), current_user") == [
+                [new_db, live_stack.app_user]]
+        finally:
+            conn.close()
+
+
+@pytest.mark.postgres
+def test_a_new_username_gets_its_role_on_the_next_rotation_and_payments_keep_working(
+        live_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    status, _ = _invoke(_event("pay-before"))  # the old user creates (and owns) the table
+    assert status == 200
+    old_password = _current_password(live_stack)
+    new_user = f"{live_stack.app_user}_b"
+    monkeypatch.setenv("DB_USERNAME", new_user)
+
+    rotate(live_stack.app_arn)
+
+    secret = secret_value(live_stack.app_arn)
+    assert secret["username"] == new_user
+    assert secret_value(live_stack.app_arn, "AWSPREVIOUS")["username"] == live_stack.app_user
+    assert login_works(live_stack, new_user, secret["password"])
+    assert login_works(live_stack, live_stack.app_user, old_password)  # nothing taken away
+    payment.reset_cache()  # a new container reads the new user
+    status, body = _invoke(_event("pay-after"))
+    assert status == 200, body
+    assert [r[0] for r in _rows(live_stack)] == ["pay-after", "pay-before"]
+
+    monkeypatch.setenv("DB_USERNAME", live_stack.app_user)  # and back again
+    rotate(live_stack.app_arn)
+    assert secret_value(live_stack.app_arn)["username"] == live_stack.app_user
+    payment.reset_cache()
+    assert _invoke(_event("pay-back"))[0] == 200
+
+
 @pytest.mark.postgres
 def test_rotation_refuses_what_the_contract_refuses(aws: str, pg_server: LocalPostgres,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
@@ -446,6 +516,28 @@ def test_payments_work_between_set_secret_and_finish_secret(live_stack: Stack) -
     run_steps(live_stack.app_arn, token, ("testSecret", "finishSecret"))
     payment.close_connection()
     assert _invoke(_event("pay-602"))[0] == 200
+
+
+@pytest.mark.postgres
+def test_payment_connects_where_its_environment_says(live_stack: Stack,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Host and port come from the function's environment (updated in place by a deploy), not
+    from the secret, whose copies are stale after a port change until the next rotation."""
+    with forwarded_port(live_stack.db_host, live_stack.db_port) as old_port:
+        monkeypatch.setenv("DB_PORT", str(old_port))  # the rotation writes this port
+        rotate(live_stack.app_arn)
+    assert secret_value(live_stack.app_arn)["port"] == old_port  # now closed: the db moved
+    monkeypatch.delenv("DB_PORT")
+    with pytest.raises(pg8000.native.InterfaceError):
+        _invoke(_event("pay-stale"))
+
+    with forwarded_port(live_stack.db_host, live_stack.db_port) as new_port:
+        monkeypatch.setenv("DB_HOST", live_stack.db_host)
+        monkeypatch.setenv("DB_PORT", str(new_port))
+        status, body = _invoke(_event("pay-moved"))
+        assert status == 200, body
+        payment.close_connection()
+    assert [r[0] for r in _rows(live_stack)] == ["pay-moved"]
 
 
 @pytest.mark.postgres

@@ -44,14 +44,22 @@ def build_functions(s: Settings, names: PhysicalNames, net: Network, db: Databas
         f"db-app-credentials-{sfx}", name=names.db_secret, kms_key_id=kms_key.arn,
         description="Payment application database user; password set by rotation",
         recovery_window_in_days=7 if s.db.deletion_protection else 0, tags=tags, opts=opts)
-    # No password here: the first rotation creates it, so none passes through tap.
+    # Connection facts as the functions read them (Lambda variables are strings). They update
+    # the functions in place when the cluster changes; the secret holds the credentials.
+    connection = {"DB_HOST": db.cluster.endpoint, "DB_PORT": db.cluster.port.apply(str),
+                  "DB_NAME": s.db.database_name}
+    # Only the first version comes from here, without a password: the first rotation creates
+    # it, so none passes through tap. Later values are the rotation's to write (from its
+    # environment, below), so a change here must never put a new, password-less version over
+    # the rotated one: the provider would replace it (secretString is ForceNew).
     secret_version = aws.secretsmanager.SecretVersion(
         f"db-app-credentials-initial-{sfx}", secret_id=secret.id,
         secret_string=pulumi.Output.json_dumps({
             "engine": "postgres", "host": db.cluster.endpoint, "port": db.cluster.port,
             "dbname": s.db.database_name, "username": s.db.app_username,
             "masterarn": master_secret_arn}),
-        opts=opts)
+        opts=pulumi.ResourceOptions.merge(
+            opts, pulumi.ResourceOptions(ignore_changes=["secret_string"])))
 
     vpc_config = {"subnet_ids": [sn.id for sn in net.private_subnets],
                   "security_group_ids": [db.lambda_security_group.id]}
@@ -100,12 +108,16 @@ def build_functions(s: Settings, names: PhysicalNames, net: Network, db: Databas
         f"payment-fn-{sfx}", name=names.payment_function, role=payment_role.arn,
         code=function_archive("payment"), memory_size=s.function.memory_mb,
         timeout=s.function.timeout_s,
-        environment={"variables": {"DB_SECRET_ARN": secret.arn, "BUCKET_NAME": bucket.bucket}},
+        environment={"variables": {"DB_SECRET_ARN": secret.arn, "BUCKET_NAME": bucket.bucket,
+                                   **connection}},
         **common,
         opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[payment_logs])))
     rotation = aws.lambda_.Function(
         f"rotation-fn-{sfx}", name=names.rotation_function, role=rotation_role.arn,
         code=function_archive("rotation"), memory_size=256, timeout=60,
+        # What each new version of the secret describes: the rotation writes these into it.
+        environment={"variables": {**connection, "DB_USERNAME": s.db.app_username,
+                                   "MASTER_SECRET_ARN": master_secret_arn}},
         **common,
         opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[rotation_logs])))
 

@@ -3,7 +3,8 @@
 Event (direct invocation): {"payment_id": 1-64 of [A-Za-z0-9_-], "amount": decimal string or
 number > 0 with at most 2 decimals, "currency": ISO 4217 code, "merchant_id": 1-64 of
 [A-Za-z0-9_.:-], "metadata": optional JSON object}. Environment: DB_SECRET_ARN, BUCKET_NAME,
-LOG_PREFIX (default "transactions").
+DB_HOST, DB_PORT, DB_NAME (the cluster as the stack declares it; the secret's copies are used
+only where these are unset), LOG_PREFIX (default "transactions").
 
 Responses are {"statusCode", "body": JSON text}: 200 when recorded or already recorded
 ("duplicate": true), 400 for invalid input (each error names its field; nothing is written),
@@ -15,7 +16,9 @@ object s3://BUCKET/PREFIX/yyyy/mm/dd/<payment_id>.json is written from the store
 If-None-Match: *. So no log object exists for a payment the database lacks, a retry after a
 crash between the two writes the missing object, and no retry writes a second one.
 
-Credentials come from the secret (see the rotation function) and are cached with the
+Where to connect comes from the environment, which a deploy updates in place when the cluster
+changes; who to log in as, and the password, come from the secret (see the rotation
+function). Credentials are cached with the
 connection for the life of the container. A login refused for authentication means a rotation
 changed the password: AWSCURRENT is read again, then AWSPENDING (between the rotation's
 setSecret and finishSecret only the pending password works), and the login retried.
@@ -292,11 +295,17 @@ def _read_credentials(stage: str) -> dict[str, Any] | None:
         if _error_code(exc) == "ResourceNotFoundException" and stage != "AWSCURRENT":
             return None
         raise
-    secret = json.loads(value["SecretString"])
+    secret = {**json.loads(value["SecretString"]), **_connection_facts()}
     missing = [k for k in ("host", "port", "dbname", "username") if secret.get(k) in (None, "")]
     if missing:
         raise CredentialsRejected(f"{stage} version of secret {arn} lacks {', '.join(missing)}")
     return secret if secret.get("password") else None
+
+
+def _connection_facts() -> dict[str, str]:
+    """host, port and dbname from the environment, where set."""
+    names = {"host": "DB_HOST", "port": "DB_PORT", "dbname": "DB_NAME"}
+    return {key: os.environ[var] for key, var in names.items() if os.environ.get(var)}
 
 
 def _login(secret: dict[str, Any]) -> pg8000.native.Connection | None:

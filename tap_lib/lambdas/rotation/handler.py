@@ -5,6 +5,14 @@ Secret (JSON): {"engine": "postgres", "host", "port", "dbname", "username", "pas
 passes through the deployment tool; the first rotation creates the role and its password.
 "masterarn" names the RDS-managed master secret, {"username", "password"}.
 
+Connection facts come from this function's environment when it has them (DB_HOST, DB_PORT,
+DB_NAME, DB_USERNAME, MASTER_SECRET_ARN, set by the stack from the cluster and the settings):
+createSecret writes them into every new version, so a rotation after a change of port,
+database, user or cluster leaves a secret that describes the database as it is now, and a new
+DB_USERNAME gets its role on that rotation (which also grants it the previous user's role, so
+the tables the payment function created stay usable). Without them, the AWSCURRENT version's
+facts are kept (as AWS's rotation templates do).
+
 Strategy: one application user whose password the master user changes. Chosen because
 - the application's table and grants stay with one role: with alternating users, the table
   the payment function creates belongs to whichever user created it, and the other user's
@@ -57,6 +65,9 @@ EXCLUDED_CHARACTERS = "/@\"'\\ "
 CONNECT_TIMEOUT_S = 10
 SCRAM_ITERATIONS = 4096
 REQUIRED_KEYS = ("engine", "host", "port", "dbname", "username", "masterarn")
+# Secret key <- environment variable: the connection as the stack declares it now.
+ENVIRONMENT_FACTS = {"host": "DB_HOST", "port": "DB_PORT", "dbname": "DB_NAME",
+                     "username": "DB_USERNAME", "masterarn": "MASTER_SECRET_ARN"}
 # invalid_password, invalid_authorization_specification
 AUTH_FAILED = frozenset({"28P01", "28000"})
 
@@ -94,8 +105,14 @@ def lambda_handler(event: dict[str, Any], context: Any) -> None:
 
 
 def create_secret(client: Any, arn: str, token: str) -> None:
-    """Store AWSCURRENT with a new random password as the token's AWSPENDING version."""
-    current = _secret(client, arn, "AWSCURRENT", require_password=False)
+    """Store AWSCURRENT, updated with the current connection facts and a new random password,
+    as the token's AWSPENDING version."""
+    current = {**_secret(client, arn, "AWSCURRENT", require_password=False,
+                         required=("engine",)), **current_facts()}
+    missing = [key for key in REQUIRED_KEYS if current.get(key) in (None, "")]
+    if missing:
+        raise RotationError(f"AWSCURRENT version of secret {arn} lacks {', '.join(missing)} "
+                            "and the function's environment does not set them")
     try:
         _secret(client, arn, "AWSPENDING", token)
         logger.info("createSecret: AWSPENDING version %s of %s already exists", token, arn)
@@ -128,7 +145,7 @@ def set_secret(client: Any, arn: str, token: str) -> None:
         raise RotationError(f"setSecret: cannot log in with master secret {pending['masterarn']}"
                             f" for {arn}: {_describe(exc)}") from exc
     try:
-        _apply(conn, pending)
+        _apply(conn, pending, _previous_user(client, arn, pending))
     except pg8000.native.DatabaseError as exc:
         raise RotationError(f"setSecret: cannot set the password of version {token} of {arn}: "
                             f"{_describe(exc)}") from exc
@@ -190,8 +207,26 @@ def scram_verifier(password: str, *, salt: bytes | None = None,
             f"{_b64(stored_key)}:{_b64(server_key)}")
 
 
-def _apply(conn: pg8000.native.Connection, secret: dict[str, Any]) -> None:
-    """Role, password and grants in one transaction: all of them or none."""
+def current_facts() -> dict[str, Any]:
+    """The connection facts this function's environment sets (see the module docstring)."""
+    facts: dict[str, Any] = {key: os.environ[var] for key, var in ENVIRONMENT_FACTS.items()
+                             if os.environ.get(var)}
+    if "port" in facts:
+        facts["port"] = int(facts["port"])
+    return facts
+
+
+def _previous_user(client: Any, arn: str, pending: dict[str, Any]) -> str | None:
+    """AWSCURRENT's user when the pending version names another one (a renamed user)."""
+    current = _secret(client, arn, "AWSCURRENT", require_password=False, required=())
+    previous = current.get("username")
+    return previous if previous and previous != pending["username"] else None
+
+
+def _apply(conn: pg8000.native.Connection, secret: dict[str, Any],
+           previous: str | None = None) -> None:
+    """Role, password and grants in one transaction: all of them or none. A renamed user is
+    granted the previous user's role: the payment function's table belongs to that one."""
     role = pg8000.native.identifier(secret["username"])
     verifier = pg8000.native.literal(scram_verifier(secret["password"]))
     exists = conn.run("SELECT 1 FROM pg_roles WHERE rolname = :name", name=secret["username"])
@@ -200,20 +235,26 @@ def _apply(conn: pg8000.native.Connection, secret: dict[str, Any]) -> None:
     conn.run(f"GRANT CONNECT ON DATABASE {pg8000.native.identifier(secret['dbname'])} TO {role}")
     # The payment function creates and then owns its table; it needs nothing else.
     conn.run(f"GRANT USAGE, CREATE ON SCHEMA public TO {role}")
+    if previous and conn.run(
+            "SELECT 1 FROM pg_roles WHERE rolname = :old AND NOT pg_has_role(:old, :new, "
+            "'MEMBER') AND NOT pg_has_role(:new, :old, 'MEMBER')",
+            old=previous, new=secret["username"]):
+        conn.run(f"GRANT {pg8000.native.identifier(previous)} TO {role}")
     conn.run("COMMIT")
 
 
 def _secret(client: Any, arn: str, stage: str, token: str | None = None, *,
-            require_password: bool = True) -> dict[str, Any]:
+            require_password: bool = True,
+            required: tuple[str, ...] = REQUIRED_KEYS) -> dict[str, Any]:
     request = {"SecretId": arn, "VersionStage": stage}
     if token:
         request["VersionId"] = token
     secret: dict[str, Any] = json.loads(client.get_secret_value(**request)["SecretString"])
-    needed = REQUIRED_KEYS + (("password",) if require_password else ())
+    needed = required + (("password",) if require_password else ())
     missing = [key for key in needed if secret.get(key) in (None, "")]
     if missing:
         raise RotationError(f"{stage} version of secret {arn} lacks {', '.join(missing)}")
-    if secret["engine"] != "postgres":
+    if secret.get("engine", "postgres") != "postgres":
         raise RotationError(f"secret {arn} is for engine {secret['engine']!r}, not postgres")
     return secret
 
