@@ -66,15 +66,15 @@ REPLACE_WITH_DEPENDENTS = (
     "instances), and preview keeps the old id for dependents, so their ForceNew inputs "
     "(vpcId, clusterIdentifier) do not show as replace; Pulumi creates before deleting, or "
     "with deleteBeforeReplace replaces the dependents too")
-LOST_APP_PASSWORD = (
-    "program: the app secret's initial SecretVersion embeds port/dbname/username, so changing "
-    "them replaces the version; PutSecretValue makes the password-less version AWSCURRENT and "
-    "nothing rotates again, so db.login and the synthetic payment fail (on AWS too)")
+USERNAME_AT_NEXT_ROTATION = (
+    "program: a new db.app_username reaches the rotation function's environment, but the role "
+    "and the secret's username change only at the next rotation (payments keep working as the "
+    "old user): no SecretRotation input changes with it, so the deploy rotates nothing; the "
+    "boto3 observer still reads the old username")
 KNOWN_BUGS: dict[str, str] = {
     "vpc.cidr": REPLACE_WITH_DEPENDENTS,
     "db.database_name": REPLACE_WITH_DEPENDENTS,
-    "db.app_username": LOST_APP_PASSWORD,
-    "db.port": LOST_APP_PASSWORD,
+    "db.app_username": USERNAME_AT_NEXT_ROTATION,
 }
 
 
