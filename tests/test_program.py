@@ -483,6 +483,25 @@ def test_payment_function_gets_secret_and_bucket(graph):
     assert payment.inputs["memorySize"] == graph.settings.function.memory_mb
 
 
+def test_functions_read_the_connection_from_their_environment(graph):
+    """Where the database is travels in the functions' environment (updated in place); the
+    secret's first version is only initial: a change must never replace it (no password)."""
+    cluster, s = graph.one(CLUSTER), graph.settings
+    connection = {"DB_HOST": cluster.outputs["endpoint"], "DB_PORT": str(s.db.port),
+                  "DB_NAME": s.db.database_name}
+    for name in (graph.names.payment_function, graph.names.rotation_function):
+        variables = graph.function(name).inputs["environment"]["variables"]
+        assert {k: variables[k] for k in connection} == connection, name
+    rotation_env = graph.function(graph.names.rotation_function).inputs["environment"][
+        "variables"]
+    assert rotation_env["DB_USERNAME"] == s.db.app_username
+    assert rotation_env["MASTER_SECRET_ARN"] == \
+        cluster.outputs["masterUserSecrets"][0]["secretArn"]
+    initial = graph.one(SECRET_VERSION)
+    assert initial.ignore_changes == ["secretString"]
+    assert "password" not in initial.inputs["secretString"]
+
+
 def test_transaction_log_bucket_is_private_versioned_and_encrypted(graph):
     bucket = graph.one(BUCKET)
     for type_ in (BUCKET_VERSIONING, BUCKET_SSE, BUCKET_PAB, BUCKET_POLICY, BUCKET_LIFECYCLE):
