@@ -1,9 +1,11 @@
 """Guards that cannot be bypassed: protection recorded with the stack, the environment file that
 created it, closed stdin, and preflight gating preview and deploy. Each reproduction of issue 10's
 guard list runs against a real deployed (emulated) prod stack, through every path: the command
-line in real processes, `tap run` notebooks, the library, and the engine itself."""
+line, `tap run` notebooks (real kernels), the library, and the engine itself."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -11,6 +13,7 @@ import sys
 
 import pytest
 
+from tap_lib import cli, trail
 from tap_lib.config import load_settings
 from tap_lib.engines.base import StackMeta
 from tap_lib.engines.sandbox.engine import SandboxEngine
@@ -24,10 +27,20 @@ PROD = "TapStackprod"
 
 def tap(*args: str, env: dict | None = None, close_stdin: bool = False
         ) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tap_lib.cli", *args], capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, timeout=300,
-                          stdin=None if close_stdin else subprocess.DEVNULL,
-                          preexec_fn=(lambda: os.close(0)) if close_stdin else None)
+    """The command line in this process (a cold `tap` costs seconds to import); a real process
+    where the process matters (closed stdin)."""
+    if close_stdin:
+        return subprocess.run([sys.executable, "-m", "tap_lib.cli", *args],
+                              capture_output=True, text=True, timeout=300,
+                              env={**os.environ, **(env or {})},
+                              preexec_fn=lambda: os.close(0))
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), \
+            contextlib.redirect_stderr(err):
+        for key, value in (env or {}).items():
+            mp.setenv(key, value)
+        code = cli.main(list(args))
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def live_counts(eng: SandboxEngine) -> dict[str, int]:
@@ -167,6 +180,9 @@ def test_preflight_errors_block_preview_and_deploy(sandbox_home):
     assert "TAP005" in out.stderr and "99.9 is not offered" in out.stderr
     assert "stopped before anything changed" in out.stderr
     assert live_counts(eng)["vpcs"] == 0 and not eng.store.state.resources
+    refusal = trail.read()[-1]                     # the audit trail keeps the refusal too
+    assert (refusal["operation"], refusal["result"], refusal["error"], refusal["stack"]) == (
+        "deploy", "refused", "PreflightBlocked", "TapStackgate")
     preview = tap("preview", "--env", "dev", "--set", "suffix=gate",
                   "--set", "db.engine_version=99.9")
     assert preview.returncode == 1 and "TAP005" in preview.stderr

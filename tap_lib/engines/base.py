@@ -8,12 +8,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-import pandas as pd
-
 from .. import trail
 from ..errors import ProtectedStack, UsageError
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ..aws import Clients
     from ..config import Settings
 
@@ -66,11 +66,13 @@ class Plan:
     def changes(self) -> list[Step]:
         return [s for s in self.steps if s.op != "same"]
 
-    def to_frame(self) -> pd.DataFrame:
+    def to_frame(self) -> "pd.DataFrame":
+        import pandas as pd  # lazily: the CLI's start-up time matters (tap audit verify)
+
         return pd.DataFrame([s.to_dict() for s in self.steps],
                             columns=["urn", "type", "name", "op", "diffs"])
 
-    def changes_frame(self) -> pd.DataFrame:
+    def changes_frame(self) -> "pd.DataFrame":
         """The steps that change something, readable and in a stable order (resources finish
         in any order)."""
         steps = self.to_frame()

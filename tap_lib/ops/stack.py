@@ -89,16 +89,22 @@ def deploy(env: str, target: str | None = None, overrides=(),
     settings = settings_for(env, overrides)
     target = check_target(target)
     engine = open_engine(settings, target, tuple(overrides))
-    engine.check_origin(confirm)
-    if reviewed is not None:
-        plans.check_applicable(reviewed, engine, env, target, tuple(overrides))
-    elif engine.is_protected():
-        raise ProtectedStack(engine.stack, "it deploys only from a reviewed plan approved by "
-                                           "a second operator", confirm,
-                             hint=f"tap preview --env {env} --save-plan FILE; another "
-                                  "operator: tap approve FILE; then tap deploy --env "
-                                  f"{env} --plan FILE")
-    notes = gate(settings, target, "deploy", skip)
+    try:  # refusals before the engine runs are policy decisions: the trail keeps them too
+        engine.check_origin(confirm)
+        if reviewed is not None:
+            plans.check_applicable(reviewed, engine, env, target, tuple(overrides))
+        elif engine.is_protected():
+            raise ProtectedStack(engine.stack, "it deploys only from a reviewed plan approved "
+                                               "by a second operator", confirm,
+                                 hint=f"tap preview --env {env} --save-plan FILE; another "
+                                      "operator: tap approve FILE; then tap deploy --env "
+                                      f"{env} --plan FILE")
+        notes = gate(settings, target, "deploy", skip)
+    except (UsageError, ChecksFailed) as exc:
+        trail.append(operation="deploy", stack=engine.stack, target=target,
+                     env_file=settings.source, result="refused", error=type(exc).__name__,
+                     plan_hash=reviewed.hash if reviewed else None)
+        raise
     if reviewed is not None:
         notes.append(f"applied reviewed plan {reviewed.hash} by {reviewed.author}, approved "
                      f"by {', '.join(plans.approved_by(reviewed)) or 'nobody'}")

@@ -206,8 +206,10 @@ def database_checks(d: Declared, f: Facts) -> list[Check]:
         check("rds.engine", "", cid, ENGINE, c.get("Engine")),
         check("rds.engine-version", "", cid, db.engine_version, c.get("EngineVersion")),
         check("rds.encrypted", "RDS.27", cid, True, c.get("StorageEncrypted")),
-        check("rds.deletion-protection", "RDS.7", cid, db.deletion_protection,
-              c.get("DeletionProtection")),
+        # RDS.7 means "deletion protection is on" (as in preflight): the control is claimed only
+        # where the environment file asks for it; elsewhere the check compares as declared.
+        check("rds.deletion-protection", "RDS.7" if db.deletion_protection else "", cid,
+              db.deletion_protection, c.get("DeletionProtection")),
         check("rds.backups", "RDS.11", cid, f">= {db.backup_retention_days} day(s)",
               None if backups is None else f"{backups} day(s)",
               ok=(backups or 0) >= db.backup_retention_days),
