@@ -1,9 +1,11 @@
 """Fault injection at every step: a handler call fails part-way, and the next run converges.
 
-Every sandbox handler's create, update and delete (a replace is a delete then a create) is
-wrapped in-process to fail at its N-th call, for each N of a change, in two ways: the call is
-refused before it reaches the emulator, or it reaches the emulator and the answer is lost (the
-resource exists but tap never heard). After the failure the next deploy (or destroy) must
+Every sandbox handler's create, update and delete is wrapped in-process to fail at its N-th
+call, for each N of a change, in two ways: the call is refused before it reaches the emulator,
+or it reaches the emulator and the answer is lost (the resource exists but tap never heard).
+Replacements are covered both ways the engine makes them: create-before-delete (a new VPC,
+everything in it replaced onto it, the old ones deleted last) and delete-before-replace (the
+Aurora cluster keeps its identifier: its instances and it are deleted first). After the failure the next deploy (or destroy) must
 converge: exactly the declared resources exist, counted through boto3 per kind and tagged with
 the stack's URNs where the API allows, nothing orphaned or duplicated, and the next preview is
 all `same` (for destroy: the emulator holds none of the stack and its state is empty).
@@ -245,7 +247,8 @@ FULL = os.environ.get("TAP_FAULTS_FULL") == "1"
 # Fault points per scenario in a normal run (each costs a failing run, a recovery run and the
 # convergence checks: ~5-8 s on a loaded 2-core machine). TAP_FAULTS_FULL=1 injects at every N
 # in both modes (about 15 minutes).
-BUDGET = {"update": 5, "replace": 6, "delete": 4, "create": 6, "destroy": 5}
+BUDGET = {"update": 5, "replace": 6, "delete": 4, "create": 6, "destroy": 5,
+          "create-before-delete": 6, "delete-before-replace": 6}
 
 
 def points(total: int, scenario: str) -> list[tuple[int, str]]:
@@ -298,6 +301,20 @@ def test_replace_fails_at_every_step(sandbox_home, monkeypatch, report):
     # the port change replaces the app secret's version (secret_string is ForceNew) and
     # modifies the cluster and both rules in place: delete + create + updates
     _change_cycle(monkeypatch, report, "replace (db.port)", "replace", (), ("db.port=5433",))
+
+
+def test_replace_with_dependents_fails_at_every_step(sandbox_home, monkeypatch, report):
+    # create-before-delete: a new VPC; subnets, route tables, routes, associations, groups,
+    # rules, NAT gateways (their Elastic IP is kept: delete-before-replace) and the flow log
+    # replaced onto it; gateway, subnet group, cluster and functions updated; old ones last
+    _change_cycle(monkeypatch, report, "replace with dependents (vpc.cidr)",
+                  "create-before-delete", (), ("vpc.cidr=10.1.0.0/16",))
+
+
+def test_delete_before_replace_fails_at_every_step(sandbox_home, monkeypatch, report):
+    # the cluster keeps its identifier: its instances and it are deleted first, then created
+    _change_cycle(monkeypatch, report, "delete-before-replace (db.database_name)",
+                  "delete-before-replace", (), ("db.database_name=payments2",))
 
 
 def test_delete_fails_at_every_step(sandbox_home, monkeypatch, report):

@@ -4,9 +4,20 @@ The program runs under Pulumi's mock runtime (engines/synth.py); every resource 
 answered by a resolver. For preview the resolver only compares with state; for deploy it calls
 the type's handler (create/update/replace) and records the result before answering, so the
 program's own data flow gives the dependency order, as in the real engine.
+
+Replacements follow Pulumi. Preview answers a replaced resource with placeholders, as for a
+create, so dependents whose inputs use its outputs classify as they will. Deploy creates the
+replacement before deleting the old resource: the old record moves to a side key
+(`<urn>#replaced`) in the same state write that marks the new one pending, dependents update or
+replace onto the new resource, and the side keys are deleted at the end in reverse dependency
+order. A replacement that keeps a physical name (`Handler.collides`) cannot exist beside the
+old resource: like `deleteBeforeReplace`, a preview pass run first finds those, and they and the
+dependents the plan replaces with them are deleted (reverse dependency order) before the
+program runs; the pass then creates them, each still one `replace` step.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -29,6 +40,29 @@ from .state import (OperationLock, ResourceRecord, StateStore, changed_keys, kee
                     normalize, normalize_reveal)
 
 TARGET = "sandbox"
+# A replaced resource's old record, kept until it is deleted (`<urn>#replaced`, `.2`, ...).
+REPLACED = "#replaced"
+
+
+def base_urn(urn: str) -> str:
+    """The resource a record stands for: a side key's own URN."""
+    return urn.split(REPLACED, 1)[0]
+
+
+def _generation(urn: str) -> int:
+    _, _, n = urn.partition(REPLACED)
+    return int(n.lstrip(".") or 1)
+
+
+def restorable(resources: dict[str, ResourceRecord]) -> dict[str, str]:
+    """Side key -> URN for old copies whose replacement was never recorded as created (absent
+    or pending): the newest generation is the resource again once that pending one settles."""
+    out: dict[str, str] = {}
+    for urn in sorted((u for u in resources if REPLACED in u), key=_generation, reverse=True):
+        base, current = base_urn(urn), resources.get(base_urn(urn))
+        if (current is None or current.status == "pending-create") and base not in out.values():
+            out[urn] = base
+    return out
 
 
 def _handler_for(reg_type: str, urn: str) -> Handler:
@@ -50,13 +84,28 @@ class _Resolver:
         self.expected = None if plan is None else {s.urn: s for s in plan.steps}
         self.placeholder = PlaceholderResolver(engine.settings.region, MOCK_ACCOUNT)
         self.steps: list[Step] = []
+        # Replacements deleted before this pass (delete-before-replace): urn -> planned step.
+        self.rebuilt: dict[str, Step] = {}
+        # Side keys this pass moved old records to; deleted at the end, part of their replace.
+        self.superseded: list[str] = []
+        # Replacements that keep a physical name (preview: they need delete-before-replace).
+        self.colliding: set[str] = set()
         self.failure: BaseException | None = None
         self.notes: list[str] = []
         self.started = time.monotonic()
         self.finished = 0
         self._lock = threading.Lock()
+        # Handler calls still running: the runtime gives up on the first failed registration
+        # while its siblings run on in executor threads; the operation waits for them
+        # (`drain`) so none writes state or creates a resource after it has returned.
+        self._idle = threading.Condition(self._lock)
+        self._in_flight = 0
         previous = engine.store.state.resources
         self.total = len(previous) or None
+        # Preview shows what deploy will do after settling an interrupted replace: the old
+        # copy of a replacement never recorded as created is the resource again.
+        self.restored = {} if apply else {
+            base: previous[side] for side, base in restorable(previous).items()}
 
     # -- Resolver protocol -------------------------------------------------------------
     def invoke(self, token: str, args: dict) -> dict:
@@ -65,6 +114,10 @@ class _Resolver:
     def resource(self, reg: Registration) -> tuple[str, dict]:
         if reg.is_provider:
             return f"{reg.name}-provider", dict(reg.inputs)
+        with self._lock:
+            if self.apply and self.failure is not None:   # as Pulumi: no new step after one failed
+                raise OperationFailed(f"{reg.urn}: not applied, an earlier step failed")
+            self._in_flight += 1
         try:
             return self._resource(reg)
         except BaseException as exc:
@@ -72,15 +125,25 @@ class _Resolver:
                 if self.failure is None:
                     self.failure = _with_urn(exc, reg.urn)
             raise
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def drain(self, timeout_s: float = 900) -> None:
+        """Wait until no handler call of this pass is running."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._in_flight == 0, timeout_s)
 
     # -- internals ---------------------------------------------------------------------
     def _resource(self, reg: Registration) -> tuple[str, dict]:
         handler = _handler_for(reg.type, reg.urn)
         store = self.engine.store
         norm = normalize(reg.inputs)
-        record = store.state.resources.get(reg.urn)
+        record = self.restored.get(reg.urn) or store.state.resources.get(reg.urn)
+        rebuilt = self.rebuilt.get(reg.urn)
         if record is None or record.status != "created":
-            op, changed = "create", []
+            op, changed = ("replace", list(rebuilt.diffs)) if rebuilt else ("create", [])
         else:
             # ignore_changes: as Pulumi, the stored value stands for those inputs
             changed = [k for k in changed_keys(record.inputs, norm)
@@ -89,8 +152,10 @@ class _Resolver:
         step = Step(reg.urn, reg.type, reg.name, op, changed)
         with self._lock:
             self.steps.append(step)
+            if op == "replace" and record is not None and handler.collides(record.inputs, norm):
+                self.colliding.add(reg.urn)
         if not self.apply:
-            if op == "create":
+            if op in ("create", "replace"):   # a replaced resource's outputs are new ones
                 return self.placeholder.resource(reg)
             return record.id, _known_outputs(record, reg.inputs, norm)
         if op == "same":
@@ -122,10 +187,17 @@ class _Resolver:
             # An in-place update can give the resource a new id (ReplaceRouteTableAssociation).
             id_ = outputs.get("id") or record.id
         else:
-            if op == "replace":
-                self.engine.delete_record(record)
-            store.put(ResourceRecord(reg.urn, reg.type, reg.name, None, norm, {},
-                                     reg.dependencies, reg.parent, status="pending-create"))
+            put = [ResourceRecord(reg.urn, reg.type, reg.name, None, norm, {},
+                                  reg.dependencies, reg.parent, status="pending-create")]
+            if op == "replace" and reg.urn not in self.rebuilt:
+                if reg.urn in self.colliding:   # not foreseen by the preview: delete first
+                    self.engine.delete_record(record)
+                else:                           # create before delete: the old one aside
+                    side = self.engine.side_key(reg.urn)
+                    put.append(dataclasses.replace(record, urn=side))
+                    with self._lock:
+                        self.superseded.append(side)
+            store.change(put=put)
             id_, outputs = handler.create(ctx, inputs)
         with self._lock:
             self.notes.extend(n for n in ctx.notes if n not in self.notes)
@@ -278,7 +350,8 @@ class SandboxEngine(Engine):
         self._check_emulator(writing=False)
         resolver = _Resolver(self, apply=False)
         syn = self._synthesize(resolver, preview=True)
-        steps = resolver.steps + self._removed_steps(syn)
+        steps = resolver.steps + self._removed_steps(syn, skip=restorable(
+            self.store.state.resources))
         return Plan(self.stack, TARGET, _ordered(steps, syn), operation="preview")
 
     def _up(self, progress: ProgressCallback | None, *, confirm: str | None,
@@ -298,15 +371,19 @@ class SandboxEngine(Engine):
             resolver = _Resolver(self, apply=True, progress=progress,
                                  confirmed=confirm == self.stack, plan=plan)
             try:
+                self._delete_before_replace(resolver)
                 syn = self._synthesize(resolver, preview=False)
-                removed = self._removed_steps(syn)
+                removed = self._removed_steps(syn, skip=resolver.superseded)
                 for step in removed:
                     resolver.check_planned(step)
                 if removed and not resolver.confirmed:
                     raise ProtectedStack(self.stack, "this deploy would delete " + ", ".join(
                         s.name for s in removed), None)
-                self._delete_in_order([self.store.state.resources[s.urn] for s in removed],
-                                      resolver)
+                records = self.store.state.resources
+                self._delete_in_order(
+                    [records[s.urn] for s in removed]
+                    + [records[u] for u in resolver.superseded if u in records],
+                    resolver, quiet=set(resolver.superseded))
             except TapError:
                 self.store.append_history(HistoryEntry.from_plan(
                     Plan(self.stack, TARGET, resolver.steps), "deploy", "failed", started))
@@ -398,6 +475,7 @@ class SandboxEngine(Engine):
     # -- helpers -----------------------------------------------------------------------
     def _synthesize(self, resolver: _Resolver, preview: bool):
         syn = synthesize(self.settings, resolver, preview=preview, program=self.program)
+        resolver.drain()
         if resolver.failure is not None:
             raise resolver.failure
         if syn.error is not None:
@@ -407,16 +485,63 @@ class SandboxEngine(Engine):
                                   f"{syn.error}")
         return syn
 
-    def _removed_steps(self, syn) -> list[Step]:
+    def _removed_steps(self, syn, skip=()) -> list[Step]:
+        """Recorded resources the program no longer declares, and old copies an earlier,
+        interrupted replace left to delete (side keys; `skip`: this deploy's own)."""
         declared = {r.urn for r in syn.registrations}
         return [Step(r.urn, r.type, r.name, "delete")
-                for r in self.store.state.resources.values() if r.urn not in declared]
+                for r in self.store.state.resources.values()
+                if r.urn not in declared and r.urn not in skip]
+
+    def side_key(self, urn: str) -> str:
+        """A free key for a replaced resource's old record."""
+        state, n, key = self.store.state.resources, 1, urn + REPLACED
+        while key in state:
+            n += 1
+            key = f"{urn}{REPLACED}.{n}"
+        return key
+
+    def _delete_before_replace(self, resolver: _Resolver) -> None:
+        """Replacements that keep a physical name cannot be created beside the resource they
+        replace (Pulumi's deleteBeforeReplace): a preview pass finds them; they, and every
+        dependent the plan replaces with them, are deleted now in reverse dependency order
+        (state written after each), and the deploy's pass creates them as `replace` steps.
+        Refused before anything is deleted if the stack is protected and unconfirmed, or a
+        reviewed plan says otherwise."""
+        state = self.store.state.resources
+        if not state:
+            return
+        planned = _Resolver(self, apply=False)
+        syn = self._synthesize(planned, preview=True)
+        if not planned.colliding:
+            return
+        replaces = {s.urn: s for s in planned.steps if s.op == "replace"}
+        dependents: dict[str, set[str]] = {}
+        for urn, deps in [(r.urn, r.dependencies) for r in state.values()] + [
+                (r.urn, r.dependencies) for r in syn.registrations]:
+            for dep in deps:
+                dependents.setdefault(dep, set()).add(urn)
+        doomed: set[str] = set()
+        todo = sorted(planned.colliding)
+        while todo:
+            urn = todo.pop()
+            if urn not in doomed:
+                doomed.add(urn)
+                todo.extend(d for d in dependents.get(urn, ()) if d in replaces)
+        for urn in sorted(doomed):
+            resolver.check_planned(replaces[urn])
+            if not resolver.confirmed:
+                raise ProtectedStack(self.stack, f"this deploy would replace {replaces[urn].name}",
+                                     None)
+        self._delete_in_order([state[u] for u in doomed], resolver, quiet=doomed)
+        resolver.rebuilt = {u: replaces[u] for u in doomed}
 
     def _recover_pending(self) -> None:
         """Settle steps an earlier operation left in flight. A create that was never recorded
         may have happened: find the resource by its name or tag and delete it, so the deploy
         recreates it cleanly (no orphans). A delete that did not finish: keep the resource if
-        it is still there, forget it if it is gone."""
+        it is still there, forget it if it is gone. A replacement whose create never got
+        recorded leaves its old resource the resource again (its side key moves back)."""
         for rec in list(self.store.state.resources.values()):
             if rec.status == "pending-create":
                 self._recover_pending_one(rec)
@@ -426,6 +551,9 @@ class SandboxEngine(Engine):
                 else:
                     rec.status = "created"
                     self.store.put(rec)
+        for side, base in restorable(self.store.state.resources).items():
+            self.store.change(put=[dataclasses.replace(self.store.state.resources[side],
+                                                       urn=base)], drop=[side])
 
     def delete_record(self, rec: ResourceRecord) -> None:
         rec.status = "pending-delete"
@@ -440,18 +568,24 @@ class SandboxEngine(Engine):
             raise
         self.store.drop(rec.urn)
 
-    def _delete_in_order(self, records: list[ResourceRecord], resolver: _Resolver) -> None:
-        """Reverse dependency order: a resource goes only after everything that uses it."""
+    def _delete_in_order(self, records: list[ResourceRecord], resolver: _Resolver,
+                         quiet: set[str] = frozenset()) -> None:
+        """Reverse dependency order: a resource goes only after everything that uses it (a
+        side key's old copy after everything that used its resource). `quiet` records are
+        part of a replace step, not delete steps of their own."""
         remaining = {r.urn: r for r in records}
-        resolver.total = len(remaining)
+        if set(remaining) - set(quiet):
+            resolver.total = len(set(remaining) - set(quiet))
         while remaining:
             used = {d for r in remaining.values() for d in r.dependencies}
-            ready = [r for urn, r in remaining.items() if urn not in used] or \
+            ready = [r for urn, r in remaining.items() if base_urn(urn) not in used] or \
                 list(remaining.values())[:1]
             for rec in ready:
                 step = Step(rec.urn, rec.type, rec.name, "delete")
-                resolver.steps.append(step)
-                resolver._event(step, "start")
+                shown = rec.urn not in quiet
+                if shown:
+                    resolver.steps.append(step)
+                    resolver._event(step, "start")
                 try:
                     if rec.status == "created":
                         self.delete_record(rec)
@@ -460,16 +594,27 @@ class SandboxEngine(Engine):
                 except TapError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - reported with the resource
-                    resolver._event(step, "failed", str(exc))
+                    if shown:
+                        resolver._event(step, "failed", str(exc))
                     raise OperationFailed(f"deleting {rec.urn} failed: {exc}") from None
-                resolver._event(step, "done")
+                if shown:
+                    resolver._event(step, "done")
                 del remaining[rec.urn]
 
     def _recover_pending_one(self, rec: ResourceRecord) -> None:
+        """Delete what a record in flight may have left live. Found by name or tag, never a
+        resource state holds under another key (a replaced resource's old copy carries the
+        same URN tag and may keep the name): that one is accounted for, so it stays."""
         handler = _handler_for(rec.type, rec.urn)
         ctx = self.context(rec.urn, rec.name)
         inputs = normalize_reveal(rec.inputs)
-        found = rec.id or handler.find(ctx, inputs)
+        if rec.id:
+            found = rec.id
+        else:
+            known = frozenset(r.id for r in self.store.state.resources.values()
+                              if r.type == rec.type and r.urn != rec.urn and r.id)
+            found = handler.find(ctx, inputs, known)
+            found = None if found in known else found
         if found:
             handler.delete(ctx, found, inputs, normalize_reveal(rec.outputs))
         self.store.drop(rec.urn)

@@ -238,6 +238,16 @@ class StateStore:
             self.state.resources.pop(urn, None)
         self.save()
 
+    def change(self, put: list[ResourceRecord] = (), drop: list[str] = ()) -> None:
+        """Several records in one write: a killed process leaves all of it or none (a
+        replacement's old record moves aside in the same write that marks the new one)."""
+        with self._lock:
+            for urn in drop:
+                self.state.resources.pop(urn, None)
+            for record in put:
+                self.state.resources[record.urn] = record
+        self.save()
+
     def append_history(self, entry: HistoryEntry) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         line = json.dumps(asdict(entry)) + "\n"

@@ -5,13 +5,17 @@ A handler maps one Pulumi resource type onto the emulator's API:
     read(ctx, id, inputs) -> live outputs, or None when the resource is gone
     modify(ctx, id, old_outputs, new_inputs, changed) -> outputs it learned  (the `applies` set)
     delete(ctx, id, inputs, outputs)
-    find(ctx, inputs) -> id or None     adopt a resource a killed deploy created but never recorded
+    find(ctx, inputs, exclude) -> id or None   a resource a killed deploy created but never
+                                        recorded (never one of `exclude`, the ids state holds)
 Whether a change updates in place or replaces comes from replacements.json, generated from
 terraform-provider-aws by scripts/gen_replacements.py (ForceNew / RequiresReplace -> replace), as
 the real provider decides. `update` is the same for every type: tags through the service's
 tagging API (`tagger`), state-only inputs recorded, the rest handed to `modify`; it returns the
 complete outputs, so an update never drops what create recorded (an `arn`).
 A type whose id is a physical name from its inputs sets `id_input` and gets `find` for free.
+`unique` names the inputs no two live resources of the type may share (a physical name): a
+replacement that keeps them all cannot exist beside the old resource, so it is replaced
+delete-before-replace (engine); any other replacement is created before the old one is deleted.
 Adding a type = one small subclass with `type` set, registered with @handler, plus its entry in
 RESOURCES of the generator.
 """
@@ -80,6 +84,9 @@ class Handler:
     tagger: ClassVar[str | None] = None
     # The input holding the physical name that is also the resource's id, if there is one.
     id_input: ClassVar[str | None] = None
+    # Inputs that together name the resource physically (see the module docstring); None: the
+    # id input, else `name` when the resource has one.
+    unique: ClassVar[tuple[str, ...] | None] = None
 
     def create(self, ctx: Context, inputs: dict) -> tuple[str, dict]:
         raise NotImplementedError
@@ -111,11 +118,19 @@ class Handler:
     def delete(self, ctx: Context, id_: str, inputs: dict, outputs: dict) -> None:
         raise NotImplementedError
 
-    def find(self, ctx: Context, inputs: dict) -> str | None:
+    def find(self, ctx: Context, inputs: dict, exclude: frozenset = frozenset()) -> str | None:
         if self.id_input is None:
             return None
         name = inputs[self.id_input]
-        return name if self.read(ctx, name, inputs) is not None else None
+        return name if name not in exclude and self.read(ctx, name, inputs) is not None \
+            else None
+
+    def collides(self, old: dict, new: dict) -> bool:
+        """Would a replacement with inputs `new` clash with the live resource made from `old`
+        (same physical name)? Then it must be deleted before its replacement is created."""
+        keys = self.unique if self.unique is not None else (
+            (self.id_input,) if self.id_input else ("name",) if "name" in old else ())
+        return bool(keys) and all(old.get(k) == new.get(k) for k in keys)
 
     def rules(self) -> dict:
         try:

@@ -6,8 +6,10 @@ from ....naming import short_hash
 from .base import Handler, by_urn_filter, handler, ignore_missing, tag_spec
 
 
-def _first(items: list, key: str) -> str | None:
-    return items[0][key] if items else None
+def _first(items: list, key: str, exclude: frozenset = frozenset()) -> str | None:
+    """The first item's id that state does not already hold (a replaced resource's old copy
+    carries the same URN tag as its replacement)."""
+    return next((i[key] for i in items if i[key] not in exclude), None)
 
 
 @handler
@@ -47,8 +49,9 @@ class Vpc(Handler):
     def delete(self, ctx, id_, inputs, outputs):
         ignore_missing(ctx.client("ec2").delete_vpc, VpcId=id_)
 
-    def find(self, ctx, inputs):
-        return _first(ctx.client("ec2").describe_vpcs(Filters=by_urn_filter(ctx))["Vpcs"], "VpcId")
+    def find(self, ctx, inputs, exclude=frozenset()):
+        return _first(ctx.client("ec2").describe_vpcs(Filters=by_urn_filter(ctx))["Vpcs"],
+                      "VpcId", exclude)
 
 
 @handler
@@ -85,15 +88,16 @@ class InternetGateway(Handler):
             Filters=[{"Name": "internet-gateway-id", "Values": [id_]}])["InternetGateways"]
         return {"vpcId": found[0]["Attachments"][0]["VpcId"]} if found else None
 
-    def find(self, ctx, inputs):
+    def find(self, ctx, inputs, exclude=frozenset()):
         return _first(ctx.client("ec2").describe_internet_gateways(
-            Filters=by_urn_filter(ctx))["InternetGateways"], "InternetGatewayId")
+            Filters=by_urn_filter(ctx))["InternetGateways"], "InternetGatewayId", exclude)
 
 
 @handler
 class Subnet(Handler):
     type = "aws:ec2/subnet:Subnet"
     applies = frozenset({"mapPublicIpOnLaunch"})
+    unique = ("vpcId", "cidrBlock")   # a CIDR is taken once per VPC
     tagger = "ec2"
 
     def create(self, ctx, inputs):
@@ -121,9 +125,9 @@ class Subnet(Handler):
     def delete(self, ctx, id_, inputs, outputs):
         ignore_missing(ctx.client("ec2").delete_subnet, SubnetId=id_)
 
-    def find(self, ctx, inputs):
+    def find(self, ctx, inputs, exclude=frozenset()):
         return _first(ctx.client("ec2").describe_subnets(Filters=by_urn_filter(ctx))["Subnets"],
-                      "SubnetId")
+                      "SubnetId", exclude)
 
 
 @handler
@@ -145,14 +149,15 @@ class RouteTable(Handler):
     def delete(self, ctx, id_, inputs, outputs):
         ignore_missing(ctx.client("ec2").delete_route_table, RouteTableId=id_)
 
-    def find(self, ctx, inputs):
+    def find(self, ctx, inputs, exclude=frozenset()):
         return _first(ctx.client("ec2").describe_route_tables(
-            Filters=by_urn_filter(ctx))["RouteTables"], "RouteTableId")
+            Filters=by_urn_filter(ctx))["RouteTables"], "RouteTableId", exclude)
 
 
 @handler
 class Route(Handler):
     type = "aws:ec2/route:Route"
+    unique = ("routeTableId", "destinationCidrBlock")
     applies = frozenset({"natGatewayId", "gatewayId"})
 
     @staticmethod
@@ -189,13 +194,14 @@ class Route(Handler):
         ignore_missing(ctx.client("ec2").delete_route, RouteTableId=inputs["routeTableId"],
                        DestinationCidrBlock=inputs["destinationCidrBlock"])
 
-    def find(self, ctx, inputs):
+    def find(self, ctx, inputs, exclude=frozenset()):
         return "adopted" if self.read(ctx, "", inputs) else None
 
 
 @handler
 class RouteTableAssociation(Handler):
     type = "aws:ec2/routeTableAssociation:RouteTableAssociation"
+    unique = ("subnetId",)            # a subnet has one route table
     applies = frozenset({"routeTableId"})
 
     def modify(self, ctx, id_, old, new, changed):
@@ -218,7 +224,7 @@ class RouteTableAssociation(Handler):
     def delete(self, ctx, id_, inputs, outputs):
         ignore_missing(ctx.client("ec2").disassociate_route_table, AssociationId=id_)
 
-    def find(self, ctx, inputs):
+    def find(self, ctx, inputs, exclude=frozenset()):
         found = ctx.client("ec2").describe_route_tables(
             Filters=[{"Name": "route-table-id", "Values": [inputs["routeTableId"]]}])["RouteTables"]
         for assoc in (found[0].get("Associations", []) if found else []):
@@ -249,14 +255,15 @@ class Eip(Handler):
         ignore_missing(ctx.client("ec2").release_address, AllocationId=id_,
                        codes=("InvalidAllocationID.NotFound",))
 
-    def find(self, ctx, inputs):
-        return _first(ctx.client("ec2").describe_addresses(Filters=by_urn_filter(ctx))["Addresses"],
-                      "AllocationId")
+    def find(self, ctx, inputs, exclude=frozenset()):
+        return _first(ctx.client("ec2").describe_addresses(
+            Filters=by_urn_filter(ctx))["Addresses"], "AllocationId", exclude)
 
 
 @handler
 class NatGateway(Handler):
     type = "aws:ec2/natGateway:NatGateway"
+    unique = ("allocationId",)        # an Elastic IP serves one gateway at a time
     tagger = "ec2"
 
     def create(self, ctx, inputs):
@@ -283,15 +290,16 @@ class NatGateway(Handler):
                 ignore_missing(ec2.disassociate_address, AssociationId=addr["AssociationId"],
                                codes=("InvalidAssociationID.NotFound",))
 
-    def find(self, ctx, inputs):
+    def find(self, ctx, inputs, exclude=frozenset()):
         found = [n for n in ctx.client("ec2").describe_nat_gateways(
             Filters=by_urn_filter(ctx))["NatGateways"] if n["State"] != "deleted"]
-        return _first(found, "NatGatewayId")
+        return _first(found, "NatGatewayId", exclude)
 
 
 @handler
 class SecurityGroup(Handler):
     type = "aws:ec2/securityGroup:SecurityGroup"
+    unique = ("name", "vpcId")        # group names are unique within a VPC
     tagger = "ec2"
 
     def create(self, ctx, inputs):
@@ -314,10 +322,11 @@ class SecurityGroup(Handler):
     def delete(self, ctx, id_, inputs, outputs):
         ignore_missing(ctx.client("ec2").delete_security_group, GroupId=id_)
 
-    def find(self, ctx, inputs):
+    def find(self, ctx, inputs, exclude=frozenset()):
         return _first(ctx.client("ec2").describe_security_groups(
             Filters=[{"Name": "group-name", "Values": [inputs["name"]]},
-                     {"Name": "vpc-id", "Values": [inputs["vpcId"]]}])["SecurityGroups"], "GroupId")
+                     {"Name": "vpc-id", "Values": [inputs["vpcId"]]}])["SecurityGroups"],
+            "GroupId", exclude)
 
 
 def _peers(perm: dict) -> set[str]:
@@ -332,6 +341,9 @@ class _SecurityGroupRule(Handler):
     applies = frozenset({"cidrIpv4", "cidrIpv6", "description", "fromPort", "toPort",
                          "ipProtocol", "prefixListId", "referencedSecurityGroupId"})
     tagger = "ec2"
+    # The same permission twice in one group is InvalidPermission.Duplicate.
+    unique = ("securityGroupId", "ipProtocol", "fromPort", "toPort", "cidrIpv4", "cidrIpv6",
+              "prefixListId", "referencedSecurityGroupId")
 
     def modify(self, ctx, id_, old, new, changed):
         """ModifySecurityGroupRules on the rule's id, as the provider's update does."""
@@ -373,7 +385,7 @@ class _SecurityGroupRule(Handler):
                 return dict(inputs)
         return None
 
-    def find(self, ctx, inputs):
+    def find(self, ctx, inputs, exclude=frozenset()):
         return "adopted" if self.read(ctx, "", inputs) else None  # delete revokes by inputs
 
 
@@ -392,6 +404,7 @@ class SecurityGroupEgressRule(_SecurityGroupRule):
 @handler
 class FlowLog(Handler):
     type = "aws:ec2/flowLog:FlowLog"
+    unique = ("vpcId", "logDestination", "trafficType")   # else FlowLogAlreadyExists
     tagger = "ec2"
 
     def create(self, ctx, inputs):
@@ -416,6 +429,7 @@ class FlowLog(Handler):
     def delete(self, ctx, id_, inputs, outputs):
         ignore_missing(ctx.client("ec2").delete_flow_logs, FlowLogIds=[id_])
 
-    def find(self, ctx, inputs):
+    def find(self, ctx, inputs, exclude=frozenset()):
         return _first(ctx.client("ec2").describe_flow_logs(
-            Filters=[{"Name": "resource-id", "Values": [inputs["vpcId"]]}])["FlowLogs"], "FlowLogId")
+            Filters=[{"Name": "resource-id", "Values": [inputs["vpcId"]]}])["FlowLogs"],
+            "FlowLogId", exclude)

@@ -56,6 +56,7 @@ class Role(Handler):
 @handler
 class RolePolicy(Handler):
     type = "aws:iam/rolePolicy:RolePolicy"
+    unique = ("role", "name")         # PutRolePolicy would overwrite, delete would remove it
     applies = frozenset({"policy"})
 
     def create(self, ctx, inputs):
@@ -79,6 +80,6 @@ class RolePolicy(Handler):
         role, _, name = id_.partition(":")
         ignore_missing(ctx.client("iam").delete_role_policy, RoleName=role, PolicyName=name)
 
-    def find(self, ctx, inputs):
+    def find(self, ctx, inputs, exclude=frozenset()):
         pid = f"{inputs['role']}:{inputs.get('name') or ctx.name}"
         return pid if self.read(ctx, pid, inputs) else None

@@ -44,11 +44,11 @@ class Key(Handler):
                        PendingWindowInDays=int(inputs.get("deletionWindowInDays") or 7),
                        codes=("KMSInvalidStateException",))
 
-    def find(self, ctx, inputs):
+    def find(self, ctx, inputs, exclude=frozenset()):
         kms = ctx.client("kms")
         for key in kms.list_keys()["Keys"]:
             tags = kms.list_resource_tags(KeyId=key["KeyId"]).get("Tags", [])
-            if {"TagKey": URN_TAG, "TagValue": ctx.urn} in tags:
+            if {"TagKey": URN_TAG, "TagValue": ctx.urn} in tags and key["KeyId"] not in exclude:
                 return key["KeyId"]
         return None
 

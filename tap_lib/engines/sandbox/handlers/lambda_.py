@@ -80,6 +80,7 @@ class Function(Handler):
 @handler
 class Permission(Handler):
     type = "aws:lambda/permission:Permission"
+    unique = ("function", "statementId")
 
     def create(self, ctx, inputs):
         sid = inputs.get("statementId") or ctx.name
@@ -103,6 +104,6 @@ class Permission(Handler):
         ignore_missing(ctx.client("lambda").remove_permission, FunctionName=inputs["function"],
                        StatementId=id_, codes=("ResourceNotFoundException",))
 
-    def find(self, ctx, inputs):
+    def find(self, ctx, inputs, exclude=frozenset()):
         sid = inputs.get("statementId") or ctx.name
         return sid if self.read(ctx, sid, inputs) else None

@@ -64,6 +64,7 @@ class _BucketConfig(Handler):
                          "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets",
                          "mfa", "transitionDefaultMinimumObjectSize"})
     state_only = frozenset({"skipDestroy"})
+    unique = ("bucket",)              # one configuration per bucket: put overwrites
 
     def put(self, s3, bucket: str, inputs: dict) -> None:
         raise NotImplementedError

@@ -44,7 +44,7 @@ class Secret(Handler):
         ignore_missing(ctx.client("secretsmanager").delete_secret, SecretId=id_,
                        ForceDeleteWithoutRecovery=True, codes=("ResourceNotFoundException",))
 
-    def find(self, ctx, inputs):
+    def find(self, ctx, inputs, exclude=frozenset()):
         meta = _describe(ctx, inputs["name"])
         return meta["ARN"] if meta else None
 
@@ -52,6 +52,7 @@ class Secret(Handler):
 @handler
 class SecretVersion(Handler):
     type = "aws:secretsmanager/secretVersion:SecretVersion"
+    unique = ()                       # a new version beside the old one, as AWS keeps both
 
     def create(self, ctx, inputs):
         out = ctx.client("secretsmanager").put_secret_value(
@@ -72,6 +73,7 @@ class SecretVersion(Handler):
 @handler
 class SecretRotation(Handler):
     type = "aws:secretsmanager/secretRotation:SecretRotation"
+    unique = ("secretId",)            # one schedule per secret: deleting the old cancels it
     applies = frozenset({"rotationRules", "rotationLambdaArn"})
     state_only = frozenset({"rotateImmediately"})
 
@@ -110,5 +112,5 @@ class SecretRotation(Handler):
         ignore_missing(ctx.client("secretsmanager").cancel_rotate_secret, SecretId=id_,
                        codes=("ResourceNotFoundException",))
 
-    def find(self, ctx, inputs):
+    def find(self, ctx, inputs, exclude=frozenset()):
         return inputs["secretId"] if self.read(ctx, inputs["secretId"], inputs) else None
