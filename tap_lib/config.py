@@ -341,7 +341,7 @@ def _check_retention(v: int) -> int:
 
 def available_environments(directory: Path | None = None) -> list[str]:
     directory = directory or project.params_dir()
-    return sorted(p.stem for p in directory.glob("*.yaml"))
+    return sorted(p.stem for p in directory.glob("*.yaml") if p.name != project.FLEET_FILE)
 
 
 def parse_override(text: str, source: str | None = None) -> tuple[str, Any]:
@@ -394,7 +394,7 @@ def load_settings(env: str, overrides: list[str] | tuple[str, ...] = (),
         raise ConfigError("not a valid environment name", field="--env", value=shown(env),
                           allowed=", ".join(available_environments(directory)) or "none found")
     path = directory / f"{env}.yaml"
-    if not path.is_file():
+    if not path.is_file() or path.name == project.FLEET_FILE:
         raise ConfigError("no such environment file", file=str(path), field="--env", value=env,
                           allowed=", ".join(available_environments(directory)) or "none found")
     data = read_settings_file(path)

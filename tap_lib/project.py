@@ -26,6 +26,9 @@ def params_dir() -> Path:
     return project_dir() / "params"
 
 
+FLEET_FILE = "fleet.yaml"   # params/fleet.yaml lists a fleet of stacks; it is no environment
+
+
 def notebooks_dir() -> Path:
     return project_dir() / "notebooks"
 

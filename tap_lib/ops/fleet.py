@@ -24,10 +24,9 @@ import pandas as pd
 
 from ..config import Settings, load_settings, read_settings_file
 from ..errors import ChecksFailed, ConfigError, TapError, UsageError
-from ..project import params_dir
+from ..project import FLEET_FILE, params_dir
 
 OPERATIONS = ("verify", "preview", "inspect")
-FLEET_FILE = "fleet.yaml"
 STACK_KEYS = ("env", "suffix")
 DEFAULT_WORKERS = 4
 MAX_STACKS = 500

@@ -22,16 +22,17 @@ def synthetic_event(now: datetime | None = None) -> dict:
             "merchant_id": "tap-verify", "metadata": {"source": "tap verify"}}
 
 
-def db_login(clients: Clients, secret_arn: str,
+def db_login(clients: Clients, secret_arn: str, endpoint: tuple[str, int],
              address: Callable[[str, int], tuple[str, int]]) -> tuple[str, str]:
-    """(expected, actual) for logging in with AWSCURRENT at the secret's host and port (as the
-    target routes them: `address`); never shows the password."""
+    """(expected, actual) for logging in with AWSCURRENT's credentials at the cluster's current
+    endpoint (the stack's outputs, as the functions connect; routed as the target does:
+    `address`); never shows the password."""
     try:
         creds = json.loads(clients("secretsmanager").get_secret_value(
             SecretId=secret_arn, VersionStage="AWSCURRENT")["SecretString"])
         if "password" not in creds:
             return "login ok", "no password yet (rotation has not run)"
-        host, port = address(creds["host"], int(creds["port"]))
+        host, port = address(*endpoint)
         conn = pg8000.native.Connection(creds["username"], host=host,
                                         port=port, password=creds["password"],
                                         database=creds["dbname"], timeout=10)

@@ -390,8 +390,10 @@ def live_checks(engine: Engine, settings: Settings, outputs: dict[str, Any], fac
     payment = outputs.get("lambda_function_name")
     out = []
     if engine.login_check():
-        expected, actual = smoke.db_login(clients, outputs.get("db_secret_arn", ""),
-                                          engine.db_address)
+        expected, actual = smoke.db_login(
+            clients, outputs.get("db_secret_arn", ""),
+            (outputs.get("rds_cluster_endpoint", ""), int(outputs.get("rds_cluster_port") or 0)),
+            engine.db_address)
         out.append(check("db.login", "", outputs.get("rds_cluster_id"), expected, actual,
                          ok=actual.startswith(expected)))
     expected, actual = smoke.run_payment(engine.invoke, facts.functions.get(payment) or {})
