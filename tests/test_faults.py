@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import Counter
 from typing import Callable
 
@@ -346,6 +347,38 @@ def test_create_fails_at_every_step(sandbox_home, monkeypatch, report):
         report[name] += 1
         eng.destroy()
         assert_empty(eng, f"{name}: destroy after call {n}")
+
+
+def test_failed_deploy_outlives_none_of_its_calls(sandbox_home, monkeypatch):
+    """The runtime gives up at the first failed registration while sibling registrations go on
+    in executor threads. A recovery deploy started then raced them: an egress rule created
+    behind its back (never in its state) failed its own create with InvalidPermission.Duplicate.
+    A failed deploy returns only when every handler call it started has ended and is recorded."""
+    egress = REGISTRY["aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"]
+    real, running = egress.create, []
+
+    def create(ctx, inputs):
+        if ctx.name.startswith("lambda-to-db"):
+            raise InjectedFault("injected: lambda-to-db refused")
+        running.append(ctx.urn)
+        time.sleep(2)                 # still running when its sibling has failed
+        out = real(ctx, inputs)
+        running.remove(ctx.urn)
+        return out
+
+    _engine().destroy()
+    with monkeypatch.context() as mp:
+        mp.setattr(egress, "create", create)
+        with pytest.raises(TapError, match="injected"):
+            _engine().up()
+        assert running == [], "a handler call outlived the failed deploy"
+    state = _engine().store.state.resources
+    https = [r for r in state.values() if r.name.startswith("lambda-to-https")]
+    assert all(r.status == "created" for r in https)
+    eng = _engine()
+    eng.up()
+    assert_converged(eng, "after a failed create with a call in flight")
+    eng.destroy()
 
 
 def test_destroy_fails_at_every_step(sandbox_home, monkeypatch, report):
