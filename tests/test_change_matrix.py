@@ -60,20 +60,19 @@ NOT_DEPLOYED = {
 
 # Cases that fail because of a known product bug, each naming it. strict: the case turns red
 # the moment the bug is fixed, so the mark is removed with the fix, never left behind.
-REPLACE_WITH_DEPENDENTS = (
-    "sandbox engine: a replace is delete-then-create of that one resource, so replacing a "
-    "resource others depend on fails (DeleteVpc DependencyViolation; DeleteDBCluster with "
-    "instances), and preview keeps the old id for dependents, so their ForceNew inputs "
-    "(vpcId, clusterIdentifier) do not show as replace; Pulumi creates before deleting, or "
-    "with deleteBeforeReplace replaces the dependents too")
+APP_ROLE_AFTER_CLUSTER_REPLACE = (
+    "program: database_name is ForceNew, so the cluster is replaced (delete-before-replace, it "
+    "keeps its identifier) and the new database is empty: the app role the first rotation "
+    "created is gone and no SecretRotation input changes with the cluster, so nothing rotates "
+    "again; db.login and the synthetic payment fail (CredentialsRejected), on AWS too. The "
+    "engine's part passes (tests/test_replace_dependents.py)")
 USERNAME_AT_NEXT_ROTATION = (
     "program: a new db.app_username reaches the rotation function's environment, but the role "
     "and the secret's username change only at the next rotation (payments keep working as the "
     "old user): no SecretRotation input changes with it, so the deploy rotates nothing; the "
     "boto3 observer still reads the old username")
 KNOWN_BUGS: dict[str, str] = {
-    "vpc.cidr": REPLACE_WITH_DEPENDENTS,
-    "db.database_name": REPLACE_WITH_DEPENDENTS,
+    "db.database_name": APP_ROLE_AFTER_CLUSTER_REPLACE,
     "db.app_username": USERNAME_AT_NEXT_ROTATION,
 }
 
