@@ -175,11 +175,10 @@ def cmd_preview(args) -> int:
     from .ops import stack
 
     if args.save_plan:
-        from .engines.registry import check_target
         from .ops import plans
 
-        artifact = Path(args.save_plan + ".pulumi.json") if (
-            check_target(args.target) == "aws") else None
+        # Where a target with plans of its own (Pulumi) keeps one; others write nothing there.
+        artifact = Path(args.save_plan + ".target-plan.json")
         reviewed = plans.make_plan(args.env, args.target, args.set, skip_rules=args.skip_rule,
                                    reason=args.reason, artifact=artifact)
         path = plans.save_plan(reviewed, args.save_plan)
