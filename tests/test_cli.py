@@ -27,6 +27,7 @@ def test_sandbox_status_json(sandbox_home):
 def test_preview_json_shape(sandbox_home):
     out = tap("preview", "--env", "dev", "--set", "suffix=cli", "--json")
     assert out.returncode == 0, out.stderr
+    assert out.stderr == ""  # no stray noise (event loops closed at exit, no warnings)
     plan = json.loads(out.stdout)
     assert plan["stack"] == "TapStackcli"
     assert set(plan["summary"]) == {"create", "update", "replace", "delete", "same"}

@@ -195,6 +195,18 @@ def _run(settings, resolver, preview, program, stack) -> Synthesis:
     loop = asyncio.new_event_loop()
     loop.set_exception_handler(_quiet_unretrieved)
     asyncio.set_event_loop(loop)
+    # The runtime registers resources on executor threads, and each of them gets an event loop
+    # of its own (pulumi.runtime.sync_await). Left open, those loops are collected at exit and
+    # print "Exception ignored in BaseEventLoop.__del__" on stderr: give them loops we close.
+    thread_loops: list[asyncio.AbstractEventLoop] = []
+
+    def own_loop() -> None:
+        thread_loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(thread_loop)
+        thread_loops.append(thread_loop)
+
+    executor = ThreadPoolExecutor(thread_name_prefix="tap-register", initializer=own_loop)
+    loop.set_default_executor(executor)
     try:
         return _run_in_loop(settings, resolver, preview, program, stack)
     finally:
@@ -206,6 +218,9 @@ def _run(settings, resolver, preview, program, stack) -> Synthesis:
         loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         asyncio.set_event_loop(None)
         loop.close()
+        executor.shutdown(wait=True)
+        for thread_loop in thread_loops:
+            thread_loop.close()
 
 
 def _quiet_unretrieved(loop: asyncio.AbstractEventLoop, context: dict) -> None:

@@ -16,6 +16,7 @@ damaged or missing runtime file never orphans it — `stop` finds it through /pr
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import json
@@ -59,6 +60,15 @@ CLIENT_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 2},
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 # Servers spawned by this process, so their exit is reaped (no zombies, no ResourceWarning).
 _children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+@atexit.register
+def _leave_running() -> None:
+    """An emulator outlives the process that started it, on purpose (every notebook kernel
+    shares it): not a leaked child, so Popen must not warn "still running" at exit."""
+    for proc in _children.values():
+        if proc.poll() is None:
+            proc.returncode = 0
 
 
 @dataclass(frozen=True)
