@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
 TRAIL_NAME = "trail.jsonl"
 GENESIS = "0" * 64
-OPERATIONS = ("deploy", "destroy", "refresh", "approve", "record")
+OPERATIONS = ("deploy", "destroy", "refresh", "approve", "record", "verify")
 RESULTS = ("succeeded", "failed", "refused")
 # Set by `tap run` for its kernel: the record the run's mutations belong to.
 RECORD_ENV = "TAP_RECORD"

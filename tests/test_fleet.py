@@ -44,6 +44,11 @@ def test_fleet_verify_matches_single_verify_and_worst_exit(two_stacks, capsys):
     assert set(single.checks["id"]) == set(matrix.columns)
     assert (matrix.loc["TapStackft1"] == "pass").all()
     assert (matrix.loc["TapStackft3"] == "").all()
+    # each verified stack got its own audit entry
+    from tap_lib import trail
+    entries = [e for e in trail.read() if e["operation"] == "verify"][-2:]
+    assert sorted((e["stack"], e["result"], e["summary"]["failed"]) for e in entries) == [
+        ("TapStackft1", "succeeded", 0), ("TapStackft2", "succeeded", 0)]
 
 
 def test_a_failed_control_shows_in_the_matrix_and_exit_1(two_stacks, capsys):

@@ -217,8 +217,13 @@ def _verify_one(ref: StackRef, settings: Settings, target: str, cache: ClientCac
                 ) -> tuple[str, dict[str, int], Any]:
     from .verify import verify
 
+    from .. import trail
+
     report = verify(ref.env, target, ref.overrides, clients=cache.get(target, ref, settings))
     counts = {"passed": report.passed, "failed": report.failed, "aws_calls": report.aws_calls}
+    # A scheduled fleet check is evidence per stack: each gets its own trail entry.
+    trail.append(operation="verify", stack=report.stack, target=target, env_file=settings.source,
+                 result="failed" if report.failed else "succeeded", summary=counts)
     return ("failed" if report.failed else "passed"), counts, report
 
 
