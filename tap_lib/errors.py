@@ -3,8 +3,10 @@
     TapError                      (3)
     ├── ConfigError               (2)  bad environment file, --set override or parameter
     ├── UsageError                (2)  bad command-line use (missing --yes, wrong --confirm)
-    │   └── ProtectedStack        (2)  a protected stack's delete/replace without --confirm
+    │   ├── ProtectedStack        (2)  a protected stack's delete/replace without --confirm
+    │   └── PlanRefused           (2)  a reviewed plan that no longer holds; nothing changed
     ├── ChecksFailed              (1)  the operation ran and found problems
+    │   └── PreflightBlocked      (1)  error-level preflight findings stopped preview/deploy
     ├── TargetUnreachable         (3)  emulator / AWS / pulumi CLI not available
     ├── OperationFailed           (3)  an operation failed part-way
     │   ├── StackLocked           (3)  another operation holds (or is changing) the stack
@@ -12,7 +14,8 @@
     │   ├── PlanMismatch          (3)  a step differs from the reviewed plan: stopped there
     │   ├── OrphanedResources     (3)  no state, but the stack's tagged resources are live
     │   ├── DuplicateUrnError     (3)  the program registered one URN twice
-    │   └── UnsupportedResource   (3)  the sandbox has no handler for a resource type
+    │   ├── UnsupportedResource   (3)  the sandbox has no handler for a resource type
+    │   └── UnknownProperty       (3)  a changed input the replacement table does not know
     └── SandboxStateLost          (3)  the emulator restarted and forgot the stack
 
 Messages never include secret values: callers pass names and ARNs, not payloads.
@@ -136,3 +139,34 @@ class ProtectedStack(UsageError):
                                       f"parameter confirm={stack!r}) if that is intended" +
                               (f"; got {confirm!r}" if confirm else ""))
         self.stack = stack
+
+
+class PreflightBlocked(ChecksFailed):
+    """Error-level preflight findings stopped a preview or deploy; nothing was changed."""
+
+    def __init__(self, stack: str, operation: str, report):
+        super().__init__(f"preflight found {report.errors} error(s); {operation} of {stack} "
+                         f"stopped before anything changed:\n{report.errors_text()}",
+                         hint="fix them (tap preflight shows every finding), or skip a rule on "
+                              "purpose with --skip-rule ID --reason TEXT")
+        self.report = report
+
+
+class PlanRefused(UsageError):
+    """The plan cannot be applied as reviewed; nothing was changed."""
+
+    def __init__(self, source: str, problem: str, hint: str | None = None):
+        super().__init__(f"{source}: {problem}; nothing was changed",
+                         hint=hint or "make a new plan with `tap preview --save-plan FILE` and "
+                                      "have it reviewed")
+
+
+class UnknownProperty(OperationFailed):
+    """A changed input the replacement table does not know: classifying it would be a guess."""
+
+    def __init__(self, type_: str, names: list[str]):
+        super().__init__(f"{type_}: no replacement rule for changed input(s) {', '.join(names)}",
+                         hint="regenerate tap_lib/engines/sandbox/replacements.json with "
+                              "scripts/gen_replacements.py from a terraform-provider-aws checkout "
+                              "that has these attributes")
+        self.type, self.names = type_, names

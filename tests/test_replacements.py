@@ -16,7 +16,8 @@ import pytest
 from tap_lib.config import load_settings
 from tap_lib.engines.sandbox.engine import SandboxEngine
 from tap_lib.engines.sandbox.handlers import REGISTRY
-from tap_lib.engines.sandbox.handlers.base import TAG_PROPS, UnknownProperty, replacement_table
+from tap_lib.engines.sandbox.handlers.base import TAG_PROPS, replacement_table
+from tap_lib.errors import UnknownProperty
 from tap_lib.engines.synth import synthesize
 
 ROOT = Path(__file__).resolve().parents[1]

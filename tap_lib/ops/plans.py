@@ -23,21 +23,12 @@ from typing import Any
 from .. import trail
 from ..engines.base import Engine, Plan, Step
 from ..engines.registry import check_target, open_engine
-from ..errors import UsageError
+from ..errors import PlanRefused
 from . import stack as stack_ops
 
 KIND, VERSION = "tap-plan", 1
 PLAN_MIME = "application/vnd.tap.plan+json"   # how a preview notebook's record carries its plan
 MAX_AGE_ENV, DEFAULT_MAX_AGE_H = "TAP_PLAN_MAX_AGE_HOURS", 24.0
-
-
-class PlanRefused(UsageError):
-    """The plan cannot be applied as reviewed; nothing was changed."""
-
-    def __init__(self, source: str, problem: str, hint: str | None = None):
-        super().__init__(f"{source}: {problem}; nothing was changed",
-                         hint=hint or "make a new plan with `tap preview --save-plan FILE` and "
-                                      "have it reviewed")
 
 
 @dataclass

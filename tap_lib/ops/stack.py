@@ -3,7 +3,8 @@
 Preview and deploy are gated by preflight, as a policy pack gates `pulumi up`: an error-level
 finding stops them before the engine runs (`skip_rules` names deliberate exceptions, with the
 reason, which the result carries). Protection and origin guards live in the engine itself
-(engines/base.Engine), so no path around these functions bypasses them.
+(engines/base.Engine), so no path around these functions bypasses them; protected stacks deploy
+only reviewed plans (ops/plans).
 """
 from __future__ import annotations
 
@@ -14,18 +15,7 @@ from .. import trail
 from ..config import Settings, load_settings
 from ..engines.base import Plan, ProgressCallback, Result
 from ..engines.registry import check_target, open_engine
-from ..errors import ChecksFailed, ProtectedStack, UsageError
-
-
-class PreflightBlocked(ChecksFailed):
-    """Error-level preflight findings stopped a preview or deploy; nothing was changed."""
-
-    def __init__(self, stack: str, operation: str, report):
-        super().__init__(f"preflight found {report.errors} error(s); {operation} of {stack} "
-                         f"stopped before anything changed:\n{report.errors_text()}",
-                         hint="fix them (tap preflight shows every finding), or skip a rule on "
-                              "purpose with --skip-rule ID --reason TEXT")
-        self.report = report
+from ..errors import ChecksFailed, PreflightBlocked, ProtectedStack, UsageError
 
 
 def settings_for(env: str, overrides: tuple[str, ...] | list[str] = ()) -> Settings:

@@ -29,7 +29,7 @@ from typing import Any, Callable, ClassVar
 
 from botocore.exceptions import ClientError
 
-from ....errors import OperationFailed
+from ....errors import UnknownProperty
 
 URN_TAG = "tap:urn"
 TAG_PROPS = frozenset({"tags", "tagsAll"})
@@ -40,17 +40,6 @@ REPLACEMENTS = Path(__file__).resolve().parents[1] / "replacements.json"
 def replacement_table() -> dict:
     """The provider's replace/update rules per type (read once)."""
     return json.loads(REPLACEMENTS.read_text())["types"]
-
-
-class UnknownProperty(OperationFailed):
-    """A changed input the replacement table does not know: classifying it would be a guess."""
-
-    def __init__(self, type_: str, names: list[str]):
-        super().__init__(f"{type_}: no replacement rule for changed input(s) {', '.join(names)}",
-                         hint="regenerate tap_lib/engines/sandbox/replacements.json with "
-                              "scripts/gen_replacements.py from a terraform-provider-aws checkout "
-                              "that has these attributes")
-        self.type, self.names = type_, names
 
 
 @dataclass
