@@ -22,12 +22,16 @@ class SubnetGroup(Handler):
         return inputs["name"], {**inputs, "id": inputs["name"], "arn": group["DBSubnetGroupArn"]}
 
     def modify(self, ctx, id_, old, new, changed):
-        rds = ctx.client("rds")
-        rds.modify_db_subnet_group(
+        # moto 5.2's ModifyDBSubnetGroup pops the group out of its registry and never puts it
+        # back (AWS keeps it), and answers HTTP 500 when the group is already gone. So: a group
+        # an earlier modify lost is created as AWS would have it; otherwise modify, and put the
+        # modified group back as AWS has it.
+        if self.read(ctx, id_, new) is None:
+            self.create(ctx, new)
+            return
+        ctx.client("rds").modify_db_subnet_group(
             DBSubnetGroupName=id_, SubnetIds=new["subnetIds"],
             DBSubnetGroupDescription=new.get("description") or "Managed by tap")
-        # moto 5.2's ModifyDBSubnetGroup pops the group out of its registry and never puts it
-        # back (AWS keeps it): put the modified group back as AWS has it.
         if self.read(ctx, id_, new) is None:
             self.create(ctx, new)
 
