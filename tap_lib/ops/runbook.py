@@ -472,10 +472,5 @@ def _summary(nb: NotebookNode) -> dict[str, Any]:
     return {}
 
 
-def _git_commit() -> str:
-    """The project's commit (trail.git_state has the dirty flag too)."""
-    return trail.git_state()[0]
-
-
 def _utc() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
