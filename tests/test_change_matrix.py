@@ -29,7 +29,7 @@ import pytest
 from pydantic import BaseModel
 
 from tap_lib.config import LOG_RETENTION_DAYS, Settings, load_settings
-from tap_lib.engines.sandbox.engine import SandboxEngine
+from tap_lib.engines.sandbox.engine import REPLACEMENT_TRIGGER, SandboxEngine
 from tap_lib.engines.sandbox.handlers.base import replacement_table
 from tap_lib.errors import ConfigError
 
@@ -60,21 +60,15 @@ NOT_DEPLOYED = {
 
 # Cases that fail because of a known product bug, each naming it. strict: the case turns red
 # the moment the bug is fixed, so the mark is removed with the fix, never left behind.
-APP_ROLE_AFTER_CLUSTER_REPLACE = (
-    "program: database_name is ForceNew, so the cluster is replaced (delete-before-replace, it "
-    "keeps its identifier) and the new database is empty: the app role the first rotation "
-    "created is gone and no SecretRotation input changes with the cluster, so nothing rotates "
-    "again; db.login and the synthetic payment fail (CredentialsRejected), on AWS too. The "
-    "engine's part passes (tests/test_replace_dependents.py)")
-USERNAME_AT_NEXT_ROTATION = (
-    "program: a new db.app_username reaches the rotation function's environment, but the role "
-    "and the secret's username change only at the next rotation (payments keep working as the "
-    "old user): no SecretRotation input changes with it, so the deploy rotates nothing; the "
-    "boto3 observer still reads the old username")
-KNOWN_BUGS: dict[str, str] = {
-    "db.database_name": APP_ROLE_AFTER_CLUSTER_REPLACE,
-    "db.app_username": USERNAME_AT_NEXT_ROTATION,
-}
+KNOWN_BUGS: dict[str, str] = {}
+
+# Settings that change what the application secret's rotation established in the database (its
+# role, in that database, under that name): the program's replacement_trigger replaces the
+# rotation schedule, which rotates on creation. So does any replacement of the cluster (a new,
+# empty database). Any other change must leave the schedule alone: a rotation is not free.
+ROTATES = {"db.database_name", "db.app_username"}
+ROTATION = "aws:secretsmanager/secretRotation:SecretRotation"
+CLUSTER = "aws:rds/cluster:Cluster"
 
 
 # --------------------------------------------------------------------------- the settings model
@@ -332,13 +326,24 @@ def engine(*overrides: str) -> SandboxEngine:
 
 
 def expected_op(type_: str, diffs: list[str]) -> str:
-    """What the provider does with these changed inputs, from the table (not from classify)."""
+    """What the provider does with these changed inputs, from the table (not from classify);
+    a replacement_trigger that changed replaces whatever the inputs (Pulumi's option)."""
     rules = replacement_table()[type_]
     replacing = {*rules["force_new"], *rules["force_new_conditional"],
                  *rules["force_new_nested"]}
-    unknown = [d for d in diffs if d not in replacing and d not in rules["updatable"]]
+    inputs = [d for d in diffs if d != REPLACEMENT_TRIGGER]
+    unknown = [d for d in inputs if d not in replacing and d not in rules["updatable"]]
     assert not unknown, f"{type_}: {unknown} not in the replacement table"
-    return "replace" if replacing & set(diffs) else "update"
+    return "replace" if REPLACEMENT_TRIGGER in diffs or replacing & set(inputs) else "update"
+
+
+def check_rotation(key: str, steps) -> None:
+    """The schedule is replaced (so rotates again) exactly when the case changes what the
+    rotation established: a setting of ROTATES, or a new cluster."""
+    replaced = {s.type for s in steps if s.op == "replace"}
+    expected = key in ROTATES or CLUSTER in replaced
+    assert (ROTATION in replaced) == expected, \
+        f"{key}: rotation schedule {'not ' if expected else ''}replaced: {sorted(replaced)}"
 
 
 def check_classification(steps) -> None:
@@ -392,6 +397,7 @@ def run_case(case: Case, *, verify_change: bool = True) -> Case:
     try:
         plan, eng = apply_and_check(case.overrides, case.timings, "change")
         assert _ops(plan.steps), f"changing {case.key} changed nothing"
+        check_rotation(case.key, plan.steps)
         c, out, s = eng.clients(), eng.outputs(), eng.settings
         if verify_change:
             t = time.perf_counter()
@@ -404,6 +410,7 @@ def run_case(case: Case, *, verify_change: bool = True) -> Case:
         assert live == expected, f"{case.key}: boto3 shows {live!r}, declared {expected!r}"
         revert_plan, back = apply_and_check([], case.timings, "revert")
         reverted = True
+        check_rotation(case.key, revert_plan.steps)
         expected, live = OBSERVERS[case.key](c, back.outputs(), back.settings)
         assert live == expected, f"{case.key} after revert: boto3 shows {live!r}"
     finally:
@@ -426,7 +433,7 @@ def test_every_setting_has_a_case():
     assert missing == [], f"no case generator for {missing}: extend new_overrides/TEXT"
     unobserved = [k for k, c in generated.items() if c.deploys and k not in OBSERVERS]
     assert unobserved == [], f"no boto3 observer for {unobserved}: add one to OBSERVERS"
-    stale = [k for k in [*EXCLUDED, *OBSERVERS, *TEXT, *KNOWN_BUGS] if k not in keys]
+    stale = [k for k in [*EXCLUDED, *OBSERVERS, *TEXT, *KNOWN_BUGS, *ROTATES] if k not in keys]
     stale += [p for p in NOT_DEPLOYED if not any(k == p or k.startswith(p) for k in keys)]
     assert stale == [], f"entries for settings that no longer exist: {stale}"
     assert all(len(why) > 20 for why in [*EXCLUDED.values(), *NOT_DEPLOYED.values()])

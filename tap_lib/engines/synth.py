@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 import pulumi
+from google.protobuf import json_format
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
 from pulumi.runtime import settings as pulumi_settings
@@ -48,6 +49,12 @@ class Registration:
     provider: str = ""
     # Inputs whose changes the engine must not act on (ResourceOptions.ignore_changes), camelCase
     ignore_changes: list[str] = field(default_factory=list)
+    # The other replacement options, as the engine receives them: delete_before_replace (None:
+    # not set, the provider decides), replace_on_changes (input paths, "*" for any) and
+    # replacement_trigger (JSON; unknowns as rpc.UNKNOWN, secrets wrapped; None: not set).
+    delete_before_replace: bool | None = None
+    replace_on_changes: list[str] = field(default_factory=list)
+    replacement_trigger: Any = None
     id: str | None = None
     outputs: dict[str, Any] = field(default_factory=dict)
 
@@ -162,7 +169,13 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                            custom=bool(request.custom),
                            inputs=rpc.deserialize_properties(request.object),
                            dependencies=sorted(deps), provider=request.provider,
-                           ignore_changes=list(request.ignoreChanges))
+                           ignore_changes=list(request.ignoreChanges),
+                           delete_before_replace=request.deleteBeforeReplace
+                           if request.deleteBeforeReplaceDefined else None,
+                           replace_on_changes=list(request.replaceOnChanges),
+                           replacement_trigger=json_format.MessageToDict(
+                               request.replacement_trigger)
+                           if request.HasField("replacement_trigger") else None)
         with self._lock:
             self.registrations.append(reg)
             self.pending[(request.type, request.name)] = reg

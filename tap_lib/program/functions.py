@@ -125,10 +125,21 @@ def build_functions(s: Settings, names: PhysicalNames, net: Network, db: Databas
         permission = aws.lambda_.Permission(
             f"rotation-invoke-{sfx}", action="lambda:InvokeFunction", function=rotation.name,
             principal="secretsmanager.amazonaws.com", source_arn=secret.arn, opts=opts)
+        # The first rotation creates the application role in the database and writes the user
+        # into the secret; the next scheduled one may be weeks away. So the schedule is replaced
+        # (and, rotate_immediately by default, rotates on creation) whenever what that rotation
+        # established is gone or renamed: a new cluster (its resource id changes on every
+        # replacement, e.g. a new database_name: an empty database without the role), another
+        # database, another user. Delete before replace: the old schedule's delete is
+        # CancelRotateSecret on the same secret, which would disable the new one after it.
+        established = {"cluster": db.cluster.cluster_resource_id,
+                       "database": s.db.database_name, "username": s.db.app_username}
         aws.secretsmanager.SecretRotation(
             f"db-app-credentials-rotation-{sfx}", secret_id=secret.id,
             rotation_lambda_arn=rotation.arn,
             rotation_rules={"automatically_after_days": s.secrets.rotation_days},
             opts=pulumi.ResourceOptions.merge(
-                opts, pulumi.ResourceOptions(depends_on=[permission, secret_version])))
+                opts, pulumi.ResourceOptions(depends_on=[permission, secret_version],
+                                             replacement_trigger=established,
+                                             delete_before_replace=True)))
     return Functions(secret, payment, rotation)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from pulumi.runtime import rpc
 
 from ...aws import Clients
 from ...config import Settings
@@ -40,6 +41,8 @@ from .state import (OperationLock, ResourceRecord, StateStore, changed_keys, kee
                     normalize, normalize_reveal)
 
 TARGET = "sandbox"
+# How a step names a replacement its replacement_trigger option forced (not an input).
+REPLACEMENT_TRIGGER = "replacementTrigger"
 # A replaced resource's old record, kept until it is deleted (`<urn>#replaced`, `.2`, ...).
 REPLACED = "#replaced"
 
@@ -142,23 +145,25 @@ class _Resolver:
         norm = normalize(reg.inputs)
         record = self.restored.get(reg.urn) or store.state.resources.get(reg.urn)
         rebuilt = self.rebuilt.get(reg.urn)
+        trigger = _trigger(reg, self.apply)
         if record is None or record.status != "created":
             op, changed = ("replace", list(rebuilt.diffs)) if rebuilt else ("create", [])
         else:
-            # ignore_changes: as Pulumi, the stored value stands for those inputs
-            changed = [k for k in changed_keys(record.inputs, norm)
-                       if k not in reg.ignore_changes]
-            op = handler.classify(changed) if changed else "same"
+            op, changed = _diff(handler, reg, record, norm, trigger)
         step = Step(reg.urn, reg.type, reg.name, op, changed)
         with self._lock:
             self.steps.append(step)
-            if op == "replace" and record is not None and handler.collides(record.inputs, norm):
+            if op == "replace" and record is not None and (
+                    handler.collides(record.inputs, norm) if reg.delete_before_replace is None
+                    else reg.delete_before_replace):
                 self.colliding.add(reg.urn)
         if not self.apply:
             if op in ("create", "replace"):   # a replaced resource's outputs are new ones
                 return self.placeholder.resource(reg)
             return record.id, _known_outputs(record, reg.inputs, norm)
         if op == "same":
+            if record.replacement_trigger != trigger:   # set or cleared: recorded, as Pulumi
+                store.put(dataclasses.replace(record, replacement_trigger=trigger))
             self._event(step, "done")
             return record.id, _known_outputs(record, reg.inputs, norm)
         self.check_planned(step)
@@ -177,7 +182,9 @@ class _Resolver:
     def _apply(self, reg: Registration, handler: Handler, record: ResourceRecord | None,
                step: Step, norm: dict) -> tuple[str, dict]:
         store = self.engine.store
-        ctx = self.engine.context(reg.urn, reg.name, step.diffs)
+        ctx = self.engine.context(reg.urn, reg.name,
+                                  [d for d in step.diffs if d != REPLACEMENT_TRIGGER])
+        trigger = _trigger(reg, self.apply)
         inputs = normalize_reveal(reg.inputs)
         op = step.op
         if op == "update":
@@ -188,7 +195,8 @@ class _Resolver:
             id_ = outputs.get("id") or record.id
         else:
             put = [ResourceRecord(reg.urn, reg.type, reg.name, None, norm, {},
-                                  reg.dependencies, reg.parent, status="pending-create")]
+                                  reg.dependencies, reg.parent, status="pending-create",
+                                  replacement_trigger=trigger)]
             if op == "replace" and reg.urn not in self.rebuilt:
                 if reg.urn in self.colliding:   # not foreseen by the preview: delete first
                     self.engine.delete_record(record)
@@ -203,7 +211,7 @@ class _Resolver:
             self.notes.extend(n for n in ctx.notes if n not in self.notes)
         outputs = keep_secret(outputs, reg.inputs)
         store.put(ResourceRecord(reg.urn, reg.type, reg.name, id_, norm, normalize(outputs),
-                                 reg.dependencies, reg.parent))
+                                 reg.dependencies, reg.parent, replacement_trigger=trigger))
         return id_, outputs
 
     def check_planned(self, step: Step) -> None:
@@ -224,6 +232,44 @@ class _Resolver:
                 self.finished += 1
             self.progress(StepEvent(step, phase, self.finished, self.total,
                                     time.monotonic() - self.started, error))
+
+
+def _trigger(reg: Registration, apply: bool) -> Any:
+    """The registration's replacement_trigger, normalized like inputs (secrets as digests).
+    As Pulumi: unknowns are fine in a preview (they count as changed), an error in a deploy."""
+    trigger = normalize(reg.replacement_trigger)
+    if apply and _has_unknown(trigger):
+        raise OperationFailed(f"replacement trigger contains unknowns for {reg.urn}")
+    return trigger
+
+
+def _has_unknown(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(_has_unknown(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_unknown(v) for v in value)
+    return value == rpc.UNKNOWN
+
+
+def _diff(handler: Handler, reg: Registration, record: ResourceRecord, norm: dict,
+          trigger: Any) -> tuple[str, list[str]]:
+    """(op, changed inputs) for a recorded resource, as Pulumi's step generator decides it:
+    the provider's rules (the replacement table) for the changed inputs, except those in
+    ignore_changes (the stored value stands for them); replace_on_changes makes a change of
+    the listed inputs ("*": any) a replace; a replacement_trigger that differs from the one
+    recorded (an unknown always does, neither side unset) replaces, whatever the inputs, and
+    shows as the pseudo-input REPLACEMENT_TRIGGER."""
+    changed = [k for k in changed_keys(record.inputs, norm) if k not in reg.ignore_changes]
+    op = handler.classify(changed) if changed else "same"
+    if changed and ("*" in reg.replace_on_changes or any(
+            k.split(".")[0].split("[")[0] == c for k in reg.replace_on_changes
+            for c in changed)):
+        op = "replace"
+    old = record.replacement_trigger
+    if trigger is not None and old is not None and (
+            _has_unknown(trigger) or _has_unknown(old) or trigger != old):
+        op, changed = "replace", sorted([*changed, REPLACEMENT_TRIGGER])
+    return op, changed
 
 
 def _known_outputs(record: ResourceRecord, inputs: dict, norm: dict) -> dict:

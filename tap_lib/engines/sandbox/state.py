@@ -45,6 +45,8 @@ class ResourceRecord:
     dependencies: list[str]
     parent: str = ""
     status: str = "created"  # created | pending-create | pending-delete
+    # The replacement_trigger option as last applied (normalized like inputs); None: not set.
+    replacement_trigger: Any = None
 
 
 @dataclass

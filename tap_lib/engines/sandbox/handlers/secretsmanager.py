@@ -78,23 +78,28 @@ class SecretRotation(Handler):
     state_only = frozenset({"rotateImmediately"})
 
     def create(self, ctx, inputs):
+        """RotateSecret, as the provider calls it: with `rotateImmediately` (default true) AWS
+        rotates right away, which is what creates the application role in the database."""
         secret_id = inputs["secretId"]
         token = str(uuid.uuid4())
+        now = inputs.get("rotateImmediately") is not False
         sm = ctx.client("secretsmanager")
         try:
             sm.rotate_secret(SecretId=secret_id, ClientRequestToken=token,
                              RotationLambdaARN=inputs["rotationLambdaArn"],
                              RotationRules={"AutomaticallyAfterDays": int(
                                  inputs["rotationRules"]["automaticallyAfterDays"])},
-                             RotateImmediately=True)
+                             RotateImmediately=now)
         except ClientError as exc:
             # The emulator records the schedule, then fails to run the Lambda (it cannot
             # execute Lambdas). tap runs the same handler code in-process instead, below.
             live = self.read(ctx, secret_id, inputs)
             if not live or live["rotationLambdaArn"] != inputs["rotationLambdaArn"]:
                 raise RuntimeError(f"rotation schedule not saved: {exc}") from exc
-        standin.rotate_in_process(ctx, secret_id, token, inputs["rotationLambdaArn"])
-        ctx.notes.append("sandbox: rotation ran in-process (the emulator cannot execute Lambdas)")
+        if now:
+            standin.rotate_in_process(ctx, secret_id, token, inputs["rotationLambdaArn"])
+            ctx.notes.append("sandbox: rotation ran in-process (the emulator cannot execute "
+                             "Lambdas)")
         return secret_id, {**inputs, "id": secret_id, "rotationEnabled": True}
 
     def modify(self, ctx, id_, old, new, changed):
