@@ -36,6 +36,12 @@ class Catalog:
         return self.missing.get(region, {}).get(meter_key(meter, cls),
                                                 "not in the price catalog")
 
+    def price_dates(self, region: str) -> dict[str, str]:
+        """Entries dated apart from the catalog (quoted from an older public table, with their
+        own `as_of`): shown beside the figures so an old price never passes for a current one."""
+        return {key: str(entry["as_of"]) for key, entry in self.regions.get(region, {}).items()
+                if entry.get("as_of") and entry["as_of"] != self.as_of}
+
     def to_dict(self) -> dict[str, Any]:
         return {"currency": self.currency, "as_of": self.as_of,
                 "hours_per_month": self.hours_per_month, "source": self.source,

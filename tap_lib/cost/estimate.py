@@ -353,6 +353,7 @@ def assumptions(settings: Settings, catalog: Catalog) -> dict[str, Any]:
             "terms": "On-Demand list prices, first tier, no free tier, no data transfer out",
             "usage": {k: v for k, v in settings.usage.model_dump().items()},
             "usage_source": settings.source,
+            "price_dates": catalog.price_dates(settings.region),
             "before": "the stack's current resources priced with the same catalog and usage"}
 
 

@@ -8,6 +8,7 @@ price is stored exactly as AWS publishes it.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 HOURS_PER_MONTH = 730
@@ -36,7 +37,15 @@ class Meter:
     attributes: dict[str, str] = field(default_factory=dict)  # further exact-match filters
 
     def usage_type(self, region: str, cls: str = "") -> str:
-        return self.usagetype.format(p=USAGE_PREFIX.get(region, ""), region=region, cls=cls)
+        return self.usagetype.format(p=USAGE_PREFIX.get(region, ""), region=region,
+                                     cls=usage_class(cls))
+
+
+def usage_class(cls: str) -> str:
+    """An instance class as the Price List's usage types spell it: "xlarge" is cut to "xl"
+    (EUW2-InstanceUsage:db.r6g.xl, InstanceUsage:db.r6g.2xl), "large" and "medium" are not.
+    Without this the refresher would find nothing for any xlarge class."""
+    return re.sub(r"xlarge$", "xl", cls)
 
 
 METERS: dict[str, Meter] = {m.id: m for m in (
