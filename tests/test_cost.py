@@ -84,7 +84,7 @@ def test_entries_quoted_from_elsewhere_carry_their_source_and_date(catalog):
             assert ref["repo"].count("/") == 1 and ref["path"] and ref["value"]
             assert len(ref["commit"]) == 40 and int(ref["commit"], 16) >= 0
         assert str(entry["price"]) in src["value"] and str(entry["price"]) in check["value"]
-        assert entry["as_of"] == src["committed"] != catalog.as_of
+        assert entry["as_of"] == src["as_of"] != catalog.as_of
         assert catalog.price_dates(region)[key] == entry["as_of"]
     settings = load_settings("staging", use_environ=False)
     dates = estimate_program(settings, catalog).assumptions["price_dates"]
@@ -103,8 +103,8 @@ def test_usage_types_spell_xlarge_as_the_price_list_does():
 
 @pytest.mark.xfail(strict=True, reason=(
     "issue #13 blocked: no citable eu-west-2 price yet for aurora_instance_hour:db.t4g.medium "
-    "(dev) and s3_standard_ia_gb_month (every environment's bucket); catalog.json 'missing' "
-    "says what was searched. Strict: once they are priced this passes and the marker must go."))
+    "(params/dev.yaml); catalog.json 'missing' says what was searched. Strict: once it is "
+    "priced this passes and the marker must go."))
 def test_catalog_prices_every_meter_the_environments_need(catalog, programs):
     """The issue's completeness: every meter an environment's declared resources are billed by
     (its Aurora class included), in that environment's region, has a price."""
