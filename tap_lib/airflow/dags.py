@@ -3,27 +3,39 @@
 Airflow lives in its own virtualenv (`pip install 'tap-runbook[airflow]'` there, or the two
 packages the extra names); each task is a `PapermillOperator` running one of tap's committed
 notebooks on the `tap` kernelspec (tap_lib/airflow/kernel.py), so the notebook runs on tap's
-Python, and writes the executed notebook into the records root (`TAP_OUTPUTS`: a directory or
-`s3://bucket/prefix`) as `<root>/<env>/<UTC time>-<notebook>-<stack>.ipynb`.
+Python, and its executed notebook becomes a tap record as `tap run`'s do - same metadata, same
+trail entry and index line, in the records root (`TAP_OUTPUTS`: a directory or
+`s3://bucket/prefix`) as `<root>/<env>/<UTC time>-<notebook>.ipynb` - written by tap's one
+record writer (ops/runbook.keep_record through records.py, in tap's environment).
 
-- `runbook_dag(env)`: preflight -> preview -> deploy -> verify -> inspect, one stack.
+- `runbook_dag(env)`: preflight -> preview -> deploy -> verify -> inspect, one stack; deploy
+  applies the plan the preview's record holds (and a protected stack's needs an approval).
 - `fleet_verify_dag()`: lists the fleet's stacks at run time (`tap fleet list --json`, from tap's
   environment) and maps the fleet notebook over them (`.expand`), one task per stack; a failed
   control fails that task and so the run.
 
 This module imports Airflow and nothing of tap beyond the standard library, so it loads in
-Airflow's environment; anything needing tap runs in tap's (the kernel, `tap_python`).
+Airflow's environment; anything needing tap runs in tap's (the kernel, `tap_python`: the
+fleet's list and records.py).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
+import tempfile
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-from airflow.providers.papermill.operators.papermill import PapermillOperator
+from airflow.providers.papermill.operators.papermill import NoteBook, PapermillOperator
+
+try:  # Airflow 3
+    from airflow.sdk.exceptions import AirflowException
+except ImportError:  # Airflow 2.x
+    from airflow.exceptions import AirflowException
 
 try:  # Airflow 3
     from airflow.sdk import DAG, task
@@ -50,54 +62,122 @@ def records_root(project_dir: Path | None = None) -> str:
 
 
 class TapNotebookOperator(PapermillOperator):
-    """A PapermillOperator for one of tap's notebooks: input is the committed notebook, output
-    a new record under the records root (the time of the run and the try in its name, so a
-    retry never overwrites a record), kernel the `tap` kernelspec."""
+    """A PapermillOperator for one of tap's notebooks whose output is a first-class tap record.
+
+    Airflow's papermill runs the committed notebook on the `tap` kernelspec, exactly as
+    PapermillOperator does (templated parameters, kernel_name, log_output); around it, tap's own
+    record path (tap_lib/airflow/records.py, in tap's environment) first checks the parameters
+    as `tap run` does and reserves the record, then stores the executed notebook - also when
+    it failed - with tap's metadata, chained in the trail and listed by `tap audit`. The kernel
+    gets TAP_RECORD (the trail entries of its mutations name the record), TAP_OPERATOR,
+    TAP_OUTPUTS and `environment` (e.g. ENVIRONMENT_SUFFIX). The record's path is the task's
+    return value (XCom): the runbook's deploy task takes the preview's record as its plan."""
 
     def __init__(self, *, notebook: str, records: str | None = None,
-                 project_dir: str | None = None, kernel_name: str = KERNEL_NAME, **kwargs):
+                 project_dir: str | None = None, kernel_name: str = KERNEL_NAME,
+                 python: str | None = None, environment: dict[str, str] | None = None,
+                 **kwargs):
         project = Path(project_dir) if project_dir else PROJECT_DIR
         kwargs.setdefault("input_nb", str(project / "notebooks" / f"{notebook}.ipynb"))
-        kwargs.setdefault("output_nb", "(chosen at run time)")
+        kwargs.setdefault("output_nb", "(a scratch file; the record is stored by tap)")
         super().__init__(kernel_name=kernel_name, **kwargs)
         self.notebook = notebook
         self.records = records or records_root(project)
+        self.project = str(project)
+        self.python = python
+        self.environment = dict(environment or {})
 
-    def execute(self, context: Any):
-        params = dict(self.parameters or {})
-        env = params.get("env") or (params.get("envs") or ["fleet"])[0]
-        suffix = params.get("suffix") or "-".join(params.get("suffixes") or [])
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        name = "-".join(p for p in (stamp, self.notebook, env, suffix) if p)
-        try_number = getattr(context.get("ti"), "try_number", 1)
-        folder = f"{self.records.rstrip('/')}/{env}"
-        if "://" not in folder:
-            Path(folder).mkdir(parents=True, exist_ok=True)
-        self.output_nb = f"{folder}/{name}-try{try_number}.ipynb"
-        self.log.info("record: %s", self.output_nb)
-        return super().execute(context)
+    def execute(self, context: Any) -> str:
+        from papermill.exceptions import PapermillExecutionError
+
+        variables = {**self.environment, "TAP_OUTPUTS": self.records}
+        begun = self._tap("begin", {"notebook": self.notebook,
+                                    "parameters": dict(self.parameters or {})}, variables)
+        self.parameters = begun["parameters"]   # typed and masked by tap, as `tap run` does
+        if isinstance(self.input_nb, NoteBook):     # a second execute: take the new parameters
+            self.input_nb = self.input_nb.url
+        failure: BaseException | None = None
+        error = None
+        with tempfile.TemporaryDirectory(prefix="tap-airflow-") as tmp, _environ(
+                {**variables, **begun["kernel_env"]}):
+            scratch = self.output_nb = str(Path(tmp) / f"{self.notebook}.ipynb")
+            t0 = time.monotonic()
+            try:
+                super().execute(context)
+            except PapermillExecutionError as exc:
+                failure, error = exc, f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"
+            except Exception as exc:  # noqa: BLE001 - kernel died, timeout...: still a record
+                failure, error = exc, f"{type(exc).__name__}: {exc}"
+            ti = context.get("ti")
+            record = self._tap("finish", {
+                "begun": begun, "output": scratch, "error": error,
+                "duration_s": time.monotonic() - t0,
+                "airflow": {"dag_id": getattr(ti, "dag_id", None),
+                            "run_id": getattr(ti, "run_id", None),
+                            "task_id": getattr(ti, "task_id", None),
+                            "map_index": getattr(ti, "map_index", None),
+                            "try_number": getattr(ti, "try_number", None)}}, variables)
+        self.log.info("record: %s (%s)", record["path"], record["status"])
+        if failure is not None:
+            raise failure
+        return record["path"]
+
+    def _tap(self, step: str, request: dict, variables: dict[str, str]) -> dict:
+        """One half of tap's record path, run by tap's interpreter (records.py)."""
+        out = subprocess.run([self.python or tap_python(Path(self.project)), "-m",
+                              "tap_lib.airflow.records", step], cwd=self.project,
+                             input=json.dumps(request, default=str), capture_output=True,
+                             text=True, timeout=600, env={**os.environ, **variables})
+        if out.returncode != 0:
+            raise AirflowException(f"tap refused the {self.notebook} task ({step}, exit "
+                                   f"{out.returncode}): {out.stderr.strip()[-2000:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]):
+    """Variables the kernel inherits for one task (restored after)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+PREVIEW_RECORD = "{{ ti.xcom_pull(task_ids='preview') }}"
 
 
 def runbook_dag(env: str, *, dag_id: str | None = None, target: str = "sandbox",
-                schedule: Any = None, project_dir: str | None = None,
-                records: str | None = None, operator: str = "airflow",
-                confirm: str = "", preview_parameters: dict | None = None,
-                **dag_kwargs: Any) -> DAG:
-    """preflight -> preview -> deploy -> verify -> inspect of one environment.
+                suffix: str = "", schedule: Any = None, project_dir: str | None = None,
+                records: str | None = None, operator: str = "airflow", confirm: str = "",
+                python: str | None = None, **dag_kwargs: Any) -> DAG:
+    """preflight -> preview -> deploy -> verify -> inspect of one environment's stack (`suffix`:
+    an ad-hoc stack, ENVIRONMENT_SUFFIX for every task).
 
-    `confirm`: the stack name, which a protected stack (prod) needs for an unattended deploy.
-    `preview_parameters`: extra parameters of the preview notebook (where saving the plan for the
-    deploy is switched on, once the preview notebook offers it)."""
+    The deploy task deploys exactly the plan the preview task saved: its `plan` parameter is
+    the preview's record (XCom), so stack_ops.deploy checks it as `tap deploy --plan` does
+    (commit, settings, state, age) and a protected stack (prod) needs the approval of an
+    operator other than its author (`operator`): without one the deploy task fails, nothing
+    changed. Approve the record the log names (`tap approve RECORD`), then clear the deploy
+    task: its retry deploys the approved plan. `confirm`: the stack name, which a protected
+    stack needs when the plan deletes or replaces anything."""
     common = {"env": env, "target": target, "operator": operator}
-    per_notebook = {"preview": {**common, **(preview_parameters or {})},
-                    "deploy": {**common, **({"confirm": confirm} if confirm else {})}}
-    with DAG(dag_id or f"tap_runbook_{env}", schedule=schedule, start_date=START,
+    per_notebook = {"deploy": {**common, "plan": PREVIEW_RECORD,
+                               **({"confirm": confirm} if confirm else {})}}
+    environment = {"ENVIRONMENT_SUFFIX": suffix} if suffix else {}
+    with DAG(dag_id or f"tap_runbook_{env}{suffix}", schedule=schedule, start_date=START,
              catchup=False, tags=["tap", env], **dag_kwargs) as dag:
         previous = None
         for notebook in RUNBOOK:
             step = TapNotebookOperator(task_id=notebook, notebook=notebook,
                                        parameters=per_notebook.get(notebook, common),
-                                       records=records, project_dir=project_dir)
+                                       records=records, project_dir=project_dir,
+                                       python=python, environment=environment)
             if previous is not None:
                 previous >> step
             previous = step
@@ -137,6 +217,6 @@ def fleet_verify_dag(*, dag_id: str = "tap_fleet_verify", target: str = "sandbox
 
         TapNotebookOperator.partial(
             task_id="verify", notebook="fleet", records=records, project_dir=project_dir,
-            retries=0,  # a failed control is the signal, not a transient error
+            python=python, retries=0,  # a failed control is the signal, not a transient error
         ).expand(parameters=list_stacks())
     return dag

@@ -263,13 +263,26 @@ def _run_one(name: str, stack: str, params: dict[str, Any], root: str) -> RunRec
         except Exception as exc:  # noqa: BLE001 - kernel died, timeout...: still a record
             error = f"{type(exc).__name__}: {exc}"
         nb = nbformat.read(scratch if scratch.exists() else source, as_version=4)
+    return keep_record(nb, name=name, env=params["env"], stack=stack, params=safe, root=root,
+                       path=path, started=started, duration_s=time.monotonic() - t0,
+                       error=error)
+
+
+def keep_record(nb: NotebookNode, *, name: str, env: str, stack: str, params: dict[str, Any],
+                root: str, path: str, started: str, duration_s: float, error: str | None,
+                extra: dict[str, Any] | None = None) -> RunRecord:
+    """An executed notebook becomes a record at its reserved `path`: ``metadata.tap`` (who, what,
+    which commit, how it ended), then stored and chained (store_record). The one way a run's
+    record is written, whoever ran the kernel (`tap run`, Airflow: tap_lib/airflow/records.py);
+    `extra`: more metadata from that runner (Airflow's DAG run and task)."""
     commit, dirty = trail.git_state()
-    meta = {"notebook": name, "env": params["env"], "stack": stack, "target": params["target"],
+    meta = {"notebook": name, "env": env, "stack": stack, "target": params.get("target"),
             "operator": params["operator"], "commit": commit, "dirty": dirty,
-            "tap_version": __version__, "parameters": safe, "start": started, "end": _utc(),
-            "duration_s": round(time.monotonic() - t0, 3),
+            "tap_version": __version__, "parameters": scrub_parameters(params),
+            "start": started, "end": _utc(), "duration_s": round(duration_s, 3),
             "status": "failed" if error else "succeeded", "summary": _summary(nb),
             "error": error}
+    meta.update((k, v) for k, v in (extra or {}).items() if k not in meta)  # adds, never replaces
     nb.metadata["tap"] = meta
     store_record(nb, root, path)
     return RunRecord(name, meta["env"], stack, meta["target"], meta["operator"], meta["status"],

@@ -1,0 +1,109 @@
+"""Airflow's papermill runs become tap records: the two halves of `tap run` around a kernel that
+someone else (Airflow's PapermillOperator) starts. Runs in tap's environment, called by
+TapNotebookOperator (dags.py) as ``<tap python> -m tap_lib.airflow.records begin|finish`` with
+one JSON object on stdin and one on stdout:
+
+- ``begin {"notebook", "parameters"}``: the checks `tap run` makes before a kernel starts
+  (environment file, target, each parameter typed as the notebook declares it, the records
+  root), then the record's name is reserved (ops/runbook._reserve). Answers the parameters for
+  papermill (typed, secrets masked), the variables the kernel needs (TAP_RECORD names the record
+  in the trail entries of its mutations, TAP_OPERATOR) and what `finish` needs.
+- ``finish {..., "output", "duration_s", "error", "airflow"}``: the executed notebook becomes
+  the record through ops/runbook.keep_record, the one writer of run records (metadata, store,
+  trail, index): `tap audit` lists it like any other.
+
+A bad request exits with tap's exit code and the message on stderr; nothing is reserved.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .. import trail
+from ..engines.registry import check_target
+from ..errors import ConfigError, TapError
+from ..ops import audit, runbook
+from ..project import notebooks_dir
+
+FLEET = "fleet"   # one mapped task per stack (fleet_verify_dag); not a `tap run` notebook
+NOTEBOOKS = (*runbook.NOTEBOOKS, FLEET)
+
+
+def begin(notebook: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    if notebook not in NOTEBOOKS or not (notebooks_dir() / f"{notebook}.ipynb").is_file():
+        raise ConfigError("not one of tap's notebooks", field="notebook", value=notebook,
+                          allowed=", ".join(NOTEBOOKS))
+    given = dict(parameters or {})
+    target = check_target(given.pop("target", None))
+    operator = str(given.get("operator") or trail.current_operator())
+    if notebook == FLEET:
+        from ..ops.fleet import resolve_stacks
+
+        envs = given.get("envs") or []
+        stacks = resolve_stacks(envs, given.get("suffixes") or [],
+                                (given.get("fleet_file") or None) if not envs else None)
+        envs_of = sorted({ref.env for ref, _ in stacks})
+        env = envs_of[0] if len(envs_of) == 1 else FLEET
+        stack = ",".join(s.stack_name for _, s in stacks)
+        typed = runbook.check_parameters((notebook,), given, env=env, target=target)[notebook]
+        params = {**typed, "target": target, "operator": operator}
+    else:
+        env = given.pop("env", None)
+        if not isinstance(env, str) or not env:
+            raise ConfigError("every runbook task names its environment", field="env",
+                              value=env)
+        stack = runbook.settings_for(env).stack_name
+        typed = runbook.check_parameters((notebook,), given, env=env, target=target)[notebook]
+        params = {**typed, "env": env, "target": target, "operator": operator}
+    root = audit.records_root()
+    runbook.check_records_root(root)
+    started = runbook._utc()
+    path = runbook._reserve(root, env, notebook, started)
+    return {"notebook": notebook, "env": env, "stack": stack, "root": root, "path": path,
+            "started": started, "parameters": runbook.scrub_parameters(params),
+            "kernel_env": {trail.RECORD_ENV: path, "TAP_OPERATOR": operator}}
+
+
+def finish(begun: dict[str, Any], output: str, duration_s: float, error: str | None,
+           airflow: dict[str, Any] | None = None) -> dict[str, Any]:
+    import nbformat
+
+    source = notebooks_dir() / f"{begun['notebook']}.ipynb"
+    # as `tap run`: papermill never wrote its output (no kernel): the notebook as committed
+    nb = nbformat.read(output if Path(output).is_file() else source, as_version=4)
+    record = runbook.keep_record(
+        nb, name=begun["notebook"], env=begun["env"], stack=begun["stack"],
+        params=begun["parameters"], root=begun["root"], path=begun["path"],
+        started=begun["started"], duration_s=duration_s, error=error,
+        extra={"airflow": airflow} if airflow else None)
+    return record.to_dict()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv not in (["begin"], ["finish"]):
+        print("usage: python -m tap_lib.airflow.records begin|finish < request.json",
+              file=sys.stderr)
+        return 2
+    try:
+        request = json.load(sys.stdin)
+        if argv == ["begin"]:
+            answer = begin(request["notebook"], request.get("parameters") or {})
+        else:
+            answer = finish(request["begun"], request["output"], request["duration_s"],
+                            request.get("error"), request.get("airflow"))
+    except TapError as exc:
+        print(f"tap: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except (ValueError, KeyError, TypeError) as exc:
+        print(f"tap: bad request to tap_lib.airflow.records {argv[0]}: "
+              f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(answer, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
