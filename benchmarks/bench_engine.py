@@ -83,20 +83,34 @@ def _print_matrix(rows, whole: float, tm) -> None:
     cols = ("change preview", "change deploy", "verify", "revert preview", "revert deploy",
             "total")
     print()
-    print(f"{'case':<36} " + " ".join(f"{c:>14}" for c in cols) + "  result")
+    print(f"{'case':<36} {'kind':<9}" + " ".join(f"{c:>14}" for c in cols) + "  result")
     for case, result in rows:
         t = case.timings
         cells = [f"{t[c]:13.2f}s" if c in t else f"{'-':>14}" for c in cols]
         note = "" if case.deploys else " (no resource: preview only)"
-        print(f"{case.key:<36} " + " ".join(cells) + f"  {result}{note}")
+        print(f"{case.key:<36} {_kind(case):<9}" + " ".join(cells) + f"  {result}{note}")
     deployed = [c for c, r in rows if c.deploys and r == "ok"]
-    slowest = max(deployed, key=lambda c: c.timings["change deploy"], default=None)
     print(f"\n{len(rows)} cases ({len(deployed)} deployed and reverted OK) in {whole:.1f} s")
+    # The goal is for an in-place change (every step an update); a case that creates, deletes
+    # or replaces (a NAT layout, a new cluster) is shown, not held to it.
+    in_place = [c for c in deployed if _kind(c) == "in-place"]
+    slowest = max(in_place, key=lambda c: c.timings["change deploy"], default=None)
     if slowest:
-        over = [c.key for c in deployed if c.timings["change deploy"] >= 3.0]
-        print(f"slowest change deploy: {slowest.key} "
-              f"{slowest.timings['change deploy']:.2f} s; goal < 3 s per change: "
-              + ("met by every case" if not over else f"missed by {', '.join(over)}"))
+        over = [c.key for c in in_place if c.timings["change deploy"] >= 3.0]
+        print(f"{len(in_place)} in-place cases; slowest change deploy: {slowest.key} "
+              f"{slowest.timings['change deploy']:.2f} s; goal < 3 s per in-place change: "
+              + ("met by every one" if not over else f"missed by {', '.join(over)}"))
+
+
+def _kind(case) -> str:
+    """in-place (only updates), replace (some step replaced), or create/delete."""
+    if not case.deploys:
+        return "none"
+    if not case.ops:
+        return "-"
+    if "replace" in case.ops:
+        return "replace"
+    return "in-place" if case.ops == {"update"} else "/".join(sorted(case.ops - {"update"}))
 
 
 def _timed(fn) -> float:

@@ -298,6 +298,7 @@ class Case:
     overrides: list[str]
     deploys: bool = True               # False: a setting no resource reads
     timings: dict[str, float] = field(default_factory=dict)
+    ops: set[str] = field(default_factory=set)   # what the change's deploy did (not `same`)
 
     @property
     def id(self) -> str:
@@ -398,6 +399,7 @@ def run_case(case: Case, *, verify_change: bool = True) -> Case:
         plan, eng = apply_and_check(case.overrides, case.timings, "change")
         assert _ops(plan.steps), f"changing {case.key} changed nothing"
         check_rotation(case.key, plan.steps)
+        case.ops = {op for _, op in _ops(plan.steps)}
         c, out, s = eng.clients(), eng.outputs(), eng.settings
         if verify_change:
             t = time.perf_counter()
@@ -411,6 +413,11 @@ def run_case(case: Case, *, verify_change: bool = True) -> Case:
         revert_plan, back = apply_and_check([], case.timings, "revert")
         reverted = True
         check_rotation(case.key, revert_plan.steps)
+        if verify_change and case.key in ROTATES:   # the rotation back works too (a user
+            report = verify(ENV, overrides=base_overrides())   # renamed back, a new database)
+            failed = report.checks[report.checks.status == "fail"]
+            assert report.failed == 0, failed[["id", "resource", "expected", "actual"]].to_dict(
+                "records")
         expected, live = OBSERVERS[case.key](c, back.outputs(), back.settings)
         assert live == expected, f"{case.key} after revert: boto3 shows {live!r}"
     finally:

@@ -17,9 +17,11 @@ from pathlib import Path
 import pulumi
 import pulumi_aws as aws
 import pytest
+from pulumi.runtime import rpc
 
 from tap_lib.config import Settings, load_settings
-from tap_lib.engines.synth import MOCK_ACCOUNT, Registration, Synthesis, synthesize
+from tap_lib.engines.synth import (MOCK_ACCOUNT, PlaceholderResolver, Registration, Synthesis,
+                                  synthesize)
 from tap_lib.errors import DuplicateUrnError
 from tap_lib.naming import RULES, PhysicalNames
 from tap_lib.program.entry import define_stack
@@ -464,6 +466,37 @@ def test_rotation_uses_a_lambda_of_the_same_stack(graph):
     # rotation is configured only once Secrets Manager may invoke the function
     assert permission.urn in rotation.dependencies
     assert rotation_fn.urn in rotation.dependencies
+
+
+class _WithResourceIds(PlaceholderResolver):
+    """Placeholders, plus the resource id AWS gives every new cluster."""
+
+    def resource(self, reg: Registration):
+        id_, outputs = super().resource(reg)
+        if reg.type == CLUSTER:
+            outputs["clusterResourceId"] = "cluster-TESTRESOURCEID"
+        return id_, outputs
+
+
+def test_rotation_runs_again_when_what_it_established_changes(graph):
+    """The first rotation creates the app role in the cluster's database and names the user in
+    the secret; a new cluster (its resource id changes with every replacement), database or
+    user replaces the schedule, which rotates on creation. Delete before replace: the old
+    schedule's delete (CancelRotateSecret, same secret) must not come after the new one."""
+    rotation, s = graph.one(SECRET_ROTATION), graph.settings
+    assert rotation.delete_before_replace is True
+    assert rotation.inputs.get("rotateImmediately") in (None, True)   # provider default: true
+    assert rotation.replacement_trigger == {   # preview: the cluster's id is not known yet
+        "cluster": rpc.UNKNOWN, "database": s.db.database_name, "username": s.db.app_username}
+    deployed = synthesize(s, _WithResourceIds(s.region), preview=False)
+    trigger = next(r for r in deployed.registrations if r.type == SECRET_ROTATION
+                   ).replacement_trigger
+    assert trigger == {"cluster": "cluster-TESTRESOURCEID", "database": s.db.database_name,
+                       "username": s.db.app_username}
+    others = [r.name for r in graph.syn.registrations if r is not rotation and (
+        r.replacement_trigger is not None or r.delete_before_replace is not None
+        or r.replace_on_changes)]
+    assert others == []
 
 
 def test_functions_run_in_private_subnets(graph):

@@ -233,3 +233,108 @@ def test_unsupported_type_is_an_error_naming_the_type(sandbox_home):
         eng.preview()
     assert "aws:sns/topic:Topic" in str(err.value)
     assert eng.store.state.resources == {}
+
+
+# -- replacement options, honoured as Pulumi's step generator does --------------------------------
+KEY = "aws:kms/key:Key"
+
+
+def _key_program(description: str = "options", **options):
+    """One KMS key (no physical name, so by default replaced create-before-delete) with the
+    given ResourceOptions replacement options."""
+    def program(settings):
+        aws.kms.Key(f"opt-key-{settings.suffix}", description=description,
+                    opts=pulumi.ResourceOptions(**options))
+    return program
+
+
+def _key_calls(monkeypatch) -> list[str]:
+    """The KMS key handler's create/delete calls, in order (the real calls still run)."""
+    from tap_lib.engines.sandbox.handlers import REGISTRY
+    calls: list[str] = []
+    handler = REGISTRY[KEY]
+    for method in ("create", "delete"):
+        def call(*args, _m=method, _real=getattr(handler, method), **kwargs):
+            calls.append(_m)
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(handler, method, call)
+    return calls
+
+
+def _key_step(result):
+    return next(s for s in result.steps if s.type == KEY)
+
+
+def test_replacement_trigger_replaces_when_it_changes(sandbox_home, monkeypatch):
+    from tap_lib.engines.sandbox.engine import REPLACEMENT_TRIGGER
+    engine("trg", program=_key_program()).up()
+    # a trigger where state has none: no replace (Pulumi: null means no trigger), recorded
+    eng = engine("trg", program=_key_program(replacement_trigger={"v": "a"}))
+    assert _key_step(eng.preview()).op == "same"
+    urn = _key_step(eng.up()).urn
+    first_id = eng.store.state.resources[urn].id
+    assert eng.store.state.resources[urn].replacement_trigger == {"v": "a"}
+    assert _key_step(eng.preview()).op == "same"
+    calls = _key_calls(monkeypatch)
+    eng = engine("trg", program=_key_program(replacement_trigger={"v": "b"}))
+    step = _key_step(eng.preview())
+    assert (step.op, step.diffs) == ("replace", [REPLACEMENT_TRIGGER])
+    done = _key_step(eng.up())
+    assert (done.op, done.diffs) == ("replace", [REPLACEMENT_TRIGGER])
+    assert calls == ["create", "delete"]          # no physical name: create before delete
+    record = eng.store.state.resources[done.urn]
+    assert record.id != first_id and record.replacement_trigger == {"v": "b"}
+    kms = eng.clients()("kms")
+    assert kms.describe_key(KeyId=first_id)["KeyMetadata"]["KeyState"] == "PendingDeletion"
+    assert {s.op for s in eng.preview().steps} == {"same"}
+    # an input change and a trigger change together: one replace naming both
+    eng = engine("trg", program=_key_program("other", replacement_trigger={"v": "c"}))
+    assert sorted(_key_step(eng.preview()).diffs) == sorted(["description", REPLACEMENT_TRIGGER])
+    engine("trg", program=_key_program()).destroy()
+
+
+def test_delete_before_replace_option_orders_the_replacement(sandbox_home, monkeypatch):
+    engine("dbr", program=_key_program(replacement_trigger=1)).up()
+    calls = _key_calls(monkeypatch)
+    eng = engine("dbr", program=_key_program(replacement_trigger=2, delete_before_replace=True))
+    assert _key_step(eng.up()).op == "replace"
+    assert calls == ["delete", "create"]
+    assert {s.op for s in eng.preview().steps} == {"same"}
+    eng.destroy()
+
+
+def test_replace_on_changes_turns_an_update_into_a_replace(sandbox_home):
+    engine("roc", program=_key_program()).up()
+    assert _key_step(engine("roc", program=_key_program("new")).preview()).op == "update"
+    eng = engine("roc", program=_key_program("new", replace_on_changes=["description"]))
+    assert _key_step(eng.preview()).op == "replace"
+    assert _key_step(engine("roc", program=_key_program(
+        "new", replace_on_changes=["*"])).preview()).op == "replace"
+    assert _key_step(engine("roc", program=_key_program(
+        replace_on_changes=["description"])).preview()).op == "same"
+    eng.destroy()
+
+
+def test_unknown_replacement_trigger_replaces_in_preview_and_fails_a_deploy():
+    """As Pulumi: unknowns in a trigger count as changed in a preview, and are an error in a
+    deploy (nothing knows whether to replace)."""
+    from pulumi.runtime import rpc
+
+    from tap_lib.engines.sandbox.engine import _diff, _trigger
+    from tap_lib.engines.sandbox.handlers import REGISTRY
+    from tap_lib.engines.sandbox.state import ResourceRecord
+    from tap_lib.engines.synth import Registration
+    from tap_lib.errors import OperationFailed
+
+    reg = Registration("urn:k", KEY, "k", "", True, {"description": "d"}, [],
+                       replacement_trigger={"cluster": rpc.UNKNOWN, "user": "app"})
+    record = ResourceRecord("urn:k", KEY, "k", "id", {"description": "d"}, {}, [],
+                            replacement_trigger={"cluster": "cluster-1", "user": "app"})
+    trigger = _trigger(reg, apply=False)
+    assert _diff(REGISTRY[KEY], reg, record, {"description": "d"}, trigger)[0] == "replace"
+    with pytest.raises(OperationFailed, match="replacement trigger contains unknowns for urn:k"):
+        _trigger(reg, apply=True)
+    known = Registration("urn:k", KEY, "k", "", True, {"description": "d"}, [],
+                         replacement_trigger={"cluster": "cluster-1", "user": "app"})
+    assert _diff(REGISTRY[KEY], known, record, {"description": "d"},
+                 _trigger(known, apply=True)) == ("same", [])

@@ -10,7 +10,8 @@ DB_NAME, DB_USERNAME, MASTER_SECRET_ARN, set by the stack from the cluster and t
 createSecret writes them into every new version, so a rotation after a change of port,
 database, user or cluster leaves a secret that describes the database as it is now, and a new
 DB_USERNAME gets its role on that rotation (which also grants it the previous user's role, so
-the tables the payment function created stay usable). Without them, the AWSCURRENT version's
+the tables the payment function created stay usable, also after a rename back to an earlier
+user). Without them, the AWSCURRENT version's
 facts are kept (as AWS's rotation templates do).
 
 Strategy: one application user whose password the master user changes. Chosen because
@@ -226,7 +227,8 @@ def _previous_user(client: Any, arn: str, pending: dict[str, Any]) -> str | None
 def _apply(conn: pg8000.native.Connection, secret: dict[str, Any],
            previous: str | None = None) -> None:
     """Role, password and grants in one transaction: all of them or none. A renamed user is
-    granted the previous user's role: the payment function's table belongs to that one."""
+    made a member of the previous user's role: the payment function's table belongs to
+    whichever user created it, and the new user must keep using it."""
     role = pg8000.native.identifier(secret["username"])
     verifier = pg8000.native.literal(scram_verifier(secret["password"]))
     exists = conn.run("SELECT 1 FROM pg_roles WHERE rolname = :name", name=secret["username"])
@@ -235,12 +237,27 @@ def _apply(conn: pg8000.native.Connection, secret: dict[str, Any],
     conn.run(f"GRANT CONNECT ON DATABASE {pg8000.native.identifier(secret['dbname'])} TO {role}")
     # The payment function creates and then owns its table; it needs nothing else.
     conn.run(f"GRANT USAGE, CREATE ON SCHEMA public TO {role}")
-    if previous and conn.run(
-            "SELECT 1 FROM pg_roles WHERE rolname = :old AND NOT pg_has_role(:old, :new, "
-            "'MEMBER') AND NOT pg_has_role(:new, :old, 'MEMBER')",
-            old=previous, new=secret["username"]):
-        conn.run(f"GRANT {pg8000.native.identifier(previous)} TO {role}")
+    if previous and conn.run("SELECT 1 FROM pg_roles WHERE rolname = :old AND NOT "
+                             "pg_has_role(:new, :old, 'MEMBER')",
+                             old=previous, new=secret["username"]):
+        _inherit(conn, secret["username"], previous)
     conn.run("COMMIT")
+
+
+def _inherit(conn: pg8000.native.Connection, new: str, previous: str) -> None:
+    """GRANT previous TO new. A rename back to an earlier user (a -> b -> a) finds the previous
+    user a member of the new one, through the grants earlier renames made; PostgreSQL refuses
+    a circular membership, so those links are revoked first: the users they served are retired
+    (the previous one only until finishSecret, a second later; its own objects stay its own)."""
+    links = conn.run(
+        "SELECT m.rolname FROM pg_auth_members a JOIN pg_roles m ON m.oid = a.member "
+        "JOIN pg_roles r ON r.oid = a.roleid "
+        "WHERE r.rolname = :new AND pg_has_role(:old, m.oid, 'MEMBER')",
+        new=new, old=previous)
+    for (member,) in links:
+        conn.run(f"REVOKE {pg8000.native.identifier(new)} FROM "
+                 f"{pg8000.native.identifier(member)}")
+    conn.run(f"GRANT {pg8000.native.identifier(previous)} TO {pg8000.native.identifier(new)}")
 
 
 def _secret(client: Any, arn: str, stage: str, token: str | None = None, *,
