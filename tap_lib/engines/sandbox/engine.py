@@ -13,7 +13,10 @@ replace onto the new resource, and the side keys are deleted at the end in rever
 order. A replacement that keeps a physical name (`Handler.collides`) cannot exist beside the
 old resource: like `deleteBeforeReplace`, a preview pass run first finds those, and they and the
 dependents the plan replaces with them are deleted (reverse dependency order) before the
-program runs; the pass then creates them, each still one `replace` step.
+program runs; the pass then creates them, each still one `replace` step. The program's own
+replacement options are honoured as Pulumi's step generator does (`_diff`): ignore_changes,
+replace_on_changes, replacement_trigger (recorded per resource), and delete_before_replace,
+which when set overrides the physical-name rule either way.
 """
 from __future__ import annotations
 
@@ -549,7 +552,8 @@ class SandboxEngine(Engine):
 
     def _delete_before_replace(self, resolver: _Resolver) -> None:
         """Replacements that keep a physical name cannot be created beside the resource they
-        replace (Pulumi's deleteBeforeReplace): a preview pass finds them; they, and every
+        replace, and those the program marks delete_before_replace must not be (Pulumi's
+        deleteBeforeReplace): a preview pass finds them; they, and every
         dependent the plan replaces with them, are deleted now in reverse dependency order
         (state written after each), and the deploy's pass creates them as `replace` steps.
         Refused before anything is deleted if the stack is protected and unconfirmed, or a
