@@ -343,17 +343,21 @@ def estimate(resources: Iterable[Resource], settings: Settings,
         price = BILLABLE.get(r.type)
         costs.append(ResourceCost(r.urn, r.type, r.name, price(r, ctx) if price else [],
                                   known_free=r.type in FREE_TYPES))
+    used = {i.meter for c in costs for i in c.items}
     return Estimate(settings.region, costs, catalog.currency, catalog.as_of,
-                    assumptions(settings, catalog))
+                    assumptions(settings, catalog, used))
 
 
-def assumptions(settings: Settings, catalog: Catalog) -> dict[str, Any]:
-    """What the figures rest on, shown beside them."""
+def assumptions(settings: Settings, catalog: Catalog,
+                used: set[str] | None = None) -> dict[str, Any]:
+    """What the figures rest on, shown beside them (`used`: the catalog keys priced, whose
+    own dates, where they differ from the catalog's, are listed)."""
+    dates = catalog.price_dates(settings.region)
     return {"region": settings.region, "hours_per_month": catalog.hours_per_month,
             "terms": "On-Demand list prices, first tier, no free tier, no data transfer out",
             "usage": {k: v for k, v in settings.usage.model_dump().items()},
             "usage_source": settings.source,
-            "price_dates": catalog.price_dates(settings.region),
+            "price_dates": {k: v for k, v in dates.items() if used is None or k in used},
             "before": "the stack's current resources priced with the same catalog and usage"}
 
 
