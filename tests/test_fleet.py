@@ -1,8 +1,10 @@
 """Fleet operations against a real sandbox emulator: two deployed stacks and one that is not,
-verified concurrently in one process. Nothing is mocked."""
+verified concurrently in one process. Nothing is mocked, except where a test makes AWS itself
+refuse one call (a botocore hook that answers with an error, said at the test)."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 
@@ -13,6 +15,38 @@ from tap_lib.ops.stack import deploy
 from tap_lib.ops.verify import verify
 
 pytestmark = pytest.mark.sandbox
+
+
+# Describes one call can make for several stacks: DescribeVpcs, DescribeFlowLogs,
+# DescribeSubnets, DescribeNatGateways, DescribeAddresses, DescribeRouteTables,
+# DescribeSecurityGroups, DescribeDBClusters, DescribeDBInstances, BatchGetSecretValue.
+SHARED_KINDS = 10
+
+
+def judgement(report) -> list[tuple]:
+    """Every check as (id, resource, expected, actual, status), the synthetic payment's log
+    object name (it differs per run) left out."""
+    rows = report.checks.to_dict("records")
+    return sorted((c["id"], c["resource"], c["expected"],
+                   c["actual"].split(" (")[0] if c["id"] == "payment.synthetic" else c["actual"],
+                   c["status"]) for c in rows)
+
+
+def same_judgement(a, b) -> bool:
+    return judgement(a) == judgement(b)
+
+
+def refuse(clients, operation: str, when) -> None:
+    """Mocks AWS itself: `operation` answers AccessDenied when `when(params)` holds."""
+    from botocore.exceptions import ClientError
+
+    service, _, name = operation.partition(".")
+
+    def hook(params, **_):
+        if when(params):
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "refused"}}, name)
+
+    clients(service).meta.events.register(f"before-parameter-build.{service}.{name}", hook)
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +65,14 @@ def test_fleet_verify_matches_single_verify_and_worst_exit(two_stacks, capsys):
     for stack in ("TapStackft1", "TapStackft2"):
         r = by_stack[stack]
         assert (r.status, r.exit_code) == ("passed", 0)
-        # per-thread counting on shared clients: each stack made the calls one verify makes
-        assert r.counts["aws_calls"] == single.aws_calls
-        assert sorted(r.report.calls) == sorted(single.calls)
+        # the same reads as one verify: the describes that filter by several ids were made
+        # once for both deployed stacks, and each stack counts half of them
+        assert Counter(r.report.calls) == Counter(single.calls)
+        own = len(single.calls) - SHARED_KINDS
+        assert r.counts["aws_calls"] == own + SHARED_KINDS / 2 < single.aws_calls
+        assert r.report.shared_by == 2
         assert r.counts["passed"] == single.passed
+        assert same_judgement(r.report, single) if stack == "TapStackft1" else True
     assert (by_stack["TapStackft3"].status, by_stack["TapStackft3"].exit_code) == (
         "not-deployed", 3)
     assert report.exit_code == 3
@@ -72,6 +110,71 @@ def test_a_failed_control_shows_in_the_matrix_and_exit_1(two_stacks, capsys):
     failed = [c["id"] for c in out[1]["checks"] if c["status"] == "fail"]
     assert failed == ["s3.versioning"]
     assert out[1]["summary"]["failed"] == 1 and out[0]["summary"]["failed"] == 0
+
+
+def test_drift_judged_per_stack_as_single_verify_judges_it(two_stacks):
+    """A stack with drift (its database admits the world, its bucket lost versioning) fails
+    exactly the checks its own tap verify fails; the clean stack beside it is untouched."""
+    from tap_lib.engines.registry import open_engine
+    from tap_lib.ops.stack import settings_for
+
+    engine = open_engine(settings_for("dev", ("suffix=ft2",)), "sandbox")
+    out, clients = engine.outputs(), engine.clients()
+    cluster = clients("rds").describe_db_clusters(
+        DBClusterIdentifier=out["rds_cluster_id"])["DBClusters"][0]
+    group = cluster["VpcSecurityGroups"][0]["VpcSecurityGroupId"]
+    world = [{"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432,
+              "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
+    clients("ec2").authorize_security_group_ingress(GroupId=group, IpPermissions=world)
+    clients("s3").put_bucket_versioning(Bucket=out["s3_bucket_name"],
+                                       VersioningConfiguration={"Status": "Suspended"})
+    try:
+        report = fleet.fleet_verify([("dev", "ft1"), ("dev", "ft2")], "sandbox", 2)
+        alone = verify("dev", "sandbox", ("suffix=ft2",))
+    finally:
+        clients("ec2").revoke_security_group_ingress(GroupId=group, IpPermissions=world)
+        clients("s3").put_bucket_versioning(Bucket=out["s3_bucket_name"],
+                                           VersioningConfiguration={"Status": "Enabled"})
+    ft1, ft2 = report.results
+    assert (ft1.status, ft2.status, report.exit_code) == ("passed", "failed", 1)
+    assert set(alone.checks[alone.checks.status == "fail"].id) == {
+        "s3.versioning", "sg.no-world-ingress", "sg.db-ingress"}
+    assert same_judgement(ft2.report, alone)
+    assert report.drifted() == ["TapStackft2"]
+    assert (report.matrix().loc["TapStackft2", "s3.versioning"],
+            report.matrix().loc["TapStackft1", "s3.versioning"]) == ("fail", "pass")
+
+
+def test_a_stack_whose_read_fails_does_not_sink_the_others(two_stacks, monkeypatch):
+    """AWS refuses one of ft2's own reads: ft2 ends in error (exit 3, as its own verify would),
+    ft1 is verified in full. AWS refusing a shared describe (one that filters by several ids)
+    costs nothing but the share: each stack then reads that kind on its own, same result."""
+    from tap_lib.engines.registry import open_engine
+    from tap_lib.ops.stack import settings_for
+
+    vpc2 = open_engine(settings_for("dev", ("suffix=ft2",)), "sandbox").outputs()["vpc_id"]
+    made = fleet.ClientCache.get
+
+    def clients_refusing(self, *args):
+        clients = made(self, *args)
+        refuse(clients, "ec2.DescribeVpcAttribute", lambda p: p.get("VpcId") == vpc2)
+        refuse(clients, "ec2.DescribeSubnets",
+               lambda p: len(p.get("Filters", [{}])[0].get("Values", [])) > 1)
+        return clients
+
+    monkeypatch.setattr(fleet.ClientCache, "get", clients_refusing)
+    report = fleet.fleet_verify([("dev", "ft1"), ("dev", "ft2")], "sandbox", 2)
+    ft1, ft2 = report.results
+    assert (ft2.status, ft2.exit_code) == ("error", 3)
+    assert "DescribeVpcAttribute failed: AccessDenied" in ft2.error
+    assert (ft1.status, ft1.exit_code, report.exit_code) == ("passed", 0, 3)
+    single = verify("dev", "sandbox", ("suffix=ft1",))
+    assert same_judgement(ft1.report, single)
+    # the refused shared DescribeSubnets (refused before it was sent, so not counted): ft1
+    # described its own subnets, and shares the other nine kinds
+    assert Counter(ft1.report.calls) == Counter(single.calls)
+    own = len(single.calls) - SHARED_KINDS + 1
+    assert ft1.counts["aws_calls"] == own + (SHARED_KINDS - 1) / 2
 
 
 def test_fleet_preview_and_inspect(two_stacks):

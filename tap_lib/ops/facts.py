@@ -6,12 +6,13 @@ can be recognised) and never leave this module otherwise.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
@@ -23,27 +24,51 @@ Clients = Callable[[str], Any]
 
 
 # -- counting and clients ------------------------------------------------------------------
+SHARED = "(shared)"
+
+
 class CallCounter:
-    """Hands out the target's clients and records every API call made through them by the
-    thread that opened it (a fleet shares one client per service among concurrent stacks)."""
+    """Hands out the target's clients and records every API call made through them, under the
+    stack it was made for, by the threads that said which stack they read (`owner`); calls of
+    other threads (a fleet shares one client per service among concurrent stacks, and a
+    stack's live checks use the same clients) are not counted."""
 
     def __init__(self, clients: Clients):
         self._clients = clients
         self._id = f"tap-verify-{id(self)}"
-        self._thread = threading.get_ident()
+        self._owners: dict[int, Any] = {}
         self._hooked: list[Any] = []
-        self.calls: list[str] = []
+        self._lock = threading.Lock()
+        self.by_owner: dict[Any, list[str]] = {}
+
+    @property
+    def calls(self) -> list[str]:
+        return [c for calls in self.by_owner.values() for c in calls]
+
+    @contextlib.contextmanager
+    def owner(self, key: Any) -> Iterator["CallCounter"]:
+        """Count this thread's calls for `key` (SHARED: made once for the group)."""
+        thread = threading.get_ident()
+        self._owners[thread] = key
+        try:
+            yield self
+        finally:
+            del self._owners[thread]
 
     def __call__(self, service: str) -> Any:
         client = self._clients(service)
-        if client not in self._hooked:
-            client.meta.events.register("before-call", self._record, unique_id=self._id)
-            self._hooked.append(client)
+        with self._lock:
+            if client not in self._hooked:
+                client.meta.events.register("before-call", self._record, unique_id=self._id)
+                self._hooked.append(client)
         return client
 
     def _record(self, model, **_: Any) -> None:
-        if threading.get_ident() == self._thread:
-            self.calls.append(f"{model.service_model.service_name}.{model.name}")
+        owner = self._owners.get(threading.get_ident(), _NOBODY)
+        if owner is not _NOBODY:
+            with self._lock:
+                self.by_owner.setdefault(owner, []).append(
+                    f"{model.service_model.service_name}.{model.name}")
 
     def __enter__(self) -> "CallCounter":
         return self
@@ -51,6 +76,9 @@ class CallCounter:
     def __exit__(self, *_: Any) -> None:
         for client in self._hooked:
             client.meta.events.unregister("before-call", unique_id=self._id)
+
+
+_NOBODY = object()
 
 
 # -- facts: one fetch per resource kind ------------------------------------------------------
@@ -107,47 +135,165 @@ def tags_of(items: Iterable[dict] | None) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in items or []}
 
 
-def _fetch_network(ec2: Any, vpc_id: str, facts: Facts) -> None:
+# -- describes shared by a group of stacks -------------------------------------------------
+BATCH = 50              # ids per filter in one shared describe (AWS allows up to 200 values)
+SECRET_BATCH = 20       # BatchGetSecretValue's limit
+
+
+def _all(call: Callable[..., dict], key: str, **kwargs: Any) -> list[dict]:
+    """Every page of a describe (EC2's NextToken, RDS's Marker)."""
+    items: list[dict] = []
+    while True:
+        reply = call(**kwargs)
+        items += reply.get(key, [])
+        token = reply.get("NextToken") or reply.get("Marker")
+        if not token:
+            return items
+        kwargs["NextToken" if "NextToken" in reply else "Marker"] = token
+
+
+def _chunks(ids: Iterable[str], size: int) -> list[list[str]]:
+    ids = list(dict.fromkeys(ids))
+    return [ids[i:i + size] for i in range(0, len(ids), size)]
+
+
+class Shared:
+    """Describes made once for a group of stacks in one region, filtered by all their ids and
+    split per stack by the id each item carries, so that every stack sees exactly what its
+    own filtered describe would have returned. A kind whose shared describe fails is left to
+    each stack's own call (so a failure lands on the stack that causes it, and only there)."""
+
+    def __init__(self):
+        self._parts: dict[str, dict[str, list[dict]] | None] = {}
+
+    def load(self, kind: str, ids: Iterable[str], call: Callable[..., dict], key: str,
+             by: str, filter_arg: str = "Filters", filter_name: str = "", size: int = BATCH,
+             **kwargs: Any) -> None:
+        parts: dict[str, list[dict]] = {}
+        try:
+            for chunk in _chunks(ids, size) if filter_name else [None]:
+                args = dict(kwargs)
+                if chunk is not None:
+                    args[filter_arg] = [{"Name": filter_name, "Values": chunk}]
+                for item in _all(call, key, **args):
+                    parts.setdefault(str(item.get(by, "")).lower(), []).append(item)
+        except (ClientError, BotoCoreError):
+            self._parts[kind] = None
+            return
+        self._parts[kind] = parts
+
+    def unavailable(self, kind: str) -> bool:
+        return self._parts.get(kind) is None
+
+    def items(self, kind: str, ident: str, own: Callable[[], list[dict]]) -> list[dict]:
+        """The stack's items of this kind; `own` reads them alone when there is no share."""
+        parts = self._parts.get(kind)
+        return own() if parts is None else list(parts.get(str(ident).lower(), []))
+
+    def load_secret_values(self, sm: Any, ids: Iterable[str]) -> None:
+        values: dict[str, list[dict]] = {}
+        try:
+            for chunk in _chunks(ids, SECRET_BATCH):
+                for item in sm.batch_get_secret_value(SecretIdList=chunk).get("SecretValues", []):
+                    for ident in {item.get("ARN"), item.get("Name")} - {None, ""}:
+                        values.setdefault(ident, []).append(item)
+        except (ClientError, BotoCoreError):
+            self._parts["secret_values"] = None
+            return
+        self._parts["secret_values"] = values
+
+    def secret_values(self, ids: list[str], own: Callable[[], list[dict]]) -> list[dict]:
+        parts = self._parts.get("secret_values")
+        if parts is None:
+            return own()
+        return [v for i in dict.fromkeys(ids) for v in parts.get(i, [])[:1]]
+
+
+def load_shared(clients: Clients, stacks: Iterable[dict[str, Any]]) -> Shared:
+    """One describe per kind for all of these stacks' resources (one region, one target)."""
+    stacks = list(stacks)
+    shared = Shared()
+    vpcs = [o.get("vpc_id", "") for o in stacks]
+    clusters = [o.get("rds_cluster_id", "") for o in stacks]
+    ec2, rds = clients("ec2"), clients("rds")
+    shared.load("vpcs", vpcs, ec2.describe_vpcs, "Vpcs", "VpcId", filter_name="vpc-id")
+    shared.load("flow_logs", vpcs, ec2.describe_flow_logs, "FlowLogs", "ResourceId",
+                filter_name="resource-id")
+    shared.load("subnets", vpcs, ec2.describe_subnets, "Subnets", "VpcId", filter_name="vpc-id")
+    shared.load("nat_gateways", vpcs, ec2.describe_nat_gateways, "NatGateways", "VpcId",
+                filter_arg="Filter", filter_name="vpc-id")
+    shared.load("addresses", [], ec2.describe_addresses, "Addresses", "Domain",
+                Filters=[{"Name": "domain", "Values": ["vpc"]}])
+    shared.load("route_tables", vpcs, ec2.describe_route_tables, "RouteTables", "VpcId",
+                filter_name="vpc-id")
+    shared.load("security_groups", vpcs, ec2.describe_security_groups, "SecurityGroups",
+                "VpcId", filter_name="vpc-id")
+    shared.load("clusters", clusters, rds.describe_db_clusters, "DBClusters",
+                "DBClusterIdentifier", filter_name="db-cluster-id")
+    shared.load("instances", clusters, rds.describe_db_instances, "DBInstances",
+                "DBClusterIdentifier", filter_name="db-cluster-id")
+    if shared.unavailable("clusters"):
+        return shared   # the master secrets' ARNs are the clusters': each stack reads its own
+    secret_ids = []
+    for o in stacks:
+        cluster = next(iter(shared.items("clusters", o.get("rds_cluster_id", ""), list)), None)
+        secret_ids += _secret_ids(o.get("db_secret_arn", ""), cluster)
+    shared.load_secret_values(clients("secretsmanager"), secret_ids)
+    return shared
+
+
+def _secret_ids(secret_arn: str, cluster: dict | None) -> list[str]:
+    master = ((cluster or {}).get("MasterUserSecret") or {}).get("SecretArn")
+    return [secret_arn, master] if master else [secret_arn]
+
+
+# -- one stack's facts -----------------------------------------------------------------------
+def _fetch_network(ec2: Any, vpc_id: str, facts: Facts, shared: Shared) -> None:
     by_vpc = [{"Name": "vpc-id", "Values": [vpc_id]}]
-    vpcs = ec2.describe_vpcs(Filters=by_vpc)["Vpcs"]
+    vpcs = shared.items("vpcs", vpc_id, lambda: ec2.describe_vpcs(Filters=by_vpc)["Vpcs"])
     facts.vpc = vpcs[0] if vpcs else None
     if facts.vpc:
         for attr in ("enableDnsSupport", "enableDnsHostnames"):
             reply = ec2.describe_vpc_attribute(VpcId=vpc_id, Attribute=attr)
             facts.dns[attr] = reply[attr[0].upper() + attr[1:]]["Value"]
-    facts.flow_logs = ec2.describe_flow_logs(
-        Filters=[{"Name": "resource-id", "Values": [vpc_id]}])["FlowLogs"]
-    facts.subnets = {s["SubnetId"]: s for s in ec2.describe_subnets(Filters=by_vpc)["Subnets"]}
-    facts.nat_gateways = [n for n in ec2.describe_nat_gateways(Filter=by_vpc)["NatGateways"]
-                          if n["State"] not in ("deleting", "deleted")]
-    facts.addresses = {a["AllocationId"]: a for a in ec2.describe_addresses(
-        Filters=[{"Name": "domain", "Values": ["vpc"]}])["Addresses"]}
-    facts.route_tables = ec2.describe_route_tables(Filters=by_vpc)["RouteTables"]
-    facts.security_groups = {g["GroupId"]: g for g in ec2.describe_security_groups(
-        Filters=by_vpc)["SecurityGroups"]}
+    facts.flow_logs = shared.items("flow_logs", vpc_id, lambda: ec2.describe_flow_logs(
+        Filters=[{"Name": "resource-id", "Values": [vpc_id]}])["FlowLogs"])
+    facts.subnets = {s["SubnetId"]: s for s in shared.items(
+        "subnets", vpc_id, lambda: ec2.describe_subnets(Filters=by_vpc)["Subnets"])}
+    facts.nat_gateways = [n for n in shared.items(
+        "nat_gateways", vpc_id, lambda: ec2.describe_nat_gateways(Filter=by_vpc)["NatGateways"])
+        if n["State"] not in ("deleting", "deleted")]
+    facts.addresses = {a["AllocationId"]: a for a in shared.items(
+        "addresses", "vpc", lambda: ec2.describe_addresses(
+            Filters=[{"Name": "domain", "Values": ["vpc"]}])["Addresses"])}
+    facts.route_tables = shared.items(
+        "route_tables", vpc_id, lambda: ec2.describe_route_tables(Filters=by_vpc)["RouteTables"])
+    facts.security_groups = {g["GroupId"]: g for g in shared.items(
+        "security_groups", vpc_id,
+        lambda: ec2.describe_security_groups(Filters=by_vpc)["SecurityGroups"])}
 
 
-def _fetch_database(rds: Any, cluster_id: str, facts: Facts) -> None:
-    clusters = rds.describe_db_clusters(
-        Filters=[{"Name": "db-cluster-id", "Values": [cluster_id]}])["DBClusters"]
+def _fetch_database(rds: Any, cluster_id: str, facts: Facts, shared: Shared) -> None:
+    by_cluster = [{"Name": "db-cluster-id", "Values": [cluster_id]}]
+    clusters = shared.items("clusters", cluster_id, lambda: rds.describe_db_clusters(
+        Filters=by_cluster)["DBClusters"])
     facts.cluster = clusters[0] if clusters else None
-    facts.instances = sorted(rds.describe_db_instances(
-        Filters=[{"Name": "db-cluster-id", "Values": [cluster_id]}])["DBInstances"],
-        key=lambda i: i["DBInstanceIdentifier"])
+    facts.instances = sorted(shared.items("instances", cluster_id, lambda: rds.describe_db_instances(
+        Filters=by_cluster)["DBInstances"]), key=lambda i: i["DBInstanceIdentifier"])
 
 
-def _fetch_secret(sm: Any, secret_arn: str, facts: Facts) -> list[str]:
+def _fetch_secret(sm: Any, secret_arn: str, facts: Facts, shared: Shared) -> list[str]:
     """Describe the secret; digest the passwords of it and of the cluster's master secret."""
     facts.secret = _optional(sm.describe_secret, SecretId=secret_arn)
-    master = ((facts.cluster or {}).get("MasterUserSecret") or {}).get("SecretArn")
-    ids = [secret_arn, master] if master else [secret_arn]
+    ids = _secret_ids(secret_arn, facts.cluster)
     try:
-        values = sm.batch_get_secret_value(SecretIdList=ids)
+        values = shared.secret_values(ids, lambda: sm.batch_get_secret_value(
+            SecretIdList=ids).get("SecretValues", []))
     except ClientError as exc:
         return [f"secret values not readable ({exc.response['Error']['Code']}): Lambda "
                 "variables were checked by name only"]
     facts.secret_digests = frozenset(
-        digest(v) for item in values.get("SecretValues", [])
+        digest(v) for item in values
         for k, v in _json_object(item.get("SecretString")).items()
         if PASSWORD_KEY.search(k) and isinstance(v, str) and v)
     return []
@@ -182,15 +328,11 @@ def _fetch_bucket(s3: Any, bucket: str, facts: Facts) -> None:
     b.tags = tags_of(tagging["TagSet"]) if tagging else None
 
 
-def collect_facts(clients: Clients, outputs: dict[str, Any]) -> tuple[Facts, list[str]]:
-    """Fetch every fact the checks use, once per kind; returns (facts, notes)."""
-    facts = Facts()
+@contextlib.contextmanager
+def _as_tap_errors() -> Iterator[None]:
+    """AWS's failures as tap's typed errors (exit 3), with nothing secret in them."""
     try:
-        _fetch_network(clients("ec2"), outputs.get("vpc_id", ""), facts)
-        _fetch_database(clients("rds"), outputs.get("rds_cluster_id", ""), facts)
-        notes = _fetch_secret(clients("secretsmanager"), outputs.get("db_secret_arn", ""), facts)
-        _fetch_functions(clients("lambda"), _function_names(outputs), facts)
-        _fetch_bucket(clients("s3"), outputs.get("s3_bucket_name", ""), facts)
+        yield
     except NoCredentialsError:
         raise TargetUnreachable("no AWS credentials for verify",
                                 hint="configure a profile or AWS_* variables") from None
@@ -200,7 +342,93 @@ def collect_facts(clients: Clients, outputs: dict[str, Any]) -> tuple[Facts, lis
         err = exc.response.get("Error", {})
         raise OperationFailed(f"{exc.operation_name} failed: {err.get('Code')}: "
                               f"{err.get('Message', '')}") from None
+
+
+def _stack_facts(clients: Clients, outputs: dict[str, Any], shared: Shared
+                 ) -> tuple[Facts, list[str]]:
+    facts = Facts()
+    with _as_tap_errors():
+        _fetch_network(clients("ec2"), outputs.get("vpc_id", ""), facts, shared)
+        _fetch_database(clients("rds"), outputs.get("rds_cluster_id", ""), facts, shared)
+        notes = _fetch_secret(clients("secretsmanager"), outputs.get("db_secret_arn", ""), facts,
+                              shared)
+        _fetch_functions(clients("lambda"), _function_names(outputs), facts)
+        _fetch_bucket(clients("s3"), outputs.get("s3_bucket_name", ""), facts)
     return facts, notes
+
+
+@dataclass
+class Reading:
+    """One stack's facts, with the calls made for it alone and those made once for its whole
+    group (`shared_by` stacks; a single verify is a group of one)."""
+
+    facts: Facts
+    notes: list[str]
+    calls: list[str]
+    shared_calls: list[str]
+    shared_by: int = 1
+
+    @property
+    def aws_calls(self) -> float:
+        """Its own calls plus its share of the group's."""
+        return len(self.calls) + len(self.shared_calls) / self.shared_by
+
+
+K = TypeVar("K")
+
+
+class FactReader:
+    """The facts of a group of stacks on one target and in one region: the describes that can
+    cover several stacks are made once for all of them, when the reader opens; then `read`
+    gives one stack's facts (callable from several threads at once, one stack each)."""
+
+    def __init__(self, clients: Clients, stacks: dict[Any, dict[str, Any]]):
+        self._stacks = stacks
+        self._counter = CallCounter(clients)
+        try:
+            with self._counter.owner(SHARED), _as_tap_errors():
+                self._shared = load_shared(self._counter, stacks.values())
+        except Exception:  # noqa: BLE001 - then each stack reads on its own
+            self._shared = Shared()
+        self.shared_calls = list(self._counter.by_owner.get(SHARED, []))
+
+    def read(self, key: Any) -> Reading:
+        """One stack's facts; its failure (a typed TapError) is its own."""
+        with self._counter.owner(key):
+            facts, notes = _stack_facts(self._counter, self._stacks[key], self._shared)
+        return Reading(facts, notes, list(self._counter.by_owner.get(key, [])),
+                       self.shared_calls, len(self._stacks))
+
+    def close(self) -> None:
+        self._counter.__exit__()
+
+    def __enter__(self) -> "FactReader":
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+
+def read_facts(clients: Clients, stacks: dict[K, dict[str, Any]]
+               ) -> dict[K, Reading | Exception]:
+    """Every fact the checks use for each of these stacks (one target, one region), one after
+    the other; a stack whose read fails gets its exception, and the others their facts."""
+    out: dict[K, Reading | Exception] = {}
+    with FactReader(clients, stacks) as reader:
+        for key in stacks:
+            try:
+                out[key] = reader.read(key)
+            except Exception as exc:  # noqa: BLE001 - one stack's failure is its own
+                out[key] = exc
+    return out
+
+
+def collect_facts(clients: Clients, outputs: dict[str, Any]) -> tuple[Facts, list[str]]:
+    """Fetch every fact the checks use for one stack, once per kind; returns (facts, notes)."""
+    reading = read_facts(clients, {0: outputs})[0]
+    if isinstance(reading, Exception):
+        raise reading
+    return reading.facts, reading.notes
 
 
 def _function_names(outputs: dict[str, Any]) -> list[str]:

@@ -29,6 +29,7 @@ from ..project import FLEET_FILE, params_dir
 OPERATIONS = ("verify", "preview", "inspect")
 STACK_KEYS = ("env", "suffix")
 DEFAULT_WORKERS = 4
+RUNTIME_WORKERS = 1      # warm local runtime processes for a sandbox fleet's payments
 MAX_STACKS = 500
 SUMMARY_COLUMNS = ["stack", "env", "suffix", "status", "exit_code", "duration_s", "error"]
 
@@ -215,15 +216,28 @@ class ClientCache:
 
 def _verify_one(ref: StackRef, settings: Settings, target: str, cache: ClientCache
                 ) -> tuple[str, dict[str, int], Any]:
-    from .verify import verify
+    """One stack alone (the fleet verifies in phases instead: see _verify_fleet)."""
+    from .facts import read_facts
+    from .verify import subject
 
+    stack = subject(ref.env, target, ref.overrides)
+    clients = cache.get(target, ref, settings)
+    reading = read_facts(clients, {0: stack.outputs})[0]
+    if isinstance(reading, Exception):
+        raise reading
+    return _judged(stack, reading, clients, target, settings)
+
+
+def _judged(stack, reading, clients, target: str, settings: Settings
+            ) -> tuple[str, dict[str, Any], Any]:
     from .. import trail
+    from .verify import judge
 
-    report = verify(ref.env, target, ref.overrides, clients=cache.get(target, ref, settings))
+    report = judge(stack, reading, clients)
     counts = {"passed": report.passed, "failed": report.failed, "aws_calls": report.aws_calls}
     # A scheduled fleet check is evidence per stack: each gets its own trail entry.
     trail.append(operation="verify", stack=report.stack, target=target, env_file=settings.source,
-                 result="failed" if report.failed else "succeeded", summary=counts)
+                 result="failed" if report.failed else "succeeded", summary=dict(counts))
     return ("failed" if report.failed else "passed"), counts, report
 
 
@@ -268,6 +282,17 @@ def as_stacks(stacks: Iterable[Any]) -> list[tuple[StackRef, Settings]]:
     return out
 
 
+def _failed(ref: StackRef, settings: Settings, exc: BaseException) -> StackResult:
+    """How a stack that raised ends: as its own command would (not deployed: 3)."""
+    if isinstance(exc, TapError):
+        not_deployed = "is not deployed" in exc.message
+        status = "not-deployed" if not_deployed else (
+            "failed" if isinstance(exc, ChecksFailed) else "error")
+        return StackResult(ref, settings.stack_name, status, exc.exit_code, error=exc.message)
+    return StackResult(ref, settings.stack_name, "error", 3,
+                       error=f"{type(exc).__name__}: {exc}")
+
+
 def run_fleet(operation: str, stacks: Iterable[Any], target: str | None = None,
               max_workers: int = DEFAULT_WORKERS,
               progress: Callable[[StackResult], None] | None = None) -> FleetReport:
@@ -287,9 +312,25 @@ def run_fleet(operation: str, stacks: Iterable[Any], target: str | None = None,
         raise UsageError("the fleet has no stacks")
     target = check_target(target)
     cache = ClientCache()
+    started = time.monotonic()
+    workers = min(max_workers, len(stacks))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tap-fleet") as pool:
+        if operation == "verify":
+            results = _verify_fleet(stacks, target, cache, pool, progress)
+        else:
+            results = _each(operation, stacks, target, cache, pool, progress)
+    report = FleetReport(operation, target, results, time.monotonic() - started)
+    if operation == "verify":
+        report.notes.append(f"{len(cache)} client set(s) shared by {len(stacks)} stack(s)")
+    return report
+
+
+def _each(operation: str, stacks: list[tuple[StackRef, Settings]], target: str,
+          cache: ClientCache, pool: ThreadPoolExecutor,
+          progress: Callable[[StackResult], None] | None) -> list[StackResult]:
+    """Each stack on its own, concurrently."""
     # Inspect draws each stack's picture to outputs/<env>/topology.png: one env at a time.
     env_locks = {ref.env: threading.Lock() for ref, _ in stacks}
-    started = time.monotonic()
 
     def one(ref: StackRef, settings: Settings) -> StackResult:
         t0 = time.monotonic()
@@ -301,27 +342,111 @@ def run_fleet(operation: str, stacks: Iterable[Any], target: str | None = None,
                 status, counts, report = RUNNERS[operation](ref, settings, target, cache)
             result = StackResult(ref, settings.stack_name, status, _exit_code(status), counts,
                                  report=report)
-        except TapError as exc:
-            not_deployed = "is not deployed" in exc.message
-            status = "not-deployed" if not_deployed else (
-                "failed" if isinstance(exc, ChecksFailed) else "error")
-            result = StackResult(ref, settings.stack_name, status, exc.exit_code,
-                                 error=exc.message)
         except Exception as exc:  # noqa: BLE001 - one stack's bug must not hide the others
-            result = StackResult(ref, settings.stack_name, "error", 3,
-                                 error=f"{type(exc).__name__}: {exc}")
+            result = _failed(ref, settings, exc)
         result.duration_s = time.monotonic() - t0
         if progress:
             progress(result)
         return result
 
-    workers = min(max_workers, len(stacks))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tap-fleet") as pool:
-        results = list(pool.map(lambda pair: one(*pair), stacks))
-    report = FleetReport(operation, target, results, time.monotonic() - started)
-    if operation == "verify":
-        report.notes.append(f"{len(cache)} client set(s) shared by {len(stacks)} stack(s)")
-    return report
+    return list(pool.map(lambda pair: one(*pair), stacks))
+
+
+def _verify_fleet(stacks: list[tuple[StackRef, Settings]], target: str, cache: ClientCache,
+                  pool: ThreadPoolExecutor, progress: Callable[[StackResult], None] | None
+                  ) -> list[StackResult]:
+    """Verify in three phases: open every stack (its outputs); make the describes that cover
+    several stacks once per region for all of its stacks (FactReader); then each stack reads
+    the rest of its facts, is judged and runs its live checks, as `tap verify` would. The
+    synthetic payments share one warm runtime (_local_runtime)."""
+    from .facts import FactReader
+    from .verify import subject
+
+    n = len(stacks)
+    done: dict[int, StackResult] = {}
+    spent = [0.0] * n
+
+    def timed(i: int, fn: Callable[[], Any]) -> Any:
+        t0 = time.monotonic()
+        try:
+            return fn()
+        finally:
+            spent[i] += time.monotonic() - t0
+
+    def finish(i: int, result: StackResult) -> None:
+        result.duration_s = spent[i]
+        done[i] = result
+        if progress:
+            progress(result)
+
+    def opened(i: int):
+        ref, settings = stacks[i]
+        try:
+            return timed(i, lambda: subject(ref.env, target, ref.overrides))
+        except Exception as exc:  # noqa: BLE001 - one stack's failure is its own
+            finish(i, _failed(ref, settings, exc))
+            return None
+
+    with _local_runtime(target):
+        subjects = dict(enumerate(pool.map(opened, range(n))))
+        groups: dict[str, list[int]] = {}
+        for i, stack in subjects.items():
+            if stack is not None:
+                groups.setdefault(stack.settings.region, []).append(i)
+
+        def share(region: str) -> tuple[str, Any, Any]:
+            """The region's shared describes (one per kind for all its stacks)."""
+            ref, settings = stacks[groups[region][0]]
+            try:
+                clients = cache.get(target, ref, settings)
+                return region, clients, FactReader(
+                    clients, {i: subjects[i].outputs for i in groups[region]})
+            except Exception as exc:  # noqa: BLE001 - the region's stacks share the failure
+                return region, None, exc
+
+        t0 = time.monotonic()
+        readers = {region: (clients, reader)
+                   for region, clients, reader in pool.map(share, list(groups))}
+        for members in groups.values():
+            for i in members:
+                spent[i] += time.monotonic() - t0
+
+        def judged(i: int) -> None:
+            ref, settings = stacks[i]
+            clients, reader = readers[subjects[i].settings.region]
+            try:
+                if isinstance(reader, Exception):
+                    raise reader
+                status, counts, report = timed(i, lambda: _judged(
+                    subjects[i], reader.read(i), clients, target, settings))
+                result = StackResult(ref, settings.stack_name, status, _exit_code(status),
+                                     counts, report=report)
+            except Exception as exc:  # noqa: BLE001 - one stack's failure is its own
+                result = _failed(ref, settings, exc)
+            finish(i, result)
+
+        try:
+            list(pool.map(judged, [i for members in groups.values() for i in members]))
+        finally:
+            for _, reader in readers.values():
+                if not isinstance(reader, Exception):
+                    reader.close()
+    return [done[i] for i in range(n)]
+
+
+def _local_runtime(target: str):
+    """Synthetic payments on a target whose functions run locally (`invoke_note`: the
+    sandbox's runtime stand-in) go to one warm worker process for the whole fleet instead of
+    a child process each; a target that invokes the deployed functions needs nothing."""
+    import contextlib
+
+    from ..engines.registry import engine_class
+
+    if engine_class(target).invoke_note:
+        from ..engines.sandbox import lambda_runtime
+
+        return lambda_runtime.shared(workers=RUNTIME_WORKERS, prestart=True)
+    return contextlib.nullcontext()
 
 
 def fleet_verify(stacks, target: str | None = None,

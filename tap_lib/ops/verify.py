@@ -1,7 +1,7 @@
 """Verify: read-only checks that the deployed stack is what its environment file declares.
 
 Two phases keep the AWS calls proportional to resource kinds, not to checks x resources:
-`collect_facts` fetches each kind once (one describe per kind, shared by every check), then
+`read_facts` fetches each kind once (one describe per kind, shared by every check), then
 each check family in `CHECKS` is a pure function of (declared stack, facts). A new check is one
 more function in `CHECKS`; it costs no AWS call unless it needs a new kind of fact.
 The facts come from `facts.py` (the reading); this module only judges them. Secret values
@@ -19,7 +19,7 @@ from ..engines.base import Engine
 from ..engines.registry import open_engine
 from ..errors import OperationFailed
 from . import smoke
-from .facts import PASSWORD_KEY, CallCounter, Clients, Facts, collect_facts, digest, tags_of
+from .facts import PASSWORD_KEY, Clients, Facts, Reading, digest, read_facts, tags_of
 from .stack import settings_for
 
 COLUMNS = ["id", "control", "resource", "expected", "actual", "status"]
@@ -46,9 +46,10 @@ class VerifyReport:
     stack: str
     target: str
     checks: pd.DataFrame
-    aws_calls: int
-    calls: list[str] = field(default_factory=list)    # "service.Operation", in call order
+    aws_calls: int | float    # its own calls plus its share of calls made for a whole fleet
+    calls: list[str] = field(default_factory=list)    # "service.Operation": own, then shared
     notes: list[str] = field(default_factory=list)
+    shared_by: int = 1        # stacks that shared the group's describes (a fleet's region)
 
     @property
     def passed(self) -> int:
@@ -362,25 +363,52 @@ def deployed_outputs(engine: Engine, env: str) -> dict[str, Any]:
     return outputs
 
 
+@dataclass(frozen=True)
+class Subject:
+    """A deployed stack about to be verified: its settings, engine and outputs."""
+
+    env: str
+    settings: Settings
+    engine: Engine
+    outputs: dict[str, Any]
+
+
+def subject(env: str, target: str | None = None, overrides=()) -> Subject:
+    settings = settings_for(env, overrides)
+    engine = open_engine(settings, target, tuple(overrides))
+    return Subject(env, settings, engine, deployed_outputs(engine, env))
+
+
 def verify(env: str, target: str | None = None, overrides=(), *,
            live: bool = True, clients: Clients | None = None) -> VerifyReport:
     """Check the live stack against its environment file; read-only. `clients`: clients on
     the stack's target and region to use instead of the engine's own (a fleet shares them)."""
-    settings = settings_for(env, overrides)
-    engine = open_engine(settings, target, tuple(overrides))
-    outputs = deployed_outputs(engine, env)
-    clients = clients or engine.clients()
-    with CallCounter(clients) as counter:
-        facts, notes = collect_facts(counter, outputs)
-    checks = run_checks(Declared(settings, outputs), facts)
+    stack = subject(env, target, overrides)
+    clients = clients or stack.engine.clients()
+    reading = read_facts(clients, {0: stack.outputs})[0]
+    if isinstance(reading, Exception):
+        raise reading
+    return judge(stack, reading, clients, live=live)
+
+
+def judge(stack: Subject, reading: Reading, clients: Clients, *, live: bool = True
+          ) -> VerifyReport:
+    """The report for one stack from its facts (however they were read), with the live checks
+    run now. A fleet reads many stacks' facts at once and judges each here, as verify does."""
+    engine, notes = stack.engine, list(reading.notes)
+    checks = run_checks(Declared(stack.settings, stack.outputs), reading.facts)
     if live:
         checks = pd.concat([checks, pd.DataFrame(
-            [asdict(c) for c in live_checks(engine, settings, outputs, facts, clients)],
+            [asdict(c) for c in live_checks(engine, stack.settings, stack.outputs,
+                                            reading.facts, clients)],
             columns=COLUMNS)], ignore_index=True)
         if engine.invoke_note:
             notes.append(engine.invoke_note)
-    return VerifyReport(engine.stack, engine.name, checks, aws_calls=len(counter.calls),
-                        calls=list(counter.calls), notes=notes)
+    calls = round(reading.aws_calls, 2)
+    return VerifyReport(engine.stack, engine.name, checks,
+                        aws_calls=int(calls) if calls == int(calls) else calls,
+                        calls=reading.calls + reading.shared_calls, notes=notes,
+                        shared_by=reading.shared_by)
 
 
 def live_checks(engine: Engine, settings: Settings, outputs: dict[str, Any], facts: Facts,
