@@ -1,0 +1,43 @@
+"""How the suite spreads over pytest-xdist workers (`-n` in pyproject's addopts).
+
+Tests share expensive things per module (a deployed sandbox stack, a PostgreSQL server), so a
+module is the unit of work: it runs whole on one worker. The notebooks are one unit: they deploy,
+check and destroy one stack in runbook order (notebooks/conftest.py). The slowest units start
+first so that the last one to finish is short; the order below is a measured guess, and a stale
+entry only costs balance, never correctness.
+"""
+from __future__ import annotations
+
+import pytest
+
+# Slowest first (seconds on 2 cores, CI run of 2026-11-30); units not listed follow, those
+# with most tests first (xdist's own order).
+SLOWEST_FIRST = (
+    "notebooks",
+    "tests/test_faults.py",
+    "tests/test_change_matrix.py",
+    "tests/test_airflow.py",
+)
+
+
+def unit_of(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    return "notebooks" if path.endswith(".ipynb") else path
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        """LoadScope with modules (and the notebooks together) as units, slowest first."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of(nodeid)
+
+        def _assign_work_unit(self, node) -> None:
+            rank = {unit: i for i, unit in enumerate(SLOWEST_FIRST)}
+            first = min(self.workqueue, key=lambda unit: rank.get(unit, len(rank)))
+            self.workqueue.move_to_end(first, last=False)
+            super()._assign_work_unit(node)
+
+    return ModuleScheduling(config, log)
