@@ -104,6 +104,8 @@ def _cost_text(cost: dict) -> None:
           f"(change {cost['delta_monthly_usd']:+,.2f}"
           f"{'' if cost['delta_complete'] else ', excluding unknown items'}; "
           f"prices as of {cost['as_of']})")
+    for key, date in cost["assumptions"].get("price_dates", {}).items():
+        print(f"  price of {key} as of {date} (catalog.json names its source)")
     for item in cost["top"][:3]:
         more = "" if item["complete"] else " + unknown"
         print(f"  {item['monthly_usd']:>10,.2f}{more}  {item['name']} "

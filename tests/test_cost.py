@@ -383,3 +383,18 @@ def test_preview_json_carries_the_cost(sandbox_home, catalog):
     assert bool(unknown_steps) == (not cost["complete"])
     # steps with an unknown item carry null, so the steps' sum never exceeds the total
     assert known <= cost["monthly_usd"] + 0.01
+
+
+def test_preview_text_names_prices_older_than_the_catalog(sandbox_home, catalog):
+    """A price quoted from an older copy of the Price List is named with its date beside the
+    total, so an approver reading the text sees it is not the catalog's date."""
+    out = subprocess.run([sys.executable, "-m", "tap_lib.cli", "preview", "--env", "staging",
+                          "--set", "suffix=costtext"], capture_output=True, text=True,
+                         env=os.environ.copy(), timeout=300)
+    assert out.returncode == 0, out.stderr
+    settings = load_settings("staging", ["suffix=costtext"], use_environ=False)
+    key = f"aurora_instance_hour:{settings.db.instance_class}"
+    dated = catalog.price_dates(settings.region)
+    assert key in dated and dated[key] != catalog.as_of
+    assert f"price of {key} as of {dated[key]}" in out.stdout
+    assert f"prices as of {catalog.as_of}" in out.stdout
