@@ -82,6 +82,26 @@ def test_fleet_verify_matches_single_verify_and_worst_exit(two_stacks, capsys):
     assert set(single.checks["id"]) == set(matrix.columns)
     assert (matrix.loc["TapStackft1"] == "pass").all()
     assert (matrix.loc["TapStackft3"] == "").all()
+    # the cost column: each deployed stack priced from its own recorded resources; the stack
+    # that is not deployed is unknown, never 0
+    from tap_lib.cost import estimate_state
+    from tap_lib.engines.registry import open_engine
+    from tap_lib.ops.stack import settings_for
+
+    settings = settings_for("dev", ("suffix=ft1",))
+    est = estimate_state(open_engine(settings, "sandbox").resources(), settings)
+    cost = by_stack["TapStackft1"].to_dict()["cost"]
+    assert cost["known_monthly_usd"] == round(est.monthly_usd, 2) > 0
+    assert cost["unknown"] == est.unknown and cost["complete"] == est.complete
+    assert cost["monthly_usd"] == (cost["known_monthly_usd"] if est.complete else None)
+    summary = report.summary().set_index("stack")
+    assert list(summary.columns[-4:]) == ["monthly_usd", "cost", "duration_s", "error"]
+    assert summary.loc["TapStackft3", "cost"].startswith("unknown (not deployed")
+    assert by_stack["TapStackft3"].to_dict()["cost"]["monthly_usd"] is None
+    assert summary["monthly_usd"].isna().tolist() == [not est.complete] * 2 + [True]
+    if not est.complete:   # dev's Aurora instance class has no eu-west-2 price in the catalog
+        assert summary.loc["TapStackft1", "cost"].startswith(
+            f"unknown ({cost['known_monthly_usd']:.2f} USD known, {len(est.unknown)} item")
     # each verified stack got its own audit entry
     from tap_lib import trail
     entries = [e for e in trail.read() if e["operation"] == "verify"][-2:]

@@ -32,6 +32,8 @@ DEFAULT_WORKERS = 4
 RUNTIME_WORKERS = 1      # warm local runtime processes for a sandbox fleet's payments
 MAX_STACKS = 500
 SUMMARY_COLUMNS = ["stack", "env", "suffix", "status", "exit_code", "duration_s", "error"]
+COST_COLUMNS = ["monthly_usd", "cost"]      # verify and inspect: what each stack costs now
+COSTED = ("verify", "inspect")
 
 
 @dataclass(frozen=True)
@@ -137,12 +139,32 @@ class StackResult:
     duration_s: float = 0.0
     error: str | None = None
     report: Any = None         # VerifyReport | Plan | Inspection
+    cost: dict[str, Any] | None = None   # stack_cost(); None: not priced (not deployed)
 
     def to_dict(self) -> dict[str, Any]:
         body = self.report.to_dict() if self.report is not None else {}
-        return {**body, "stack": self.stack, **self.ref.to_dict(), "status": self.status,
-                "exit_code": self.exit_code, "counts": self.counts,
-                "duration_s": round(self.duration_s, 3), "error": self.error}
+        out = {**body, "stack": self.stack, **self.ref.to_dict(), "status": self.status,
+               "exit_code": self.exit_code, "counts": self.counts,
+               "duration_s": round(self.duration_s, 3), "error": self.error}
+        if self.cost is not None or "cost" not in out:
+            out["cost"] = self.cost or unpriced("not deployed" if self.status == "not-deployed"
+                                                else "the stack could not be read")
+        return out
+
+    def cost_cells(self) -> dict[str, Any]:
+        """The summary's cost columns: the monthly figure only when every item is priced
+        (else <NA>), and in words what it rests on or what is unknown."""
+        cost = self.cost or unpriced("not deployed" if self.status == "not-deployed"
+                                     else "the stack could not be read")
+        known, n = cost["known_monthly_usd"], len(cost["unknown"])
+        if cost["monthly_usd"] is not None:
+            text = f"{cost['monthly_usd']:.2f} {cost['currency']}"
+        elif known is None:
+            text = f"unknown ({cost['unknown'][0]})"
+        else:
+            text = (f"unknown ({known:.2f} {cost['currency']} known, {n} item(s) "
+                    "without a price)")
+        return {"monthly_usd": cost["monthly_usd"], "cost": text}
 
 
 @dataclass
@@ -160,13 +182,19 @@ class FleetReport:
 
     def summary(self) -> pd.DataFrame:
         """One row per stack: how it ended and its counts."""
+        costed = self.operation in COSTED
         rows = [{"stack": r.stack, "env": r.ref.env, "suffix": r.ref.suffix or "",
                  "status": r.status, "exit_code": r.exit_code, **r.counts,
+                 **(r.cost_cells() if costed else {}),
                  "duration_s": round(r.duration_s, 2), "error": r.error or ""}
                 for r in self.results]
         counts = list(dict.fromkeys(k for r in self.results for k in r.counts))
-        frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS[:5] + counts + SUMMARY_COLUMNS[5:])
-        return frame.astype({k: "Int64" for k in counts})  # a stack without counts: <NA>
+        columns = (SUMMARY_COLUMNS[:5] + counts + (COST_COLUMNS if costed else [])
+                   + SUMMARY_COLUMNS[5:])
+        frame = pd.DataFrame(rows, columns=columns)
+        # a stack without counts: <NA>; AWS calls per stack may be a fraction (shared calls)
+        types = {k: "Float64" if k == "aws_calls" else "Int64" for k in counts}
+        return frame.astype({**types, **({"monthly_usd": "Float64"} if costed else {})})
 
     def matrix(self) -> pd.DataFrame:
         """Stack x control: 'fail' where any check of that control failed on that stack,
@@ -193,6 +221,29 @@ class FleetReport:
         return [r.to_dict() for r in self.results]
 
 
+# -- cost ------------------------------------------------------------------------------------
+def unpriced(why: str) -> dict[str, Any]:
+    return {"monthly_usd": None, "known_monthly_usd": None, "complete": False,
+            "unknown": [why], "currency": None, "as_of": None}
+
+
+def stack_cost(engine: Any, settings: Settings) -> dict[str, Any]:
+    """What the stack's deployed resources (as its engine's state records them) cost a month,
+    priced by the catalog (tap_lib.cost): `monthly_usd` only when every item has a price,
+    `known_monthly_usd` the sum of those that do, `unknown` names the rest. Never 0 for
+    unknown; a failure to price is a note here, not the stack's failure."""
+    from ..cost import estimate_state
+
+    try:
+        est = estimate_state(engine.resources(), settings)
+    except Exception as exc:  # noqa: BLE001 - the price is a column, not a check
+        return unpriced(f"not priced: {type(exc).__name__}: {exc}")
+    known = round(float(est.monthly_usd), 2)
+    return {"monthly_usd": known if est.complete else None, "known_monthly_usd": known,
+            "complete": est.complete, "unknown": est.unknown, "currency": est.currency,
+            "as_of": est.as_of}
+
+
 # -- running -----------------------------------------------------------------------------------
 class ClientCache:
     """One set of boto3 clients per (target, region), made by the first stack that needs it."""
@@ -215,7 +266,7 @@ class ClientCache:
 
 
 def _verify_one(ref: StackRef, settings: Settings, target: str, cache: ClientCache
-                ) -> tuple[str, dict[str, int], Any]:
+                ) -> tuple[str, dict[str, int], Any, dict | None]:
     """One stack alone (the fleet verifies in phases instead: see _verify_fleet)."""
     from .facts import read_facts
     from .verify import subject
@@ -229,7 +280,7 @@ def _verify_one(ref: StackRef, settings: Settings, target: str, cache: ClientCac
 
 
 def _judged(stack, reading, clients, target: str, settings: Settings
-            ) -> tuple[str, dict[str, Any], Any]:
+            ) -> tuple[str, dict[str, Any], Any, dict | None]:
     from .. import trail
     from .verify import judge
 
@@ -238,19 +289,21 @@ def _judged(stack, reading, clients, target: str, settings: Settings
     # A scheduled fleet check is evidence per stack: each gets its own trail entry.
     trail.append(operation="verify", stack=report.stack, target=target, env_file=settings.source,
                  result="failed" if report.failed else "succeeded", summary=dict(counts))
-    return ("failed" if report.failed else "passed"), counts, report
+    return (("failed" if report.failed else "passed"), counts, report,
+            stack_cost(stack.engine, settings))
 
 
 def _preview_one(ref: StackRef, settings: Settings, target: str, cache: ClientCache
-                 ) -> tuple[str, dict[str, int], Any]:
+                 ) -> tuple[str, dict[str, int], Any, dict | None]:
     from .stack import preview
 
     plan = preview(ref.env, target, ref.overrides)
-    return "passed", dict(plan.summary), plan
+    return "passed", dict(plan.summary), plan, None     # the plan carries its own cost
 
 
 def _inspect_one(ref: StackRef, settings: Settings, target: str, cache: ClientCache
-                 ) -> tuple[str, dict[str, int], Any]:
+                 ) -> tuple[str, dict[str, int], Any, dict | None]:
+    from ..engines.registry import open_engine
     from ..errors import OperationFailed
     from .inspect import inspect_stack
 
@@ -258,10 +311,12 @@ def _inspect_one(ref: StackRef, settings: Settings, target: str, cache: ClientCa
     if not result.outputs:
         raise OperationFailed(f"stack {result.stack} is not deployed on {result.target}")
     counts = {"resources": len(result.inventory), "drifted": len(result.drift)}
-    return "passed", counts, result
+    return "passed", counts, result, stack_cost(open_engine(settings, target, ref.overrides),
+                                                settings)
 
 
-RUNNERS: dict[str, Callable[..., tuple[str, dict[str, int], Any]]] = {
+# Each returns (status, counts, report, cost).
+RUNNERS: dict[str, Callable[..., tuple[str, dict[str, int], Any, dict | None]]] = {
     "verify": _verify_one, "preview": _preview_one, "inspect": _inspect_one}
 
 
@@ -337,11 +392,12 @@ def _each(operation: str, stacks: list[tuple[StackRef, Settings]], target: str,
         try:
             if operation == "inspect":
                 with env_locks[ref.env]:
-                    status, counts, report = RUNNERS[operation](ref, settings, target, cache)
+                    status, counts, report, cost = RUNNERS[operation](ref, settings, target,
+                                                                      cache)
             else:
-                status, counts, report = RUNNERS[operation](ref, settings, target, cache)
+                status, counts, report, cost = RUNNERS[operation](ref, settings, target, cache)
             result = StackResult(ref, settings.stack_name, status, _exit_code(status), counts,
-                                 report=report)
+                                 report=report, cost=cost)
         except Exception as exc:  # noqa: BLE001 - one stack's bug must not hide the others
             result = _failed(ref, settings, exc)
         result.duration_s = time.monotonic() - t0
@@ -417,10 +473,10 @@ def _verify_fleet(stacks: list[tuple[StackRef, Settings]], target: str, cache: C
             try:
                 if isinstance(reader, Exception):
                     raise reader
-                status, counts, report = timed(i, lambda: _judged(
+                status, counts, report, cost = timed(i, lambda: _judged(
                     subjects[i], reader.read(i), clients, target, settings))
                 result = StackResult(ref, settings.stack_name, status, _exit_code(status),
-                                     counts, report=report)
+                                     counts, report=report, cost=cost)
             except Exception as exc:  # noqa: BLE001 - one stack's failure is its own
                 result = _failed(ref, settings, exc)
             finish(i, result)
