@@ -7,8 +7,10 @@ test can edit an environment file or commit without touching the real repo."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -159,3 +161,30 @@ def test_a_preview_record_carries_its_plan(project, monkeypatch):
     plans.approve(record.path)
     result = stack_ops.deploy(ENV, "sandbox", plan=record.path)
     assert not result.changes and any(reviewed.hash in n for n in result.notes)
+
+
+def test_two_operators_applying_one_plan_at_once_apply_it_once(project, tmp_path):
+    """Both start from the same reviewed plan at the same moment: one applies it; the other is
+    refused (the stack is locked, or the plan no longer matches the stack the first left), and
+    the trail says which did what."""
+    from tap_lib import trail
+
+    path = plans.save_plan(plans.make_plan(ENV, "sandbox", ["lambda.memory_mb=384"]),
+                           tmp_path / "plan.json")
+    before = len(trail.read())
+    procs = [subprocess.Popen([sys.executable, "-m", "tap_lib.cli", "deploy", "--env", ENV,
+                               "--plan", str(path), "--yes"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.returncode, err) for p in procs for _, err in [p.communicate(timeout=300)]]
+    codes = sorted(code for code, _ in results)
+    assert codes[0] == 0 and codes[1] in (2, 3), results
+    refused = next(err for code, err in results if code)
+    assert "Traceback" not in refused
+    assert re.search(r"locked|changed after the plan|planned: update", refused), refused
+    assert memory(engine()) == 384
+    entries = [e for e in trail.read()[before:] if e["operation"] == "deploy"]
+    outcomes = sorted(e["result"] for e in entries)
+    assert len(outcomes) == 2 and outcomes[1] == "succeeded" and \
+        outcomes[0] in ("failed", "refused"), entries
+    stack_ops.deploy(ENV, "sandbox")                                  # back as the file says
+    assert memory(engine()) == 256
