@@ -1,7 +1,10 @@
 """Airflow really runs tap's DAGs: in its own virtualenv (.venv-airflow, installed by .ci/run
 with the `airflow` extra), as users run it. The DAG files must import without errors, and the
 fleet-verify DAG runs once end to end (`dag.test()`) against a throwaway sandbox stack, its
-tasks executing the fleet notebook on the `tap` kernelspec; its records must exist.
+tasks executing the fleet notebook on the `tap` kernelspec. Every record an Airflow task leaves
+is a tap record (metadata, index, trail; the chain verifies). The runbook DAG's deploy applies
+the plan its preview saved, and a protected stack's (prod) without an approval fails at deploy
+with nothing changed.
 
 Under CI the airflow venv must be there (a missing one fails, never skips); locally, the test
 skips with the reason. TAP_AIRFLOW_PYTHON points at another Airflow interpreter."""
@@ -9,10 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from tap_lib.project import project_dir
@@ -56,7 +61,9 @@ from airflow.models import DagBag
 bag = DagBag(dag_folder=sys.argv[1])
 print("RESULT " + json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()},
                               "dags": sorted(bag.dag_ids),
-                              "tasks": {d: sorted(bag.get_dag(d).task_ids) for d in bag.dag_ids}}))
+                              "tasks": {d: sorted(bag.get_dag(d).task_ids) for d in bag.dag_ids},
+                              "deploy_plan": bag.get_dag("tap_runbook_dev").get_task("deploy")
+                                             .parameters["plan"]}))
 """
 
 TEST_RUN = """
@@ -83,6 +90,38 @@ def test_dags_import_without_errors(airflow_python, airflow_env):
     assert bag["tasks"]["tap_runbook_dev"] == sorted(
         ["preflight", "preview", "deploy", "verify", "inspect"])
     assert bag["tasks"]["tap_fleet_verify"] == ["list_stacks", "verify"]
+    assert bag["deploy_plan"] == "{{ ti.xcom_pull(task_ids='preview') }}"
+
+
+def tap_records(root: Path) -> dict[str, nbformat.NotebookNode]:
+    """Every record under `root`, by path."""
+    return {str(p): nbformat.read(p, as_version=4) for p in sorted(root.glob("*/*.ipynb"))}
+
+
+def assert_first_class(records: dict[str, nbformat.NotebookNode], root: Path) -> None:
+    """Each record carries tap's metadata, is in tap's index (what `tap audit` lists) and
+    chained in the trail with the SHA-256 of its content, and the whole chain verifies."""
+    from tap_lib import trail
+    from tap_lib.ops import audit
+
+    entries = {e["record"]: e for e in trail.read(str(root)) if e["operation"] == "record"}
+    listed = set(audit.audit_table(output_dir=str(root))["path"])
+    for path, nb in records.items():
+        meta = nb.metadata["tap"]
+        # the checkout's commit when the record was stored (others may commit meanwhile)
+        assert re.fullmatch("[0-9a-f]{40}", meta["commit"]) and meta["operator"] == "airflow"
+        assert entries[path]["commit"] == meta["commit"] and isinstance(meta["dirty"], bool)
+        assert meta["status"] in ("succeeded", "failed") and meta["start"] and meta["end"]
+        assert meta["airflow"]["run_id"] and meta["airflow"]["task_id"], meta
+        assert meta["chain_prev"] and meta["parameters"]["target"] == "sandbox"
+        assert path in listed, path
+        assert entries[path]["record_sha256"] == trail.sha256_bytes(Path(path).read_bytes())
+    assert audit.verify(str(root)).ok
+
+
+def outputs_text(nb) -> list[str]:
+    return [o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+            for c in nb.cells for o in c.get("outputs", [])]
 
 
 @pytest.mark.sandbox
@@ -99,12 +138,123 @@ def test_fleet_verify_dag_runs_end_to_end(airflow_python, airflow_env, sandbox_h
                          env=env, capture_output=True, text=True, timeout=900)
     # af2 is not deployed: its mapped task fails, and with it the run
     assert result(out).endswith("failed"), out.stdout[-3000:]
-    made = sorted(p.name for p in (records / "dev").glob("*-fleet-dev-*.ipynb"))
-    assert any("-fleet-dev-af1-" in n for n in made) and any("-fleet-dev-af2-" in n for n in made)
-    import nbformat
-
-    af1 = nbformat.read(next((records / "dev").glob("*-fleet-dev-af1-*.ipynb")), as_version=4)
-    texts = [o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
-             for c in af1.cells for o in c.get("outputs", [])]
+    made = tap_records(records)
+    by_stack = {nb.metadata["tap"]["stack"]: (path, nb) for path, nb in made.items()}
+    assert sorted(by_stack) == ["TapStackaf1", "TapStackaf2"], sorted(by_stack)
+    assert_first_class(made, records)
+    af1_path, af1 = by_stack["TapStackaf1"]
+    assert af1.metadata["tap"]["status"] == "succeeded"
+    assert af1.metadata["tap"]["parameters"]["suffixes"] == ["af1"]
+    assert by_stack["TapStackaf2"][1].metadata["tap"]["status"] == "failed"
     assert any("fleet verify: stacks=1, failed=0, not_verified=0, exit_code=0" in t
-               for t in texts), texts
+               for t in outputs_text(af1)), outputs_text(af1)
+    from tap_lib import trail
+
+    # the kernel's own trail entry (fleet verify, per stack) names the record it belongs to
+    verified = [e for e in trail.read(str(records)) if e["operation"] == "verify"]
+    assert {e["stack"]: e["record"] for e in verified}["TapStackaf1"] == af1_path
+
+
+RUNBOOK_DAGS = """
+import sys
+sys.path.insert(0, {project!r})
+from tap_lib.airflow.dags import runbook_dag
+
+dev = runbook_dag("dev", suffix="af3")      # throwaway stacks: ENVIRONMENT_SUFFIX
+prod = runbook_dag("prod", suffix="af4")    # protected: params/prod.yaml
+"""
+
+RUNBOOK_RUNS = """
+import json, sys
+from airflow.models import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+runs = {}
+# preflight, verify and inspect are marked done without running (CI time): this test is about
+# the preview -> deploy hand-over; the fleet DAG above runs the records path end to end.
+for dag_id, skip in (("tap_runbook_devaf3", "^(preflight|verify|inspect)$"),
+                     ("tap_runbook_prodaf4", "^preflight$")):
+    run = bag.get_dag(dag_id).test(mark_success_pattern=skip)
+    runs[dag_id] = {"state": str(run.state),
+                    "tasks": {ti.task_id: str(ti.state) for ti in run.get_task_instances()}}
+print("RESULT " + json.dumps(runs))
+"""
+
+
+@pytest.fixture(scope="module")
+def runbook_runs(airflow_python, airflow_env, sandbox_home, tmp_path_factory):
+    """The runbook DAGs of a throwaway dev stack and a throwaway prod stack (protected), as a
+    user's own DAG file declares them, each run once (one Airflow process for both)."""
+    dags = tmp_path_factory.mktemp("dags")
+    (dags / "runbook_dags.py").write_text(RUNBOOK_DAGS.format(project=str(project_dir())))
+    records = sandbox_home / "runbook-records"
+    env = {**airflow_env, "TAP_HOME": os.environ["TAP_HOME"],
+           "TAP_SANDBOX_PORT": os.environ["TAP_SANDBOX_PORT"], "TAP_OUTPUTS": str(records),
+           "AIRFLOW__CORE__DAGS_FOLDER": str(dags)}
+    env.pop("ENVIRONMENT_SUFFIX", None)
+    out = subprocess.run([airflow_python, "-c", RUNBOOK_RUNS, str(dags)], env=env,
+                         capture_output=True, text=True, timeout=900)
+    return json.loads(result(out)), records
+
+
+def runbook_records(records: Path, stack: str) -> dict[str, tuple[str, nbformat.NotebookNode]]:
+    return {nb.metadata["tap"]["notebook"]: (path, nb) for path, nb in tap_records(records).items()
+            if nb.metadata["tap"]["stack"] == stack}
+
+
+@pytest.mark.sandbox
+def test_runbook_dag_deploys_the_plan_its_preview_saved(runbook_runs):
+    from tap_lib import trail
+    from tap_lib.ops import plans
+
+    runs, records = runbook_runs
+    run = runs["tap_runbook_devaf3"]
+    assert run["state"].endswith("success") and run["tasks"]["deploy"] == "success", run
+    made = runbook_records(records, "TapStackaf3")
+    assert sorted(made) == ["deploy", "preview"], sorted(made)
+    assert_first_class({p: nb for p, nb in made.values()}, records)
+    preview_path, deploy_path = made["preview"][0], made["deploy"][0]
+    deploy_meta = made["deploy"][1].metadata["tap"]
+    assert deploy_meta["parameters"]["plan"] == preview_path    # handed over through XCom
+    assert deploy_meta["airflow"]["dag_id"] == "tap_runbook_devaf3"
+    reviewed = plans.load_plan(preview_path)
+    assert reviewed.stack == "TapStackaf3" and reviewed.author == "airflow"
+    assert reviewed.body["summary"]["create"] > 0
+    deployed = [e for e in trail.read(str(records))
+                if e["operation"] == "deploy" and e["stack"] == "TapStackaf3"]
+    assert len(deployed) == 1, deployed
+    # the engine applied exactly the reviewed plan: its hash, its steps' counts
+    assert deployed[0]["result"] == "succeeded" and deployed[0]["record"] == deploy_path
+    assert deployed[0]["plan_hash"] == reviewed.hash
+    assert deployed[0]["summary"]["create"] == reviewed.body["summary"]["create"]
+    assert any(f"applied reviewed plan {reviewed.hash}" in n for n in deployed[0]["notes"])
+
+
+@pytest.mark.sandbox
+def test_prod_runbook_dag_without_approval_fails_at_deploy_changing_nothing(runbook_runs):
+    from tap_lib import trail
+    from tap_lib.engines.registry import open_engine
+    from tap_lib.ops import plans
+    from tap_lib.ops.stack import settings_for
+
+    runs, records = runbook_runs
+    run = runs["tap_runbook_prodaf4"]
+    assert run["state"].endswith("failed"), run
+    assert run["tasks"]["preview"] == "success" and run["tasks"]["deploy"] == "failed", run
+    assert run["tasks"]["verify"] == run["tasks"]["inspect"] == "upstream_failed", run
+    made = runbook_records(records, "TapStackaf4")
+    assert sorted(made) == ["deploy", "preview"], sorted(made)
+    assert_first_class({p: nb for p, nb in made.values()}, records)
+    preview_path, deploy_path = made["preview"][0], made["deploy"][0]
+    deploy_meta = made["deploy"][1].metadata["tap"]
+    assert deploy_meta["status"] == "failed" and deploy_meta["parameters"]["plan"] == preview_path
+    # the record says why and what to do
+    assert "PlanRefused" in deploy_meta["error"] and "approval" in deploy_meta["error"]
+    assert f"tap approve {preview_path}" in deploy_meta["error"]
+    reviewed = plans.load_plan(preview_path)
+    assert plans.approved_by(reviewed) == []
+    refused = [e for e in trail.read(str(records))
+               if e["operation"] == "deploy" and e["stack"] == "TapStackaf4"]
+    assert [(e["result"], e["error"], e["plan_hash"], e["record"]) for e in refused] == [
+        ("refused", "PlanRefused", reviewed.hash, deploy_path)]
+    engine = open_engine(settings_for("prod", ("suffix=af4",)), "sandbox", ("suffix=af4",))
+    assert engine.resources() == [] and engine.is_protected()

@@ -91,47 +91,80 @@ class TapNotebookOperator(PapermillOperator):
         from papermill.exceptions import PapermillExecutionError
 
         variables = {**self.environment, "TAP_OUTPUTS": self.records}
-        begun = self._tap("begin", {"notebook": self.notebook,
-                                    "parameters": dict(self.parameters or {})}, variables)
-        self.parameters = begun["parameters"]   # typed and masked by tap, as `tap run` does
-        if isinstance(self.input_nb, NoteBook):     # a second execute: take the new parameters
-            self.input_nb = self.input_nb.url
-        failure: BaseException | None = None
-        error = None
-        with tempfile.TemporaryDirectory(prefix="tap-airflow-") as tmp, _environ(
-                {**variables, **begun["kernel_env"]}):
-            scratch = self.output_nb = str(Path(tmp) / f"{self.notebook}.ipynb")
-            t0 = time.monotonic()
-            try:
-                super().execute(context)
-            except PapermillExecutionError as exc:
-                failure, error = exc, f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"
-            except Exception as exc:  # noqa: BLE001 - kernel died, timeout...: still a record
-                failure, error = exc, f"{type(exc).__name__}: {exc}"
-            ti = context.get("ti")
-            record = self._tap("finish", {
-                "begun": begun, "output": scratch, "error": error,
-                "duration_s": time.monotonic() - t0,
-                "airflow": {"dag_id": getattr(ti, "dag_id", None),
-                            "run_id": getattr(ti, "run_id", None),
-                            "task_id": getattr(ti, "task_id", None),
-                            "map_index": getattr(ti, "map_index", None),
-                            "try_number": getattr(ti, "try_number", None)}}, variables)
+        with _TapRecords(self.python or tap_python(Path(self.project)), self.project,
+                         variables, self.notebook) as tap:
+            begun = tap.ask({"step": "begin", "notebook": self.notebook,
+                             "parameters": dict(self.parameters or {})})
+            self.parameters = begun["parameters"]   # typed and masked by tap, as `tap run` does
+            if isinstance(self.input_nb, NoteBook):     # a second execute: new parameters
+                self.input_nb = self.input_nb.url
+            failure: BaseException | None = None
+            error = None
+            with tempfile.TemporaryDirectory(prefix="tap-airflow-") as tmp, _environ(
+                    {**variables, **begun["kernel_env"]}):
+                scratch = self.output_nb = str(Path(tmp) / f"{self.notebook}.ipynb")
+                t0 = time.monotonic()
+                try:
+                    super().execute(context)
+                except PapermillExecutionError as exc:
+                    failure, error = exc, f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"
+                except Exception as exc:  # noqa: BLE001 - kernel died...: still a record
+                    failure, error = exc, f"{type(exc).__name__}: {exc}"
+                ti = context.get("ti")
+                record = tap.ask({
+                    "step": "finish", "begun": begun, "output": scratch, "error": error,
+                    "duration_s": time.monotonic() - t0,
+                    "airflow": {k: getattr(ti, k, None) for k in (
+                        "dag_id", "run_id", "task_id", "map_index", "try_number")}})
         self.log.info("record: %s (%s)", record["path"], record["status"])
         if failure is not None:
             raise failure
         return record["path"]
 
-    def _tap(self, step: str, request: dict, variables: dict[str, str]) -> dict:
-        """One half of tap's record path, run by tap's interpreter (records.py)."""
-        out = subprocess.run([self.python or tap_python(Path(self.project)), "-m",
-                              "tap_lib.airflow.records", step], cwd=self.project,
-                             input=json.dumps(request, default=str), capture_output=True,
-                             text=True, timeout=600, env={**os.environ, **variables})
-        if out.returncode != 0:
-            raise AirflowException(f"tap refused the {self.notebook} task ({step}, exit "
-                                   f"{out.returncode}): {out.stderr.strip()[-2000:]}")
-        return json.loads(out.stdout.strip().splitlines()[-1])
+
+class _TapRecords:
+    """tap's record path for one task (records.py), in tap's interpreter: one process answers
+    the task's `begin` and `finish`, one JSON line each."""
+
+    def __init__(self, python: str, project: str, variables: dict[str, str], notebook: str):
+        self.notebook = notebook
+        self.stderr = tempfile.TemporaryFile(mode="w+")   # a file: a pipe could fill and block
+        self.proc = subprocess.Popen(
+            [python, "-m", "tap_lib.airflow.records"], cwd=project, text=True, bufsize=1,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+            env={**os.environ, **variables})
+
+    def __enter__(self) -> "_TapRecords":
+        return self
+
+    def ask(self, request: dict) -> dict:
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(json.dumps(request, default=str) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait(timeout=60)
+            self.stderr.seek(0)
+            stderr = self.stderr.read()
+            raise AirflowException(f"tap's record process for the {self.notebook} task ended "
+                                   f"(exit {self.proc.returncode}): {stderr.strip()[-2000:]}")
+        reply = json.loads(line)
+        if not reply["ok"]:
+            raise AirflowException(f"tap refused the {self.notebook} task ({request['step']}, "
+                                   f"exit {reply['exit_code']}): {reply['error']}")
+        return reply["answer"]
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        self.stderr.close()
 
 
 @contextlib.contextmanager
@@ -188,7 +221,8 @@ def fleet_verify_dag(*, dag_id: str = "tap_fleet_verify", target: str = "sandbox
                      envs: Iterable[str] = (), suffixes: Iterable[str] = (),
                      fleet_file: str | None = None, schedule: Any = "15 2 * * *",
                      project_dir: str | None = None, records: str | None = None,
-                     python: str | None = None, **dag_kwargs: Any) -> DAG:
+                     python: str | None = None, operator: str = "airflow",
+                     **dag_kwargs: Any) -> DAG:
     """Nightly verify of every stack of the fleet (the fleet file, or envs x suffixes), one
     mapped task per stack running the fleet notebook; a failed control fails the run."""
     envs, suffixes = list(envs), list(suffixes)
@@ -212,7 +246,7 @@ def fleet_verify_dag(*, dag_id: str = "tap_fleet_verify", target: str = "sandbox
                 raise RuntimeError(f"tap fleet list failed ({out.returncode}): "
                                    f"{out.stderr.strip()[-2000:]}")
             return [{"envs": [s["env"]], "suffixes": [s["suffix"]] if s["suffix"] else [],
-                     "target": target, "fail_on_failed": True}
+                     "target": target, "fail_on_failed": True, "operator": operator}
                     for s in json.loads(out.stdout)]
 
         TapNotebookOperator.partial(

@@ -1,25 +1,26 @@
 """Airflow's papermill runs become tap records: the two halves of `tap run` around a kernel that
 someone else (Airflow's PapermillOperator) starts. Runs in tap's environment, called by
-TapNotebookOperator (dags.py) as ``<tap python> -m tap_lib.airflow.records begin|finish`` with
-one JSON object on stdin and one on stdout:
+TapNotebookOperator (dags.py) as ``<tap python> -m tap_lib.airflow.records``, one process per
+task, one JSON request per line on stdin and one answer line ({"ok", "answer"} or {"ok": false,
+"exit_code", "error"}) on stdout:
 
-- ``begin {"notebook", "parameters"}``: the checks `tap run` makes before a kernel starts
+- ``{"step": "begin", "notebook", "parameters"}``: the checks `tap run` makes before a kernel starts
   (environment file, target, each parameter typed as the notebook declares it, the records
   root), then the record's name is reserved (ops/runbook._reserve). Answers the parameters for
   papermill (typed, secrets masked), the variables the kernel needs (TAP_RECORD names the record
   in the trail entries of its mutations, TAP_OPERATOR) and what `finish` needs.
-- ``finish {..., "output", "duration_s", "error", "airflow"}``: the executed notebook becomes
+- ``{"step": "finish", "begun", "output", "duration_s", "error", "airflow"}``: the executed notebook becomes
   the record through ops/runbook.keep_record, the one writer of run records (metadata, store,
   trail, index): `tap audit` lists it like any other.
 
-A bad request exits with tap's exit code and the message on stderr; nothing is reserved.
+A refused `begin` (tap's message and exit code in the answer) reserves nothing.
 """
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from .. import trail
 from ..engines.registry import check_target
@@ -81,28 +82,40 @@ def finish(begun: dict[str, Any], output: str, duration_s: float, error: str | N
     return record.to_dict()
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv not in (["begin"], ["finish"]):
-        print("usage: python -m tap_lib.airflow.records begin|finish < request.json",
-              file=sys.stderr)
-        return 2
-    try:
-        request = json.load(sys.stdin)
-        if argv == ["begin"]:
-            answer = begin(request["notebook"], request.get("parameters") or {})
-        else:
-            answer = finish(request["begun"], request["output"], request["duration_s"],
-                            request.get("error"), request.get("airflow"))
-    except TapError as exc:
-        print(f"tap: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except (ValueError, KeyError, TypeError) as exc:
-        print(f"tap: bad request to tap_lib.airflow.records {argv[0]}: "
-              f"{type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(answer, default=str))
-    return 0
+def serve(lines: Iterable[str], answer: Callable[[str], None]) -> int:
+    """One request per line, one answer per line, until the caller closes stdin: a task's
+    `begin` and `finish` share one process (tap's imports load once, ~1-4 s on a busy host)."""
+    code = 0
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            request = json.loads(line)
+            if request.get("step") == "begin":
+                result = begin(request["notebook"], request.get("parameters") or {})
+            elif request.get("step") == "finish":
+                result = finish(request["begun"], request["output"], request["duration_s"],
+                                request.get("error"), request.get("airflow"))
+            else:
+                raise ConfigError("unknown step", field="step", value=request.get("step"),
+                                  allowed="begin, finish")
+            reply: dict[str, Any] = {"ok": True, "answer": result}
+        except TapError as exc:
+            reply, code = {"ok": False, "exit_code": exc.exit_code, "error": str(exc)}, \
+                exc.exit_code
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            reply, code = {"ok": False, "exit_code": 2, "error": f"bad request: "
+                           f"{type(exc).__name__}: {exc}"}, 2
+        answer(json.dumps(reply, default=str))
+    return code
+
+
+def main() -> int:
+    def answer(text: str) -> None:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+    return serve(sys.stdin, answer)
 
 
 if __name__ == "__main__":
