@@ -66,15 +66,6 @@ print("RESULT " + json.dumps({"errors": {k: str(v) for k, v in bag.import_errors
                                              .parameters["plan"]}))
 """
 
-TEST_RUN = """
-import sys
-from airflow.models import DagBag
-dag = DagBag(dag_folder=sys.argv[1]).get_dag("tap_fleet_verify")
-run = dag.test()
-print("RESULT " + str(run.state))
-"""
-
-
 def result(out: subprocess.CompletedProcess) -> str:
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, f"exit {out.returncode}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
@@ -124,21 +115,65 @@ def outputs_text(nb) -> list[str]:
             for c in nb.cells for o in c.get("outputs", [])]
 
 
-@pytest.mark.sandbox
-def test_fleet_verify_dag_runs_end_to_end(airflow_python, airflow_env, sandbox_home):
+RUNBOOK_DAGS = """
+import sys
+sys.path.insert(0, {project!r})
+from tap_lib.airflow.dags import runbook_dag
+
+dev = runbook_dag("dev", suffix="af3")      # throwaway stacks: ENVIRONMENT_SUFFIX
+prod = runbook_dag("prod", suffix="af4")    # protected: params/prod.yaml
+"""
+
+DAG_RUNS = """
+import json, sys
+from airflow.models import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+runs = {}
+# In the runbook DAGs preflight, verify and inspect are marked done without running (CI time):
+# those tests are about the preview -> deploy hand-over; the fleet DAG runs whole.
+for dag_id, skip in (("tap_fleet_verify", None),
+                     ("tap_runbook_devaf3", "^(preflight|verify|inspect)$"),
+                     ("tap_runbook_prodaf4", "^preflight$")):
+    run = bag.get_dag(dag_id).test(mark_success_pattern=skip)
+    runs[dag_id] = {"state": str(run.state),
+                    "tasks": {f"{ti.task_id}[{ti.map_index}]" if ti.map_index >= 0
+                              else ti.task_id: str(ti.state) for ti in run.get_task_instances()}}
+print("RESULT " + json.dumps(runs))
+"""
+
+
+@pytest.fixture(scope="module")
+def dag_runs(airflow_python, airflow_env, sandbox_home, tmp_path_factory):
+    """One Airflow process (its start costs ~10-20 s) runs, once each: the shipped fleet-verify
+    DAG over dev-af1 (deployed here) and dev-af2 (not deployed), and the runbook DAGs of a
+    throwaway dev stack and a throwaway prod stack (protected), as a user's own DAG file
+    declares them. All records go to one records root."""
     from tap_lib.ops.stack import deploy
 
-    deploy("dev", "sandbox", ("suffix=af1",), yes=True)   # the throwaway stack
+    deploy("dev", "sandbox", ("suffix=af1",), yes=True)   # the fleet's throwaway stack
+    dags = tmp_path_factory.mktemp("dags")
+    (dags / "tap_dags.py").symlink_to(project_dir() / "dags" / "tap_dags.py")
+    (dags / "runbook_dags.py").write_text(RUNBOOK_DAGS.format(project=str(project_dir())))
     records = sandbox_home / "airflow-records"
     env = {**airflow_env, "TAP_HOME": os.environ["TAP_HOME"],
            "TAP_SANDBOX_PORT": os.environ["TAP_SANDBOX_PORT"], "TAP_OUTPUTS": str(records),
+           "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
            "TAP_FLEET_ENVS": "dev", "TAP_FLEET_SUFFIXES": "af1,af2"}
     env.pop("ENVIRONMENT_SUFFIX", None)
-    out = subprocess.run([airflow_python, "-c", TEST_RUN, str(project_dir() / "dags")],
-                         env=env, capture_output=True, text=True, timeout=900)
+    out = subprocess.run([airflow_python, "-c", DAG_RUNS, str(dags)], env=env,
+                         capture_output=True, text=True, timeout=1200)
+    return json.loads(result(out)), records
+
+
+@pytest.mark.sandbox
+def test_fleet_verify_dag_runs_end_to_end(dag_runs):
+    runs, records = dag_runs
+    run = runs["tap_fleet_verify"]
     # af2 is not deployed: its mapped task fails, and with it the run
-    assert result(out).endswith("failed"), out.stdout[-3000:]
-    made = tap_records(records)
+    assert run["state"].endswith("failed"), run
+    assert run["tasks"]["list_stacks"] == "success", run
+    made = {p: nb for p, nb in tap_records(records).items()
+            if nb.metadata["tap"]["notebook"] == "fleet"}
     by_stack = {nb.metadata["tap"]["stack"]: (path, nb) for path, nb in made.items()}
     assert sorted(by_stack) == ["TapStackaf1", "TapStackaf2"], sorted(by_stack)
     assert_first_class(made, records)
@@ -155,58 +190,17 @@ def test_fleet_verify_dag_runs_end_to_end(airflow_python, airflow_env, sandbox_h
     assert {e["stack"]: e["record"] for e in verified}["TapStackaf1"] == af1_path
 
 
-RUNBOOK_DAGS = """
-import sys
-sys.path.insert(0, {project!r})
-from tap_lib.airflow.dags import runbook_dag
-
-dev = runbook_dag("dev", suffix="af3")      # throwaway stacks: ENVIRONMENT_SUFFIX
-prod = runbook_dag("prod", suffix="af4")    # protected: params/prod.yaml
-"""
-
-RUNBOOK_RUNS = """
-import json, sys
-from airflow.models import DagBag
-bag = DagBag(dag_folder=sys.argv[1])
-runs = {}
-# preflight, verify and inspect are marked done without running (CI time): this test is about
-# the preview -> deploy hand-over; the fleet DAG above runs the records path end to end.
-for dag_id, skip in (("tap_runbook_devaf3", "^(preflight|verify|inspect)$"),
-                     ("tap_runbook_prodaf4", "^preflight$")):
-    run = bag.get_dag(dag_id).test(mark_success_pattern=skip)
-    runs[dag_id] = {"state": str(run.state),
-                    "tasks": {ti.task_id: str(ti.state) for ti in run.get_task_instances()}}
-print("RESULT " + json.dumps(runs))
-"""
-
-
-@pytest.fixture(scope="module")
-def runbook_runs(airflow_python, airflow_env, sandbox_home, tmp_path_factory):
-    """The runbook DAGs of a throwaway dev stack and a throwaway prod stack (protected), as a
-    user's own DAG file declares them, each run once (one Airflow process for both)."""
-    dags = tmp_path_factory.mktemp("dags")
-    (dags / "runbook_dags.py").write_text(RUNBOOK_DAGS.format(project=str(project_dir())))
-    records = sandbox_home / "runbook-records"
-    env = {**airflow_env, "TAP_HOME": os.environ["TAP_HOME"],
-           "TAP_SANDBOX_PORT": os.environ["TAP_SANDBOX_PORT"], "TAP_OUTPUTS": str(records),
-           "AIRFLOW__CORE__DAGS_FOLDER": str(dags)}
-    env.pop("ENVIRONMENT_SUFFIX", None)
-    out = subprocess.run([airflow_python, "-c", RUNBOOK_RUNS, str(dags)], env=env,
-                         capture_output=True, text=True, timeout=900)
-    return json.loads(result(out)), records
-
-
 def runbook_records(records: Path, stack: str) -> dict[str, tuple[str, nbformat.NotebookNode]]:
     return {nb.metadata["tap"]["notebook"]: (path, nb) for path, nb in tap_records(records).items()
             if nb.metadata["tap"]["stack"] == stack}
 
 
 @pytest.mark.sandbox
-def test_runbook_dag_deploys_the_plan_its_preview_saved(runbook_runs):
+def test_runbook_dag_deploys_the_plan_its_preview_saved(dag_runs):
     from tap_lib import trail
     from tap_lib.ops import plans
 
-    runs, records = runbook_runs
+    runs, records = dag_runs
     run = runs["tap_runbook_devaf3"]
     assert run["state"].endswith("success") and run["tasks"]["deploy"] == "success", run
     made = runbook_records(records, "TapStackaf3")
@@ -230,13 +224,13 @@ def test_runbook_dag_deploys_the_plan_its_preview_saved(runbook_runs):
 
 
 @pytest.mark.sandbox
-def test_prod_runbook_dag_without_approval_fails_at_deploy_changing_nothing(runbook_runs):
+def test_prod_runbook_dag_without_approval_fails_at_deploy_changing_nothing(dag_runs):
     from tap_lib import trail
     from tap_lib.engines.registry import open_engine
     from tap_lib.ops import plans
     from tap_lib.ops.stack import settings_for
 
-    runs, records = runbook_runs
+    runs, records = dag_runs
     run = runs["tap_runbook_prodaf4"]
     assert run["state"].endswith("failed"), run
     assert run["tasks"]["preview"] == "success" and run["tasks"]["deploy"] == "failed", run
