@@ -2,7 +2,8 @@
 
 Deploys dev/bf1..bf10 on a throwaway sandbox (own TAP_HOME and port), then times, as
 subprocesses of the real CLI, `tap fleet verify` over N stacks against N runs of `tap verify`,
-with the AWS calls per stack and the fleet process's peak memory (ru_maxrss). Goal: 10 stacks in
+with the AWS calls per stack (own plus a share of the describes made once for all stacks of a
+region) and the fleet process's peak memory (ru_maxrss). Goal: 10 stacks in
 one fleet verify in under 2x one stack's `tap verify`. Prints a table; not a test.
 
     .venv/bin/python benchmarks/bench_fleet.py [--sizes 1,3,10] [--workers 4]
@@ -29,7 +30,9 @@ PEAK = ("import resource, runpy, sys; sys.argv = ['tap', *sys.argv[1:]]\n"
 
 
 def run(argv: list[str], env: dict) -> tuple[float, subprocess.CompletedProcess, int]:
-    """Wall time, the process, and that process's own peak RSS in MiB."""
+    """Wall time, the process, and that process's own peak RSS in MiB (not its children's:
+    RUSAGE_CHILDREN counts a child's pages copied at fork, before exec, so it would only
+    repeat the parent's figure)."""
     t0 = time.monotonic()
     out = subprocess.run([sys.executable, "-c", PEAK, *argv[len(TAP):]], cwd=ROOT, env=env,
                          capture_output=True, text=True)
@@ -88,7 +91,9 @@ def main() -> int:
             print(f"{n:>6} {total:>13.1f}s {per:>9.1f}s {fleet_s:>12.1f}s {fleet_s / one:>9.2f}x "
                   f"{sc:>19} {fc:>18} {peak:>9} {'yes' if ok else 'NO'}")
         print("\npeak MiB: the fleet verify process's own peak resident set (ru_maxrss); "
-              f"one tap verify peaked at {rows[0][8]} MiB")
+              "the fleet's one local Lambda runtime worker is a separate process, not included; "
+              f"one tap verify peaked at {rows[0][8]} MiB. calls/stack fleet: the stack's own "
+              "calls plus its share of those made once for all stacks of its region")
     finally:
         subprocess.run(TAP + ["sandbox", "stop"], cwd=ROOT, env=env, capture_output=True)
         import shutil

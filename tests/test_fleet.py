@@ -237,3 +237,27 @@ def test_stack_selection_errors(monkeypatch):
     with pytest.raises(UsageError, match="ENVIRONMENT_SUFFIX"):
         fleet.resolve_stacks(["dev"], ["pr1"])
     assert main(["fleet", "list", "--env", "dev", "--suffix", "pr1", "--fleet", "x.yaml"]) == 2
+
+
+def test_warm_runtime_answers_as_a_cold_child_would():
+    """The fleet's shared runtime worker: a failing invocation says what a child of its own
+    says, and each sequence starts from a fresh environment (the previous sequence's
+    variables are gone). No emulator needed: the handler fails before its first AWS call."""
+    from tap_lib.engines.sandbox import lambda_runtime
+    from tap_lib.errors import OperationFailed
+    from tap_lib.ops.smoke import synthetic_event
+
+    def failure(variables):
+        with pytest.raises(OperationFailed) as err:
+            lambda_runtime.invoke("payment", synthetic_event(), endpoint="http://127.0.0.1:9",
+                                  region="eu-west-2", variables=variables, timeout=60)
+        return err.value.message
+
+    cold = failure({})
+    assert cold == ("payment handler failed on invoke: RuntimeError: environment variable "
+                    "BUCKET_NAME is not set")
+    with lambda_runtime.shared():
+        with_bucket = failure({"BUCKET_NAME": "b"})     # gets further: no DB_SECRET_ARN
+        assert with_bucket != cold and "BUCKET_NAME" not in with_bucket
+        assert failure({}) == cold                       # BUCKET_NAME did not stay behind
+    assert lambda_runtime._shared is None

@@ -5,7 +5,11 @@ to each env (ENVIRONMENT_SUFFIX semantics, passed as the override `suffix=X` so 
 never share a changed os.environ), or a fleet file (`params/fleet.yaml`). Every stack's settings
 are validated before any stack is touched. The stacks then run concurrently on a bounded thread
 pool; the program is imported once, and verify's boto3 clients are made once per (target,
-region) and shared (each stack still makes one describe per resource kind; counted per thread).
+region) and shared. Verify makes each describe that can filter by several ids once per region
+for all its stacks and splits the answer per stack (facts.FactReader), so a stack's AWS calls
+are its own plus its share of those; its synthetic payment runs in one warm runtime for the
+fleet. Each stack is still judged alone, exactly as its own `tap verify` judges it. Verify and
+inspect price each deployed stack (cost column; unknown stays unknown, never 0).
 
 Each stack's result keeps the exit code its own `tap` command would have had (a stack that is
 not deployed: 3); the fleet's is the worst. Fleet verify's stack x control matrix is what the
@@ -193,7 +197,9 @@ class FleetReport:
                    + SUMMARY_COLUMNS[5:])
         frame = pd.DataFrame(rows, columns=columns)
         # a stack without counts: <NA>; AWS calls per stack may be a fraction (shared calls)
-        types = {k: "Float64" if k == "aws_calls" else "Int64" for k in counts}
+        whole = {k: all(float(r.counts.get(k, 0)).is_integer() for r in self.results)
+                 for k in counts}
+        types = {k: "Int64" if whole[k] else "Float64" for k in counts}
         return frame.astype({**types, **({"monthly_usd": "Float64"} if costed else {})})
 
     def matrix(self) -> pd.DataFrame:

@@ -1,7 +1,8 @@
 """Verify: read-only checks that the deployed stack is what its environment file declares.
 
 Two phases keep the AWS calls proportional to resource kinds, not to checks x resources:
-`read_facts` fetches each kind once (one describe per kind, shared by every check), then
+`read_facts` fetches each kind once (one describe per kind, shared by every check; in a fleet,
+once per region for all its stacks where AWS can filter by several ids), then
 each check family in `CHECKS` is a pure function of (declared stack, facts). A new check is one
 more function in `CHECKS`; it costs no AWS call unless it needs a new kind of fact.
 The facts come from `facts.py` (the reading); this module only judges them. Secret values
