@@ -278,8 +278,9 @@ def _fetch_database(rds: Any, cluster_id: str, facts: Facts, shared: Shared) -> 
     clusters = shared.items("clusters", cluster_id, lambda: rds.describe_db_clusters(
         Filters=by_cluster)["DBClusters"])
     facts.cluster = clusters[0] if clusters else None
-    facts.instances = sorted(shared.items("instances", cluster_id, lambda: rds.describe_db_instances(
-        Filters=by_cluster)["DBInstances"]), key=lambda i: i["DBInstanceIdentifier"])
+    instances = shared.items("instances", cluster_id, lambda: rds.describe_db_instances(
+        Filters=by_cluster)["DBInstances"])
+    facts.instances = sorted(instances, key=lambda i: i["DBInstanceIdentifier"])
 
 
 def _fetch_secret(sm: Any, secret_arn: str, facts: Facts, shared: Shared) -> list[str]:

@@ -277,8 +277,8 @@ def _verify_one(ref: StackRef, settings: Settings, target: str, cache: ClientCac
     from .facts import read_facts
     from .verify import subject
 
-    stack = subject(ref.env, target, ref.overrides)
     clients = cache.get(target, ref, settings)
+    stack = subject(ref.env, target, ref.overrides, clients=clients)
     reading = read_facts(clients, {0: stack.outputs})[0]
     if isinstance(reading, Exception):
         raise reading
@@ -444,7 +444,8 @@ def _verify_fleet(stacks: list[tuple[StackRef, Settings]], target: str, cache: C
     def opened(i: int):
         ref, settings = stacks[i]
         try:
-            return timed(i, lambda: subject(ref.env, target, ref.overrides))
+            return timed(i, lambda: subject(ref.env, target, ref.overrides,
+                                            clients=cache.get(target, ref, settings)))
         except Exception as exc:  # noqa: BLE001 - one stack's failure is its own
             finish(i, _failed(ref, settings, exc))
             return None
@@ -458,9 +459,8 @@ def _verify_fleet(stacks: list[tuple[StackRef, Settings]], target: str, cache: C
 
         def share(region: str) -> tuple[str, Any, Any]:
             """The region's shared describes (one per kind for all its stacks)."""
-            ref, settings = stacks[groups[region][0]]
             try:
-                clients = cache.get(target, ref, settings)
+                clients = subjects[groups[region][0]].engine.clients()
                 return region, clients, FactReader(
                     clients, {i: subjects[i].outputs for i in groups[region]})
             except Exception as exc:  # noqa: BLE001 - the region's stacks share the failure

@@ -374,9 +374,15 @@ class Subject:
     outputs: dict[str, Any]
 
 
-def subject(env: str, target: str | None = None, overrides=()) -> Subject:
+def subject(env: str, target: str | None = None, overrides=(), *,
+            clients: Clients | None = None) -> Subject:
+    """The stack to verify. `clients`: clients on its target and region that its engine then
+    uses for everything (a fleet's shared set: one per region, not one per stack, whose
+    making on the sandbox means a locked check that the emulator runs)."""
     settings = settings_for(env, overrides)
     engine = open_engine(settings, target, tuple(overrides))
+    if clients is not None:
+        engine.clients = lambda: clients   # type: ignore[method-assign]
     return Subject(env, settings, engine, deployed_outputs(engine, env))
 
 
