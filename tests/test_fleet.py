@@ -101,7 +101,7 @@ def test_fleet_verify_matches_single_verify_and_worst_exit(two_stacks, capsys):
     assert summary["monthly_usd"].isna().tolist() == [not est.complete] * 2 + [True]
     if not est.complete:   # dev's Aurora instance class has no eu-west-2 price in the catalog
         assert summary.loc["TapStackft1", "cost"].startswith(
-            f"unknown ({cost['known_monthly_usd']:.2f} USD known, {len(est.unknown)} item")
+            f"unknown ({cost['known_monthly_usd']:.2f} USD + {len(est.unknown)} unpriced)")
     # each verified stack got its own audit entry
     from tap_lib import trail
     entries = [e for e in trail.read() if e["operation"] == "verify"][-2:]

@@ -166,8 +166,7 @@ class StackResult:
         elif known is None:
             text = f"unknown ({cost['unknown'][0]})"
         else:
-            text = (f"unknown ({known:.2f} {cost['currency']} known, {n} item(s) "
-                    "without a price)")
+            text = f"unknown ({known:.2f} {cost['currency']} + {n} unpriced)"
         return {"monthly_usd": cost["monthly_usd"], "cost": text}
 
 
