@@ -341,6 +341,27 @@ def test_a_new_username_gets_its_role_on_the_next_rotation_and_payments_keep_wor
     assert _invoke(_event("pay-back"))[0] == 200
 
 
+def test_renaming_back_to_an_earlier_user_keeps_the_tables_the_later_one_created(
+        live_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """a -> b -> a where b made the first payment (b owns the table): back as a, payments work."""
+    new_user = f"{live_stack.app_user}_b"
+    monkeypatch.setenv("DB_USERNAME", new_user)
+    rotate(live_stack.app_arn)
+    payment.reset_cache()
+    status, body = _invoke(_event("pay-by-b"))  # b creates (and owns) the table
+    assert status == 200, body
+
+    monkeypatch.setenv("DB_USERNAME", live_stack.app_user)
+    rotate(live_stack.app_arn)
+    secret = secret_value(live_stack.app_arn)
+    assert secret["username"] == live_stack.app_user
+    assert login_works(live_stack, live_stack.app_user, secret["password"])
+    payment.reset_cache()
+    status, body = _invoke(_event("pay-by-a"))
+    assert status == 200, body
+    assert [r[0] for r in _rows(live_stack)] == ["pay-by-a", "pay-by-b"]
+
+
 @pytest.mark.postgres
 def test_rotation_refuses_what_the_contract_refuses(aws: str, pg_server: LocalPostgres,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
