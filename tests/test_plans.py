@@ -175,7 +175,8 @@ def test_two_operators_applying_one_plan_at_once_apply_it_once(project, tmp_path
     procs = [subprocess.Popen([sys.executable, "-m", "tap_lib.cli", "deploy", "--env", ENV,
                                "--plan", str(path), "--yes"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    results = [(p.returncode, err) for p in procs for _, err in [p.communicate(timeout=300)]]
+    results = [(p.returncode, out + err) for p in procs
+               for out, err in [p.communicate(timeout=300)]]
     codes = sorted(code for code, _ in results)
     assert codes[0] == 0 and codes[1] in (2, 3), results
     refused = next(err for code, err in results if code)
@@ -188,3 +189,16 @@ def test_two_operators_applying_one_plan_at_once_apply_it_once(project, tmp_path
         outcomes[0] in ("failed", "refused"), entries
     stack_ops.deploy(ENV, "sandbox")                                  # back as the file says
     assert memory(engine()) == 256
+
+
+def test_an_engine_opened_before_another_deploy_works_from_the_stack_as_it_is_now(project):
+    """Operator B opened the stack, A deployed a change, then B deploys the file's settings:
+    B's deploy reads the state again under the lock, so it sees A's change and undoes it
+    (state and live agree) instead of writing back the state it read before A."""
+    late = engine()                                   # B opens the stack (memory 256)
+    stack_ops.deploy(ENV, "sandbox", ["lambda.memory_mb=640"])      # A changes it
+    assert memory(engine()) == 640
+    result = late.up()
+    assert [(s.name, s.op) for s in result.changes] == [("payment-fn-dev", "update")]
+    assert memory(engine()) == 256
+    assert not engine().preview().changes

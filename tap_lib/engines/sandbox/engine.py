@@ -397,6 +397,9 @@ class SandboxEngine(Engine):
         from .state import reading_check
         reading_check(self.stack)  # mid-deploy state is half-applied: say so, do not show it
         self._check_emulator(writing=False)
+        return self._plan_now()
+
+    def _plan_now(self) -> Plan:
         resolver = _Resolver(self, apply=False)
         syn = self._synthesize(resolver, preview=True)
         steps = resolver.steps + self._removed_steps(syn, skip=restorable(
@@ -407,6 +410,7 @@ class SandboxEngine(Engine):
             meta: StackMeta, plan: Plan | None = None) -> Result:
         started = time.monotonic()
         with OperationLock(self.stack, "deploy"):
+            self.store.reload()  # what the stack is now, not when this engine was opened
             notes = self._check_emulator(writing=True)
             if not self.store.state.resources:  # lost state must not duplicate the stack
                 from .discovery import refuse_orphans
@@ -416,6 +420,8 @@ class SandboxEngine(Engine):
             if not state.origin:
                 state.origin, state.protected = meta.origin, meta.protected
                 self.store.save()
+            if plan is not None:
+                self._check_reviewed(plan)
             self._recover_pending()
             resolver = _Resolver(self, apply=True, progress=progress,
                                  confirmed=confirm == self.stack, plan=plan)
@@ -448,9 +454,26 @@ class SandboxEngine(Engine):
                                                              started))
             return result
 
+    def _check_reviewed(self, plan: Plan) -> None:
+        """Under the lock, before the first change: the stack as it is now must still give
+        every step of the reviewed plan, `same` ones included. The plan file's checks ran
+        before the lock; another operator may have applied this plan, or another, since. The
+        apply pass checks each step again as it reaches it."""
+        planned = {s.urn: s for s in plan.steps}
+        for step in self._plan_now().steps:
+            was = planned.pop(step.urn, None)
+            if was is None or (was.op, sorted(was.diffs)) != (step.op, sorted(step.diffs)):
+                said = f"{was.op} {', '.join(was.diffs)}".strip() if was else "nothing"
+                raise PlanMismatch(self.stack, step.name, said,
+                                   f"{step.op} {', '.join(step.diffs)}".strip())
+        for was in planned.values():
+            raise PlanMismatch(self.stack, was.name, f"{was.op} {', '.join(was.diffs)}".strip(),
+                               "nothing")
+
     def _destroy(self, progress: ProgressCallback | None) -> Result:
         started = time.monotonic()
         with OperationLock(self.stack, "destroy"):
+            self.store.reload()  # what the stack is now, not when this engine was opened
             notes = self._check_emulator(writing=True)
             resolver = _Resolver(self, apply=True, progress=progress)
             records = list(self.store.state.resources.values())
@@ -475,6 +498,7 @@ class SandboxEngine(Engine):
         properties are recorded as they are live, so the next preview shows the repair."""
         started = time.monotonic()
         with OperationLock(self.stack, "refresh"):
+            self.store.reload()  # what the stack is now, not when this engine was opened
             notes = self._check_emulator(writing=True)
             resolver = _Resolver(self, apply=True, progress=progress)
             records = [r for r in self.store.state.resources.values() if r.status == "created"]

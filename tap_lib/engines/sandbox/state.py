@@ -186,8 +186,15 @@ class StateStore:
         self.path = self.dir / "state.json"
         self.history_path = self.dir / "history.jsonl"
         self._lock = threading.Lock()
-        self.state = self._load(stack)
-        self._disk_has_resources = bool(self.state.resources)
+        self.stack = stack
+        self.reload()
+
+    def reload(self) -> None:
+        """Read the file again: a mutation does so once it holds the operation lock, since
+        another operator may have changed the stack after this store was opened."""
+        with self._lock:
+            self.state = self._load(self.stack)
+            self._disk_has_resources = bool(self.state.resources)
 
     def _load(self, stack: str) -> StackState:
         try:
