@@ -33,7 +33,6 @@ from ..project import FLEET_FILE, params_dir
 OPERATIONS = ("verify", "preview", "inspect")
 STACK_KEYS = ("env", "suffix")
 DEFAULT_WORKERS = 4
-RUNTIME_WORKERS = 1      # warm local runtime processes for a sandbox fleet's payments
 MAX_STACKS = 500
 SUMMARY_COLUMNS = ["stack", "env", "suffix", "status", "exit_code", "duration_s", "error"]
 COST_COLUMNS = ["monthly_usd", "cost"]      # verify and inspect: what each stack costs now
@@ -419,7 +418,8 @@ def _verify_fleet(stacks: list[tuple[StackRef, Settings]], target: str, cache: C
     """Verify in three phases: open every stack (its outputs); make the describes that cover
     several stacks once per region for all of its stacks (FactReader); then each stack reads
     the rest of its facts, is judged and runs its live checks, as `tap verify` would. The
-    synthetic payments share one warm runtime (_local_runtime)."""
+    synthetic payments share one warm runtime (Engine.invocations)."""
+    from ..engines.registry import engine_class
     from .facts import FactReader
     from .verify import subject
 
@@ -449,7 +449,7 @@ def _verify_fleet(stacks: list[tuple[StackRef, Settings]], target: str, cache: C
             finish(i, _failed(ref, settings, exc))
             return None
 
-    with _local_runtime(target):
+    with engine_class(target).invocations():
         subjects = dict(enumerate(pool.map(opened, range(n))))
         groups: dict[str, list[int]] = {}
         for i, stack in subjects.items():
@@ -493,21 +493,6 @@ def _verify_fleet(stacks: list[tuple[StackRef, Settings]], target: str, cache: C
                 if not isinstance(reader, Exception):
                     reader.close()
     return [done[i] for i in range(n)]
-
-
-def _local_runtime(target: str):
-    """Synthetic payments on a target whose functions run locally (`invoke_note`: the
-    sandbox's runtime stand-in) go to one warm worker process for the whole fleet instead of
-    a child process each; a target that invokes the deployed functions needs nothing."""
-    import contextlib
-
-    from ..engines.registry import engine_class
-
-    if engine_class(target).invoke_note:
-        from ..engines.sandbox import lambda_runtime
-
-        return lambda_runtime.shared(workers=RUNTIME_WORKERS, prestart=True)
-    return contextlib.nullcontext()
 
 
 def fleet_verify(stacks, target: str | None = None,

@@ -44,6 +44,9 @@ from .state import (OperationLock, ResourceRecord, StateStore, changed_keys, kee
                     normalize, normalize_reveal)
 
 TARGET = "sandbox"
+# Warm runtime processes for a block of invocations (a fleet's payments): two were no faster
+# than one on 2 cores (benchmarks/bench_fleet.py).
+RUNTIME_WORKERS = 1
 # How a step names a replacement its replacement_trigger option forced (not an input).
 REPLACEMENT_TRIGGER = "replacementTrigger"
 # A replaced resource's old record, kept until it is deleted (`<urn>#replaced`, `.2`, ...).
@@ -335,6 +338,11 @@ class SandboxEngine(Engine):
             self._clients = Clients(session, endpoint_url=status.endpoint,
                                     config=server.CLIENT_CONFIG)
         return self._clients
+
+    @classmethod
+    def invocations(cls):
+        """One warm runtime process for the block instead of a child process per call."""
+        return lambda_runtime.shared(workers=RUNTIME_WORKERS, prestart=True)
 
     def invoke(self, function: dict, event: dict, *, handler: str = "payment") -> dict:
         conf = function.get("Configuration", {})
