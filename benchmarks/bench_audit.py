@@ -41,7 +41,7 @@ def main(n: int = 10_000) -> None:
         nb.metadata["tap"] = {"notebook": "verify", "env": "dev", "stack": "TapStackdev",
                               "target": "sandbox", "operator": "bench", "status": "succeeded",
                               "start": start, "end": start, "summary": {"passed": i}}
-        runbook.store_record(nb, root, runbook._reserve(root, "dev", "verify", start))
+        runbook.store_record(nb, root, runbook.reserve_record(root, "dev", "verify", start))
 
     # -- overhead per operation (timed on the first 200, the rest only to fill the chain)
     entry_ms, record_ms = [], []

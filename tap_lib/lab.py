@@ -115,7 +115,7 @@ def store_session_notebook(path: Path, reason: str) -> str:
     import nbformat
 
     from .ops import audit
-    from .ops.runbook import _reserve, _summary, store_record
+    from .ops.runbook import reserve_record, _summary, store_record
 
     nb = nbformat.read(path, as_version=4)
     info = dict(nb.metadata.get(SESSION_KEY) or _session_info(path))
@@ -130,7 +130,7 @@ def store_session_notebook(path: Path, reason: str) -> str:
         "start": now, "end": now, "duration_s": 0.0, "status": "saved",
         "summary": _summary(nb), "error": None, "session": str(path), "reason": reason}
     root = audit.records_root()
-    record = _reserve(root, env, f"lab-{path.stem}", now)
+    record = reserve_record(root, env, f"lab-{path.stem}", now)
     store_record(nb, root, record)
     return record
 

@@ -135,7 +135,7 @@ def test_destroy_refuses_without_confirmation(outputs: Path) -> None:
 
 
 def test_records_are_never_overwritten(outputs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runbook, "_utc", lambda: "2026-11-28T14:25:01+00:00")
+    monkeypatch.setattr(runbook, "utc_now", lambda: "2026-11-28T14:25:01+00:00")
     first = run_notebooks("audit", env="dev")[0]
     second = run_notebooks("audit", env="dev")[0]
     assert Path(first.path).name == "20261128T142501Z-audit.ipynb"

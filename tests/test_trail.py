@@ -49,7 +49,7 @@ def fake_record(root: Path, env: str, name: str, second: int, status: str = "suc
     nb.metadata["tap"] = {"notebook": name, "env": env, "stack": f"TapStack{env}",
                           "target": "sandbox", "operator": "alice", "status": status,
                           "start": start, "end": start, "summary": {"passed": second}}
-    path = runbook._reserve(str(root), env, name, start)
+    path = runbook.reserve_record(str(root), env, name, start)
     runbook.store_record(nb, str(root), path)
     return path
 

@@ -6,7 +6,7 @@ task, one JSON request per line on stdin and one answer line ({"ok", "answer"} o
 
 - ``{"step": "begin", "notebook", "parameters"}``: the checks `tap run` makes before a kernel starts
   (environment file, target, each parameter typed as the notebook declares it, the records
-  root), then the record's name is reserved (ops/runbook._reserve). Answers the parameters for
+  root), then the record's name is reserved (ops/runbook.reserve_record). Answers the parameters for
   papermill (typed, secrets masked), the variables the kernel needs (TAP_RECORD names the record
   in the trail entries of its mutations, TAP_OPERATOR) and what `finish` needs.
 - ``{"step": "finish", "begun", "output", "duration_s", "error", "airflow"}``: the executed notebook becomes
@@ -60,8 +60,8 @@ def begin(notebook: str, parameters: dict[str, Any]) -> dict[str, Any]:
         params = {**typed, "env": env, "target": target, "operator": operator}
     root = audit.records_root()
     runbook.check_records_root(root)
-    started = runbook._utc()
-    path = runbook._reserve(root, env, notebook, started)
+    started = runbook.utc_now()
+    path = runbook.reserve_record(root, env, notebook, started)
     return {"notebook": notebook, "env": env, "stack": stack, "root": root, "path": path,
             "started": started, "parameters": runbook.scrub_parameters(params),
             "kernel_env": {trail.RECORD_ENV: path, "TAP_OPERATOR": operator}}

@@ -245,11 +245,11 @@ def _run_one(name: str, stack: str, params: dict[str, Any], root: str) -> RunRec
 
     source = notebooks_dir() / f"{name}.ipynb"
     safe = scrub_parameters(params)
-    started, t0 = _utc(), time.monotonic()
+    started, t0 = utc_now(), time.monotonic()
     error: str | None = None
     # The record's name is taken before the kernel starts, so the trail entries of the run's
     # mutations (engines/base -> trail) can name it: the kernel reads it from TAP_RECORD.
-    path = _reserve(root, params["env"], name, started)
+    path = reserve_record(root, params["env"], name, started)
     with tempfile.TemporaryDirectory(prefix="tap-run-") as tmp, _environ(
             {trail.RECORD_ENV: path, "TAP_OPERATOR": params["operator"]}):
         scratch = Path(tmp) / f"{name}.ipynb"
@@ -279,7 +279,7 @@ def keep_record(nb: NotebookNode, *, name: str, env: str, stack: str, params: di
     meta = {"notebook": name, "env": env, "stack": stack, "target": params.get("target"),
             "operator": params["operator"], "commit": commit, "dirty": dirty,
             "tap_version": __version__, "parameters": scrub_parameters(params),
-            "start": started, "end": _utc(), "duration_s": round(duration_s, 3),
+            "start": started, "end": utc_now(), "duration_s": round(duration_s, 3),
             "status": "failed" if error else "succeeded", "summary": _summary(nb),
             "error": error}
     meta.update((k, v) for k, v in (extra or {}).items() if k not in meta)  # adds, never replaces
@@ -412,7 +412,7 @@ def _this_interpreter_kernel_manager() -> type:
     return ThisInterpreterKernelManager
 
 
-def _reserve(root: str, env: str, name: str, started: str) -> str:
+def reserve_record(root: str, env: str, name: str, started: str) -> str:
     """Take a record name no earlier record has (suffix -2, -3... on a clash): locally an empty
     file created exclusively, on S3 the first free key (the write itself is locked)."""
     stem = datetime.fromisoformat(started).strftime("%Y%m%dT%H%M%SZ") + f"-{name}"
@@ -485,5 +485,5 @@ def _summary(nb: NotebookNode) -> dict[str, Any]:
     return {}
 
 
-def _utc() -> str:
+def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
