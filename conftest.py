@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-# Slowest first (seconds on 2 cores, CI run of 2026-11-30); units not listed follow, those
-# with most tests first (xdist's own order).
+# The longest units of a 2-core run (2026-11-30), longest first;
+# units not listed follow, those with most tests first (xdist's own order).
 SLOWEST_FIRST = (
     "notebooks",
     "tests/test_faults.py",
