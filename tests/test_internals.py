@@ -87,3 +87,21 @@ def test_the_emulator_correction_still_applies() -> None:
     result = access_control.PermissionResult
     assert emulator._is_action_permitted(tls_only, "s3:GetObject") == result.NEUTRAL
     assert emulator._is_action_permitted(plain, "s3:GetObject") == result.DENIED
+
+
+def test_a_botocore_session_forgets_its_credentials_when_told(monkeypatch) -> None:
+    """tap_lib/engines/sandbox/lambda_runtime.py (_fresh_container) reuses boto3's default
+    session across a warm worker's containers and clears its private `_credentials`, so the
+    next container's credentials come from its own environment."""
+    import botocore.session
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "first")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "first-secret")
+    session = botocore.session.Session()
+    assert session.get_credentials().access_key == "first"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "second")
+    assert session.get_credentials().access_key == "first"      # cached
+    assert hasattr(session, "_credentials"), "botocore Session._credentials is gone"
+    session._credentials = None
+    assert session.get_credentials().access_key == "second", \
+        "botocore no longer re-resolves credentials after Session._credentials is cleared"
