@@ -202,3 +202,38 @@ def test_an_engine_opened_before_another_deploy_works_from_the_stack_as_it_is_no
     assert [(s.name, s.op) for s in result.changes] == [("payment-fn-dev", "update")]
     assert memory(engine()) == 256
     assert not engine().preview().changes
+
+
+def test_a_plan_in_an_s3_records_root_is_approved_and_applied_there(project, tmp_path,
+                                                                    monkeypatch):
+    """Records roots are s3:// in production (Airflow's deploy task gets the preview record's
+    URL): the plan is read from there and its approval is stored beside it, locked."""
+    import boto3
+
+    from tap_lib.engines.sandbox import server
+
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", server.endpoint())
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="tap-plan-records", ObjectLockEnabledForBucket=True)
+    local = plans.save_plan(plans.make_plan(ENV, "sandbox", ["lambda.memory_mb=448"]),
+                            tmp_path / "plan.json")
+    url = "s3://tap-plan-records/runbook/dev/plan.json"
+    s3.put_object(Bucket="tap-plan-records", Key="runbook/dev/plan.json",
+                  Body=local.read_bytes())
+
+    with pytest.raises(plans.PlanRefused, match="no such plan file"):
+        plans.load_plan(url + ".missing")
+    monkeypatch.setenv("TAP_OPERATOR", "bob")
+    approved = plans.approve(url)
+    assert plans.approved_by(plans.load_plan(url)) == ["bob"] == plans.approved_by(approved)
+    head = s3.head_object(Bucket="tap-plan-records", Key="runbook/dev/plan.json.approvals.json")
+    assert head["ObjectLockMode"] == "COMPLIANCE"
+
+    result = stack_ops.deploy(ENV, "sandbox", plan=url)
+    assert any(n.startswith(f"applied reviewed plan {approved.hash}") for n in result.notes)
+    assert memory(engine()) == 448
+    stack_ops.deploy(ENV, "sandbox")                                  # back as the file says
+    assert memory(engine()) == 256

@@ -112,7 +112,7 @@ def export_html(record: str | Path, dest: str | Path | None = None) -> Path:
     from papermill.iorw import load_notebook_node
 
     source = confine_record(str(record))
-    raw = _read_bytes(source)
+    raw = read_bytes(source)
     nb = load_notebook_node(source)
     meta = dict(nb.metadata.get("tap") or {})
     entry = _entry_for(source)
@@ -307,7 +307,7 @@ def _check_records(root: str, entries: list[dict[str, Any]]) -> list[Problem]:
                 raw = got["Body"].read()
                 lock = {k: got.get(k) for k in ("ObjectLockMode", "ObjectLockRetainUntilDate")}
             else:
-                raw = _read_bytes(path)
+                raw = read_bytes(path)
         except Exception as exc:  # noqa: BLE001 - OSError, botocore ClientError...
             return None, False, lock, type(exc).__name__
         return trail.sha256_bytes(raw), _embeds(raw, e.get("prev") or ""), lock, None
@@ -455,7 +455,7 @@ def _rebuild_locked(root: str, path: Path) -> None:
     rows = []
     for record in _record_paths(root):
         try:
-            raw = _read_bytes(record)
+            raw = read_bytes(record)
             meta = nbformat.reads(raw.decode("utf-8"), as_version=4).metadata.get("tap")
         except Exception:  # noqa: BLE001 - a damaged or half-written record: verify names it
             continue
@@ -506,7 +506,7 @@ def _split(url: str) -> tuple[str, str]:
     return bucket, key
 
 
-def _read_bytes(record: str) -> bytes:
+def read_bytes(record: str) -> bytes:
     if is_remote(record):
         bucket, key = _split(record)
         return _s3().get_object(Bucket=bucket, Key=key)["Body"].read()

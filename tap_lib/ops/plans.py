@@ -103,18 +103,17 @@ def save_plan(reviewed: ReviewedPlan, path: str | Path) -> Path:
 
 
 def load_plan(path: str | Path) -> ReviewedPlan:
-    """A saved plan file, or a preview notebook's record carrying one; its hash is checked."""
-    path = Path(path)
+    """A saved plan file, or a preview notebook's record carrying one (local or in an s3://
+    records root); its hash is checked."""
     source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text)
+        data = json.loads(_read(source))
     except FileNotFoundError:
         raise PlanRefused(source, "no such plan file", hint="give the file `tap preview "
                           "--save-plan FILE` wrote, or a preview record") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PlanRefused(source, f"not a readable plan ({type(exc).__name__})") from None
-    if path.suffix == ".ipynb":
+    if source.endswith(".ipynb"):
         data = _plan_in_record(data, source)
     if not isinstance(data, dict) or data.get("kind") != KIND:
         raise PlanRefused(source, "not a tap plan")
@@ -146,20 +145,46 @@ def display_plan(reviewed: ReviewedPlan) -> None:
              PLAN_MIME: reviewed.to_json()}, raw=True)
 
 
+def _read(source: str) -> str:
+    """A plan file or record's text; FileNotFoundError when there is none (also on S3)."""
+    if not trail.is_remote(source):
+        return Path(source).read_text(encoding="utf-8")
+    from botocore.exceptions import ClientError
+
+    from .audit import read_bytes
+    try:
+        return read_bytes(source).decode("utf-8")
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NoSuchBucket"):
+            raise FileNotFoundError(source) from None
+        raise OSError(exc.response.get("Error", {}).get("Code", "S3 error")) from None
+
+
 # -- approving ---------------------------------------------------------------------------------
-def _approvals_path(source: str) -> Path:
-    return Path(source + ".approvals.json")
+def _approvals_path(source: str) -> str:
+    return source + ".approvals.json"
 
 
 def _approvals(source: str) -> list[dict[str, str]]:
     path = _approvals_path(source)
-    if not path.exists():
-        return []
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        raise PlanRefused(str(path), "the approvals file is damaged") from None
+        data = json.loads(_read(path))
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise PlanRefused(path, "the approvals file is damaged") from None
     return data if isinstance(data, list) else []
+
+
+def _write_approvals(source: str, approvals: list[dict[str, str]]) -> None:
+    """Beside the plan; in an s3:// records root as a new locked version of that object."""
+    text = json.dumps(approvals, indent=1)
+    if trail.is_remote(source):
+        from .runbook import put_locked
+
+        put_locked(_approvals_path(source), text.encode())
+    else:
+        Path(_approvals_path(source)).write_text(text)
 
 
 def approve(path: str | Path) -> ReviewedPlan:
@@ -174,7 +199,7 @@ def approve(path: str | Path) -> ReviewedPlan:
         return reviewed
     reviewed.approvals.append({"operator": who, "plan": reviewed.hash,
                                "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-    _approvals_path(reviewed.source).write_text(json.dumps(reviewed.approvals, indent=1))
+    _write_approvals(reviewed.source, reviewed.approvals)
     trail.append(operation="approve", stack=reviewed.stack, target=reviewed.body["target"],
                  env_file=reviewed.body["env_file"], plan_hash=reviewed.hash,
                  record=reviewed.source, result="succeeded",

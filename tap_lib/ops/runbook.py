@@ -304,7 +304,7 @@ def store_record(nb: NotebookNode, root: str, path: str) -> dict[str, Any]:
         content = nbformat.writes(nb).encode("utf-8")
         extra: dict[str, Any] = {}
         if audit.is_remote(path):
-            extra["retain_until"] = _put_locked(path, content)
+            extra["retain_until"] = put_locked(path, content)
         else:
             with open(path, "r+b") as fh:  # our own reservation: still empty
                 if fh.read(1):
@@ -354,7 +354,7 @@ def check_records_root(root: str) -> None:
                                "(create-bucket --object-lock-enabled-for-bucket)")
 
 
-def _put_locked(url: str, content: bytes) -> str:
+def put_locked(url: str, content: bytes) -> str:
     from datetime import timedelta
 
     bucket, _, key = url.removeprefix("s3://").partition("/")
