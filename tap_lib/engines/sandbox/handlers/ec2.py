@@ -70,23 +70,36 @@ class InternetGateway(Handler):
 
     def modify(self, ctx, id_, old, new, changed):
         # As the provider does: detach from the old VPC, attach to the new one, same gateway.
+        # From the attachments the gateway has now, not the recorded ones: a move whose answer
+        # was lost already happened.
         ec2 = ctx.client("ec2")
-        if old.get("vpcId"):
-            ignore_missing(ec2.detach_internet_gateway, InternetGatewayId=id_,
-                           VpcId=old["vpcId"], codes=("Gateway.NotAttached",))
-        if new.get("vpcId"):
+        attached = self._attached(ec2, id_)
+        for vpc in attached - {new.get("vpcId")}:
+            ignore_missing(ec2.detach_internet_gateway, InternetGatewayId=id_, VpcId=vpc,
+                           codes=("Gateway.NotAttached",))
+        if new.get("vpcId") and new["vpcId"] not in attached:
             ec2.attach_internet_gateway(InternetGatewayId=id_, VpcId=new["vpcId"])
+
+    @staticmethod
+    def _attached(ec2, id_) -> set[str]:
+        found = ec2.describe_internet_gateways(
+            Filters=[{"Name": "internet-gateway-id", "Values": [id_]}])["InternetGateways"]
+        return {a["VpcId"] for g in found for a in g.get("Attachments", [])}
 
     def delete(self, ctx, id_, inputs, outputs):
         ec2 = ctx.client("ec2")
-        ignore_missing(ec2.detach_internet_gateway, InternetGatewayId=id_, VpcId=inputs["vpcId"],
-                       codes=("Gateway.NotAttached",))
+        for vpc in self._attached(ec2, id_):   # where it is now (a lost move happened)
+            ignore_missing(ec2.detach_internet_gateway, InternetGatewayId=id_, VpcId=vpc,
+                           codes=("Gateway.NotAttached",))
         ignore_missing(ec2.delete_internet_gateway, InternetGatewayId=id_)
 
     def read(self, ctx, id_, inputs):
         found = ctx.client("ec2").describe_internet_gateways(
             Filters=[{"Name": "internet-gateway-id", "Values": [id_]}])["InternetGateways"]
-        return {"vpcId": found[0]["Attachments"][0]["VpcId"]} if found else None
+        if not found:
+            return None
+        attachments = found[0].get("Attachments") or []
+        return {"vpcId": attachments[0]["VpcId"] if attachments else None}
 
     def find(self, ctx, inputs, exclude=frozenset()):
         return _first(ctx.client("ec2").describe_internet_gateways(
