@@ -309,3 +309,28 @@ def test_nat_layout_single_to_per_az_converges(deployed):
                if r.get("DestinationCidrBlock") == "0.0.0.0/0" and r.get("NatGatewayId")}
     assert targets == {n["NatGatewayId"] for n in nats}
     assert set(s.op for s in _engine(*settings).preview().steps) == {"same"}
+
+
+@pytest.mark.sandbox
+def test_a_gateway_move_whose_answer_was_lost_is_finished_not_repeated(deployed):
+    """The move happened but tap never heard (fault injection's "answer lost"): the next
+    deploy moves it again from the recorded VPC, and delete detaches it from where it is."""
+    ec2 = deployed.clients()("ec2")
+    a, b = (ec2.create_vpc(CidrBlock=cidr)["Vpc"]["VpcId"] for cidr in ("10.70.0.0/16",
+                                                                        "10.71.0.0/16"))
+    handler = REGISTRY["aws:ec2/internetGateway:InternetGateway"]
+    ctx = deployed.context("urn:pulumi:test::igw-move", "igw-move")
+    id_, _ = handler.create(ctx, {"vpcId": a, "tags": {}})
+
+    def attached() -> list[str]:
+        gw = ec2.describe_internet_gateways(InternetGatewayIds=[id_])["InternetGateways"][0]
+        return [x["VpcId"] for x in gw.get("Attachments", [])]
+
+    handler.modify(ctx, id_, {"vpcId": a}, {"vpcId": b}, ["vpcId"])
+    handler.modify(ctx, id_, {"vpcId": a}, {"vpcId": b}, ["vpcId"])     # the retry
+    assert attached() == [b]
+    handler.delete(ctx, id_, {"vpcId": a}, {})                          # recorded: a
+    assert not ec2.describe_internet_gateways(
+        Filters=[{"Name": "internet-gateway-id", "Values": [id_]}])["InternetGateways"]
+    for vpc in (a, b):
+        ec2.delete_vpc(VpcId=vpc)
