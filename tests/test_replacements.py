@@ -334,3 +334,22 @@ def test_a_gateway_move_whose_answer_was_lost_is_finished_not_repeated(deployed)
         Filters=[{"Name": "internet-gateway-id", "Values": [id_]}])["InternetGateways"]
     for vpc in (a, b):
         ec2.delete_vpc(VpcId=vpc)
+
+
+@pytest.mark.sandbox
+def test_a_lost_key_create_is_found_past_destroyed_keys_with_its_tag(deployed):
+    """A destroyed KMS key stays listed, tagged, for its deletion window. Recovering a create
+    whose answer was lost must find the live key, not a destroyed one with the same URN tag
+    (it found the destroyed one, and the deploy duplicated the key)."""
+    kms = deployed.clients()("kms")
+    handler = REGISTRY["aws:kms/key:Key"]
+    ctx = deployed.context("urn:pulumi:test::kms-lost", "kms-lost")
+    inputs = {"description": "lost", "enableKeyRotation": True, "deletionWindowInDays": 7}
+    old, _ = handler.create(ctx, inputs)
+    handler.delete(ctx, old, inputs, {})
+    live, _ = handler.create(ctx, inputs)                   # the create whose answer was lost
+    assert handler.find(ctx, inputs) == live
+    handler.delete(ctx, live, inputs, {})
+    assert handler.find(ctx, inputs) is None
+    assert {kms.describe_key(KeyId=k)["KeyMetadata"]["KeyState"] for k in (old, live)} == \
+        {"PendingDeletion"}

@@ -45,10 +45,15 @@ class Key(Handler):
                        codes=("KMSInvalidStateException",))
 
     def find(self, ctx, inputs, exclude=frozenset()):
+        """The live key with this URN tag: a destroyed one stays listed (and tagged) for its
+        deletion window, so it is skipped, as `read` reports it gone."""
         kms = ctx.client("kms")
         for key in kms.list_keys()["Keys"]:
+            if key["KeyId"] in exclude:
+                continue
             tags = kms.list_resource_tags(KeyId=key["KeyId"]).get("Tags", [])
-            if {"TagKey": URN_TAG, "TagValue": ctx.urn} in tags and key["KeyId"] not in exclude:
+            if {"TagKey": URN_TAG, "TagValue": ctx.urn} in tags and \
+                    self.read(ctx, key["KeyId"], inputs) is not None:
                 return key["KeyId"]
         return None
 
