@@ -182,9 +182,11 @@ def cmd_preview(args) -> int:
         # Where a target with plans of its own (Pulumi) keeps one; others write nothing there.
         artifact = Path(args.save_plan + ".target-plan.json")
         reviewed = plans.make_plan(args.env, args.target, args.set, skip_rules=args.skip_rule,
-                                   reason=args.reason, artifact=artifact)
+                                   reason=args.reason, artifact=artifact, destroy=args.destroy)
         path = plans.save_plan(reviewed, args.save_plan)
         plan = reviewed.plan
+    elif args.destroy:
+        raise UsageError("--destroy previews a destroy plan for review: give --save-plan FILE")
     else:
         plan = stack.preview(args.env, args.target, args.set, skip_rules=args.skip_rule,
                              reason=args.reason)
@@ -223,19 +225,23 @@ def cmd_deploy(args) -> int:
         result = stack.deploy(args.env, args.target, args.set, progress=_progress(args),
                               yes=True, confirm=args.confirm, plan=args.plan, **skip)
         return _show_result(args, result)
-    if not args.yes:
+    shown = None
+    if not args.yes:  # as `terraform apply`: refresh, show the plan, apply exactly it
         if args.json or not _interactive():
             raise UsageError("deploy needs --yes when not run interactively")
-        plan = stack.preview(args.env, args.target, args.set, **skip)
-        _plan_text(plan)
-        if not plan.changes:
+        if args.refresh:
+            stack.refresh(args.env, args.target, args.set, confirm=args.confirm)
+        shown = stack.preview(args.env, args.target, args.set, **skip)
+        _plan_text(shown)
+        if not shown.changes:
             print("nothing to do")
             return 0
-        if not _ask(f"apply these changes to {plan.stack}? [y/N] "):
+        if not _ask(f"apply these changes to {shown.stack}? [y/N] "):
             print("cancelled; nothing changed")
             return 0
     result = stack.deploy(args.env, args.target, args.set, progress=_progress(args), yes=True,
-                          confirm=args.confirm, refresh=args.refresh, **skip)
+                          confirm=args.confirm, refresh=args.refresh and shown is None,
+                          plan=shown, **skip)
     return _show_result(args, result)
 
 
@@ -255,7 +261,7 @@ def cmd_destroy(args) -> int:
     from .ops import stack
 
     result = stack.destroy(args.env, args.target, args.set, yes=args.yes, confirm=args.confirm,
-                           progress=_progress(args))
+                           progress=_progress(args), plan=args.plan)
     emit_json(result.to_dict()) if args.json else _plan_text(result)
     return 0
 
@@ -463,7 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = stack_cmd("preview", "show what deploy would change")
     p.add_argument("--save-plan", metavar="FILE",
-                   help="save the plan for review; `tap deploy --plan FILE` applies exactly it")
+                   help="save the plan for review, signed with TAP_SIGNING_KEY; `tap deploy "
+                        "--plan FILE` applies exactly it")
+    p.add_argument("--destroy", action="store_true",
+                   help="with --save-plan: a destroy plan (`tap destroy --plan FILE`)")
     gated(p)
     p = stack_cmd("deploy", "create or update the stack")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -474,8 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="apply exactly this reviewed plan (a --save-plan file or a preview "
                         "record); protected stacks deploy only this way")
     gated(p)
-    p = sub.add_parser("approve", help="approve a saved plan (by someone other than its "
-                                       "author)")
+    p = sub.add_parser("approve", help="approve a saved plan with your TAP_SIGNING_KEY (a "
+                                       "key other than its author's)")
     p.add_argument("plan", metavar="FILE", help="the plan file or preview record")
     p.add_argument("--json", action="store_true")
     p = stack_cmd("refresh", "read every resource as it is now into the stack's state")
@@ -483,6 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = stack_cmd("destroy", "delete every resource of the stack")
     p.add_argument("--yes", action="store_true", help="required")
     p.add_argument("--confirm", metavar="STACK", help=confirm_help)
+    p.add_argument("--plan", metavar="FILE",
+                   help="an approved destroy plan (needed for a protected stack)")
     stack_cmd("outputs", "stack outputs")
     stack_cmd("verify", "read-only checks of the deployed stack")
     stack_cmd("inspect", "outputs, inventory, drift, history and a topology picture")

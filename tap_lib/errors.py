@@ -3,8 +3,10 @@
     TapError                      (3)
     ├── ConfigError               (2)  bad environment file, --set override or parameter
     ├── UsageError                (2)  bad command-line use (missing --yes, wrong --confirm)
-    │   ├── ProtectedStack        (2)  a protected stack's delete/replace without --confirm
-    │   └── PlanRefused           (2)  a reviewed plan that no longer holds; nothing changed
+    │   ├── ProtectedStack        (2)  a protected stack changed without an approved plan
+    │   ├── DestroyBlocked        (2)  a destroy would stop part-way; nothing was deleted
+    │   ├── PlanRefused           (2)  a reviewed plan that no longer holds; nothing changed
+    │   └── SignatureRefused      (2)  a signature missing, damaged, or by a key not approved
     ├── ChecksFailed              (1)  the operation ran and found problems
     │   └── PreflightBlocked      (1)  error-level preflight findings stopped preview/deploy
     ├── TargetUnreachable         (3)  emulator / AWS / pulumi CLI not available
@@ -141,6 +143,18 @@ class ProtectedStack(UsageError):
         self.stack = stack
 
 
+class DestroyBlocked(UsageError):
+    """Something would stop a destroy part-way (deletion protection): refused before the first
+    delete, so a stack is never left half-destroyed."""
+
+    def __init__(self, stack: str, blockers: list[str]):
+        super().__init__(f"destroy of {stack} would stop part-way: {'; '.join(blockers)}; "
+                         "nothing was deleted",
+                         hint="deploy with db.deletion_protection=false first (a reviewed plan "
+                              "on a protected stack), then destroy")
+        self.stack, self.blockers = stack, list(blockers)
+
+
 class PreflightBlocked(ChecksFailed):
     """Error-level preflight findings stopped a preview or deploy; nothing was changed."""
 
@@ -161,6 +175,17 @@ class PlanRefused(UsageError):
                                       "have it reviewed")
 
 
+class SignatureRefused(UsageError):
+    """A signature (plan, approval, seal) that proves nothing: missing, damaged, made by a key
+    params/approvers does not list, or over other content."""
+
+    def __init__(self, what: str, problem: str, hint: str | None = None):
+        super().__init__(f"{what}: {problem}; nothing was changed",
+                         hint=hint or "sign with a key listed in params/approvers "
+                                      "(TAP_SIGNING_KEY)")
+        self.what, self.problem = what, problem
+
+
 class UnknownProperty(OperationFailed):
     """A changed input the replacement table does not know: classifying it would be a guess."""
 
@@ -170,3 +195,16 @@ class UnknownProperty(OperationFailed):
                               "scripts/gen_replacements.py from a terraform-provider-aws checkout "
                               "that has these attributes")
         self.type, self.names = type_, names
+
+
+class RecordsUnwritable(UsageError):
+    """The audit trail, a seal, a record or the index cannot be written (TAP_OUTPUTS names a
+    file, no space left, no permission): a mutation tap cannot record does not start."""
+
+    def __init__(self, path: object, reason: str, *, variable: str | None = None,
+                 outcome: str = "nothing was changed"):
+        where = f"{path}" + (f" (TAP_OUTPUTS={variable})" if variable else "")
+        super().__init__(f"cannot write the audit records at {where}: {reason}; {outcome}",
+                         hint="point TAP_OUTPUTS at a writable directory with free space "
+                              "(or unset it for outputs/)")
+        self.path, self.reason = str(path), reason

@@ -36,3 +36,14 @@ def sandbox_home(tmp_path_factory):
         finally:
             standin.forget_every_stack()
             server.stop()
+
+
+@pytest.fixture(scope="module")
+def signers(tmp_path_factory):
+    """A signed project for the module (TAP_PROJECT_DIR points at it; fixtures_signing)."""
+    from fixtures_signing import make_signed_project
+
+    made = make_signed_project(tmp_path_factory.mktemp("signed"), notebooks=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TAP_PROJECT_DIR", str(made.project))
+        yield made

@@ -58,14 +58,21 @@ def live_counts(eng: SandboxEngine) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def prod(sandbox_home):
+def prod(sandbox_home, signers, tmp_path_factory):
+    plans_dir = tmp_path_factory.mktemp("prod-plans")
+    stack_ops.deploy("prod", plan=signers.approved("prod", plans_dir / "create.json"),
+                     confirm=PROD)
     eng = SandboxEngine(load_settings("prod"))
-    eng.up(confirm=PROD)
     assert eng.stack_meta() == StackMeta("params/prod.yaml", True)
     yield eng
-    # As an operator retires prod: lift the database's deletion protection, then destroy.
-    SandboxEngine(load_settings("prod", ["db.deletion_protection=false"])).up(confirm=PROD)
-    SandboxEngine(load_settings("prod")).destroy(confirm=PROD)
+    # As an operator retires prod: lift the database's deletion protection, then destroy,
+    # each by a reviewed plan.
+    unprotect = ["db.deletion_protection=false"]
+    stack_ops.deploy("prod", overrides=unprotect, plan=signers.approved(
+        "prod", plans_dir / "unprotect.json", unprotect, skip_rules=["TAP103"],
+        reason="retiring prod"), confirm=PROD)
+    stack_ops.destroy("prod", yes=True, confirm=PROD, plan=signers.approved(
+        "prod", plans_dir / "destroy.json", destroy=True))
     assert live_counts(eng)["vpcs"] == 0
 
 
@@ -73,8 +80,8 @@ def test_destroy_of_prod_from_an_overridden_environment_is_refused(prod):
     before = live_counts(prod)
     out = tap("destroy", "--env", "prod", "--yes", "--set", "environment=dev")
     assert out.returncode == 2, out.stderr
-    assert f"{PROD} is protected" in out.stderr and f"--confirm {PROD}" in out.stderr
-    assert "Traceback" not in out.stderr
+    assert f"{PROD} is protected" in out.stderr and "a destroy needs a reviewed plan" in out.stderr
+    assert f"--destroy --save-plan FILE" in out.stderr and "Traceback" not in out.stderr
     assert live_counts(prod) == before
 
 
@@ -82,9 +89,10 @@ def test_a_stack_operated_from_another_environment_file_is_refused(prod):
     before = live_counts(prod)
     out = tap("destroy", "--env", "dev", "--yes", env={"ENVIRONMENT_SUFFIX": "prod"})
     assert out.returncode == 2, out.stderr
-    assert "created from params/prod.yaml, not params/dev.yaml" in out.stderr
+    # prod's name is reserved by params/prod.yaml: refused before the stack is even opened
+    assert "TapStackprod is reserv" in out.stderr and "ENVIRONMENT_SUFFIX" in out.stderr
     deploy = tap("deploy", "--env", "dev", "--yes", env={"ENVIRONMENT_SUFFIX": "prod"})
-    assert deploy.returncode == 2 and "created from params/prod.yaml" in deploy.stderr
+    assert deploy.returncode == 2 and "TapStackprod is reserv" in deploy.stderr
     assert live_counts(prod) == before
 
 
@@ -101,18 +109,19 @@ def test_closed_stdin_is_no_confirmation(prod):
     assert "AttributeError" not in out.stderr
 
 
-def reviewed_plan(path, *args: str) -> str:
-    """alice saves a plan, bob approves it: the only way a protected stack deploys."""
+def reviewed_plan(path, *args: str, signers=None) -> str:
+    """alice saves a plan, bob approves it, each with their own key: the only way a protected
+    stack deploys."""
     saved = tap("preview", "--env", "prod", *args, "--save-plan", str(path),
-                env={"TAP_OPERATOR": "alice"})
+                env=signers.env("alice"))
     assert saved.returncode == 0, saved.stderr
-    approved = tap("approve", str(path), env={"TAP_OPERATOR": "bob"})
+    approved = tap("approve", str(path), env=signers.env("bob"))
     assert approved.returncode == 0, approved.stderr
     return str(path)
 
 
 def test_a_protected_stack_deploys_only_a_reviewed_plan_and_deletes_need_its_name(
-        prod, tmp_path):
+        prod, tmp_path, signers):
     before = live_counts(prod)
     assert before["instances"] == 3
     unplanned = tap("deploy", "--env", "prod", "--yes", "--set", "db.instances=2")
@@ -122,13 +131,13 @@ def test_a_protected_stack_deploys_only_a_reviewed_plan_and_deletes_need_its_nam
     with pytest.raises(ProtectedStack):                  # the library refuses the same way
         stack_ops.deploy("prod", overrides=["db.instances=2"], yes=True, confirm=PROD)
     unapproved = tap("preview", "--env", "prod", "--set", "db.instances=2", "--save-plan",
-                     str(tmp_path / "unapproved.json"))
-    assert unapproved.returncode == 0
+                     str(tmp_path / "unapproved.json"), env=signers.env("alice"))
+    assert unapproved.returncode == 0, unapproved.stderr
     refused = tap("deploy", "--env", "prod", "--plan", str(tmp_path / "unapproved.json"))
-    assert refused.returncode == 2 and "needs the approval of an operator" in refused.stderr
+    assert refused.returncode == 2 and "needs the approval of a second key" in refused.stderr
     assert live_counts(prod) == before
 
-    fewer = reviewed_plan(tmp_path / "fewer.json", "--set", "db.instances=2")
+    fewer = reviewed_plan(tmp_path / "fewer.json", "--set", "db.instances=2", signers=signers)
     no_name = tap("deploy", "--env", "prod", "--plan", fewer)
     assert no_name.returncode == 2, no_name.stderr
     assert "would delete" in no_name.stderr and "nothing was changed" in no_name.stderr
@@ -145,13 +154,13 @@ def test_a_protected_stack_deploys_only_a_reviewed_plan_and_deletes_need_its_nam
     assert json.loads(applied.stdout)["summary"]["delete"] == 1
     assert live_counts(prod)["instances"] == 2
     # Adding back only creates: a reviewed plan without --confirm is enough.
-    more = reviewed_plan(tmp_path / "more.json")
+    more = reviewed_plan(tmp_path / "more.json", signers=signers)
     assert tap("deploy", "--env", "prod", "--plan", more).returncode == 0
     assert live_counts(prod)["instances"] == 3
     assert prod.stack_meta() == StackMeta("params/prod.yaml", True)
 
 
-def test_unattended_paths_need_a_reviewed_plan(prod, sandbox_home, tmp_path):
+def test_unattended_paths_need_a_reviewed_plan(prod, sandbox_home, tmp_path, signers):
     before = live_counts(prod)
     with pytest.raises(ProtectedStack):
         stack_ops.deploy("prod")                       # a library call: no plan, no name
@@ -166,7 +175,7 @@ def test_unattended_paths_need_a_reviewed_plan(prod, sandbox_home, tmp_path):
     assert refused.returncode == 1
     record = json.loads(refused.stdout)[0]
     assert record["status"] == "failed" and "ProtectedStack" in record["error"]
-    plan = reviewed_plan(tmp_path / "same.json")
+    plan = reviewed_plan(tmp_path / "same.json", signers=signers)
     confirmed = tap("run", "deploy", "--env", "prod", "-p", "plan", plan, "--json")
     assert confirmed.returncode == 0, confirmed.stdout + confirmed.stderr
     assert live_counts(prod) == before

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -22,32 +20,26 @@ from tap_lib.errors import PlanMismatch
 from tap_lib.ops import plans
 from tap_lib.ops import stack as stack_ops
 
+from fixtures_signing import git, make_signed_project
+
 pytestmark = [pytest.mark.sandbox, pytest.mark.postgres]
 
-REPO = Path(__file__).resolve().parents[1]
 ENV = "dev"
 
 
-def git(project: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-                   cwd=project, check=True, capture_output=True)
+@pytest.fixture(scope="module")
+def keys(sandbox_home, tmp_path_factory):
+    made = make_signed_project(tmp_path_factory.mktemp("signed"), notebooks=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TAP_PROJECT_DIR", str(made.project))
+        made.use(mp, "alice")
+        stack_ops.deploy(ENV, "sandbox")
+        yield made
 
 
 @pytest.fixture(scope="module")
-def project(sandbox_home, tmp_path_factory):
-    project = tmp_path_factory.mktemp("project")
-    shutil.copy(REPO / "Pulumi.yaml", project)
-    shutil.copytree(REPO / "params", project / "params")
-    shutil.copytree(REPO / "notebooks", project / "notebooks",
-                    ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
-    git(project, "init", "-q")
-    git(project, "add", ".")
-    git(project, "commit", "-qm", "params")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TAP_PROJECT_DIR", str(project))
-        mp.setenv("TAP_OPERATOR", "alice")
-        stack_ops.deploy(ENV, "sandbox")
-        yield project
+def project(keys):
+    return keys.project
 
 
 def memory(engine: SandboxEngine) -> int:
@@ -135,21 +127,23 @@ def test_the_engine_stops_at_a_step_the_plan_does_not_have(project):
     assert memory(engine()) == 256
 
 
-def test_four_eyes(project, tmp_path, monkeypatch):
+def test_four_eyes_are_two_keys(keys, tmp_path, monkeypatch):
     path = plans.save_plan(plans.make_plan(ENV, "sandbox"), tmp_path / "plan.json")
-    with pytest.raises(plans.PlanRefused, match="alice wrote this plan and cannot approve"):
-        plans.approve(path)
-    monkeypatch.setenv("TAP_OPERATOR", "bob")
+    for name in ("alice", "Alice", "alice ", "bob"):   # a name is not a key
+        monkeypatch.setenv("TAP_OPERATOR", name)
+        with pytest.raises(plans.PlanRefused, match="cannot approve it too"):
+            plans.approve(path)
+    keys.use(monkeypatch, "bob")
     approved = plans.approve(path)
-    assert plans.approved_by(approved) == ["bob"]
-    assert plans.load_plan(path).approvals[0]["operator"] == "bob"
+    assert plans.approved_by(approved) == ["bob@example.com"]
+    assert plans.load_plan(path).approvals[0]["principal"] == "bob@example.com"
     from tap_lib import trail
     entry = trail.read()[-1]
     assert (entry["operation"], entry["operator"], entry["plan_hash"]) == (
         "approve", "bob", approved.hash)
 
 
-def test_a_preview_record_carries_its_plan(project, monkeypatch):
+def test_a_preview_record_carries_its_plan(keys, monkeypatch):
     """The preview notebook's record is a plan: approve it, deploy it."""
     from tap_lib.ops.runbook import run_notebooks
 
@@ -157,7 +151,7 @@ def test_a_preview_record_carries_its_plan(project, monkeypatch):
     assert record.status == "succeeded", record.error
     reviewed = plans.load_plan(record.path)
     assert reviewed.author == "alice" and reviewed.stack == "TapStackdev"
-    monkeypatch.setenv("TAP_OPERATOR", "bob")
+    keys.use(monkeypatch, "bob")
     plans.approve(record.path)
     result = stack_ops.deploy(ENV, "sandbox", plan=record.path)
     assert not result.changes and any(reviewed.hash in n for n in result.notes)
@@ -183,7 +177,8 @@ def test_two_operators_applying_one_plan_at_once_apply_it_once(project, tmp_path
     assert "Traceback" not in refused
     assert re.search(r"locked|changed after the plan|planned: update", refused), refused
     assert memory(engine()) == 384
-    entries = [e for e in trail.read()[before:] if e["operation"] == "deploy"]
+    entries = [e for e in trail.read()[before:]
+               if e["operation"] == "deploy" and e["result"] != "started"]
     outcomes = sorted(e["result"] for e in entries)
     assert len(outcomes) == 2 and outcomes[1] == "succeeded" and \
         outcomes[0] in ("failed", "refused"), entries
@@ -204,7 +199,7 @@ def test_an_engine_opened_before_another_deploy_works_from_the_stack_as_it_is_no
     assert not engine().preview().changes
 
 
-def test_a_plan_in_an_s3_records_root_is_approved_and_applied_there(project, tmp_path,
+def test_a_plan_in_an_s3_records_root_is_approved_and_applied_there(keys, tmp_path,
                                                                     monkeypatch):
     """Records roots are s3:// in production (Airflow's deploy task gets the preview record's
     URL): the plan is read from there and its approval is stored beside it, locked."""
@@ -226,9 +221,10 @@ def test_a_plan_in_an_s3_records_root_is_approved_and_applied_there(project, tmp
 
     with pytest.raises(plans.PlanRefused, match="no such plan file"):
         plans.load_plan(url + ".missing")
-    monkeypatch.setenv("TAP_OPERATOR", "bob")
+    keys.use(monkeypatch, "bob")
     approved = plans.approve(url)
-    assert plans.approved_by(plans.load_plan(url)) == ["bob"] == plans.approved_by(approved)
+    assert plans.approved_by(plans.load_plan(url)) == ["bob@example.com"] == \
+        plans.approved_by(approved)
     head = s3.head_object(Bucket="tap-plan-records", Key="runbook/dev/plan.json.approvals.json")
     assert head["ObjectLockMode"] == "COMPLIANCE"
 

@@ -9,8 +9,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-from .. import trail
-from ..errors import ProtectedStack, UsageError
+from .. import authority, trail
+from ..authority import Authorization
+from ..errors import DestroyBlocked, ProtectedStack, UsageError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -81,6 +82,12 @@ class Plan:
         steps["diffs"] = steps["diffs"].map(", ".join)
         changed = steps[steps.op != "same"].sort_values(["op", "type", "name"])
         return changed[["op", "type", "name", "diffs"]].reset_index(drop=True)
+
+    @classmethod
+    def from_body(cls, body: dict) -> "Plan":
+        """The steps a saved plan (ops/plans) holds."""
+        return cls(body["stack"], body["target"], [Step(**s) for s in body["steps"]],
+                   operation="preview", cost=body.get("cost"), artifact=body.get("artifact"))
 
     def to_dict(self) -> dict:
         out = {"stack": self.stack, "target": self.target, "operation": self.operation,
@@ -169,8 +176,9 @@ class Engine(ABC):
     one subclass and one line in `registry.TARGETS`.
 
     Mutations (`up`, `destroy`, `refresh`) are guarded here, below every caller: a protected
-    stack's deletes and replacements need `confirm=<stack name>`, and a stack operated from
-    another environment file than the one that created it is refused unless confirmed."""
+    stack changes only through a signed, approved plan (tap_lib/authority), its deletes and
+    replacements also need `confirm=<stack name>`, and a stack operated from another
+    environment file than the one that created it is refused unless confirmed."""
 
     name: ClassVar[str]
     # A target whose engine can read any resource as it is now (inspect's full drift table).
@@ -205,13 +213,19 @@ class Engine(ABC):
         has such a thing), for an up constrained to this plan."""
 
     def up(self, progress: ProgressCallback | None = None, *,
-           confirm: str | None = None, plan: Plan | None = None) -> Result:
-        """Apply the program; with a reviewed `plan`, stop at any step that differs from it."""
+           confirm: str | None = None, plan: Plan | None = None,
+           authorization: Authorization | None = None) -> Result:
+        """Apply the program; with a reviewed `plan`, stop at any step that differs from it.
+        A protected stack changes only through a verified, approved plan (`authorization`),
+        and then exactly as that plan says, whoever calls."""
         with trail.recorded(self, "deploy") as outcome:
             meta = self.check_origin(confirm)
             protected = meta.protected if meta else self.settings.protected
-            if protected and confirm != self.stack:
-                self.require_confirmation(self.preview(), confirm)
+            if protected:
+                authority.require(authorization, self.stack, "deploy", what="a deploy",
+                                  env=self.settings.environment)
+                plan = Plan.from_body(authorization.body)
+                self.require_confirmation(plan, confirm)
             outcome["result"] = self._up(
                 progress, confirm=confirm if protected else self.stack,
                 meta=meta or StackMeta(self.settings.source, self.settings.protected),
@@ -219,13 +233,40 @@ class Engine(ABC):
         return outcome["result"]
 
     def destroy(self, progress: ProgressCallback | None = None, *,
-                confirm: str | None = None) -> Result:
+                confirm: str | None = None,
+                authorization: Authorization | None = None) -> Result:
+        """Delete every resource. A protected stack needs an approved destroy plan and its
+        name as confirmation; any stack is refused, before the first delete, when something
+        would stop the destroy part-way."""
         with trail.recorded(self, "destroy") as outcome:
             meta = self.check_origin(confirm)
-            if (meta.protected if meta else self.settings.protected) and confirm != self.stack:
-                raise ProtectedStack(self.stack, "destroy deletes every resource", confirm)
+            if meta.protected if meta else self.settings.protected:
+                authority.require(authorization, self.stack, "destroy", what="a destroy",
+                                  env=self.settings.environment)
+                if confirm != self.stack:
+                    raise ProtectedStack(self.stack, "destroy deletes every resource", confirm)
+            blockers = self.destroy_blockers()
+            if blockers:
+                raise DestroyBlocked(self.stack, blockers)
             outcome["result"] = self._destroy(progress)
         return outcome["result"]
+
+    def preview_destroy(self) -> Plan:
+        """What destroy would do: delete every resource the stack has."""
+        return Plan(self.stack, self.name, [Step(r.urn, r.type, r.name, "delete")
+                                            for r in self.resources()], operation="destroy")
+
+    def destroy_blockers(self) -> list[str]:
+        """What would stop a destroy part-way (an RDS cluster with deletion protection on, as
+        it is now where the target can say, else as recorded)."""
+        blockers = []
+        for res in self.resources():
+            if res.type != "aws:rds/cluster:Cluster":
+                continue
+            live = self.read_live(res.urn) if self.reads_live else res.outputs
+            if (live or {}).get("deletionProtection"):
+                blockers.append(f"RDS cluster {res.id or res.name} has deletion protection on")
+        return blockers
 
     def refresh(self, progress: ProgressCallback | None = None, *,
                 confirm: str | None = None) -> Result:

@@ -1,6 +1,11 @@
 """Reviewed plans: a preview saved with everything it was computed from, approved by a second
 operator, and applied exactly as reviewed (PCI DSS 6.5: changes reviewed before they are applied).
 
+Identity is a key (tap_lib/signing, tap_lib/authority): the author signs the plan's hash when
+saving it, an approver signs hash + principal + time, both with keys listed in params/approvers.
+A protected stack's plan needs the author's and a *different key's* valid signatures, read from
+params/approvers as committed at the plan's commit; `TAP_OPERATOR` is only a display name.
+
 A saved plan holds the steps, the settings, the environment file, the commit (and whether the
 tree was dirty), a fingerprint of the stack's state, its author and time, and the SHA-256 of all
 of that. `deploy --plan` refuses, before anything changes, a plan that was edited, made at another
@@ -20,13 +25,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .. import trail
-from ..engines.base import Engine, Plan, Step
+from .. import authority, signing, trail
+from ..authority import Authorization, approval_message, digest, plan_message  # noqa: F401
+from ..engines.base import Engine, Plan
 from ..engines.registry import check_target, open_engine
-from ..errors import PlanRefused
+from ..errors import PlanRefused, SignatureRefused, TapError
 from . import stack as stack_ops
 
-KIND, VERSION = "tap-plan", 1
+KIND, VERSION = "tap-plan", 2
 PLAN_MIME = "application/vnd.tap.plan+json"   # how a preview notebook's record carries its plan
 MAX_AGE_ENV, DEFAULT_MAX_AGE_H = "TAP_PLAN_MAX_AGE_HOURS", 24.0
 
@@ -37,6 +43,7 @@ class ReviewedPlan:
     hash: str
     source: str = ""                          # the file it was read from
     approvals: list[dict[str, str]] = field(default_factory=list)
+    signature: str | None = None              # the author's, over plan_message(hash)
 
     @property
     def stack(self) -> str:
@@ -47,13 +54,20 @@ class ReviewedPlan:
         return self.body["author"]
 
     @property
+    def operation(self) -> str:
+        return self.body.get("operation", "deploy")
+
+    @property
     def plan(self) -> Plan:
-        steps = [Step(**s) for s in self.body["steps"]]
-        return Plan(self.body["stack"], self.body["target"], steps, operation="preview",
-                    cost=self.body.get("cost"), artifact=self.body.get("artifact"))
+        return Plan.from_body(self.body)
+
+    @property
+    def authorization(self) -> Authorization:
+        return Authorization(self.body, self.hash, self.signature, tuple(self.approvals),
+                             self.source or "plan")
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.body, "hash": self.hash}
+        return {**self.body, "hash": self.hash, "signature": self.signature}
 
 
 def state_fingerprint(engine: Engine) -> str:
@@ -63,23 +77,26 @@ def state_fingerprint(engine: Engine) -> str:
     return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
 
 
-def digest(body: dict[str, Any]) -> str:
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
-    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
-
-
 # -- making and reading plans -------------------------------------------------------------------
 def make_plan(env: str, target: str | None = None, overrides=(), *, skip_rules=(),
-              reason: str | None = None, artifact: Path | None = None) -> ReviewedPlan:
-    """Preview (gated by preflight) and capture everything the plan depends on."""
+              reason: str | None = None, artifact: Path | None = None,
+              destroy: bool = False) -> ReviewedPlan:
+    """Preview (gated by preflight) and capture everything the plan depends on; signed by its
+    author when TAP_SIGNING_KEY is set, which a protected stack's plan must be."""
     target = check_target(target)
     settings = stack_ops.settings_for(env, overrides)
     engine = open_engine(settings, target, tuple(overrides))
+    if engine.is_protected() and not signing.has_signing_key():
+        signing.signing_key()  # the error naming TAP_SIGNING_KEY, before any work
     fingerprint = state_fingerprint(engine)
-    plan = stack_ops.preview(env, target, overrides, skip_rules=skip_rules, reason=reason,
-                             artifact=artifact)
+    if destroy:
+        plan = engine.preview_destroy()
+    else:
+        plan = stack_ops.preview(env, target, overrides, skip_rules=skip_rules, reason=reason,
+                                 artifact=artifact)
     commit, dirty = trail.git_state()
-    body = {"kind": KIND, "version": VERSION, "stack": plan.stack, "target": target,
+    body = {"kind": KIND, "version": VERSION, "operation": "destroy" if destroy else "deploy",
+            "stack": plan.stack, "target": target,
             "env": env, "env_file": settings.source, "overrides": list(overrides),
             "settings": settings.public_dict(), "commit": commit, "dirty": dirty,
             "state": fingerprint, "author": trail.current_operator(),
@@ -89,7 +106,9 @@ def make_plan(env: str, target: str | None = None, overrides=(), *, skip_rules=(
             "steps": [s.to_dict() for s in plan.steps], "artifact": plan.artifact}
     if plan.artifact:
         body["artifact_sha256"] = hashlib.sha256(Path(plan.artifact).read_bytes()).hexdigest()
-    return ReviewedPlan(body, digest(body))
+    plan_hash = digest(body)
+    signature = signing.sign(plan_message(plan_hash)) if signing.has_signing_key() else None
+    return ReviewedPlan(body, plan_hash, signature=signature)
 
 
 def save_plan(reviewed: ReviewedPlan, path: str | Path) -> Path:
@@ -120,11 +139,13 @@ def load_plan(path: str | Path) -> ReviewedPlan:
     if data.get("version") != VERSION:
         raise PlanRefused(source, f"plan version {data.get('version')!r}; this tap reads "
                                   f"version {VERSION}")
-    body = {k: v for k, v in data.items() if k != "hash"}
+    body = {k: v for k, v in data.items() if k not in ("hash", "signature")}
     if data.get("hash") != digest(body):
         raise PlanRefused(source, "the plan was changed after it was saved (its SHA-256 does "
                                   "not match its content)")
-    return ReviewedPlan(body, data["hash"], source, _approvals(source))
+    signature = data.get("signature")
+    return ReviewedPlan(body, data["hash"], source, _approvals(source),
+                        signature if isinstance(signature, str) else None)
 
 
 def _plan_in_record(notebook: Any, source: str) -> Any:
@@ -173,7 +194,9 @@ def _approvals(source: str) -> list[dict[str, str]]:
         return []
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         raise PlanRefused(path, "the approvals file is damaged") from None
-    return data if isinstance(data, list) else []
+    if not isinstance(data, list):
+        raise PlanRefused(path, "the approvals file is damaged (not a list)")
+    return data
 
 
 def _write_approvals(source: str, approvals: list[dict[str, str]]) -> None:
@@ -188,28 +211,43 @@ def _write_approvals(source: str, approvals: list[dict[str, str]]) -> None:
 
 
 def approve(path: str | Path) -> ReviewedPlan:
-    """Four eyes: someone other than the author approves the plan as saved (its hash)."""
+    """Four eyes: a principal of params/approvers whose key is not the author's signs the plan
+    as saved (its hash). TAP_OPERATOR plays no part."""
     reviewed = load_plan(path)
-    who = trail.current_operator()
-    if who == reviewed.author:
-        raise PlanRefused(reviewed.source, f"{who} wrote this plan and cannot approve it too",
-                          hint="another operator runs `tap approve` (TAP_OPERATOR names who "
-                               "acts on shared machines)")
-    if any(a["operator"] == who and a["plan"] == reviewed.hash for a in reviewed.approvals):
+    approvers = signing.approvers_now()
+    me = signing.own_signer(approvers)
+    author = reviewed.authorization.author(approvers)
+    if me.fingerprint == author.fingerprint:
+        raise PlanRefused(reviewed.source, f"{me} signed this plan as its author and cannot "
+                                           "approve it too (same key)",
+                          hint="another principal of params/approvers runs `tap approve` with "
+                               "their own TAP_SIGNING_KEY")
+    reviewed.authorization.approvers(approvers)  # refuse to add to damaged approvals
+    if any(a.get("principal") == me.principal for a in reviewed.approvals):
         return reviewed
-    reviewed.approvals.append({"operator": who, "plan": reviewed.hash,
-                               "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    reviewed.approvals.append({
+        "principal": me.principal, "plan": reviewed.hash, "time": when,
+        "operator": trail.current_operator(),
+        "signature": signing.sign(approval_message(reviewed.hash, me.principal, when))})
     _write_approvals(reviewed.source, reviewed.approvals)
     trail.append(operation="approve", stack=reviewed.stack, target=reviewed.body["target"],
                  env_file=reviewed.body["env_file"], plan_hash=reviewed.hash,
                  record=reviewed.source, result="succeeded",
-                 notes=[f"approved by {who}, authored by {reviewed.author}"])
+                 notes=[f"approved by {me}, authored by {author}"])
     return reviewed
 
 
 def approved_by(reviewed: ReviewedPlan) -> list[str]:
-    return sorted({a["operator"] for a in reviewed.approvals
-                   if a.get("plan") == reviewed.hash and a.get("operator") != reviewed.author})
+    """The principals whose valid approvals count (a key other than the author's); [] when the
+    plan or any approval does not verify."""
+    approvers = signing.approvers_now()
+    try:
+        author = reviewed.authorization.author(approvers)
+        return sorted({s.principal for s in reviewed.authorization.approvers(approvers)
+                       if s.fingerprint != author.fingerprint})
+    except TapError:
+        return []
 
 
 # -- applying ----------------------------------------------------------------------------------
@@ -242,10 +280,13 @@ def check_applicable(reviewed: ReviewedPlan, engine: Engine, env: str, target: s
     if body.get("artifact") and hashlib.sha256(
             Path(body["artifact"]).read_bytes()).hexdigest() != body.get("artifact_sha256"):
         raise PlanRefused(src, f"the target's own plan {body['artifact']} was changed")
-    if engine.is_protected() and not approved_by(reviewed):
-        raise PlanRefused(src, f"{engine.stack} is protected: its plan needs the approval of "
-                               f"an operator other than its author ({reviewed.author})",
-                          hint=f"another operator runs `tap approve {src}`")
+    if engine.is_protected():
+        try:
+            authority.require(reviewed.authorization, engine.stack, reviewed.operation,
+                              what=reviewed.operation)
+        except SignatureRefused as exc:
+            raise PlanRefused(src, f"{engine.stack} is protected: {exc.problem}",
+                              hint=exc.hint) from None
 
 
 def _changed_settings(before: Any, now: Any, path: str = "") -> list[str]:

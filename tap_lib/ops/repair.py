@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..engines.base import Engine, Plan, ProgressCallback, Result
 from ..engines.registry import open_engine
+from ..errors import ProtectedStack
 from . import stack as stack_ops
 from .verify import VerifyReport, verify
 
@@ -75,9 +76,16 @@ def undeclared_ingress(engine: Engine) -> list[dict[str, str]]:
 def repair(env: str, target: str | None = None, overrides=(), *,
            progress: ProgressCallback | None = None, yes: bool = False,
            confirm: str | None = None) -> RepairResult:
-    """Converge every drift verify finds; the stack's guards apply to the deploy as usual."""
+    """Converge every drift verify finds. A protected stack is refused before anything runs:
+    its changes (revoking rules included) go only through an approved plan."""
     settings = stack_ops.settings_for(env, overrides)
     engine = open_engine(settings, target, tuple(overrides))
+    if engine.is_protected():
+        raise ProtectedStack(
+            engine.stack, "repair changes it outside a reviewed plan (deploy, rule revokes)",
+            confirm, hint=f"tap refresh --env {env}; tap preview --env {env} --save-plan FILE; "
+                          "a second principal: tap approve FILE; tap deploy --env "
+                          f"{env} --plan FILE")
     before = verify(env, target, overrides)
     refreshed = engine.refresh(confirm=confirm)
     plan = stack_ops.preview(env, target, overrides)

@@ -57,15 +57,20 @@ def preview(env: str, target: str | None = None, overrides=(), *, skip_rules=(),
 def deploy(env: str, target: str | None = None, overrides=(),
            progress: ProgressCallback | None = None, *, yes: bool = False,
            confirm: str | None = None, skip_rules=(), reason: str | None = None,
-           refresh: bool = False, plan: str | Path | None = None) -> Result:
+           refresh: bool = False, plan: str | Path | Plan | None = None) -> Result:
     """Apply the program. A protected stack deploys only from a reviewed plan (`plan`: a file
-    `tap preview --save-plan` wrote, or a preview record) approved by a second operator, and
-    needs `confirm` (its name) for deletes and replacements. Unprotected stacks deploy the
-    program as it is now, or exactly a given plan."""
+    `tap preview --save-plan` wrote, or a preview record) signed by its author and approved by
+    a second key, and needs `confirm` (its name) for deletes and replacements. Unprotected
+    stacks deploy the program as it is now, exactly a given plan, or exactly the `Plan` a
+    preview showed (an interactive deploy: it stops at any step that differs)."""
     from . import plans
 
-    reviewed = plans.load_plan(plan) if plan else None
+    shown = plan if isinstance(plan, Plan) else None
+    reviewed = plans.load_plan(plan) if plan and shown is None else None
     if reviewed is not None:
+        if reviewed.operation != "deploy":
+            raise plans.PlanRefused(reviewed.source, f"a {reviewed.operation} plan; "
+                                    f"`tap {reviewed.operation} --plan` applies it")
         if refresh:
             raise UsageError("--refresh changes the state a reviewed plan was computed "
                              "against; refresh first, then make the plan")
@@ -84,11 +89,12 @@ def deploy(env: str, target: str | None = None, overrides=(),
         if reviewed is not None:
             plans.check_applicable(reviewed, engine, env, target, tuple(overrides))
         elif engine.is_protected():
-            raise ProtectedStack(engine.stack, "it deploys only from a reviewed plan approved "
-                                               "by a second operator", confirm,
+            raise ProtectedStack(engine.stack, "it deploys only from a reviewed plan signed by "
+                                               "its author and approved by a second key",
+                                 confirm,
                                  hint=f"tap preview --env {env} --save-plan FILE; another "
-                                      "operator: tap approve FILE; then tap deploy --env "
-                                      f"{env} --plan FILE")
+                                      "principal of params/approvers: tap approve FILE; then "
+                                      f"tap deploy --env {env} --plan FILE")
         notes = gate(settings, target, "deploy", skip)
     except (UsageError, ChecksFailed) as exc:
         trail.append(operation="deploy", stack=engine.stack, target=target,
@@ -96,8 +102,9 @@ def deploy(env: str, target: str | None = None, overrides=(),
                      plan_hash=reviewed.hash if reviewed else None)
         raise
     if reviewed is not None:
+        approved = plans.approved_by(reviewed)
         notes.append(f"applied reviewed plan {reviewed.hash} by {reviewed.author}, approved "
-                     f"by {', '.join(plans.approved_by(reviewed)) or 'nobody'}")
+                     f"by {', '.join(approved) or 'nobody'}")
     if refresh:  # repair drift: compare the program with what is live, not with old state
         drifted = engine.refresh(confirm=confirm).changes
         notes.append(f"refresh found {len(drifted)} resource(s) changed behind tap's back"
@@ -105,7 +112,8 @@ def deploy(env: str, target: str | None = None, overrides=(),
     with trail.context(notes=notes,  # the trail entry carries the skipped rules too
                        plan_hash=reviewed.hash if reviewed else None):
         result = engine.up(progress, confirm=confirm,
-                           plan=reviewed.plan if reviewed else None)
+                           plan=reviewed.plan if reviewed else shown,
+                           authorization=reviewed.authorization if reviewed else None)
     result.notes[:0] = notes
     return result
 
@@ -124,10 +132,24 @@ def check_destroy_confirmation(settings: Settings, yes: bool) -> None:
 
 
 def destroy(env: str, target: str | None = None, overrides=(), *, yes: bool = False,
-            confirm: str | None = None, progress: ProgressCallback | None = None) -> Result:
+            confirm: str | None = None, progress: ProgressCallback | None = None,
+            plan: str | Path | None = None) -> Result:
+    """Delete every resource; a protected stack only with an approved destroy plan (`tap
+    preview --destroy --save-plan FILE`, then `tap approve FILE`)."""
+    from . import plans
+
     settings = settings_for(env, overrides)
     check_destroy_confirmation(settings, yes)
-    return open_engine(settings, target, tuple(overrides)).destroy(progress, confirm=confirm)
+    target = check_target(target)
+    engine = open_engine(settings, target, tuple(overrides))
+    reviewed = plans.load_plan(plan) if plan else None
+    if reviewed is not None:
+        if reviewed.operation != "destroy":
+            raise plans.PlanRefused(reviewed.source, "not a destroy plan (make one with "
+                                                     "`tap preview --destroy --save-plan`)")
+        plans.check_applicable(reviewed, engine, env, target, tuple(overrides))
+    return engine.destroy(progress, confirm=confirm,
+                          authorization=reviewed.authorization if reviewed else None)
 
 
 def outputs(env: str, target: str | None = None, overrides=()) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from typing import Any
 import boto3
 from pulumi.runtime import rpc
 
+from ... import trail
 from ...aws import Clients
 from ...config import Settings
 from ...errors import (OperationFailed, PlanMismatch, ProtectedStack, SandboxStateLost,
@@ -714,13 +715,34 @@ def stop_sandbox() -> server.SandboxStatus:
     return server.stop()
 
 
+def protected_stacks() -> list[str]:
+    """Stacks living in the sandbox whose state says they are protected."""
+    from .state import StateStore, stack_dir
+
+    root = stack_dir("_").parent
+    names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    return [name for name in names
+            if (state := StateStore(name).state).protected and state.resources]
+
+
 def reset_sandbox() -> server.SandboxStatus:
-    """An empty emulator and no stack state: the sandbox as on a new machine."""
+    """An empty emulator and no stack state: the sandbox as on a new machine. Refused while a
+    protected stack lives here (it goes only by its approved destroy plan); recorded."""
     import shutil
 
     from .state import stack_dir
 
+    protected = protected_stacks()
+    if protected:
+        trail.append("reset", stack=", ".join(protected), target=TARGET, result="refused",
+                     error="ProtectedStack")
+        raise ProtectedStack(protected[0], "a sandbox reset would delete it" + (
+            f" (and {', '.join(protected[1:])})" if protected[1:] else ""), None,
+            hint=f"destroy it first with an approved destroy plan: tap preview --env ENV "
+                 f"--destroy --save-plan FILE; tap approve FILE; tap destroy --env ENV --plan "
+                 f"FILE --yes --confirm {protected[0]}")
     standin.forget_every_stack()
     status = server.reset()
     shutil.rmtree(stack_dir("_").parent, ignore_errors=True)
+    trail.append("reset", stack="(sandbox)", target=TARGET, result="succeeded")
     return status

@@ -1,0 +1,213 @@
+"""Who signed something: OpenSSH signatures (`ssh-keygen -Y`, the way git signs commits),
+judged against ``params/approvers``, an allowed_signers file committed and reviewed like code.
+
+Identity is the key, never a name: two principals are the same signer when their keys are the
+same, whatever the approvers file calls them, and ``TAP_OPERATOR`` is only a display name.
+``TAP_SIGNING_KEY`` names the private key (or its ``.pub`` file when the private half is in
+ssh-agent: ssh-keygen asks the agent then). Namespace ``tap`` keeps a tap signature from
+passing as a git or file signature and back.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shlex
+import struct
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import SignatureRefused, UsageError
+from .project import params_dir, project_dir
+
+NAMESPACE = "tap"
+KEY_ENV = "TAP_SIGNING_KEY"
+APPROVERS_FILE = "approvers"            # params/approvers
+_KEY_TYPES = ("ssh-", "ecdsa-", "sk-ssh-", "sk-ecdsa-")
+
+
+@dataclass(frozen=True)
+class Signer:
+    principal: str          # as params/approvers names the key
+    fingerprint: str        # SHA256:… of the public key: what "the same signer" means
+
+    def __str__(self) -> str:
+        return f"{self.principal} ({self.fingerprint})"
+
+
+# -- keys and signing ---------------------------------------------------------------------------
+def signing_key() -> Path:
+    """The operator's key from TAP_SIGNING_KEY; a clear error when it is unset or unreadable."""
+    raw = os.environ.get(KEY_ENV, "").strip()
+    if not raw:
+        raise UsageError(f"{KEY_ENV} is not set: signing needs an OpenSSH key",
+                         hint=f"export {KEY_ENV}=~/.ssh/id_ed25519 (a key listed in "
+                              f"params/approvers; with ssh-agent, its .pub file)")
+    path = Path(raw).expanduser()
+    if not path.is_file():
+        raise UsageError(f"{KEY_ENV}={raw}: no such key file",
+                         hint="name an OpenSSH private key, or its .pub with ssh-agent")
+    return path
+
+
+def has_signing_key() -> bool:
+    return bool(os.environ.get(KEY_ENV, "").strip())
+
+
+def sign(message: bytes, key: Path | None = None) -> str:
+    """An armored SSH signature of `message` (namespace tap)."""
+    key = key or signing_key()
+    try:
+        out = subprocess.run(["ssh-keygen", "-q", "-Y", "sign", "-f", str(key), "-n", NAMESPACE],
+                             input=message, capture_output=True, timeout=60)
+    except FileNotFoundError:
+        raise UsageError("ssh-keygen not found: signing needs the OpenSSH client",
+                         hint="install openssh-client") from None
+    if out.returncode != 0:
+        problem = out.stderr.decode(errors="replace").strip().splitlines()
+        raise UsageError(f"{KEY_ENV}={key}: ssh-keygen could not sign "
+                         f"({problem[-1] if problem else 'no reason given'})",
+                         hint="use an unencrypted key, or load it into ssh-agent and name "
+                              "its .pub file")
+    return out.stdout.decode()
+
+
+# -- reading signatures and the approvers file --------------------------------------------------
+def _read_string(blob: bytes, at: int) -> tuple[bytes, int]:
+    if at + 4 > len(blob):
+        raise ValueError("truncated")
+    (size,) = struct.unpack(">I", blob[at:at + 4])
+    end = at + 4 + size
+    if end > len(blob):
+        raise ValueError("truncated")
+    return blob[at + 4:end], end
+
+
+def fingerprint(key_blob: bytes) -> str:
+    return "SHA256:" + base64.b64encode(hashlib.sha256(key_blob).digest()).decode().rstrip("=")
+
+
+def signature_key(armored: str) -> bytes:
+    """The public key blob a signature says it was made with (checked by ssh-keygen later)."""
+    if not isinstance(armored, str):
+        raise ValueError("not text")
+    lines = [ln.strip() for ln in armored.strip().splitlines()]
+    if len(lines) < 3 or lines[0] != "-----BEGIN SSH SIGNATURE-----" \
+            or lines[-1] != "-----END SSH SIGNATURE-----":
+        raise ValueError("not an armored SSH signature")
+    blob = base64.b64decode("".join(lines[1:-1]), validate=True)
+    if not blob.startswith(b"SSHSIG"):
+        raise ValueError("not an SSHSIG blob")
+    key, _ = _read_string(blob, 6 + 4)
+    return key
+
+
+@dataclass(frozen=True)
+class AllowedSigner:
+    principal: str
+    key_blob: bytes
+    line: str
+
+
+def parse_approvers(text: str) -> list[AllowedSigner]:
+    """The lines of an allowed_signers file (principals [options] keytype key [comment])."""
+    signers = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            tokens = shlex.split(line)
+        except ValueError:
+            continue
+        for i, token in enumerate(tokens[1:], start=1):
+            if token.startswith(_KEY_TYPES) and i + 1 < len(tokens):
+                try:
+                    blob = base64.b64decode(tokens[i + 1], validate=True)
+                except ValueError:
+                    break
+                for principal in tokens[0].split(","):
+                    signers.append(AllowedSigner(principal, blob, line))
+                break
+    return signers
+
+
+def approvers_path() -> Path:
+    return params_dir() / APPROVERS_FILE
+
+
+def approvers_at(commit: str) -> str:
+    """params/approvers as committed at `commit` (what was reviewed), not as on disk now."""
+    rel = approvers_path().relative_to(project_dir()).as_posix()
+    out = subprocess.run(["git", "show", f"{commit}:{rel}"], cwd=project_dir(),
+                         capture_output=True, timeout=30)
+    if out.returncode != 0:
+        raise SignatureRefused(rel, f"no {rel} committed at {commit[:12]}",
+                               hint="commit params/approvers (reviewed like code) listing "
+                                    "who may author and approve")
+    return out.stdout.decode("utf-8", errors="replace")
+
+
+def approvers_now() -> str:
+    try:
+        return approvers_path().read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ""
+
+
+def verify(message: bytes, armored: object, approvers: str, *, what: str,
+           principal: str | None = None) -> Signer:
+    """The signer of `message`, if `armored` is a valid tap signature by a key listed in
+    `approvers` (and, when given, listed as `principal`); SignatureRefused otherwise."""
+    try:
+        blob = signature_key(armored)  # type: ignore[arg-type]
+    except (ValueError, TypeError, base64.binascii.Error):
+        raise SignatureRefused(what, "the signature is missing or damaged") from None
+    listed = [s for s in parse_approvers(approvers) if s.key_blob == blob]
+    if principal is not None:
+        listed = [s for s in listed if s.principal == principal]
+    if not listed:
+        raise SignatureRefused(what, f"signed by key {fingerprint(blob)}, which params/approvers "
+                               f"does not list{f' as {principal}' if principal else ''}")
+    signer = listed[0]
+    with tempfile.TemporaryDirectory(prefix="tap-sig-") as tmp:
+        allowed, sig = Path(tmp, "allowed"), Path(tmp, "sig")
+        allowed.write_text(signer.line + "\n", encoding="utf-8")
+        sig.write_text(str(armored), encoding="utf-8")
+        out = subprocess.run(["ssh-keygen", "-Y", "verify", "-f", str(allowed), "-I",
+                              signer.principal, "-n", NAMESPACE, "-s", str(sig)],
+                             input=message, capture_output=True, timeout=60)
+    if out.returncode != 0:
+        raise SignatureRefused(what, f"the signature by {signer.principal} does not match "
+                                     "what it signs (edited, or signed for something else)")
+    return Signer(signer.principal, fingerprint(blob))
+
+
+def public_key_blob(key: Path | None = None) -> bytes:
+    """The public half of TAP_SIGNING_KEY (its .pub beside it, or derived by ssh-keygen)."""
+    key = key or signing_key()
+    pub = key if key.suffix == ".pub" else key.with_name(key.name + ".pub")
+    if pub.is_file():
+        text = pub.read_text(encoding="utf-8", errors="replace")
+    else:
+        out = subprocess.run(["ssh-keygen", "-y", "-f", str(key)], capture_output=True,
+                             timeout=60, stdin=subprocess.DEVNULL)
+        if out.returncode != 0:
+            raise UsageError(f"{KEY_ENV}={key}: not an OpenSSH key ssh-keygen can read")
+        text = out.stdout.decode()
+    try:
+        return base64.b64decode(text.split()[1], validate=True)
+    except (IndexError, ValueError):
+        raise UsageError(f"{KEY_ENV}={key}: its public key is unreadable") from None
+
+
+def own_signer(approvers: str) -> Signer:
+    """Who TAP_SIGNING_KEY is in params/approvers; refused when it is not listed."""
+    blob = public_key_blob()
+    for signer in parse_approvers(approvers):
+        if signer.key_blob == blob:
+            return Signer(signer.principal, fingerprint(blob))
+    raise SignatureRefused(f"{KEY_ENV} ({fingerprint(blob)})", "this key is not listed in "
+                           "params/approvers", hint="add it there by a reviewed commit")
