@@ -229,11 +229,14 @@ def cmd_deploy(args) -> int:
     if not args.yes:  # as `terraform apply`: refresh, show the plan, apply exactly it
         if args.json or not _interactive():
             raise UsageError("deploy needs --yes when not run interactively")
+        from .ops import plans
+
         if args.refresh:
             stack.refresh(args.env, args.target, args.set, confirm=args.confirm)
-        shown = stack.preview(args.env, args.target, args.set, **skip)
-        _plan_text(shown)
-        if not shown.changes:
+        shown = plans.make_plan(args.env, args.target, args.set, **skip)
+        shown.source = "the plan shown"
+        _plan_text(shown.plan)
+        if not shown.plan.changes:
             print("nothing to do")
             return 0
         if not _ask(f"apply these changes to {shown.stack}? [y/N] "):
@@ -241,7 +244,7 @@ def cmd_deploy(args) -> int:
             return 0
     result = stack.deploy(args.env, args.target, args.set, progress=_progress(args), yes=True,
                           confirm=args.confirm, refresh=args.refresh and shown is None,
-                          plan=shown, **skip)
+                          plan=shown, **({} if shown else skip))
     return _show_result(args, result)
 
 
@@ -348,24 +351,55 @@ def cmd_run(args) -> int:
 
 @command("audit")
 def cmd_audit(args) -> int:
-    from .ops.audit import audit_table, chain_head, export_html, verify
+    from .ops import audit
 
     if args.export:
-        path = export_html(args.export)
+        path = audit.export_html(args.export)
         print(path)
         return 0
     if args.action == "verify":
-        report = verify(expect_head=args.head)
+        report = audit.verify(expect_head=args.head, require_seals=args.require_seals)
         if args.json:
             emit_json(report.to_dict())
-        else:
-            for problem in report.problems:
-                print(problem)
-            state = "intact" if report.ok else f"BROKEN: {len(report.problems)} problem(s)"
-            print(f"audit chain {state}: {report.entries} entries, {report.records} records "
-                  f"under {report.root}; head #{report.head.seq} {report.head.hash}")
+            return 0 if report.ok else 1
+        for problem in report.problems:
+            print(problem)
+        if report.interrupted:
+            print(f"warning: {len(report.interrupted)} mutation(s) started and never ended "
+                  "(killed, or still running): entries "
+                  + ", ".join(f"#{q}" for q in report.interrupted[:20]))
+        if report.unsealed:
+            first, last = report.unsealed[0], report.unsealed[-1]
+            print(f"warning: {len(report.unsealed)} entries unsealed (#{first}"
+                  + (f"…#{last}" if last != first else "") + "): no seal by a key "
+                  "params/approvers lists vouches for them (`tap audit seal`)")
+        state = "intact" if report.ok else f"BROKEN: {len(report.problems)} problem(s)"
+        print(f"audit chain {state}: {report.entries} entries, {report.records} records, "
+              f"{report.seals} seal(s) under {report.root}; head #{report.head.seq} "
+              f"{report.head.hash}")
         return 0 if report.ok else 1
-    table = audit_table(env=args.env)
+    if args.action == "seal":
+        made = audit.seal()
+        if args.json:
+            emit_json(made)
+        else:
+            print(f"sealed entries #{made['first']}…#{made['seq']} (head {made['hash']}) with "
+                  f"{os.environ.get('TAP_SIGNING_KEY')}")
+        return 0
+    if args.action == "trail":
+        rows = audit.trail_entries(env=args.env)
+        if args.json:
+            emit_json(rows)
+            return 0
+        import pandas as pd
+
+        table = pd.DataFrame(rows, columns=audit.TRAIL_COLUMNS)
+        table["sealed"] = table["sealed"].map({True: "yes", False: "no"})
+        if not _wide:
+            table = table[["status", "seq", "time", "operation", "stack", "operator", "sealed"]]
+        emit_table(table, "trail entries:")
+        return 0
+    table = audit.audit_table(env=args.env)
     if args.json:
         emit_json(table.to_dict("records"))
     else:
@@ -373,7 +407,7 @@ def cmd_audit(args) -> int:
             table = table.assign(record=table.path.str.rsplit("/", n=1).str[-1])[
                 ["status", "record", "env", "operator", "summary"]]  # the name holds the time
         emit_table(table, "audit records:")
-        head = chain_head()
+        head = audit.chain_head()
         print(f"chain head: #{head.seq} {head.hash}"
               + (f" ({head.time})" if head.time else " (empty trail)"))
     return 0
@@ -507,10 +541,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("audit", help="list audit records; `tap audit verify` checks the chain")
-    p.add_argument("action", nargs="?", choices=("list", "verify"), default="list",
-                   help="list (default) or verify: exit 1 naming every broken record or entry")
+    p.add_argument("action", nargs="?", choices=("list", "verify", "trail", "seal"),
+                   default="list",
+                   help="list (default) records; verify: exit 1 naming every broken record, "
+                        "entry, index row or seal; trail: the trail's entries; seal: vouch "
+                        "for the verified chain with TAP_SIGNING_KEY")
     p.add_argument("--head", metavar="HASH",
                    help="with verify: a chain head shown earlier, which must still be there")
+    p.add_argument("--require-seals", action="store_true",
+                   help="with verify: an entry no valid seal vouches for is a problem too")
     p.add_argument("--wide", action="store_true", help="tables as wide as their content")
     p.add_argument("--env")
     p.add_argument("--json", action="store_true")

@@ -81,7 +81,7 @@ def test_destroy_of_prod_from_an_overridden_environment_is_refused(prod):
     out = tap("destroy", "--env", "prod", "--yes", "--set", "environment=dev")
     assert out.returncode == 2, out.stderr
     assert f"{PROD} is protected" in out.stderr and "a destroy needs a reviewed plan" in out.stderr
-    assert f"--destroy --save-plan FILE" in out.stderr and "Traceback" not in out.stderr
+    assert "--destroy --save-plan FILE" in out.stderr and "Traceback" not in out.stderr
     assert live_counts(prod) == before
 
 
@@ -207,3 +207,55 @@ def test_preflight_errors_block_preview_and_deploy(sandbox_home):
                   "--reason", "engine preview build", "--json")
     assert skipped.returncode == 0, skipped.stderr
     assert json.loads(skipped.stdout)["summary"]["create"] == 50
+
+
+def test_a_destroy_that_would_stop_part_way_is_refused_before_the_first_delete(
+        prod, tmp_path, signers):
+    """An approved destroy plan, but the cluster's deletion protection would stop it after the
+    NATs, functions and secrets were gone: refused whole, nothing deleted, the trail says so."""
+    before = live_counts(prod)
+    plan = tmp_path / "destroy.json"
+    saved = tap("preview", "--env", "prod", "--destroy", "--save-plan", str(plan),
+                env=signers.env("alice"))
+    assert saved.returncode == 0, saved.stderr
+    assert tap("approve", str(plan), env=signers.env("bob")).returncode == 0
+    out = tap("destroy", "--env", "prod", "--yes", "--confirm", PROD, "--plan", str(plan))
+    assert out.returncode == 2, out.stderr
+    assert "would stop part-way: RDS cluster" in out.stderr and "nothing was deleted" in \
+        out.stderr and "Traceback" not in out.stderr
+    assert live_counts(prod) == before
+    entry = [e for e in trail.read() if e["operation"] == "destroy"][-1]
+    assert (entry["result"], entry["error"]) == ("refused", "DestroyBlocked")
+    # a deploy plan is no destroy plan, and a destroy plan deploys nothing
+    with pytest.raises(UsageError, match="a destroy plan"):
+        stack_ops.deploy("prod", plan=plan, confirm=PROD)
+
+
+def test_bare_engine_calls_and_hand_built_authorizations_are_refused(prod, signers):
+    from tap_lib.authority import Authorization
+
+    before = live_counts(prod)
+    engine = SandboxEngine(load_settings("prod", ["lambda.memory_mb=384"]))
+    with pytest.raises(ProtectedStack, match="needs a reviewed plan"):
+        engine.up(confirm=PROD)                     # a library call with the stack's name
+    with pytest.raises(ProtectedStack, match="needs a reviewed plan"):
+        engine.destroy(confirm=PROD)
+    forged = Authorization({"stack": PROD, "operation": "deploy", "steps": []}, "sha256:0",
+                           "not a signature", ({"operator": "bob", "plan": "sha256:0"},))
+    with pytest.raises(UsageError, match="does not match its hash"):
+        engine.up(confirm=PROD, authorization=forged)
+    assert live_counts(prod) == before
+
+
+def test_sandbox_reset_and_repair_refuse_a_protected_stack(prod, sandbox_home):
+    before = live_counts(prod)
+    out = tap("sandbox", "reset", close_stdin=True)
+    assert out.returncode == 2, out.stderr
+    assert f"{PROD} is protected: a sandbox reset would delete it" in out.stderr
+    assert "--destroy --save-plan" in out.stderr and "Traceback" not in out.stderr
+    entry = trail.read()[-1]
+    assert (entry["operation"], entry["result"], entry["stack"]) == ("reset", "refused", PROD)
+    from tap_lib.ops.repair import repair
+    with pytest.raises(ProtectedStack, match="repair changes it outside a reviewed plan"):
+        repair("prod")
+    assert live_counts(prod) == before

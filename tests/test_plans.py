@@ -233,3 +233,39 @@ def test_a_plan_in_an_s3_records_root_is_approved_and_applied_there(keys, tmp_pa
     assert memory(engine()) == 448
     stack_ops.deploy(ENV, "sandbox")                                  # back as the file says
     assert memory(engine()) == 256
+
+
+def test_an_interactive_deploy_applies_exactly_the_plan_it_showed(keys, monkeypatch, capsys):
+    """As `terraform apply`: while the operator reads the plan, another operator changes the
+    stack; answering yes applies what was shown or nothing (never the program as it is now)."""
+    from tap_lib import cli
+
+    def meanwhile(question: str) -> bool:
+        stack_ops.deploy(ENV, "sandbox", ["lambda.memory_mb=640"])   # another operator
+        return True
+
+    monkeypatch.setattr(cli, "_interactive", lambda: True)
+    monkeypatch.setattr(cli, "_ask", meanwhile)
+    code = cli.main(["deploy", "--env", ENV, "--set", "lambda.memory_mb=512"])
+    err = capsys.readouterr().err
+    assert code == 2 and "the plan shown: the stack changed after the plan" in err, err
+    assert memory(engine()) == 640                    # the other operator's, not a mix
+    monkeypatch.setattr(cli, "_ask", lambda question: True)
+    assert cli.main(["deploy", "--env", ENV, "--set", "lambda.memory_mb=512"]) == 0
+    assert memory(engine()) == 512
+    stack_ops.deploy(ENV, "sandbox")                                  # back as the file says
+    assert memory(engine()) == 256
+
+
+def test_approving_needs_a_listed_key(keys, tmp_path, monkeypatch, capsys):
+    from tap_lib import cli
+
+    path = plans.save_plan(plans.make_plan(ENV, "sandbox"), tmp_path / "plan.json")
+    monkeypatch.delenv("TAP_SIGNING_KEY")
+    monkeypatch.setenv("TAP_OPERATOR", "bob")
+    assert cli.main(["approve", str(path)]) == 2
+    assert "TAP_SIGNING_KEY is not set" in capsys.readouterr().err
+    keys.use(monkeypatch, "mallory")
+    assert cli.main(["approve", str(path)]) == 2
+    assert "not listed in params/approvers" in capsys.readouterr().err
+    assert plans.load_plan(path).approvals == []

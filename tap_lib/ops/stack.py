@@ -9,13 +9,16 @@ only reviewed plans (ops/plans).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import trail
 from ..config import Settings, load_settings
 from ..engines.base import Plan, ProgressCallback, Result
 from ..engines.registry import check_target, open_engine
 from ..errors import ChecksFailed, PreflightBlocked, ProtectedStack, UsageError
+
+if TYPE_CHECKING:
+    from . import plans
 
 
 def settings_for(env: str, overrides: tuple[str, ...] | list[str] = ()) -> Settings:
@@ -57,16 +60,17 @@ def preview(env: str, target: str | None = None, overrides=(), *, skip_rules=(),
 def deploy(env: str, target: str | None = None, overrides=(),
            progress: ProgressCallback | None = None, *, yes: bool = False,
            confirm: str | None = None, skip_rules=(), reason: str | None = None,
-           refresh: bool = False, plan: str | Path | Plan | None = None) -> Result:
+           refresh: bool = False, plan: str | Path | plans.ReviewedPlan | None = None
+           ) -> Result:
     """Apply the program. A protected stack deploys only from a reviewed plan (`plan`: a file
     `tap preview --save-plan` wrote, or a preview record) signed by its author and approved by
     a second key, and needs `confirm` (its name) for deletes and replacements. Unprotected
-    stacks deploy the program as it is now, exactly a given plan, or exactly the `Plan` a
-    preview showed (an interactive deploy: it stops at any step that differs)."""
+    stacks deploy the program as it is now, exactly a given plan, or exactly the unsaved plan
+    an interactive deploy showed (`plans.make_plan`: refused if the stack moved since)."""
     from . import plans
 
-    shown = plan if isinstance(plan, Plan) else None
-    reviewed = plans.load_plan(plan) if plan and shown is None else None
+    saved = isinstance(plan, (str, Path))
+    reviewed = plans.load_plan(plan) if saved else plan
     if reviewed is not None:
         if reviewed.operation != "deploy":
             raise plans.PlanRefused(reviewed.source, f"a {reviewed.operation} plan; "
@@ -101,10 +105,12 @@ def deploy(env: str, target: str | None = None, overrides=(),
                      env_file=settings.source, result="refused", error=type(exc).__name__,
                      plan_hash=reviewed.hash if reviewed else None)
         raise
-    if reviewed is not None:
+    if reviewed is not None and saved:
         approved = plans.approved_by(reviewed)
         notes.append(f"applied reviewed plan {reviewed.hash} by {reviewed.author}, approved "
                      f"by {', '.join(approved) or 'nobody'}")
+    elif reviewed is not None:
+        notes.append(f"applied the plan shown ({reviewed.hash})")
     if refresh:  # repair drift: compare the program with what is live, not with old state
         drifted = engine.refresh(confirm=confirm).changes
         notes.append(f"refresh found {len(drifted)} resource(s) changed behind tap's back"
@@ -112,7 +118,7 @@ def deploy(env: str, target: str | None = None, overrides=(),
     with trail.context(notes=notes,  # the trail entry carries the skipped rules too
                        plan_hash=reviewed.hash if reviewed else None):
         result = engine.up(progress, confirm=confirm,
-                           plan=reviewed.plan if reviewed else shown,
+                           plan=reviewed.plan if reviewed else None,
                            authorization=reviewed.authorization if reviewed else None)
     result.notes[:0] = notes
     return result
