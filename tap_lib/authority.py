@@ -51,9 +51,12 @@ class Authorization:
 
     def author(self, approvers: str) -> Signer:
         if not self.signature:
-            raise SignatureRefused(self.source, "the plan is not signed by its author",
-                                   hint="save it again with TAP_SIGNING_KEY set: "
-                                        "tap preview --save-plan FILE")
+            raise SignatureRefused(
+                self.source, "the plan is not signed by its author (a protected stack needs "
+                             "its author's signature and a second key's approval)",
+                hint="save it with TAP_SIGNING_KEY set (a DAG's preview: the worker's key), "
+                     f"then another principal of params/approvers runs `tap approve "
+                     f"{self.source}`")
         return signing.verify(plan_message(self.hash), self.signature, approvers,
                               what=f"{self.source} (author's signature)")
 

@@ -196,8 +196,10 @@ def cmd_preview(args) -> int:
     else:
         _plan_text(plan)
         if args.save_plan:
-            print(f"plan saved to {path} ({reviewed.hash}); a second operator approves it "
-                  f"with `tap approve {path}`")
+            signed = "signed" if reviewed.signature else \
+                "UNSIGNED (no TAP_SIGNING_KEY: a protected stack will not deploy it)"
+            print(f"plan saved to {path} ({reviewed.hash}), {signed}; a second principal of "
+                  f"params/approvers approves it with `tap approve {path}`")
     return 0
 
 

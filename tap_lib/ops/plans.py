@@ -82,12 +82,10 @@ def make_plan(env: str, target: str | None = None, overrides=(), *, skip_rules=(
               reason: str | None = None, artifact: Path | None = None,
               destroy: bool = False) -> ReviewedPlan:
     """Preview (gated by preflight) and capture everything the plan depends on; signed by its
-    author when TAP_SIGNING_KEY is set, which a protected stack's plan must be."""
+    author when TAP_SIGNING_KEY is set (a protected stack deploys only signed plans)."""
     target = check_target(target)
     settings = stack_ops.settings_for(env, overrides)
     engine = open_engine(settings, target, tuple(overrides))
-    if engine.is_protected() and not signing.has_signing_key():
-        signing.signing_key()  # the error naming TAP_SIGNING_KEY, before any work
     fingerprint = state_fingerprint(engine)
     if destroy:
         plan = engine.preview_destroy()
