@@ -2,9 +2,9 @@
 
 Every error names the file, the field, the offending value and what is allowed, and is raised
 before anything is touched. Validation covers what AWS itself would refuse later, part-way
-through a deploy (tag rules, zones per region, service limits), and the files are read as
-untrusted input: size, encoding, nesting and YAML anchors are bounded, errors stay a few hundred
-characters, and a value whose setting's name looks secret is never echoed.
+through a deploy (tag rules, zones per region, service limits). The files are read as untrusted
+input (config_yaml), and a stack name a protected file reserves is produced by no other file,
+suffix or override (config_reserved).
 """
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import ipaddress
 import json
 import os
 import re
-import reprlib
 import typing
 import unicodedata
 from pathlib import Path
@@ -23,7 +22,10 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, StrictStr, ValidationError,
                       field_validator, model_validator)
 
-from . import project
+from . import config_reserved, project
+# Some re-exported: `from tap_lib.config import MAX_FILE_BYTES, read_settings_file` still works.
+from .config_yaml import MAX_FILE_BYTES as MAX_FILE_BYTES
+from .config_yaml import SECRET_NAME, label, load_yaml, read_settings_file, shorten, shown
 from .errors import ConfigError
 from .naming import PhysicalNames
 
@@ -33,18 +35,8 @@ RFC1918 = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12"
                                                    "192.168.0.0/16"))
 SUFFIX_RE = re.compile(r"^[A-Za-z0-9]{1,24}$")
 ENV_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
-# A setting, tag or parameter whose name matches holds a secret: its value is never shown.
-SECRET_NAME = re.compile(r"password|secret|token|passphrase|key", re.IGNORECASE)
-
-# Bounds on an environment file and an override, which are untrusted input. The shipped files
-# are about 1 KB and nest 3 levels; YAML anchors and aliases are refused outright (a 1 KB alias
-# bomb expands to gigabytes, and plain settings files never need them).
-MAX_FILE_BYTES = 1 << 20
-MAX_DEPTH = 20
-MAX_NODES = 20_000
 MAX_OVERRIDE_CHARS = 4096
-SHOWN_CHARS = 160           # an echoed value is cut to about this many characters
-MAX_MESSAGE_CHARS = 1500    # the rest of an error message
+MAX_MESSAGE_CHARS = 1500    # an error message, besides the value it echoes
 
 # AWS tag rules (the same for every service the stack uses): key 1-128 and value 0-256
 # characters of Unicode letters, digits, separators (spaces) and _ . : / = + - @; no aws:
@@ -340,8 +332,12 @@ def _check_retention(v: int) -> int:
 
 
 def available_environments(directory: Path | None = None) -> list[str]:
+    """The environments `--env` can load: files whose name is a valid environment name (an
+    error that rejects a name must never list it as allowed)."""
     directory = directory or project.params_dir()
-    return sorted(p.stem for p in directory.glob("*.yaml") if p.name != project.FLEET_FILE)
+    return sorted(p.stem for p in directory.glob("*.yaml")
+                  if p.name != project.FLEET_FILE and ENV_NAME_RE.fullmatch(p.stem)
+                  and p.is_file())
 
 
 def parse_override(text: str, source: str | None = None) -> tuple[str, Any]:
@@ -364,7 +360,7 @@ def parse_override(text: str, source: str | None = None) -> tuple[str, Any]:
                           file=source and f"{source} (--set {shorten(key)})",
                           field=shorten(key), value=shown(raw, key))
     try:
-        value = _load_yaml(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except (yaml.YAMLError, ValueError):  # ValueError: an integer of more than 4300 digits
         value = raw
     if isinstance(value, (float, list, dict)) or value is None or \
@@ -388,7 +384,8 @@ def _apply_override(data: dict, key: str, value: Any, source: str) -> None:
 
 def load_settings(env: str, overrides: list[str] | tuple[str, ...] = (),
                   directory: Path | None = None, *, use_environ: bool = True) -> Settings:
-    """Load params/<env>.yaml, apply --set overrides and ENVIRONMENT_SUFFIX, validate."""
+    """Load params/<env>.yaml, apply --set overrides and ENVIRONMENT_SUFFIX, validate, and
+    refuse a stack name that a protected file (other than this one) reserves."""
     directory = directory or project.params_dir()
     if not isinstance(env, str) or not ENV_NAME_RE.fullmatch(env or ""):
         raise ConfigError("not a valid environment name", field="--env", value=shown(env),
@@ -411,41 +408,10 @@ def load_settings(env: str, overrides: list[str] | tuple[str, ...] = (),
     if suffix:
         data["suffix"] = suffix
     settings = validate(data, source, overridden=overridden, suffix_from_env=bool(suffix))
+    origin = "environment" if suffix else "override" if "suffix" in overridden else "file"
+    config_reserved.check(settings.suffix, path, source, origin=origin, directory=directory)
     settings._source = source
     return settings
-
-
-def read_settings_file(path: Path) -> dict:
-    """The mapping an environment file holds, read as untrusted input: at most MAX_FILE_BYTES
-    of UTF-8, valid YAML without anchors or aliases, nested at most MAX_DEPTH deep."""
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"cannot read the file: {exc.strerror or type(exc).__name__}",
-                          file=str(path)) from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise ConfigError(f"file is larger than {MAX_FILE_BYTES // 1024} KiB; an environment "
-                          "file is a few dozen lines of YAML", file=str(path))
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise ConfigError(f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset {exc.start} "
-                          f"(line {line}); save the file as UTF-8", file=str(path)) from None
-    try:
-        data = _load_yaml(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {shorten(str(exc), 600)}", file=str(path)) from None
-    except ValueError:  # int() refuses integers of more than 4300 digits
-        raise ConfigError("holds a number too long to read (more than 4300 digits)",
-                          file=str(path)) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"top level must be a mapping of settings, not a "
-                          f"{type(data).__name__}", file=str(path))
-    return data
 
 
 def validate(data: dict, source: str, overridden: list[str] = (),
@@ -477,94 +443,6 @@ def validate(data: dict, source: str, overridden: list[str] = (),
         origin = "environment variable ENVIRONMENT_SUFFIX"
     raise ConfigError(shorten(msg, MAX_MESSAGE_CHARS), file=origin, field=label(field),
                       value=shown(value, field), allowed=allowed and shorten(allowed, 800))
-
-
-def shown(value: Any, name: str = "", *, secret: bool = False) -> Any:
-    """An offending value as an error may echo it: itself when short, cut to about
-    SHOWN_CHARS otherwise, and never the value of a setting whose name looks secret."""
-    if value is None:
-        return None
-    if secret or SECRET_NAME.search(str(name).rsplit(".", 1)[-1]):
-        return _Shown("<hidden: the setting's name looks secret>")
-    if isinstance(value, (bool, float)):
-        return value
-    if isinstance(value, str) and len(value) <= SHOWN_CHARS:
-        return value
-    if isinstance(value, int) and value.bit_length() < 400:
-        return value
-    try:
-        text = _REPR.repr(value)
-    except ValueError:  # int too large to convert
-        text = f"<an integer of about {value.bit_length() * 3 // 10} digits>"
-    if isinstance(value, (str, bytes)):
-        text += f" ({len(value)} characters)"
-    return _Shown(shorten(text, SHOWN_CHARS + 40))
-
-
-def shorten(text: str, limit: int = SHOWN_CHARS) -> str:
-    return text if len(text) <= limit else f"{text[:limit]}… [{len(text) - limit} more]"
-
-
-def label(name: Any, limit: int = SHOWN_CHARS) -> str:
-    """A name from the input (a key, a parameter) as a message may show it: control
-    characters escaped (no terminal escape sequences), cut to `limit`."""
-    text = str(name)
-    if not text.isprintable():
-        text = repr(text)[1:-1]
-    return shorten(text, limit)
-
-
-class _Shown:
-    """Stands for a value in an error message: its repr is the text given."""
-
-    def __init__(self, text: str):
-        self.text = text
-
-    def __repr__(self) -> str:
-        return self.text
-
-
-_REPR = reprlib.Repr()
-_REPR.maxstring = _REPR.maxother = _REPR.maxlong = SHOWN_CHARS
-_REPR.maxlist = _REPR.maxdict = _REPR.maxtuple = _REPR.maxset = 8
-_REPR.maxlevel = 3
-
-
-class _BoundedLoader(yaml.SafeLoader):
-    """SafeLoader that refuses anchors and aliases and bounds nesting and the node count, so
-    a small file can neither expand without bound nor exhaust the recursion limit."""
-
-    def __init__(self, stream: str):
-        super().__init__(stream)
-        self._depth = 0
-        self._nodes = 0
-
-    def compose_node(self, parent, index):
-        event = self.peek_event()
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-            raise yaml.composer.ComposerError(
-                None, None, "anchors and aliases (&name, *name, <<) are not allowed here; "
-                "write each value out", event.start_mark)
-        self._nodes += 1
-        if self._nodes > MAX_NODES:
-            raise yaml.composer.ComposerError(
-                None, None, f"more than {MAX_NODES} values", event.start_mark)
-        if self._depth >= MAX_DEPTH:
-            raise yaml.composer.ComposerError(
-                None, None, f"nested more than {MAX_DEPTH} levels deep", event.start_mark)
-        self._depth += 1
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-
-def _load_yaml(text: str) -> Any:
-    loader = _BoundedLoader(text)
-    try:
-        return loader.get_single_data()
-    finally:
-        loader.dispose()
 
 
 def _declared_type(path: list[str] | tuple) -> Any:

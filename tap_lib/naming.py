@@ -16,6 +16,12 @@ from typing import Any, Callable
 HASH_LEN = 8
 
 
+def suffix_key(suffix: str) -> str:
+    """The stack suffix as physical names see it: create() lowercases it, so suffixes with the
+    same key (prod, Prod, PROD) would name the same resources and must count as one stack."""
+    return suffix.lower()
+
+
 def short_hash(*parts: str, length: int = HASH_LEN) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:length]
 
@@ -190,7 +196,7 @@ class PhysicalNames:
     @classmethod
     def create(cls, project: str, suffix: str, region: str, account_id: str,
                db_instances: int = 1) -> "PhysicalNames":
-        p, s = project.lower(), suffix.lower()
+        p, s = project.lower(), suffix_key(suffix)
         payment_fn = build("lambda_function", p, "payment", s)
         rotation_fn = build("lambda_function", p, "db-rotation", s)
         cluster = build("rds_cluster", p, "payments", s)

@@ -29,6 +29,30 @@ class Signers:
     def env(self, name: str) -> dict[str, str]:
         return {"TAP_SIGNING_KEY": str(self.keys[name]), "TAP_OPERATOR": name}
 
+    def authorization(self, stack: str, *, operation: str = "deploy", target: str = "sandbox",
+                      steps=(), author: str = "alice", approvers=("bob",), **extra):
+        """A plan body at the project's HEAD, signed by `author`, approved by `approvers`
+        (what `approved` makes through tap's own commands, built here without an engine)."""
+        import subprocess
+
+        from tap_lib import signing
+        from tap_lib.authority import Authorization, approval_message, digest, plan_message
+
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=self.project, text=True,
+                                capture_output=True, check=True).stdout.strip()
+        body = {"stack": stack, "operation": operation, "target": target, "commit": commit,
+                "steps": list(steps), **extra}
+        plan_hash = digest(body)
+        approvals = []
+        for name in approvers:
+            principal, when = f"{name}@example.com", "2026-12-03T12:00:00+00:00"
+            approvals.append({"principal": principal, "plan": plan_hash, "time": when,
+                              "signature": signing.sign(approval_message(
+                                  plan_hash, principal, when), self.keys[name])})
+        return Authorization(body, plan_hash,
+                             signing.sign(plan_message(plan_hash), self.keys[author]),
+                             tuple(approvals), "plan.json")
+
     def approved(self, env: str, path: Path, overrides=(), *, destroy: bool = False,
                  author: str = "alice", approver: str = "bob", skip_rules=(),
                  reason: str | None = None) -> str:

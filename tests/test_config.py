@@ -5,6 +5,7 @@ allowed - never another exception, never a traceback from `tap`.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -21,8 +22,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tap_lib import project
-from tap_lib.config import (LOG_RETENTION_DAYS, Settings, available_environments, aws_regions,
-                            load_settings, parse_override)
+from tap_lib.config import (ENV_NAME_RE, LOG_RETENTION_DAYS, Settings, available_environments,
+                            aws_regions, load_settings, parse_override, read_settings_file)
 from tap_lib.errors import ConfigError
 from tap_lib.naming import RULES
 
@@ -294,6 +295,118 @@ def test_unknown_environment_lists_the_available_ones(env):
         load_settings(env)
     assert info.value.field == "--env"
     assert "dev" in info.value.allowed and "prod" in info.value.allowed
+
+
+def test_a_rejected_environment_name_is_never_listed_as_allowed(tmp_path):
+    """Files whose names --env refuses (upper case, '_', a leading digit) used to be offered
+    as the allowed names in the very error that refused them."""
+    for name in ("Prod_Copy", "UPPER", "9lives", "dev", "ok-env"):
+        write_env(tmp_path, copy.deepcopy(DEV_DATA), name)
+    (tmp_path / "dir.yaml").mkdir()
+    for env in ("Prod_Copy", "UPPER", "9lives", "x y"):
+        with pytest.raises(ConfigError) as info:
+            load_settings(env, directory=tmp_path, use_environ=False)
+        allowed = info.value.allowed.split(", ")
+        assert "not a valid environment name" in str(info.value)
+        assert env not in allowed and allowed == ["dev", "ok-env"]
+    with pytest.raises(ConfigError, match="no such environment file") as info:
+        load_settings("dir", directory=tmp_path, use_environ=False)
+    assert "dir" not in info.value.allowed.split(", ")
+
+
+@settings(max_examples=60, deadline=None)
+@given(names=st.lists(st.text(alphabet="abcXY_-.9 ", min_size=1, max_size=8), max_size=6))
+def test_every_listed_environment_is_one_env_accepts(names):
+    """The allowed list and --env's own rule agree, whatever files the directory holds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            with contextlib.suppress(OSError):
+                (Path(tmp) / f"{name}.yaml").write_text("environment: x\n")
+        listed = available_environments(Path(tmp))
+        assert all(ENV_NAME_RE.fullmatch(env) for env in listed)
+        for name in names:
+            if not ENV_NAME_RE.fullmatch(name):
+                with pytest.raises(ConfigError) as info:
+                    load_settings(name, directory=Path(tmp), use_environ=False)
+                assert name not in (info.value.allowed or "").split(", ")
+
+
+# -- keys YAML accepts but an environment file may not hold --------------------------------------
+
+DEV_TEXT = (project.params_dir() / "dev.yaml").read_text()
+
+
+def dev_lines() -> list[str]:
+    return DEV_TEXT.splitlines()
+
+
+def line_of(prefix: str) -> int:
+    return next(i for i, line in enumerate(dev_lines(), 1) if line.startswith(prefix))
+
+
+def text_error(tmp_path: Path, text: str, name: str = "dev") -> ConfigError:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(name, directory=tmp_path, use_environ=False)
+    assert path.read_text() == text  # nothing rewrote the file
+    assert str(path) in str(info.value) and info.value.exit_code == 2
+    return info.value
+
+
+def test_a_top_level_key_set_twice_names_both_lines(tmp_path):
+    """Last-wins would let a trailing line undo an earlier one, unseen."""
+    exc = text_error(tmp_path, DEV_TEXT + "region: us-east-1\n")
+    assert exc.field == "region"
+    assert f"line {line_of('region:')} and line {len(dev_lines()) + 1}" in str(exc)
+
+
+def test_a_nested_key_set_twice_names_its_path_and_both_lines(tmp_path):
+    lines = dev_lines()
+    at = line_of("  az_count:")
+    lines.insert(at + 1, "  az_count: 3")  # two lines further down, still under vpc
+    exc = text_error(tmp_path, "\n".join(lines) + "\n")
+    assert exc.field == "vpc.az_count"
+    assert f"line {at} and line {at + 2}" in str(exc)
+
+
+@pytest.mark.parametrize("tags, field", [
+    ("tags: {Owner: a, Owner: b}", "tags.Owner"),
+    ("tags: {1: a, 0x1: b}", "tags.0x1"),          # the same key once read: 1 == 0x1
+    ("tags:\n  Owner: a\n  'Owner': b", "tags.Owner"),
+])
+def test_keys_that_read_as_the_same_key_are_duplicates(tmp_path, tags, field):
+    text = DEV_TEXT.replace("tags:\n  Owner: payments-platform\n  CostCenter: pay-dev\n",
+                            tags + "\n")
+    assert text != DEV_TEXT
+    exc = text_error(tmp_path, text)
+    assert exc.field == field and "set twice" in str(exc)
+
+
+def test_duplicates_inside_a_list_of_mappings_are_found(tmp_path):
+    path = tmp_path / "fleet.yaml"
+    path.write_text("stacks:\n  - env: dev\n    suffix: a\n  - env: dev\n    env: prod\n")
+    with pytest.raises(ConfigError) as info:
+        read_settings_file(path)
+    assert info.value.field == "stacks[1].env" and "line 4 and line 5" in str(info.value)
+
+
+@pytest.mark.parametrize("merge", ["  <<: {az_count: 3}", "  <<: [{az_count: 3}, {cidr: x}]"])
+def test_the_merge_key_is_refused_with_its_line(tmp_path, merge):
+    """No anchor needed: an inline `<<` mapping was merged silently, though the loader's own
+    message said `<<` was not allowed."""
+    lines = dev_lines()
+    at = line_of("vpc:")
+    lines.insert(at, merge)
+    lines.remove("  az_count: 2")
+    exc = text_error(tmp_path, "\n".join(lines) + "\n")
+    assert "merge key '<<'" in str(exc) and f"line {at + 1}" in str(exc)
+    assert exc.field == "vpc.<<"
+
+
+def test_a_quoted_merge_key_is_just_an_unknown_setting(tmp_path):
+    exc = text_error(tmp_path, DEV_TEXT.replace("vpc:\n", "vpc:\n  '<<': {az_count: 3}\n", 1))
+    assert exc.field == "vpc.<<" and "unknown setting" in str(exc)
 
 
 @pytest.mark.parametrize("cidr", ["127.0.0.0/16", "169.254.0.0/16", "0.0.0.0/16",

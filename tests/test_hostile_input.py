@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import json
 import os
 import shutil
 import tempfile
@@ -104,6 +105,14 @@ REPRODUCTIONS = {
     "1 KB alias bomb": (ALIAS_BOMB.encode(), (), "anchors and aliases"),
     "alias bomb under tags": (dumped(DEV) + b"x: &x [a, a]\ny: [*x, *x]\n", (), "aliases"),
     "merge key": (dumped(DEV) + b"base: &b {a: 1}\nother:\n  <<: *b\n", (), "aliases"),
+    # issue 18: YAML accepts these, and the result was last-wins or a silent merge
+    "merge key without an anchor": (dumped(DEV).replace(b"vpc:\n", b"vpc:\n  <<: {a: 1}\n", 1),
+                                    (), "merge key '<<' at line"),
+    "protected: false set twice": (dumped(dev_with(protected=True)) + b"protected: false\n",
+                                   (), "field 'protected': set twice"),
+    "nested key set twice": (dumped(DEV).replace(b"  az_count: 2\n",
+                                                 b"  az_count: 2\n  az_count: 3\n"),
+                             (), "field 'vpc.az_count': set twice"),
     "2 MiB file": (dumped(DEV) + b"#" + b"x" * (2 * MAX_FILE_BYTES), (), "larger than"),
     "binary garbage": (bytes(range(256)) * 8, (), "not UTF-8"),
     "control characters": (b"\x01\x02\x03 region: x", (), "not valid YAML"),
@@ -353,10 +362,13 @@ def assert_refused(code: int, err: str, names: str) -> None:
 def test_deploy_of_a_hostile_environment_exits_2_and_creates_nothing(
         hostile_project: HostileProject, no_engine: list[str], name: str) -> None:
     content, overrides, expected = REPRODUCTIONS[name]
-    (hostile_project.root / "params" / "hostile.yaml").write_bytes(
-        content.replace(b"environment: dev", b"environment: hostile"))
-    code, out, err = tap("deploy", "--env", "hostile", "--yes",
-                         *[f"--set={o}" for o in overrides])
+    path = hostile_project.root / "params" / "hostile.yaml"
+    path.write_bytes(content.replace(b"environment: dev", b"environment: hostile"))
+    try:
+        code, out, err = tap("deploy", "--env", "hostile", "--yes",
+                             *[f"--set={o}" for o in overrides])
+    finally:  # left behind, an unreadable params file stops every later load (fail closed)
+        path.unlink()
     assert_refused(code, err, "hostile.yaml")
     assert out == "" and no_engine == []
 
@@ -380,6 +392,26 @@ def test_hostile_environment_suffix_exits_2(hostile_project: HostileProject,
     code, out, err = tap("deploy", "--env", "dev", "--yes")
     assert_refused(code, err, "ENVIRONMENT_SUFFIX")
     assert "\x1b" not in err and no_engine == []
+
+
+@pytest.mark.sandbox
+@pytest.mark.parametrize("how", ["ENVIRONMENT_SUFFIX=prod", "ENVIRONMENT_SUFFIX=PROD",
+                                 "--set=suffix=Prod"])
+def test_squatting_prods_stack_name_exits_2_and_creates_nothing(
+        hostile_project: HostileProject, no_engine: list[str], how: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 18: `ENVIRONMENT_SUFFIX=prod tap deploy --env dev --yes` created an unprotected
+    TapStackprod. It is refused before any engine opens, naming the file that reserves it."""
+    argv = ["deploy", "--env", "dev", "--yes"]
+    if how.startswith("--set"):
+        argv.append(how)
+    else:
+        monkeypatch.setenv(*how.split("="))
+    code, out, err = tap(*argv)
+    assert_refused(code, err, "params/prod.yaml")
+    assert ("ENVIRONMENT_SUFFIX" in err) == how.startswith("ENV")
+    assert "--set suffix" in err or how.startswith("ENV")
+    assert out == "" and no_engine == []
 
 
 @pytest.mark.sandbox
@@ -435,3 +467,104 @@ def test_random_hostile_overrides_exit_cleanly(hostile_project: HostileProject) 
             assert "params/dev.yaml" in err, err
 
     check()
+
+
+# -- the stand-in database's host files, written by hand ------------------------------------------
+
+STANDIN_STACK = "TapStackhosts"
+
+
+@pytest.fixture
+def hosts_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A TAP_HOME whose stack has one stand-in (cluster c1) that has a port: host_map reads
+    its postgres-hosts/c1.json. No server is started; the port comes from tap's conf file."""
+    from tap_lib.localdb import CONF_NAME
+
+    monkeypatch.setenv("TAP_HOME", str(tmp_path))
+    stack = tmp_path / "sandbox" / "stacks" / STANDIN_STACK
+    (stack / "postgres" / "c1").mkdir(parents=True)
+    (stack / "postgres" / "c1" / CONF_NAME).write_text("port = 54999\n")
+    (stack / "postgres-hosts").mkdir()
+    return stack / "postgres-hosts"
+
+
+def test_a_good_host_file_maps_the_endpoints(hosts_dir: Path) -> None:
+    from tap_lib.engines.sandbox import standin
+
+    names = ["c1.cluster-x.eu-west-2.rds.amazonaws.com",
+             "c1.cluster-ro-x.eu-west-2.rds.amazonaws.com"]
+    (hosts_dir / "c1.json").write_text(json.dumps(names))
+    assert standin.host_map(STANDIN_STACK) == {n: "127.0.0.1:54999" for n in names}
+
+
+CORRUPT_HOSTS = {
+    "cut short": (b'["c1.cluster-x.eu-west-2.rds.amaz', "is not JSON"),
+    "empty": (b"", "is not JSON"),
+    "binary": (bytes(range(256)), "is not JSON"),
+    "a mapping": (b'{"c1.cluster-x": 1}', "not a JSON list"),
+    "a string": (b'"c1.cluster-x"', "not a JSON list"),   # was mapped character by character
+    "a number in the list": (b'["c1.cluster-x", 5]', "not a JSON list"),
+    "a URL, not a host": (b'["http://10.0.0.1:5432/"]', "not a JSON list"),
+    "a terminal escape": (b'["\\u001b[2Jx"]', "not a JSON list"),
+    "4 MiB": (b'["' + b"a" * (4 << 20) + b'"]', "larger than"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CORRUPT_HOSTS))
+def test_a_corrupt_host_file_is_named_in_a_state_corrupt_error(hosts_dir: Path,
+                                                               name: str) -> None:
+    """Was a raw JSONDecodeError/TypeError traceback, or silently a wrong map."""
+    from tap_lib.engines.sandbox import standin
+    from tap_lib.errors import StateCorrupt
+
+    content, problem = CORRUPT_HOSTS[name]
+    path = hosts_dir / "c1.json"
+    path.write_bytes(content)
+    with pytest.raises(StateCorrupt) as info:
+        standin.host_map(STANDIN_STACK)
+    exc = info.value
+    assert exc.file == str(path) and problem in str(exc) and exc.exit_code == 3
+    assert "cluster c1" in exc.hint and "tap destroy" in exc.hint
+    assert len(str(exc)) < MESSAGE_LIMIT and "\x1b" not in str(exc)
+    assert path.read_bytes() == content  # left as found, for the operator to look at
+
+
+def test_a_directory_in_place_of_a_host_file_is_named(hosts_dir: Path) -> None:
+    from tap_lib.engines.sandbox import standin
+    from tap_lib.errors import StateCorrupt
+
+    (hosts_dir / "c1.json").mkdir()
+    with pytest.raises(StateCorrupt, match="cannot be read"):
+        standin.host_map(STANDIN_STACK)
+
+
+def test_the_engine_reports_a_corrupt_host_file_where_verify_asks(hosts_dir: Path) -> None:
+    """verify's database login resolves the cluster endpoint through the engine."""
+    from tap_lib.engines.sandbox.engine import SandboxEngine
+    from tap_lib.errors import StateCorrupt
+
+    (hosts_dir / "c1.json").write_text("[")
+    engine = SandboxEngine(load_settings("dev", ["suffix=hosts"], use_environ=False))
+    assert engine.stack == STANDIN_STACK
+    with pytest.raises(StateCorrupt) as info:
+        engine.db_address("c1.cluster-x.eu-west-2.rds.amazonaws.com", 5432)
+    assert info.value.file == str(hosts_dir / "c1.json")
+
+
+def test_a_host_file_is_written_whole_or_not_at_all(hosts_dir: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that dies part-way leaves the previous file intact (it was a truncated file
+    before: the next run then failed to read it)."""
+    from tap_lib.engines.sandbox import standin
+
+    path = hosts_dir / "c1.json"
+    standin._write_hosts(path, ["old.example"])
+
+    def dies(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(standin.os, "replace", dies)
+    with pytest.raises(OSError):
+        standin._write_hosts(path, ["new.example"])
+    assert json.loads(path.read_text()) == ["old.example"]
+    assert standin.host_map(STANDIN_STACK) == {"old.example": "127.0.0.1:54999"}

@@ -61,7 +61,7 @@ def stub_cli(monkeypatch, tmp_path):
     stub = bin_dir / "pulumi"
     stub.write_text("#!/bin/sh\necho 'stub pulumi: tests must not run the CLI' >&2\nexit 97\n")
     stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setenv("PATH", str(bin_dir) + os.pathsep + os.environ.get("PATH", ""))
 
 
 @pytest.fixture
@@ -599,25 +599,31 @@ def test_real_cli_previews_the_whole_stack(monkeypatch):
         (REPO / f"Pulumi.{engine.stack}.yaml").unlink(missing_ok=True)
 
 
-def test_first_deploy_records_origin_and_protection_in_the_stack(stub_cli, fake):
-    """Protection travels with the stack: written once into its config, read back from there."""
+def test_first_deploy_records_origin_and_protection_in_the_stack(stub_cli, fake, signers,
+                                                                 monkeypatch):
+    """Protection travels with the stack: written once into its config, read back from there;
+    a protected stack changes only through a signed, approved plan, on this engine too."""
+    monkeypatch.setenv("TAP_PROJECT_DIR", str(signers.project))  # the autouse fixture unsets it
     prod = pe.PulumiEngine(load_settings("prod"))
-    prod.up(confirm="TapStackprod")
+    with pytest.raises(ProtectedStack, match="needs a reviewed plan"):
+        prod.up(confirm="TapStackprod")
+    assert not any(kind == "up" for kind, _ in fake.kwargs)
+    approved = signers.authorization("TapStackprod", target="aws")
+    prod.up(confirm="TapStackprod", authorization=approved)
     assert fake.config["tap:origin"] == "params/prod.yaml"
     assert fake.config["tap:protected"] == "true"
     assert prod.stack_meta() == StackMeta("params/prod.yaml", True)
-    # The same stack named from the dev file (ENVIRONMENT_SUFFIX=prod) is refused unconfirmed,
-    # and its destroy needs the confirmation the prod file recorded.
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ENVIRONMENT_SUFFIX", "prod")
-        other = pe.PulumiEngine(load_settings("dev"))
+    # The same stack named from the dev file (settings built by hand: loading them is refused,
+    # prod's name is reserved) is refused unconfirmed, and its destroy needs the approved
+    # destroy plan the prod file's protection asks for.
+    other = pe.PulumiEngine(load_settings("dev").model_copy(update={"suffix": "prod"}))
     calls = len(fake.calls)
     with pytest.raises(UsageError, match="created from params/prod.yaml"):
         other.destroy()
     with pytest.raises(ProtectedStack):
         prod.destroy()
     assert not any(c.startswith("create_or_select") for c in fake.calls[calls:])
-    prod.up(confirm="TapStackprod")
+    prod.up(confirm="TapStackprod", authorization=approved)
     assert fake.config["tap:origin"] == "params/prod.yaml"  # never rewritten
 
 

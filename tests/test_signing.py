@@ -5,7 +5,6 @@ Authorization is what every engine checks below every path (tap_lib/authority)."
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 from hypothesis import given, settings
@@ -13,7 +12,7 @@ from hypothesis import strategies as st
 
 from fixtures_signing import git, make_signed_project
 from tap_lib import signing
-from tap_lib.authority import Authorization, approval_message, digest, plan_message, require
+from tap_lib.authority import Authorization, approval_message, digest, require
 from tap_lib.errors import ProtectedStack, SignatureRefused, UsageError
 
 STACK = "TapStackprod"
@@ -27,25 +26,10 @@ def keys(tmp_path_factory):
         yield made
 
 
-def head(project) -> str:
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True,
-                          text=True, check=True).stdout.strip()
-
-
 def signed(keys, author="alice", approvers=("bob",), operation="deploy", **extra):
-    """A plan body at the project's HEAD, signed by `author`, approved by `approvers`."""
-    body = {"stack": STACK, "operation": operation, "commit": head(keys.project),
-            "steps": [{"urn": "urn:x", "type": "t", "name": "n", "op": "update",
-                       "diffs": ["memorySize"]}], **extra}
-    plan_hash = digest(body)
-    sig = signing.sign(plan_message(plan_hash), keys.keys[author])
-    approvals = []
-    for name in approvers:
-        principal, when = f"{name}@example.com", "2026-12-03T12:00:00+00:00"
-        approvals.append({"principal": principal, "plan": plan_hash, "time": when,
-                          "signature": signing.sign(approval_message(plan_hash, principal, when),
-                                                    keys.keys[name])})
-    return Authorization(body, plan_hash, sig, tuple(approvals), "plan.json")
+    steps = [{"urn": "urn:x", "type": "t", "name": "n", "op": "update", "diffs": ["memorySize"]}]
+    return keys.authorization(STACK, operation=operation, steps=steps, author=author,
+                              approvers=approvers, **extra)
 
 
 def test_author_and_a_second_key_authorize(keys):
