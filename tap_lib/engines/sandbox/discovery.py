@@ -6,9 +6,10 @@ state asks here first: anything found means the state was lost, and creating the
 would duplicate it.
 
 The Resource Groups Tagging API answers for most types in one paginated call; moto's leaves out
-Elastic IPs, IAM roles and DB subnet groups, which are listed per service. What AWS keeps for a
-while after a delete (a NAT gateway in state 'deleted', a KMS key pending deletion, a secret
-scheduled for deletion) is not live and is left out.
+Elastic IPs, IAM roles and DB subnet groups, which are listed per service. Whatever the server
+filtered, each resource's own URN tag decides (read with the handlers' `urn_of`). What AWS keeps
+for a while after a delete (a NAT gateway in state 'deleted', a KMS key pending deletion, a
+secret scheduled for deletion) is not live and is left out.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Any, Callable, Iterable
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ...errors import OperationFailed, OrphanedResources
-from .handlers.base import URN_TAG
+from .handlers.base import URN_TAG, urn_of
 
 Clients = Callable[[str], Any]   # clients(service) -> boto3 client (aws.Clients)
 
@@ -50,7 +51,7 @@ def find_stack_resources(stack: str, clients: Clients) -> list[Found]:
     found: dict[str, Found] = {}
 
     def add(ref: str, tags: Iterable[dict]) -> None:
-        urn = next((t.get("Value", "") for t in tags if t.get("Key") == URN_TAG), "")
+        urn = urn_of(tags) or ""
         if urn.startswith(prefix):
             found.setdefault(ref, Found(urn, urn_type(urn), ref))
 

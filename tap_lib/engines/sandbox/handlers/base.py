@@ -6,13 +6,14 @@ A handler maps one Pulumi resource type onto the emulator's API:
     modify(ctx, id, old_outputs, new_inputs, changed) -> outputs it learned  (the `applies` set)
     delete(ctx, id, inputs, outputs)
     find(ctx, inputs, exclude) -> id or None   a resource a killed deploy created but never
-                                        recorded (never one of `exclude`, the ids state holds)
+                                        recorded (never one of `exclude`, the ids state holds,
+                                        and only one `adoptable` says is ctx's: its URN tag)
 Whether a change updates in place or replaces comes from replacements.json, generated from
 terraform-provider-aws by scripts/gen_replacements.py (ForceNew / RequiresReplace -> replace), as
 the real provider decides. `update` is the same for every type: tags through the service's
 tagging API (`tagger`), state-only inputs recorded, the rest handed to `modify`; it returns the
 complete outputs, so an update never drops what create recorded (an `arn`).
-A type whose id is a physical name from its inputs sets `id_input` and gets `find` for free.
+A type whose id is a physical name from its inputs sets `id_input` and `tags`, and gets `find`.
 `unique` names the inputs no two live resources of the type may share (a physical name): a
 replacement that keeps them all cannot exist beside the old resource, so it is replaced
 delete-before-replace (engine); any other replacement is created before the old one is deleted.
@@ -111,8 +112,14 @@ class Handler:
         if self.id_input is None:
             return None
         name = inputs[self.id_input]
-        return name if name not in exclude and self.read(ctx, name, inputs) is not None \
-            else None
+        if name in exclude or self.read(ctx, name, inputs) is None:
+            return None
+        return name if adoptable(ctx, self.tags(ctx, name), untagged=True) else None
+
+    def tags(self, ctx: Context, id_: str) -> Any:
+        """The live resource's tags in its service's shape, for `find` by name to check whose
+        it is (None when it has none or is gone)."""
+        raise NotImplementedError(f"{self.type}: find by name needs the resource's tags")
 
     def collides(self, old: dict, new: dict) -> bool:
         """Would a replacement with inputs `new` clash with the live resource made from `old`
@@ -236,7 +243,45 @@ def tag_spec(resource_type: str, inputs: dict, ctx: Context) -> list[dict]:
 
 
 def by_urn_filter(ctx: Context) -> list[dict]:
+    """Asks the server for ctx's resources; what it answers is checked with `adoptable`."""
     return [{"Name": f"tag:{URN_TAG}", "Values": [ctx.urn]}]
+
+
+def urn_of(tags: Any) -> str | None:
+    """The URN tag's value in any service's shape (a dict, Key/Value or TagKey/TagValue
+    pairs); None when there is none."""
+    if isinstance(tags, dict):
+        return tags.get(URN_TAG)
+    for tag in tags or ():
+        if tag.get("Key", tag.get("TagKey")) == URN_TAG:
+            return tag.get("Value", tag.get("TagValue"))
+    return None
+
+
+def stack_of(urn: str) -> str:
+    """The part of a URN that names its stack and project: `urn:pulumi:<stack>::<project>`."""
+    return "::".join(urn.split("::", 2)[:2])
+
+
+def adoptable(ctx: Context, tags: Any, *, untagged: bool = False, parent: bool = False) -> bool:
+    """May a lookup (`find`) return a resource with these tags as ctx's? Checked on the client,
+    whatever filters the server honoured (moto ignores `tag:` on DescribeNatGateways, and a
+    recovery that adopted another stack's gateway deleted it): only if its URN tag is ctx's
+    URN. `parent`: the tags of the tagged parent of an untagged kind (a route's table), which
+    must name a URN of ctx's stack. `untagged`: one found by its own physical name and not
+    tagged yet (a create killed before tagging) counts; one tagged for another never does."""
+    urn = urn_of(tags)
+    if urn is None:
+        return untagged
+    return stack_of(urn) == stack_of(ctx.urn) if parent else urn == ctx.urn
+
+
+def first_adoptable(ctx: Context, items: list[dict], key: str,
+                    exclude: frozenset = frozenset()) -> str | None:
+    """The first listed item (with its `Tags`) that is ctx's and that state does not already
+    hold (a replaced resource's old copy carries the same URN tag as its replacement)."""
+    return next((i[key] for i in items
+                 if i[key] not in exclude and adoptable(ctx, i.get("Tags"))), None)
 
 
 def is_missing(exc: ClientError, codes: tuple[str, ...] = ()) -> bool:

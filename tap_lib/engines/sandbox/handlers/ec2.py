@@ -1,15 +1,24 @@
-"""VPC, subnets, gateways, routes, Elastic IPs, security groups and their rules, flow logs."""
+"""VPC, subnets, gateways, routes, Elastic IPs, security groups and their rules, flow logs.
+
+Every `find` returns only what `adoptable` says is the resource's own (its URN tag, or for a
+route, association or rule its table's or group's stack), whatever filters EC2 honoured."""
 from __future__ import annotations
 
 from ....aws import ip_permission
 from ....naming import short_hash
-from .base import Handler, by_urn_filter, handler, ignore_missing, tag_spec
+from .base import (Handler, adoptable, by_urn_filter, first_adoptable, handler, ignore_missing,
+                   tag_spec)
 
 
-def _first(items: list, key: str, exclude: frozenset = frozenset()) -> str | None:
-    """The first item's id that state does not already hold (a replaced resource's old copy
-    carries the same URN tag as its replacement)."""
-    return next((i[key] for i in items if i[key] not in exclude), None)
+def _table(ctx, table_id: str) -> dict | None:
+    found = ctx.client("ec2").describe_route_tables(
+        Filters=[{"Name": "route-table-id", "Values": [table_id]}])["RouteTables"]
+    return found[0] if found else None
+
+
+def _in_stack(ctx, parent: dict | None) -> bool:
+    """An untagged kind is adopted only inside a parent (table, group) of ctx's stack."""
+    return parent is not None and adoptable(ctx, parent.get("Tags"), untagged=True, parent=True)
 
 
 @handler
@@ -50,8 +59,8 @@ class Vpc(Handler):
         ignore_missing(ctx.client("ec2").delete_vpc, VpcId=id_)
 
     def find(self, ctx, inputs, exclude=frozenset()):
-        return _first(ctx.client("ec2").describe_vpcs(Filters=by_urn_filter(ctx))["Vpcs"],
-                      "VpcId", exclude)
+        return first_adoptable(ctx, ctx.client("ec2").describe_vpcs(
+            Filters=by_urn_filter(ctx))["Vpcs"], "VpcId", exclude)
 
 
 @handler
@@ -102,7 +111,7 @@ class InternetGateway(Handler):
         return {"vpcId": attachments[0]["VpcId"] if attachments else None}
 
     def find(self, ctx, inputs, exclude=frozenset()):
-        return _first(ctx.client("ec2").describe_internet_gateways(
+        return first_adoptable(ctx, ctx.client("ec2").describe_internet_gateways(
             Filters=by_urn_filter(ctx))["InternetGateways"], "InternetGatewayId", exclude)
 
 
@@ -139,8 +148,8 @@ class Subnet(Handler):
         ignore_missing(ctx.client("ec2").delete_subnet, SubnetId=id_)
 
     def find(self, ctx, inputs, exclude=frozenset()):
-        return _first(ctx.client("ec2").describe_subnets(Filters=by_urn_filter(ctx))["Subnets"],
-                      "SubnetId", exclude)
+        return first_adoptable(ctx, ctx.client("ec2").describe_subnets(
+            Filters=by_urn_filter(ctx))["Subnets"], "SubnetId", exclude)
 
 
 @handler
@@ -163,7 +172,7 @@ class RouteTable(Handler):
         ignore_missing(ctx.client("ec2").delete_route_table, RouteTableId=id_)
 
     def find(self, ctx, inputs, exclude=frozenset()):
-        return _first(ctx.client("ec2").describe_route_tables(
+        return first_adoptable(ctx, ctx.client("ec2").describe_route_tables(
             Filters=by_urn_filter(ctx))["RouteTables"], "RouteTableId", exclude)
 
 
@@ -193,9 +202,11 @@ class Route(Handler):
         return rid, {**inputs, "id": rid}
 
     def read(self, ctx, id_, inputs):
-        found = ctx.client("ec2").describe_route_tables(
-            Filters=[{"Name": "route-table-id", "Values": [inputs["routeTableId"]]}])["RouteTables"]
-        for route in (found[0]["Routes"] if found else []):
+        return self._route(_table(ctx, inputs["routeTableId"]), inputs)
+
+    @staticmethod
+    def _route(table: dict | None, inputs: dict) -> dict | None:
+        for route in (table or {}).get("Routes", []):
             if route.get("DestinationCidrBlock") == inputs["destinationCidrBlock"]:
                 return {"routeTableId": inputs["routeTableId"],
                         "destinationCidrBlock": route["DestinationCidrBlock"],
@@ -208,7 +219,8 @@ class Route(Handler):
                        DestinationCidrBlock=inputs["destinationCidrBlock"])
 
     def find(self, ctx, inputs, exclude=frozenset()):
-        return "adopted" if self.read(ctx, "", inputs) else None
+        table = _table(ctx, inputs["routeTableId"])
+        return "adopted" if _in_stack(ctx, table) and self._route(table, inputs) else None
 
 
 @handler
@@ -238,10 +250,10 @@ class RouteTableAssociation(Handler):
         ignore_missing(ctx.client("ec2").disassociate_route_table, AssociationId=id_)
 
     def find(self, ctx, inputs, exclude=frozenset()):
-        found = ctx.client("ec2").describe_route_tables(
-            Filters=[{"Name": "route-table-id", "Values": [inputs["routeTableId"]]}])["RouteTables"]
-        for assoc in (found[0].get("Associations", []) if found else []):
-            if assoc.get("SubnetId") == inputs["subnetId"]:
+        table = _table(ctx, inputs["routeTableId"])
+        for assoc in (table.get("Associations", []) if _in_stack(ctx, table) else []):
+            if assoc.get("SubnetId") == inputs["subnetId"] and \
+                    assoc["RouteTableAssociationId"] not in exclude:
                 return assoc["RouteTableAssociationId"]
         return None
 
@@ -269,7 +281,7 @@ class Eip(Handler):
                        codes=("InvalidAllocationID.NotFound",))
 
     def find(self, ctx, inputs, exclude=frozenset()):
-        return _first(ctx.client("ec2").describe_addresses(
+        return first_adoptable(ctx, ctx.client("ec2").describe_addresses(
             Filters=by_urn_filter(ctx))["Addresses"], "AllocationId", exclude)
 
 
@@ -305,8 +317,8 @@ class NatGateway(Handler):
 
     def find(self, ctx, inputs, exclude=frozenset()):
         found = [n for n in ctx.client("ec2").describe_nat_gateways(
-            Filters=by_urn_filter(ctx))["NatGateways"] if n["State"] != "deleted"]
-        return _first(found, "NatGatewayId", exclude)
+            Filter=by_urn_filter(ctx))["NatGateways"] if n["State"] != "deleted"]
+        return first_adoptable(ctx, found, "NatGatewayId", exclude)
 
 
 @handler
@@ -336,7 +348,7 @@ class SecurityGroup(Handler):
         ignore_missing(ctx.client("ec2").delete_security_group, GroupId=id_)
 
     def find(self, ctx, inputs, exclude=frozenset()):
-        return _first(ctx.client("ec2").describe_security_groups(
+        return first_adoptable(ctx, ctx.client("ec2").describe_security_groups(
             Filters=[{"Name": "group-name", "Values": [inputs["name"]]},
                      {"Name": "vpc-id", "Values": [inputs["vpcId"]]}])["SecurityGroups"],
             "GroupId", exclude)
@@ -386,12 +398,19 @@ class _SecurityGroupRule(Handler):
         ignore_missing(self._call, ctx, "revoke", inputs,
                        codes=("InvalidPermission.NotFound",))
 
-    def read(self, ctx, id_, inputs):
+    @staticmethod
+    def _group(ctx, inputs: dict) -> dict | None:
         groups = ctx.client("ec2").describe_security_groups(Filters=[
             {"Name": "group-id", "Values": [inputs["securityGroupId"]]}])["SecurityGroups"]
+        return groups[0] if groups else None
+
+    def read(self, ctx, id_, inputs):
+        return self._rule(self._group(ctx, inputs), inputs)
+
+    def _rule(self, group: dict | None, inputs: dict) -> dict | None:
         key = "IpPermissions" if self.direction == "ingress" else "IpPermissionsEgress"
         want = ip_permission(inputs)
-        for perm in (groups[0].get(key, []) if groups else []):
+        for perm in (group or {}).get(key, []):
             same_ports = (perm.get("IpProtocol"), perm.get("FromPort"), perm.get("ToPort")) == \
                 (want["IpProtocol"], want.get("FromPort"), want.get("ToPort"))
             if same_ports and _peers(want) <= _peers(perm):
@@ -399,7 +418,8 @@ class _SecurityGroupRule(Handler):
         return None
 
     def find(self, ctx, inputs, exclude=frozenset()):
-        return "adopted" if self.read(ctx, "", inputs) else None  # delete revokes by inputs
+        group = self._group(ctx, inputs)              # delete revokes by inputs
+        return "adopted" if _in_stack(ctx, group) and self._rule(group, inputs) else None
 
 
 @handler
@@ -443,6 +463,6 @@ class FlowLog(Handler):
         ignore_missing(ctx.client("ec2").delete_flow_logs, FlowLogIds=[id_])
 
     def find(self, ctx, inputs, exclude=frozenset()):
-        return _first(ctx.client("ec2").describe_flow_logs(
+        return first_adoptable(ctx, ctx.client("ec2").describe_flow_logs(
             Filters=[{"Name": "resource-id", "Values": [inputs["vpcId"]]}])["FlowLogs"],
             "FlowLogId", exclude)

@@ -4,13 +4,17 @@ from __future__ import annotations
 import json
 from urllib.parse import unquote
 
-from .base import Handler, handler, ignore_missing
+from .base import Handler, adoptable, handler, ignore_missing
 
 
 def _doc(value) -> dict:
     if isinstance(value, dict):
         return value
     return json.loads(unquote(value)) if value else {}
+
+
+def _role_tags(ctx, name: str):
+    return (ignore_missing(ctx.client("iam").list_role_tags, RoleName=name) or {}).get("Tags")
 
 
 @handler
@@ -27,6 +31,9 @@ class Role(Handler):
             Tags=ctx.tag_list(inputs.get("tags")))["Role"]
         return inputs["name"], {**inputs, "id": inputs["name"], "arn": role["Arn"],
                                 "uniqueId": role["RoleId"]}
+
+    def tags(self, ctx, id_):
+        return _role_tags(ctx, id_)
 
     def read(self, ctx, id_, inputs):
         found = ignore_missing(ctx.client("iam").get_role, RoleName=id_)
@@ -81,5 +88,8 @@ class RolePolicy(Handler):
         ignore_missing(ctx.client("iam").delete_role_policy, RoleName=role, PolicyName=name)
 
     def find(self, ctx, inputs, exclude=frozenset()):
+        """By role and name; a policy has no tags, so its role must be of ctx's stack."""
         pid = f"{inputs['role']}:{inputs.get('name') or ctx.name}"
-        return pid if self.read(ctx, pid, inputs) else None
+        role = _role_tags(ctx, inputs["role"])
+        return pid if adoptable(ctx, role, untagged=True, parent=True) and \
+            self.read(ctx, pid, inputs) else None

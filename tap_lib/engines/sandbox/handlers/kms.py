@@ -1,7 +1,11 @@
 """KMS key and alias."""
 from __future__ import annotations
 
-from .base import URN_TAG, Handler, handler, ignore_missing
+from .base import Handler, adoptable, handler, ignore_missing
+
+
+def _key_tags(ctx, key_id: str):
+    return (ignore_missing(ctx.client("kms").list_resource_tags, KeyId=key_id) or {}).get("Tags")
 
 
 @handler
@@ -39,6 +43,9 @@ class Key(Handler):
         rotation = kms.get_key_rotation_status(KeyId=id_)["KeyRotationEnabled"]
         return {"description": meta.get("Description", ""), "enableKeyRotation": rotation}
 
+    def tags(self, ctx, id_):
+        return _key_tags(ctx, id_)
+
     def delete(self, ctx, id_, inputs, outputs):
         ignore_missing(ctx.client("kms").schedule_key_deletion, KeyId=id_,
                        PendingWindowInDays=int(inputs.get("deletionWindowInDays") or 7),
@@ -51,8 +58,7 @@ class Key(Handler):
         for key in kms.list_keys()["Keys"]:
             if key["KeyId"] in exclude:
                 continue
-            tags = kms.list_resource_tags(KeyId=key["KeyId"]).get("Tags", [])
-            if {"TagKey": URN_TAG, "TagValue": ctx.urn} in tags and \
+            if adoptable(ctx, self.tags(ctx, key["KeyId"])) and \
                     self.read(ctx, key["KeyId"], inputs) is not None:
                 return key["KeyId"]
         return None
@@ -80,3 +86,12 @@ class Alias(Handler):
 
     def delete(self, ctx, id_, inputs, outputs):
         ignore_missing(ctx.client("kms").delete_alias, AliasName=id_)
+
+    def find(self, ctx, inputs, exclude=frozenset()):
+        """By its name; an alias has no tags, so the key it points at must be of ctx's stack."""
+        name = inputs["name"]
+        live = None if name in exclude else self.read(ctx, name, inputs)
+        if live is None:
+            return None
+        key = _key_tags(ctx, live["targetKeyId"]) if live.get("targetKeyId") else None
+        return name if adoptable(ctx, key, untagged=True, parent=True) else None

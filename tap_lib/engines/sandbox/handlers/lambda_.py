@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pulumi
 
-from .base import Handler, handler, ignore_missing
+from .base import Handler, adoptable, handler, ignore_missing
 
 
 def zip_archive(archive: pulumi.AssetArchive) -> bytes:
@@ -33,6 +33,12 @@ def _config(inputs: dict) -> dict:
             "Environment": {"Variables": (inputs.get("environment") or {}).get("variables", {})},
             "VpcConfig": {"SubnetIds": vpc.get("subnetIds", []),
                           "SecurityGroupIds": vpc.get("securityGroupIds", [])}}
+
+
+def _function_tags(ctx, function: str):
+    """A function's tags, by name or ARN."""
+    return (ignore_missing(ctx.client("lambda").get_function, FunctionName=function) or {}).get(
+        "Tags")
 
 
 @handler
@@ -72,6 +78,9 @@ class Function(Handler):
                 "vpcConfig": {"subnetIds": sorted(c.get("VpcConfig", {}).get("SubnetIds", [])),
                               "securityGroupIds": c.get("VpcConfig", {}).get("SecurityGroupIds", [])}}
 
+    def tags(self, ctx, id_):
+        return _function_tags(ctx, id_)
+
     def delete(self, ctx, id_, inputs, outputs):
         ignore_missing(ctx.client("lambda").delete_function, FunctionName=id_,
                        codes=("ResourceNotFoundException",))
@@ -105,5 +114,8 @@ class Permission(Handler):
                        StatementId=id_, codes=("ResourceNotFoundException",))
 
     def find(self, ctx, inputs, exclude=frozenset()):
+        """By statement id; a permission has no tags, so its function must be of ctx's stack."""
         sid = inputs.get("statementId") or ctx.name
-        return sid if self.read(ctx, sid, inputs) else None
+        function = _function_tags(ctx, inputs["function"])
+        return sid if adoptable(ctx, function, untagged=True, parent=True) and \
+            self.read(ctx, sid, inputs) else None

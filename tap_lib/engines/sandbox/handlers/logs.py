@@ -35,6 +35,10 @@ class LogGroup(Handler):
                 return {"name": id_, "retentionInDays": group.get("retentionInDays")}
         return None
 
+    def tags(self, ctx, id_):
+        return (ignore_missing(ctx.client("logs").list_tags_log_group, logGroupName=id_,
+                               codes=("ResourceNotFoundException",)) or {}).get("tags")
+
     def delete(self, ctx, id_, inputs, outputs):
         ignore_missing(ctx.client("logs").delete_log_group, logGroupName=id_,
                        codes=("ResourceNotFoundException",))

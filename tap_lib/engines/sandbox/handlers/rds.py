@@ -43,6 +43,14 @@ class SubnetGroup(Handler):
         subnets = found["DBSubnetGroups"][0]["Subnets"]
         return {"name": id_, "subnetIds": sorted(s["SubnetIdentifier"] for s in subnets)}
 
+    def tags(self, ctx, id_):
+        rds = ctx.client("rds")
+        found = ignore_missing(rds.describe_db_subnet_groups, DBSubnetGroupName=id_)
+        if found is None:
+            return None
+        return rds.list_tags_for_resource(
+            ResourceName=found["DBSubnetGroups"][0]["DBSubnetGroupArn"]).get("TagList")
+
     def delete(self, ctx, id_, inputs, outputs):
         ignore_missing(ctx.client("rds").delete_db_subnet_group, DBSubnetGroupName=id_)
 
@@ -129,6 +137,10 @@ class Cluster(Handler):
                 "deletionProtection": c.get("DeletionProtection"),
                 "backupRetentionPeriod": c.get("BackupRetentionPeriod")}
 
+    def tags(self, ctx, id_):
+        found = ignore_missing(ctx.client("rds").describe_db_clusters, DBClusterIdentifier=id_)
+        return found["DBClusters"][0].get("TagList") if found else None
+
     def delete(self, ctx, id_, inputs, outputs):
         rds = ctx.client("rds")
         # Deletion protection is honoured as AWS does (moto would not refuse).
@@ -200,6 +212,11 @@ class ClusterInstance(Handler):
         return {"identifier": id_, "instanceClass": i["DBInstanceClass"],
                 "engineVersion": i.get("EngineVersion"),
                 "publiclyAccessible": i.get("PubliclyAccessible")}
+
+    def tags(self, ctx, id_):
+        found = ignore_missing(ctx.client("rds").describe_db_instances,
+                               DBInstanceIdentifier=id_)
+        return found["DBInstances"][0].get("TagList") if found else None
 
     def delete(self, ctx, id_, inputs, outputs):
         ignore_missing(ctx.client("rds").delete_db_instance, DBInstanceIdentifier=id_,

@@ -40,6 +40,11 @@ class Bucket(Handler):
         found = ignore_missing(ctx.client("s3").head_bucket, Bucket=id_, codes=("404",))
         return None if found is None else {"bucket": id_}
 
+    def tags(self, ctx, id_):
+        # None for a bucket a killed create never tagged (NoSuchTagSet), or one that is gone
+        return (ignore_missing(ctx.client("s3").get_bucket_tagging, Bucket=id_) or {}).get(
+            "TagSet")
+
     def delete(self, ctx, id_, inputs, outputs):
         s3 = ctx.client("s3")
         if inputs.get("forceDestroy"):

@@ -6,7 +6,7 @@ import uuid
 from botocore.exceptions import ClientError
 
 from .. import standin
-from .base import Handler, handler, ignore_missing
+from .base import Handler, adoptable, handler, ignore_missing
 
 
 def _describe(ctx, secret_id: str) -> dict | None:
@@ -46,7 +46,7 @@ class Secret(Handler):
 
     def find(self, ctx, inputs, exclude=frozenset()):
         meta = _describe(ctx, inputs["name"])
-        return meta["ARN"] if meta else None
+        return meta["ARN"] if meta and adoptable(ctx, meta.get("Tags"), untagged=True) else None
 
 
 @handler
@@ -118,4 +118,7 @@ class SecretRotation(Handler):
                        codes=("ResourceNotFoundException",))
 
     def find(self, ctx, inputs, exclude=frozenset()):
-        return inputs["secretId"] if self.read(ctx, inputs["secretId"], inputs) else None
+        """The secret's schedule, only on a secret of ctx's stack (a schedule has no tags)."""
+        meta = _describe(ctx, inputs["secretId"])
+        ours = meta is not None and adoptable(ctx, meta.get("Tags"), untagged=True, parent=True)
+        return inputs["secretId"] if ours and self.read(ctx, inputs["secretId"], inputs) else None
