@@ -88,9 +88,15 @@ def _blank(value: Any) -> bool:
 
 
 def _plan_text(plan) -> None:
+    from .engines.changes import describe
+
     changes = plan.changes_frame()
     if not changes.empty:
         emit_table(changes)
+    values = [f"  {step.name}  {describe(c)}" for step in plan.changes for c in step.changes]
+    if values:
+        print("values (old → new):")
+        print("\n".join(values))
     summary = ", ".join(f"{n} {op}" for op, n in plan.summary.items() if n)
     print(f"{plan.stack} ({plan.target}) {plan.operation}: {summary or 'no resources'}")
     if getattr(plan, "cost", None):

@@ -269,3 +269,26 @@ def test_approving_needs_a_listed_key(keys, tmp_path, monkeypatch, capsys):
     assert cli.main(["approve", str(path)]) == 2
     assert "not listed in params/approvers" in capsys.readouterr().err
     assert plans.load_plan(path).approvals == []
+
+
+def test_a_plan_binds_values_not_only_property_names(keys, tmp_path, capsys):
+    """A reviewer approved memorySize 256 → 512. If the stack is at 640 when the plan is
+    applied, the step is still `update memorySize`, but not the change that was reviewed."""
+    from tap_lib import cli
+
+    reviewed = plans.make_plan(ENV, "sandbox", ["lambda.memory_mb=512"])
+    [step] = reviewed.plan.changes
+    assert step.changes == [{"property": "memorySize", "old": 256, "new": 512}]
+    path = plans.save_plan(reviewed, tmp_path / "plan.json")
+    assert cli.main(["approve", str(path)]) == 2       # (alice wrote it: no self-approval)
+    capsys.readouterr()
+    cli.main(["preview", "--env", ENV, "--set", "lambda.memory_mb=512"])
+    assert "payment-fn-dev  memorySize: 256 → 512" in capsys.readouterr().out
+    stack_ops.deploy(ENV, "sandbox", ["lambda.memory_mb=640"])       # the stack moves on
+    eng = SandboxEngine(load_settings(ENV, ["lambda.memory_mb=512"]))
+    with pytest.raises(PlanMismatch, match="planned: update memorySize: 256 → 512; now: update "
+                                           "memorySize: 640 → 512"):
+        eng.up(plan=reviewed.plan)                   # below the file checks: the engine's own
+    assert memory(engine()) == 640
+    stack_ops.deploy(ENV, "sandbox")                                  # back as the file says
+    assert memory(engine()) == 256

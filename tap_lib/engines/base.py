@@ -39,9 +39,14 @@ class Step:
     diffs: list[str] = field(default_factory=list)
     # What the resource costs a month once the plan is applied (tap_lib/cost); None: unknown.
     monthly_usd: float | None = None
+    # Old and new value of each changed property (engines/changes), where the target knows them.
+    changes: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if not self.changes:  # creates and deletes: the shape scripts already read
+            del out["changes"]
+        return out
 
 
 @dataclass

@@ -36,6 +36,7 @@ from ...errors import (OperationFailed, PlanMismatch, ProtectedStack, SandboxSta
                        TapError, UnsupportedResource)
 from ..base import (Engine, HistoryEntry, Plan, ProgressCallback, ResourceState, Result, Step,
                     StackMeta, StepEvent)
+from ..changes import describe, matches, property_changes
 from ..drift import differs, merge_live
 from ..synth import MOCK_ACCOUNT, PlaceholderResolver, Registration, synthesize
 from ..versions import catalog_engine_versions
@@ -153,11 +154,15 @@ class _Resolver:
         record = self.restored.get(reg.urn) or store.state.resources.get(reg.urn)
         rebuilt = self.rebuilt.get(reg.urn)
         trigger = _trigger(reg, self.apply)
+        values: list[dict] = []
         if record is None or record.status != "created":
             op, changed = ("replace", list(rebuilt.diffs)) if rebuilt else ("create", [])
+            if rebuilt:
+                values = list(rebuilt.changes)
         else:
             op, changed = _diff(handler, reg, record, norm, trigger)
-        step = Step(reg.urn, reg.type, reg.name, op, changed)
+            values = property_changes(record.inputs, norm, changed)
+        step = Step(reg.urn, reg.type, reg.name, op, changed, changes=values)
         with self._lock:
             self.steps.append(step)
             if op == "replace" and record is not None and (
@@ -225,11 +230,8 @@ class _Resolver:
         if self.expected is None or not self.apply:
             return
         planned = self.expected.get(step.urn)
-        if planned is None or planned.op != step.op or \
-                sorted(planned.diffs) != sorted(step.diffs):
-            said = f"{planned.op} {', '.join(planned.diffs)}".strip() if planned else "nothing"
-            raise PlanMismatch(self.engine.stack, step.name, said,
-                               f"{step.op} {', '.join(step.diffs)}".strip())
+        if not same_step(planned, step):
+            raise PlanMismatch(self.engine.stack, step.name, said(planned), said(step))
 
     def _event(self, step: Step, phase: str, error: str | None = None) -> None:
         if self.progress is None:
@@ -239,6 +241,19 @@ class _Resolver:
                 self.finished += 1
             self.progress(StepEvent(step, phase, self.finished, self.total,
                                     time.monotonic() - self.started, error))
+
+
+def same_step(planned: Step | None, step: Step) -> bool:
+    """The step a reviewed plan holds: same op, same properties, the values reviewed."""
+    return planned is not None and planned.op == step.op and \
+        sorted(planned.diffs) == sorted(step.diffs) and matches(planned.changes, step.changes)
+
+
+def said(step: Step | None) -> str:
+    if step is None:
+        return "nothing"
+    shown = "; ".join(describe(c) for c in step.changes) or ", ".join(step.diffs)
+    return f"{step.op} {shown}".strip()
 
 
 def _trigger(reg: Registration, apply: bool) -> Any:
@@ -471,13 +486,10 @@ class SandboxEngine(Engine):
         planned = {s.urn: s for s in plan.steps}
         for step in self._plan_now().steps:
             was = planned.pop(step.urn, None)
-            if was is None or (was.op, sorted(was.diffs)) != (step.op, sorted(step.diffs)):
-                said = f"{was.op} {', '.join(was.diffs)}".strip() if was else "nothing"
-                raise PlanMismatch(self.stack, step.name, said,
-                                   f"{step.op} {', '.join(step.diffs)}".strip())
+            if not same_step(was, step):
+                raise PlanMismatch(self.stack, step.name, said(was), said(step))
         for was in planned.values():
-            raise PlanMismatch(self.stack, was.name, f"{was.op} {', '.join(was.diffs)}".strip(),
-                               "nothing")
+            raise PlanMismatch(self.stack, was.name, said(was), "nothing")
 
     def _destroy(self, progress: ProgressCallback | None) -> Result:
         started = time.monotonic()
