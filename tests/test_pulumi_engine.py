@@ -207,7 +207,8 @@ def test_update_step_carries_type_name_and_changed_properties():
         "urn": ("urn:pulumi:TapStackdev::TapStack::tap:index:TapStack$"
                 "aws:cloudwatch/logGroup:LogGroup::payment-logs-dev"),
         "type": "aws:cloudwatch/logGroup:LogGroup", "name": "payment-logs-dev", "op": "update",
-        "diffs": ["retentionInDays"], "monthly_usd": None}   # priced by ops (tap_lib/cost)
+        "diffs": ["retentionInDays"], "monthly_usd": None,   # priced by ops (tap_lib/cost)
+        "changes": [{"property": "retentionInDays", "old": 14, "new": 30}]}
 
 
 def test_detailed_diff_gives_top_level_properties_when_diffs_are_absent():
@@ -518,6 +519,9 @@ def test_preview_is_a_plan_of_the_previewed_steps(engine, fake):
     assert (plan.stack, plan.target, plan.operation) == ("TapStackdev", "aws", "preview")
     assert [(s.name, s.op) for s in plan.changes] == [("payment-fn-dev", "update"),
                                                       ("db-secret-dev", "create")]
+    # the values a reviewer approves, from the event's old and new inputs
+    memory = [c for c in plan.changes[0].changes if c["property"] == "memorySize"]
+    assert memory == [{"property": "memorySize", "old": 256, "new": 512}]
 
 
 def test_destroy_deletes_every_resource_and_leaves_no_outputs(engine, fake):

@@ -34,6 +34,7 @@ from ..errors import ConfigError, OperationFailed, StackLocked, TapError, Target
 from ..project import project_dir, tap_home
 from .base import (OPS, Engine, HistoryEntry, Plan, ProgressCallback, ResourceState, Result,
                    StackMeta, Step, StepEvent, is_secret)
+from .changes import property_changes
 from .versions import aws_engine_versions
 
 SECRET = "[secret]"
@@ -137,7 +138,13 @@ def translate_event(event: auto.EngineEvent) -> tuple[str, Step] | None:
     diffs = list(meta.diffs or dict.fromkeys(_top_level(p) for p in meta.detailed_diff or {}))
     if meta.op == OpType.REFRESH and phase == "done":
         op, diffs = _refresh_outcome(meta)
-    return phase, Step(urn=meta.urn, type=meta.type, name=urn_name(meta.urn), op=op, diffs=diffs)
+    values = []
+    if op in ("update", "replace") and meta.old is not None and meta.new is not None:
+        # the event log masks secrets itself ("[secret]"); values as Pulumi shows them
+        values = property_changes(dict(meta.old.inputs or {}), dict(meta.new.inputs or {}),
+                                  diffs)
+    return phase, Step(urn=meta.urn, type=meta.type, name=urn_name(meta.urn), op=op, diffs=diffs,
+                       changes=values)
 
 
 def urn_name(urn: str) -> str:
