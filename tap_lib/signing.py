@@ -1,11 +1,15 @@
-"""Who signed something: OpenSSH signatures (`ssh-keygen -Y`, the way git signs commits),
-judged against ``params/approvers``, an allowed_signers file committed and reviewed like code.
+"""Who signed something: OpenSSH signatures (`ssh-keygen -Y`, the way git signs commits), or
+KMS asymmetric keys on AWS (``signing_kms``: IAM decides who may call ``kms:Sign``), judged
+against ``params/approvers``, an allowed_signers file committed and reviewed like code.
 
 Identity is the key, never a name: two principals are the same signer when their keys are the
 same, whatever the approvers file calls them, and ``TAP_OPERATOR`` is only a display name.
 ``TAP_SIGNING_KEY`` names the private key (or its ``.pub`` file when the private half is in
-ssh-agent: ssh-keygen asks the agent then). Namespace ``tap`` keeps a tap signature from
-passing as a git or file signature and back.
+ssh-agent: ssh-keygen asks the agent then), or a KMS key ARN or alias ARN
+(``arn:aws:kms:REGION:ACCOUNT:key/ID``), listed in params/approvers on a line of its own
+(``bob@example.com namespaces="tap" kms arn:aws:kms:…:key/…``). Namespace ``tap`` keeps a tap
+signature from passing as a git or file signature and back. A KMS key's fingerprint is
+``KMS:`` + its key ARN, so two principals listing one ARN are one signer.
 """
 from __future__ import annotations
 
@@ -18,9 +22,13 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import SignatureRefused, UsageError
 from .project import params_dir, project_dir
+
+if TYPE_CHECKING:
+    from .signing_kms import KmsKey
 
 NAMESPACE = "tap"
 KEY_ENV = "TAP_SIGNING_KEY"
@@ -38,13 +46,28 @@ class Signer:
 
 
 # -- keys and signing ---------------------------------------------------------------------------
-def signing_key() -> Path:
-    """The operator's key from TAP_SIGNING_KEY; a clear error when it is unset or unreadable."""
+def _kms():
+    from . import signing_kms  # imports this module: loaded on first use
+
+    return signing_kms
+
+
+def signing_key() -> Path | KmsKey:
+    """The operator's key from TAP_SIGNING_KEY: an OpenSSH key file, or a KMS key (key or alias
+    ARN); a clear error when it is unset or unreadable."""
     raw = os.environ.get(KEY_ENV, "").strip()
     if not raw:
-        raise UsageError(f"{KEY_ENV} is not set: signing needs an OpenSSH key",
+        raise UsageError(f"{KEY_ENV} is not set: signing needs an OpenSSH key or a KMS key",
                          hint=f"export {KEY_ENV}=~/.ssh/id_ed25519 (a key listed in "
-                              f"params/approvers; with ssh-agent, its .pub file)")
+                              f"params/approvers; with ssh-agent, its .pub file), or on AWS "
+                              f"{KEY_ENV}=arn:aws:kms:REGION:ACCOUNT:key/ID")
+    kms_key = _kms().parse_key(raw)
+    if kms_key is not None:
+        return kms_key
+    if raw.startswith("arn:"):
+        raise UsageError(f"{KEY_ENV}={raw}: not a KMS key ARN tap can sign with",
+                         hint="arn:aws:kms:REGION:ACCOUNT:key/KEY-ID, or "
+                              "arn:aws:kms:REGION:ACCOUNT:alias/NAME")
     path = Path(raw).expanduser()
     if not path.is_file():
         raise UsageError(f"{KEY_ENV}={raw}: no such key file",
@@ -56,9 +79,20 @@ def has_signing_key() -> bool:
     return bool(os.environ.get(KEY_ENV, "").strip())
 
 
-def sign(message: bytes, key: Path | None = None) -> str:
-    """An armored SSH signature of `message` (namespace tap)."""
-    key = key or signing_key()
+def _as_key(key: Path | KmsKey | str | None) -> Path | KmsKey:
+    if key is None:
+        return signing_key()
+    if isinstance(key, str):
+        return _kms().parse_key(key) or Path(key)
+    return key
+
+
+def sign(message: bytes, key: Path | KmsKey | str | None = None) -> str:
+    """An armored signature of `message` (namespace tap): SSH by an OpenSSH key, or a tap KMS
+    signature by a KMS key (`key`, by default TAP_SIGNING_KEY)."""
+    key = _as_key(key)
+    if not isinstance(key, Path):
+        return _kms().sign(message, key)
     try:
         out = subprocess.run(["ssh-keygen", "-q", "-Y", "sign", "-f", str(key), "-n", NAMESPACE],
                              input=message, capture_output=True, timeout=60)
@@ -112,11 +146,13 @@ class AllowedSigner:
 
 
 def parse_approvers(text: str) -> list[AllowedSigner]:
-    """The lines of an allowed_signers file (principals [options] keytype key [comment])."""
+    """The OpenSSH lines of an allowed_signers file (principals [options] keytype key
+    [comment]); KMS lines (principals [options] kms ARN) are signing_kms.parse_approvers'."""
     signers = []
+    kms = _kms()
     for raw in text.splitlines():
         line = raw.strip()
-        if not line or line.startswith("#"):
+        if not line or line.startswith("#") or kms.is_approver_line(line):
             continue
         try:
             tokens = shlex.split(line)
@@ -160,7 +196,11 @@ def approvers_now() -> str:
 def verify(message: bytes, armored: object, approvers: str, *, what: str,
            principal: str | None = None) -> Signer:
     """The signer of `message`, if `armored` is a valid tap signature by a key listed in
-    `approvers` (and, when given, listed as `principal`); SignatureRefused otherwise."""
+    `approvers` (and, when given, listed as `principal`); SignatureRefused otherwise.
+    A tap KMS signature is judged by KMS (signing_kms.verify): TargetUnreachable when it
+    cannot be asked."""
+    if _kms().is_armored(armored):
+        return _kms().verify(message, armored, approvers, what=what, principal=principal)
     try:
         blob = signature_key(armored)  # type: ignore[arg-type]
     except (ValueError, TypeError, base64.binascii.Error):
@@ -185,9 +225,12 @@ def verify(message: bytes, armored: object, approvers: str, *, what: str,
     return Signer(signer.principal, fingerprint(blob))
 
 
-def public_key_blob(key: Path | None = None) -> bytes:
+def public_key_blob(key: Path | KmsKey | str | None = None) -> bytes:
     """The public half of TAP_SIGNING_KEY (its .pub beside it, or derived by ssh-keygen)."""
-    key = key or signing_key()
+    key = _as_key(key)
+    if not isinstance(key, Path):
+        raise UsageError(f"{KEY_ENV}={key}: a KMS key has no OpenSSH public key",
+                         hint="KMS keys are listed in params/approvers by their ARN")
     pub = key if key.suffix == ".pub" else key.with_name(key.name + ".pub")
     if pub.is_file():
         text = pub.read_text(encoding="utf-8", errors="replace")
@@ -205,7 +248,10 @@ def public_key_blob(key: Path | None = None) -> bytes:
 
 def own_signer(approvers: str) -> Signer:
     """Who TAP_SIGNING_KEY is in params/approvers; refused when it is not listed."""
-    blob = public_key_blob()
+    key = signing_key()
+    if not isinstance(key, Path):
+        return _kms().own_signer(key, approvers)
+    blob = public_key_blob(key)
     for signer in parse_approvers(approvers):
         if signer.key_blob == blob:
             return Signer(signer.principal, fingerprint(blob))
