@@ -309,8 +309,9 @@ def cmd_verify(args) -> int:
         emit_json(report.to_dict())
     else:
         emit_table(report.checks, f"verify {args.env}:")
-        print(f"{report.passed} passed, {report.failed} failed "
-              f"({report.aws_calls} AWS calls)")
+        print(f"{report.passed} passed, {report.failed} failed"
+              + (f", {report.excepted} excepted" if report.excepted else "")
+              + f" ({report.aws_calls} AWS calls)")
         for note in report.notes:
             print(f"note: {note}")
     return 0 if report.failed == 0 else 1
@@ -376,6 +377,8 @@ def cmd_audit(args) -> int:
             print(f"warning: {len(report.interrupted)} mutation(s) started and never ended "
                   "(killed, or still running): entries "
                   + ", ".join(f"#{q}" for q in report.interrupted[:20]))
+        for warning in report.warnings:
+            print(f"warning: {warning}")
         if report.unsealed:
             first, last = report.unsealed[0], report.unsealed[-1]
             print(f"warning: {len(report.unsealed)} entries unsealed (#{first}"
@@ -484,7 +487,11 @@ def cmd_fleet(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .engines.registry import TARGETS
 
+    from . import __version__
+    from .project import NOTEBOOKS, RUNBOOK
+
     parser = argparse.ArgumentParser(prog="tap", description="TapStack operations runbook")
+    parser.add_argument("--version", action="version", version=f"tap {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def stack_cmd(name: str, help_: str, *, sets: bool = True) -> argparse.ArgumentParser:
@@ -541,7 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
     stack_cmd("inspect", "outputs, inventory, drift, history and a topology picture")
 
     p = sub.add_parser("run", help="execute notebooks with papermill into outputs/")
-    p.add_argument("notebook", help="preflight|preview|deploy|verify|inspect|destroy|audit|all")
+    p.add_argument("notebook", help="|".join((*NOTEBOOKS, "all")) + " (all: "
+                   + " → ".join(RUNBOOK) + ")")
     p.add_argument("--env", required=True)
     p.add_argument("--target", choices=tuple(TARGETS), default=None)
     p.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("KEY", "VALUE"),

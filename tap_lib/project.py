@@ -26,6 +26,11 @@ def params_dir() -> Path:
     return project_dir() / "params"
 
 
+# The runbook's notebooks (notebooks/<name>.ipynb) and what `tap run all` runs, in order.
+NOTEBOOKS = ("preflight", "preview", "deploy", "verify", "inspect", "repair", "destroy",
+             "audit")
+RUNBOOK = ("preflight", "preview", "deploy", "verify", "inspect")
+
 FLEET_FILE = "fleet.yaml"   # params/fleet.yaml lists a fleet of stacks; it is no environment
 
 

@@ -2,23 +2,32 @@
 
 Why here, below the operations: every deploy, destroy and refresh passes through
 `engines.base.Engine` whichever path started it (the CLI, `tap run`, a notebook in JupyterLab,
-a library call), and the engine appends its entry through `recorded()`. Records (executed and
-saved notebooks) are chained as they are stored (ops/runbook.store_record: operation "record").
+a library call), and the engine writes its entries through `recorded()`: a "started" entry
+*before* the first change (when it cannot be written, nothing runs: RecordsUnwritable), then
+the outcome. Records (executed and saved notebooks) are chained as they are stored
+(ops/runbook.store_record: operation "record").
 
 The trail is ``<records root>/trail.jsonl`` (an ``s3://`` root keeps it locally, beside its index,
 under ``tap_home()/audit/``). Each line is one entry::
 
-    {"seq": n, "time": UTC, "operation": "deploy|destroy|refresh|approve|record",
-     "result": "succeeded|failed|refused", "error": ErrorClass | null,
+    {"seq": n, "time": UTC, "operation": "deploy|destroy|refresh|approve|record|...",
+     "result": "started|succeeded|failed|refused", "error": ErrorClass | null,
      "operator", "stack", "target", "env_file", "commit", "dirty", "plan_hash",
      "summary": {...}, "notes": [...], "record": path | null, "record_sha256": hex | null,
+     "started": hash of its "started" entry (outcomes of recorded()),
      "prev": hash of entry n-1 (64 zeros for the first), "hash": SHA-256 of this entry}
 
 `hash` is the SHA-256 of the entry's canonical JSON (sorted keys, no whitespace, UTF-8) without
-`hash`. An edit, a deletion, an insertion or a reordering breaks the chain (`tap audit verify`,
-ops/audit.verify); the head hash `tap audit` shows is what an auditor writes down, since an
-attacker who rewrites the whole chain (and every record, which embeds the head it followed) can
-only be caught against a head kept elsewhere - or against records S3 Object Lock keeps.
+`hash`. A record under the root is named relative to it (``dev/<stamp>-deploy.ipynb``), so a
+byte-identical copy of the root verifies where it lands. An edit, a deletion, an insertion or a
+reordering breaks the chain (`tap audit verify`, tap_lib/records/verify.py).
+
+Rewriting the whole chain needs no key; a seal does. With ``TAP_SIGNING_KEY`` set, each entry
+tap appends is sealed (`seal_entries`): a signature over ``tap-seal\\n{first}\\n{seq}\\n{hash}\\n``
+kept in ``seals.jsonl`` beside the trail. A seal vouches for entries first..seq - its own entry,
+so a forged entry before it stays unsealed - and pins entry seq's hash, and with it every entry
+before it. `tap audit seal` vouches for the verified chain up to its head; records/seals.py
+judges every seal against params/approvers.
 
 Other mutations (the lead's `tap approve`) append with::
 
@@ -34,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import getpass
 import hashlib
 import json
@@ -45,15 +55,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+from . import signing
+from .errors import ConfigError, RecordsUnwritable, TapError, UsageError
 from .project import outputs_dir, project_dir, tap_home
 
 if TYPE_CHECKING:
     from .engines.base import Engine
 
 TRAIL_NAME = "trail.jsonl"
+SEALS_NAME = "seals.jsonl"
 GENESIS = "0" * 64
-OPERATIONS = ("deploy", "destroy", "refresh", "approve", "record", "verify")
-RESULTS = ("succeeded", "failed", "refused")
+OPERATIONS = ("deploy", "destroy", "refresh", "approve", "record", "verify", "reset")
+RESULTS = ("started", "succeeded", "failed", "refused")
+MAX_OPERATOR_CHARS = 128
 # Set by `tap run` for its kernel: the record the run's mutations belong to.
 RECORD_ENV = "TAP_RECORD"
 # Set by jupyter_server in every kernel it starts for a notebook (sessionmanager.get_kernel_env).
@@ -66,11 +80,15 @@ _context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("tap_t
 # -------------------------------------------------------------------------- where things live
 
 def records_root(output_dir: str | None = None) -> str:
-    """The records' root: a local directory path or an ``s3://`` URL (no trailing slash)."""
+    """The records' root: a local directory path or an ``s3://`` URL (no trailing slash);
+    RecordsUnwritable when it names a file."""
     raw = output_dir or os.environ.get("TAP_OUTPUTS", "")
     if is_remote(raw):
         return raw.rstrip("/")
-    return str(Path(output_dir).resolve()) if output_dir else str(outputs_dir())
+    root = Path(output_dir).resolve() if output_dir else outputs_dir()
+    if root.exists() and not root.is_dir():
+        raise unwritable(root, os.strerror(errno.ENOTDIR))
+    return str(root)
 
 
 def is_remote(path: str) -> bool:
@@ -87,6 +105,67 @@ def local_dir(root: str) -> Path:
 
 def trail_path(root: str | None = None) -> Path:
     return local_dir(root or records_root()) / TRAIL_NAME
+
+
+def relative_record(record: str | None, root: str) -> str | None:
+    """How an entry (or an index row) names a record: relative to the records root when it lies
+    under it, so a copy of the root still names it; anything else absolute, as it was."""
+    if not record:
+        return record
+    if is_remote(record):
+        return record[len(root) + 1:] if record.startswith(root + "/") else record
+    path = os.path.abspath(record)
+    if not is_remote(root) and path.startswith(root.rstrip("/") + "/"):
+        return Path(path).relative_to(root).as_posix()
+    return path
+
+
+def record_location(record: Any, root: str) -> Any:
+    """Where a record an entry names is now: a relative name under `root`; an absolute path or
+    URL (older entries, files outside the root) as it is."""
+    if not isinstance(record, str) or not record or is_remote(record) or os.path.isabs(record):
+        return record
+    return f"{root}/{record}" if is_remote(root) else str(Path(root) / record)
+
+
+def unwritable(path: object, reason: str,
+               outcome: str = "nothing was changed") -> RecordsUnwritable:
+    return RecordsUnwritable(path, reason, variable=os.environ.get("TAP_OUTPUTS") or None,
+                             outcome=outcome)
+
+
+@contextlib.contextmanager
+def writing(path: object, outcome: str = "nothing was changed") -> Iterator[None]:
+    """Any OSError while writing the records (a file where a folder should be, ENOSPC, EACCES)
+    becomes RecordsUnwritable naming the path, TAP_OUTPUTS and the system's reason."""
+    try:
+        yield
+    except OSError as exc:
+        raise unwritable(path, exc.strerror or type(exc).__name__, outcome) from exc
+
+
+def append_bytes(path: Path, data: bytes, sync: bool = True) -> None:
+    """Append `data` as whole lines (durably with `sync`), or not at all: a failed write or
+    fsync (a full disk) is cut back off, so no half line stays. A torn last line (a writer
+    killed mid-append) is left alone on its own line."""
+    with writing(path):
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                data = b"\n" + data
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                if sync:
+                    os.fsync(fd)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise
+        finally:
+            os.close(fd)
 
 
 # -------------------------------------------------------------------------------- the chain
@@ -148,7 +227,7 @@ def head(root: str | None = None) -> Head:
                 if not start:
                     return Head(-1, GENESIS)
                 chunk *= 4
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return Head(-1, GENESIS)
 
 
@@ -162,10 +241,14 @@ def locked(root: str | None = None) -> Iterator[Path]:
     from filelock import FileLock
 
     path = trail_path(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = _locks.setdefault(path, FileLock(str(path.with_name(".trail.lock"))))
-    with lock:
+    with writing(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = _locks.setdefault(path, FileLock(str(path.with_name(".trail.lock"))))
+        lock.acquire()
+    try:
         yield path
+    finally:
+        lock.release()
 
 
 @contextlib.contextmanager
@@ -188,22 +271,26 @@ def append(operation: str, *, stack: str, target: str | None = None,
            summary: dict[str, Any] | None = None, notes: list[str] | tuple[str, ...] = (),
            record: str | None = None, record_sha256: str | None = None,
            plan_hash: str | None = None, operator: str | None = None,
-           extra: dict[str, Any] | None = None, root: str | None = None) -> dict[str, Any]:
-    """Append one entry, chained to the current head; returns it (with its hash)."""
+           extra: dict[str, Any] | None = None, root: str | None = None,
+           seal: bool | None = None) -> dict[str, Any]:
+    """Append one entry, chained to the current head; returns it as written (with its hash).
+    Sealed when `seal`, by default when TAP_SIGNING_KEY is set. RecordsUnwritable when the
+    trail cannot be written; then the trail is as it was."""
     if operation not in OPERATIONS:
         raise ValueError(f"operation {operation!r}; allowed: {', '.join(OPERATIONS)}")
     if result not in RESULTS:
         raise ValueError(f"result {result!r}; allowed: {', '.join(RESULTS)}")
+    root = root or records_root()
     ctx = _context.get()
     commit, dirty = git_state()
     entry: dict[str, Any] = {
         "time": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
         "operation": operation, "result": result, "error": error,
-        "operator": operator or current_operator(), "stack": stack, "target": target,
-        "env_file": env_file, "commit": commit, "dirty": dirty,
-        "plan_hash": plan_hash or ctx.get("plan_hash"),
+        "operator": check_operator(operator, "operator") if operator else current_operator(),
+        "stack": stack, "target": target, "env_file": env_file, "commit": commit,
+        "dirty": dirty, "plan_hash": plan_hash or ctx.get("plan_hash"),
         "summary": dict(summary or {}), "notes": [*ctx.get("notes", ()), *notes],
-        "record": record if record is not None else current_record(),
+        "record": relative_record(record if record is not None else current_record(), root),
         "record_sha256": record_sha256, **(extra or {})}
     with locked(root) as path:
         last = head(root)
@@ -211,47 +298,83 @@ def append(operation: str, *, stack: str, target: str | None = None,
         body = canonical(entry)
         entry["hash"] = hashlib.sha256(body).hexdigest()
         # the line is the canonical body with the hash as its last member: verify can hash
-        # the line's own bytes instead of encoding the entry again (ops/audit.py)
-        line = body[:-1] + b',"hash":"' + entry["hash"].encode() + b'"}\n'
-        with open(path, "ab") as fh:
-            if fh.tell() and _last_byte(path) != b"\n":
-                line = b"\n" + line  # a torn line (writer killed mid-append) stays alone
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
+        # the line's own bytes instead of encoding the entry again (records/verify.py)
+        append_bytes(path, body[:-1] + b',"hash":"' + entry["hash"].encode() + b'"}\n')
+    if signing.has_signing_key() if seal is None else seal:
+        seal_entries(entry, root)
     return entry
 
 
-def _last_byte(path: Path) -> bytes:
-    with open(path, "rb") as fh:
-        fh.seek(-1, os.SEEK_END)
-        return fh.read(1)
+def seal_message(first: int, seq: int, hash_: str) -> bytes:
+    """What a seal signs: entries first..seq, the last of them with this hash."""
+    return f"tap-seal\n{first}\n{seq}\n{hash_}\n".encode()
+
+
+def seal_entries(last: dict[str, Any], root: str | None = None,
+                 first: int | None = None) -> dict[str, Any]:
+    """Sign entries `first` (default: `last` alone) to `last` with TAP_SIGNING_KEY and keep the
+    seal in seals.jsonl: ``{"first", "seq", "hash", "time", "signature"}``."""
+    root = root or records_root()
+    seq = int(last["seq"])
+    start = seq if first is None else first
+    seal = {"first": start, "seq": seq, "hash": last["hash"],
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "signature": signing.sign(seal_message(start, seq, last["hash"]))}
+    with locked(root) as path:
+        append_bytes(path.with_name(SEALS_NAME), canonical(seal) + b"\n")
+    return seal
 
 
 @contextlib.contextmanager
 def recorded(engine: Engine, operation: str) -> Iterator[dict[str, Any]]:
-    """Wrap one engine mutation: its entry says succeeded (with the Result's summary and
-    notes), refused (a guard said no: ProtectedStack, UsageError) or failed (anything else),
-    and the exception goes on. The caller puts the Result in the yielded dict as "result"."""
-    from .errors import UsageError
-
+    """Wrap one engine mutation, write-ahead: a "started" entry (sealed when a key is set)
+    before the body runs - if it cannot be written or sealed, the body never runs - then its
+    outcome: succeeded (with the Result's summary and notes), refused (a guard said no:
+    ProtectedStack, UsageError) or failed (anything else); the exception goes on. The caller
+    puts the Result in the yielded dict as "result"."""
+    common: dict[str, Any] = dict(stack=engine.stack, target=engine.name,
+                                  env_file=engine.settings.source, root=records_root())
+    begun = append(operation, result="started", seal=False, **common)
+    common["extra"] = {"started": begun["hash"]}
     outcome: dict[str, Any] = {}
-    common = dict(stack=engine.stack, target=engine.name, env_file=engine.settings.source)
+    try:
+        if signing.has_signing_key():
+            seal_entries(begun, common["root"])
+    except TapError as exc:  # a key that cannot sign: refused before any change
+        _finish(operation, begun, common, exc, result="refused", seal=False)
+        raise
     try:
         yield outcome
     except UsageError as exc:  # ProtectedStack is a UsageError: a guard refused
-        append(operation, result="refused", error=type(exc).__name__, **common)
-        _keep_session_notebook(operation)
+        _finish(operation, begun, common, exc, result="refused")
         raise
     except BaseException as exc:
-        append(operation, result="failed", error=type(exc).__name__, **common)
-        _keep_session_notebook(operation)
+        _finish(operation, begun, common, exc, result="failed")
         raise
     res = outcome.get("result")
     failed = getattr(res, "status", "succeeded") != "succeeded"
-    append(operation, result="failed" if failed else "succeeded",
-           summary=getattr(res, "summary", None), notes=list(getattr(res, "notes", ()) or ()),
-           **common)
+    _finish(operation, begun, common, None, result="failed" if failed else "succeeded",
+            summary=getattr(res, "summary", None), notes=list(getattr(res, "notes", ()) or ()))
+
+
+def _finish(operation: str, begun: dict[str, Any], common: dict[str, Any],
+            exc: BaseException | None, *, seal: bool = True, **fields: Any) -> None:
+    """The outcome entry of a recorded mutation, sealed when a key is set. When even that
+    cannot be written, say what happened and what the trail holds of it."""
+    happened = f"the {operation} of {common['stack']} {fields['result']}" + (
+        f" ({type(exc).__name__})" if exc else "")
+    try:
+        entry = append(operation, error=type(exc).__name__ if exc else None, seal=False,
+                       **common, **fields)
+    except RecordsUnwritable as failed:  # `tap audit verify` shows it as interrupted
+        raise unwritable(failed.path, failed.reason, f"{happened}, but the trail has only its "
+                         f"start (entry #{begun['seq']})") from exc
+    if seal and signing.has_signing_key():
+        try:
+            seal_entries(entry, common["root"])
+        except RecordsUnwritable as failed:
+            raise unwritable(failed.path, failed.reason, f"{happened}; its outcome is entry "
+                             f"#{entry['seq']}, not sealed (`tap audit seal`)") from exc
     _keep_session_notebook(operation)
 
 
@@ -274,7 +397,8 @@ def _keep_session_notebook(operation: str) -> None:
 
 
 def read(root: str | None = None) -> list[dict[str, Any]]:
-    """Every readable entry, in file order (an unreadable line is skipped; verify names it)."""
+    """Every readable entry as written, in file order (an unreadable line is skipped; verify
+    names it). A record is named as stored: `record_location` says where it is."""
     entries = []
     try:
         with open(trail_path(root), encoding="utf-8") as fh:
@@ -289,7 +413,25 @@ def read(root: str | None = None) -> list[dict[str, Any]]:
 # -------------------------------------------------------------------------------- who, what
 
 def current_operator() -> str:
-    return os.environ.get("TAP_OPERATOR") or getpass.getuser()
+    """Who the trail says ran it: TAP_OPERATOR, else the login name. A display name only
+    (identity is TAP_SIGNING_KEY), but shown on terminals and in records: checked."""
+    given = os.environ.get("TAP_OPERATOR")
+    if given:
+        return check_operator(given, "TAP_OPERATOR")
+    return check_operator(getpass.getuser(), "login name (LOGNAME, USER)")
+
+
+def check_operator(name: str, source: str) -> str:
+    """`name` if it is 1 to 128 printable characters (no line breaks, no escape codes that
+    would rewrite a terminal showing the trail); ConfigError naming `source` otherwise."""
+    if isinstance(name, str) and name.strip() and len(name) <= MAX_OPERATOR_CHARS \
+            and name.isprintable():
+        return name
+    shown = name if not isinstance(name, str) or len(name) <= 60 else name[:60] + "…"
+    raise ConfigError(f"an operator's name is 1 to {MAX_OPERATOR_CHARS} printable characters, "
+                      "without line breaks or control codes", field=source, value=shown,
+                      hint="TAP_OPERATOR is only a display name: who you are is your "
+                           "TAP_SIGNING_KEY")
 
 
 def current_record() -> str | None:

@@ -95,7 +95,8 @@ def assert_first_class(records: dict[str, nbformat.NotebookNode], root: Path) ->
     from tap_lib import trail
     from tap_lib.ops import audit
 
-    entries = {e["record"]: e for e in trail.read(str(root)) if e["operation"] == "record"}
+    entries = {trail.record_location(e["record"], str(root)): e for e in trail.read(str(root))
+               if e["operation"] == "record"}
     listed = set(audit.audit_table(output_dir=str(root))["path"])
     for path, nb in records.items():
         meta = nb.metadata["tap"]
@@ -187,7 +188,8 @@ def test_fleet_verify_dag_runs_end_to_end(dag_runs):
 
     # the kernel's own trail entry (fleet verify, per stack) names the record it belongs to
     verified = [e for e in trail.read(str(records)) if e["operation"] == "verify"]
-    assert {e["stack"]: e["record"] for e in verified}["TapStackaf1"] == af1_path
+    assert {e["stack"]: trail.record_location(e["record"], str(records))
+            for e in verified}["TapStackaf1"] == af1_path
 
 
 def runbook_records(records: Path, stack: str) -> dict[str, tuple[str, nbformat.NotebookNode]]:
@@ -213,11 +215,12 @@ def test_runbook_dag_deploys_the_plan_its_preview_saved(dag_runs):
     reviewed = plans.load_plan(preview_path)
     assert reviewed.stack == "TapStackaf3" and reviewed.author == "airflow"
     assert reviewed.body["summary"]["create"] > 0
-    deployed = [e for e in trail.read(str(records))
-                if e["operation"] == "deploy" and e["stack"] == "TapStackaf3"]
+    deployed = [e for e in trail.read(str(records)) if e["operation"] == "deploy"
+                and e["stack"] == "TapStackaf3" and e["result"] != "started"]
     assert len(deployed) == 1, deployed
     # the engine applied exactly the reviewed plan: its hash, its steps' counts
-    assert deployed[0]["result"] == "succeeded" and deployed[0]["record"] == deploy_path
+    assert deployed[0]["result"] == "succeeded"
+    assert trail.record_location(deployed[0]["record"], str(records)) == deploy_path
     assert deployed[0]["plan_hash"] == reviewed.hash
     assert deployed[0]["summary"]["create"] == reviewed.body["summary"]["create"]
     assert any(f"applied reviewed plan {reviewed.hash}" in n for n in deployed[0]["notes"])
@@ -246,9 +249,10 @@ def test_prod_runbook_dag_without_approval_fails_at_deploy_changing_nothing(dag_
     assert f"tap approve {preview_path}" in deploy_meta["error"]
     reviewed = plans.load_plan(preview_path)
     assert plans.approved_by(reviewed) == []
-    refused = [e for e in trail.read(str(records))
-               if e["operation"] == "deploy" and e["stack"] == "TapStackaf4"]
-    assert [(e["result"], e["error"], e["plan_hash"], e["record"]) for e in refused] == [
+    refused = [e for e in trail.read(str(records)) if e["operation"] == "deploy"
+               and e["stack"] == "TapStackaf4" and e["result"] != "started"]
+    assert [(e["result"], e["error"], e["plan_hash"],
+             trail.record_location(e["record"], str(records))) for e in refused] == [
         ("refused", "PlanRefused", reviewed.hash, deploy_path)]
     engine = open_engine(settings_for("prod", ("suffix=af4",)), "sandbox", ("suffix=af4",))
     assert engine.resources() == [] and engine.is_protected()

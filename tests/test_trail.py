@@ -13,8 +13,8 @@ import shutil
 from pathlib import Path
 
 import boto3
-import nbformat
 import pytest
+from fixtures_audit import chain_of, entries, fake_record, fresh_outputs, run_verify
 
 from tap_lib import trail
 from tap_lib.cli import main
@@ -28,35 +28,7 @@ HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 @pytest.fixture
 def outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh, empty records root for one test."""
-    out = tmp_path / "outputs"
-    monkeypatch.setenv("TAP_OUTPUTS", str(out))
-    monkeypatch.setenv("TAP_OPERATOR", "alice")
-    for key in ("TAP_TARGET", trail.RECORD_ENV, trail.SESSION_ENV):
-        monkeypatch.delenv(key, raising=False)
-    return out
-
-
-def entries(**match) -> list[dict]:
-    return [e for e in trail.read() if all(e.get(k) == v for k, v in match.items())]
-
-
-def fake_record(root: Path, env: str, name: str, second: int, status: str = "succeeded") -> str:
-    """Store a small executed-looking notebook as a record, the way `tap run` stores one."""
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(f"print({second})")]
-    start = f"2026-11-28T10:00:{second:02d}+00:00"
-    nb.metadata["tap"] = {"notebook": name, "env": env, "stack": f"TapStack{env}",
-                          "target": "sandbox", "operator": "alice", "status": status,
-                          "start": start, "end": start, "summary": {"passed": second}}
-    path = runbook.reserve_record(str(root), env, name, start)
-    runbook.store_record(nb, str(root), path)
-    return path
-
-
-def run_verify(capsys: pytest.CaptureFixture, *extra: str) -> tuple[int, str]:
-    code = main(["audit", "verify", *extra])
-    return code, capsys.readouterr().out
+    return fresh_outputs(tmp_path, monkeypatch)
 
 
 # -- every mutation leaves an entry -------------------------------------------------------------
@@ -67,18 +39,19 @@ def test_cli_and_library_deploys_and_destroys_each_leave_an_entry(
         capsys: pytest.CaptureFixture) -> None:
     monkeypatch.setenv("ENVIRONMENT_SUFFIX", "trailcli")
     assert main(["deploy", "--env", "dev", "--yes"]) == 0
-    [cli] = entries(operation="deploy")
+    [started, cli] = entries(operation="deploy")   # write-ahead: the start, then the outcome
+    assert started["result"] == "started" and cli["started"] == started["hash"]
     assert cli["result"] == "succeeded" and cli["error"] is None
     assert (cli["stack"], cli["target"], cli["env_file"]) == ("TapStacktrailcli", "sandbox",
                                                                "params/dev.yaml")
     assert cli["operator"] == "alice" and cli["summary"]["create"] > 40
     assert re.match(r"^[0-9a-f]{40}$", cli["commit"]) and isinstance(cli["dirty"], bool)
-    assert cli["record"] is None and cli["prev"] == trail.GENESIS and cli["seq"] == 0
+    assert cli["record"] is None and started["prev"] == trail.GENESIS and cli["seq"] == 1
 
     # a library call, skipping a rule on purpose: the reason is in the entry
     result = stack_ops.deploy("dev", yes=True, skip_rules=("TAP201",), reason="budget approved")
     lib = entries(operation="deploy")[-1]
-    assert lib["seq"] == 1 and lib["prev"] == cli["hash"]
+    assert lib["seq"] == 3 and entries(seq=2)[0]["prev"] == cli["hash"]
     assert lib["summary"] == result.summary and lib["summary"]["same"] > 40
     assert "preflight rule TAP201 skipped: budget approved" in lib["notes"]
 
@@ -91,14 +64,14 @@ def test_cli_and_library_deploys_and_destroys_each_leave_an_entry(
     stack_ops.refresh("dev")
     stack_ops.destroy("dev", yes=True)
     assert [(e["operation"], e["result"]) for e in trail.read()] == [
-        ("deploy", "succeeded"), ("deploy", "succeeded"), ("refresh", "succeeded"),
-        ("destroy", "succeeded")]
-    assert entries(operation="destroy")[0]["summary"]["delete"] > 40
+        (op, result) for op in ("deploy", "deploy", "refresh", "destroy")
+        for result in ("started", "succeeded")]
+    assert entries(operation="destroy")[-1]["summary"]["delete"] > 40
 
     code, out = run_verify(capsys)
-    assert code == 0 and "intact: 4 entries, 0 records" in out
+    assert code == 0 and "intact: 8 entries, 0 records" in out
     assert main(["audit"]) == 0
-    assert f"chain head: #3 {trail.head().hash}" in capsys.readouterr().out
+    assert f"chain head: #7 {trail.head().hash}" in capsys.readouterr().out
 
 
 @pytest.mark.sandbox
@@ -106,7 +79,8 @@ def test_a_refused_protected_destroy_leaves_a_refused_entry(sandbox_home: Path,
                                                             outputs: Path) -> None:
     with pytest.raises(ProtectedStack):
         stack_ops.destroy("prod", yes=True)
-    [entry] = trail.read()
+    [started, entry] = trail.read()
+    assert started["result"] == "started" and entry["started"] == started["hash"]
     assert (entry["operation"], entry["result"], entry["error"]) == (
         "destroy", "refused", "ProtectedStack")
     assert entry["stack"] == "TapStackprod" and entry["env_file"] == "params/prod.yaml"
@@ -123,17 +97,21 @@ def test_a_tap_run_deploy_names_its_record(sandbox_home: Path, outputs: Path,
     finally:
         stack_ops.destroy("dev", yes=True)
     assert rec.status == "succeeded", rec.error
-    deploy, record = trail.read()[:2]
-    assert deploy["operation"] == "deploy" and deploy["record"] == rec.path
+    started, deploy, record = trail.read()[:3]
+    name = f"dev/{Path(rec.path).name}"  # relative to the records root
+    assert started["record"] == deploy["record"] == name
+    assert trail.record_location(name, str(outputs)) == rec.path
+    assert deploy["operation"] == "deploy"
     assert deploy["operator"] == "bob"  # the kernel ran as the run's operator
-    assert record["operation"] == "record" and record["record"] == rec.path
+    assert record["operation"] == "record" and record["record"] == name
     assert record["prev"] == deploy["hash"]
     raw = Path(rec.path).read_bytes()
     assert record["record_sha256"] == trail.sha256_bytes(raw)
     meta = json.loads(raw)["metadata"]["tap"]
     assert meta["chain_prev"] == deploy["hash"] and isinstance(meta["dirty"], bool)
     [row] = [json.loads(x) for x in audit.index_path(str(outputs)).read_text().splitlines()]
-    assert (row["sha256"], row["entry"]) == (record["record_sha256"], record["hash"])
+    assert (row["sha256"], row["entry"], row["path"]) == (record["record_sha256"],
+                                                           record["hash"], name)
     code, out = run_verify(capsys)
     assert code == 0, out
 
@@ -152,22 +130,13 @@ def test_a_failing_mutation_leaves_a_failed_entry(outputs: Path,
     engine = SandboxEngine(stack_ops.settings_for("dev"))
     with pytest.raises(OperationFailed):
         engine.up()
-    [entry] = trail.read()
+    [started, entry] = trail.read()
     assert (entry["operation"], entry["result"], entry["error"]) == (
         "deploy", "failed", "OperationFailed")
+    assert started["result"] == "started" and entry["started"] == started["hash"]
 
 
 # -- tamper evidence ------------------------------------------------------------------------------
-
-def chain_of(outputs: Path, n: int = 6) -> tuple[list[str], list[str]]:
-    """n mutation entries interleaved with n records; returns (trail lines, record paths)."""
-    paths = []
-    for i in range(n):
-        trail.append("deploy", stack="TapStackdev", target="sandbox",
-                     env_file="params/dev.yaml", summary={"same": i})
-        paths.append(fake_record(outputs, "dev", "verify", i))
-    return trail.trail_path().read_text().splitlines(keepends=True), paths
-
 
 def test_an_untouched_chain_verifies(outputs: Path, capsys: pytest.CaptureFixture) -> None:
     lines, paths = chain_of(outputs)
@@ -292,7 +261,7 @@ def _append_many(args: tuple[str, int]) -> None:
 def test_an_unknown_operation_or_result_is_refused(outputs: Path) -> None:
     with pytest.raises(ValueError, match="allowed: deploy, destroy, refresh, approve"):
         trail.append("rm -rf", stack="x")
-    with pytest.raises(ValueError, match="allowed: succeeded, failed, refused"):
+    with pytest.raises(ValueError, match="allowed: started, succeeded, failed, refused"):
         trail.append("approve", stack="x", result="maybe")
     assert not trail.trail_path().exists()
 

@@ -38,7 +38,8 @@ def begin(notebook: str, parameters: dict[str, Any]) -> dict[str, Any]:
                           allowed=", ".join(NOTEBOOKS))
     given = dict(parameters or {})
     target = check_target(given.pop("target", None))
-    operator = str(given.get("operator") or trail.current_operator())
+    operator = trail.check_operator(str(given["operator"]), "operator") \
+        if given.get("operator") else trail.current_operator()
     if notebook == FLEET:
         from ..ops.fleet import resolve_stacks
 

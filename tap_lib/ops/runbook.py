@@ -1,6 +1,6 @@
 """Run the runbook's notebooks with papermill and keep each executed notebook as an audit record.
 
-A record is ``<root>/<env>/<UTC time>-<notebook>.ipynb`` (root: see ops/audit.py), never
+A record is ``<root>/<env>/<UTC time>-<notebook>.ipynb`` (root: see tap_lib/records), never
 overwritten: its name is taken when the run starts (the kernel gets it as TAP_RECORD, so the
 trail entries of the run's deploys name it), its content written once after the run - also
 when the run failed - and chained into the audit trail (trail.py). Its ``metadata.tap`` says
@@ -36,19 +36,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from .. import __version__, trail
-from ..engines.registry import check_target
 from ..config import SECRET_NAME, label, shorten, shown
+from ..engines.registry import check_target
 from ..errors import ConfigError, UsageError
-from ..project import notebooks_dir
+from ..project import NOTEBOOKS, notebooks_dir
+from ..project import RUNBOOK as ALL
 from . import audit
 from .stack import settings_for
 
 if TYPE_CHECKING:
     from nbformat import NotebookNode
 
-NOTEBOOKS = ("preflight", "preview", "deploy", "verify", "inspect", "repair", "destroy",
-             "audit")
-ALL = ("preflight", "preview", "deploy", "verify", "inspect")
 SUMMARY_MIME = "application/vnd.tap.summary+json"
 MASK = "***"
 # Parameters run_notebooks sets from its own arguments: -p may only repeat the same value.
@@ -97,7 +95,9 @@ def run_notebooks(name_or_all: str, env: str, target: str | None = None,
     settings = settings_for(env)  # bad env: ConfigError before any kernel starts
     target = check_target(target)
     per_notebook = check_parameters(names, parameters or {}, env=env, target=target)
-    operator = str((parameters or {}).get("operator") or trail.current_operator())
+    given = (parameters or {}).get("operator")
+    operator = trail.check_operator(str(given), "-p operator") if given else \
+        trail.current_operator()
     root = audit.records_root()
     check_records_root(root)
     records: list[RunRecord] = []
@@ -302,22 +302,23 @@ def store_record(nb: NotebookNode, root: str, path: str) -> dict[str, Any]:
     with trail.locked(root):
         meta["chain_prev"] = trail.head(root).hash
         content = nbformat.writes(nb).encode("utf-8")
-        extra: dict[str, Any] = {}
+        sha = trail.sha256_bytes(content)
+        row = audit.index_row(meta, trail.relative_record(path, root), sha)
+        extra: dict[str, Any] = {"index_sha256": audit.row_digest(row)}
         if audit.is_remote(path):
             extra["retain_until"] = put_locked(path, content)
         else:
-            with open(path, "r+b") as fh:  # our own reservation: still empty
-                if fh.read(1):
+            with trail.writing(path, "the run's record is not kept"), open(path, "r+b") as fh:
+                if fh.read(1):  # our own reservation: still empty
                     raise AssertionError(f"record {path} was written by someone else")
                 fh.write(content)
         entry = trail.append(
             "record", stack=meta.get("stack", ""), target=meta.get("target"),
             result="succeeded" if meta.get("status") in ("succeeded", "saved") else "failed",
-            record=path, record_sha256=trail.sha256_bytes(content),
-            operator=meta.get("operator"), root=root,
+            record=path, record_sha256=sha, operator=meta.get("operator"), root=root,
             extra={"notebook": meta.get("notebook"), "env": meta.get("env"),
                    "status": meta.get("status"), **extra})
-    audit.add_to_index(audit.index_row(meta, path, entry["record_sha256"], entry["hash"]), root)
+    audit.add_to_index({**row, "entry": entry["hash"]}, root)
     return entry
 
 
@@ -331,9 +332,12 @@ def retention_days() -> int:
 
 
 def check_records_root(root: str) -> None:
-    """An s3:// root must be a bucket with Object Lock enabled: checked before a kernel starts,
-    so no run ends with a record that cannot be stored immutably."""
+    """Checked before a kernel starts, so no run ends with a record that cannot be stored: a
+    local root must be a folder tap can create (RecordsUnwritable), an s3:// root a bucket
+    with Object Lock enabled (stored immutably)."""
     if not audit.is_remote(root):
+        with trail.writing(root):
+            Path(root).mkdir(parents=True, exist_ok=True)
         return
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -424,14 +428,15 @@ def reserve_record(root: str, env: str, name: str, started: str) -> str:
         taken = set(S3().list(f"{folder}/{stem}"))
         return next(p for p in (f"{folder}/{n}" for n in names) if p not in taken)
     folder = Path(root) / env
-    folder.mkdir(parents=True, exist_ok=True)
-    for file_name in names:
-        path = folder / file_name
-        try:
-            with open(path, "x", encoding="utf-8"):  # "x": never overwrite
-                return str(path)
-        except FileExistsError:
-            continue
+    with trail.writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        for file_name in names:
+            path = folder / file_name
+            try:
+                with open(path, "x", encoding="utf-8"):  # "x": never overwrite
+                    return str(path)
+            except FileExistsError:
+                continue
     raise AssertionError("unreachable: the names are endless")
 
 

@@ -1,0 +1,79 @@
+"""Where records are and how their bytes are read: ``<root>/<env>/<name>.ipynb`` in a local folder
+or under an ``s3://bucket/prefix`` root (papermill reads and writes S3 natively). Folders whose
+name starts with ``_`` (exports, pictures) hold no records."""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+from pathlib import Path
+
+from ..trail import is_remote, writing
+
+
+def record_paths(root: str) -> list[str]:
+    """Every record under the root: ``<env>/<name>.ipynb``, not in a ``_`` folder."""
+    if is_remote(root):
+        return [url for url, _ in s3_records(root)]
+    found = []
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for env in os.scandir(root):
+            if env.is_dir() and not env.name.startswith("_"):
+                found += [f.path for f in os.scandir(env.path)
+                          if f.name.endswith(".ipynb") and f.is_file()]
+    return sorted(found)
+
+
+def s3_records(root: str) -> list[tuple[str, str]]:
+    """(url, key) of each record object under an s3:// root."""
+    bucket, _, prefix = root.removeprefix("s3://").partition("/")
+    prefix = f"{prefix}/" if prefix else ""
+    found = []
+    pages = s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    for page in pages:
+        for obj in page.get("Contents", []):
+            rel = obj["Key"][len(prefix):].split("/")
+            if len(rel) == 2 and rel[1].endswith(".ipynb") and not rel[0].startswith("_"):
+                found.append((f"s3://{bucket}/{obj['Key']}", obj["Key"]))
+    return sorted(found)
+
+
+def s3():
+    import boto3
+
+    return boto3.client("s3")
+
+
+def split(url: str) -> tuple[str, str]:
+    bucket, _, key = url.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+def read_bytes(record: str) -> bytes:
+    if is_remote(record):
+        bucket, key = split(record)
+        return s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+    return Path(record).read_bytes()
+
+
+def env_of(record: str) -> str:
+    return record.rstrip("/").rsplit("/", 2)[-2]
+
+
+def root_of(record: str) -> str:
+    return record.rsplit("/", 2)[0]
+
+
+def write_new(folder: Path, stem: str, suffix: str, data: bytes) -> Path:
+    """Create a file no one had: stem, stem-2, stem-3... (RecordsUnwritable if it cannot)."""
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        for n in itertools.count(1):
+            path = folder / f"{stem}{'' if n == 1 else f'-{n}'}{suffix}"
+            try:
+                with open(path, "xb") as fh:
+                    fh.write(data)
+                return path
+            except FileExistsError:
+                continue
+    raise AssertionError("unreachable: the names are endless")
