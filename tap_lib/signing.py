@@ -143,6 +143,7 @@ class AllowedSigner:
     principal: str
     key_blob: bytes
     line: str
+    options: tuple[str, ...] = ()
 
 
 def parse_approvers(text: str) -> list[AllowedSigner]:
@@ -165,7 +166,7 @@ def parse_approvers(text: str) -> list[AllowedSigner]:
                 except ValueError:
                     break
                 for principal in tokens[0].split(","):
-                    signers.append(AllowedSigner(principal, blob, line))
+                    signers.append(AllowedSigner(principal, blob, line, tuple(tokens[1:i])))
                 break
     return signers
 
@@ -212,6 +213,12 @@ def verify(message: bytes, armored: object, approvers: str, *, what: str,
         raise SignatureRefused(what, f"signed by key {fingerprint(blob)}, which params/approvers "
                                f"does not list{f' as {principal}' if principal else ''}")
     signer = listed[0]
+    judged = _verify_ed25519(message, str(armored), signer)
+    if judged is not None:
+        if not judged:
+            raise SignatureRefused(what, f"the signature by {signer.principal} does not match "
+                                         "what it signs (edited, or signed for something else)")
+        return Signer(signer.principal, fingerprint(blob))
     with tempfile.TemporaryDirectory(prefix="tap-sig-") as tmp:
         allowed, sig = Path(tmp, "allowed"), Path(tmp, "sig")
         allowed.write_text(signer.line + "\n", encoding="utf-8")
@@ -257,3 +264,49 @@ def own_signer(approvers: str) -> Signer:
             return Signer(signer.principal, fingerprint(blob))
     raise SignatureRefused(f"{KEY_ENV} ({fingerprint(blob)})", "this key is not listed in "
                            "params/approvers", hint="add it there by a reviewed commit")
+
+
+def _verify_ed25519(message: bytes, armored: str, signer: AllowedSigner) -> bool | None:
+    """What `ssh-keygen -Y verify` would say, in-process, for the common case: an ed25519 key
+    whose approvers line has no option but `namespaces` (no patterns). None: anything else,
+    left to ssh-keygen. A seal check over a long trail runs thousands of these (~0.1 ms each
+    instead of a ~5 ms process)."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    namespaces = None
+    for option in signer.options:
+        name, _, value = option.partition("=")
+        if name.lower() != "namespaces" or any(c in value for c in "*?!"):
+            return None
+        namespaces = value.split(",")
+    if namespaces is not None and NAMESPACE not in namespaces:
+        return False
+    try:
+        kind, at = _read_string(signer.key_blob, 0)
+        if kind != b"ssh-ed25519":
+            return None
+        raw_key, _ = _read_string(signer.key_blob, at)
+        lines = [ln.strip() for ln in armored.strip().splitlines()]
+        blob = base64.b64decode("".join(lines[1:-1]), validate=True)
+        (version,) = struct.unpack(">I", blob[6:10])
+        _, at = _read_string(blob, 10)                      # the public key (matched already)
+        namespace, at = _read_string(blob, at)
+        reserved, at = _read_string(blob, at)
+        hash_alg, at = _read_string(blob, at)
+        sig, _ = _read_string(blob, at)
+        sig_kind, at = _read_string(sig, 0)
+        raw_sig, _ = _read_string(sig, at)
+    except (ValueError, struct.error):
+        return False
+    if version != 1 or namespace != NAMESPACE.encode() or sig_kind != b"ssh-ed25519" or \
+            hash_alg not in (b"sha256", b"sha512"):
+        return False
+    digest = hashlib.new(hash_alg.decode(), message).digest()
+    signed = b"SSHSIG" + b"".join(struct.pack(">I", len(part)) + part
+                                  for part in (namespace, reserved, hash_alg, digest))
+    try:
+        Ed25519PublicKey.from_public_bytes(raw_key).verify(raw_sig, signed)
+    except (InvalidSignature, ValueError):
+        return False
+    return True

@@ -189,3 +189,34 @@ def test_plan_files_round_trip_as_json(keys):
     again = json.loads(json.dumps({"body": good.body, "approvals": list(good.approvals)}))
     Authorization(again["body"], good.hash, good.signature,
                   tuple(again["approvals"])).check(STACK, "deploy")
+
+
+def test_in_process_ed25519_checks_agree_with_ssh_keygen(keys, monkeypatch):
+    """signing verifies ed25519 in-process (seals over a long trail); ssh-keygen -Y verify is
+    the reference: same verdict for a good signature, a tampered message, another namespace,
+    an approvers line restricted to another namespace."""
+    import subprocess as sp
+
+    alice = keys.keys["alice"]
+    good = signing.sign(b"tap-seal\n1\nabc\n", alice)
+    git_ns = sp.run(["ssh-keygen", "-q", "-Y", "sign", "-f", str(alice), "-n", "git"],
+                    input=b"tap-seal\n1\nabc\n", capture_output=True, check=True).stdout.decode()
+    listed = signing.approvers_now()
+    git_only = listed.replace('alice@example.com namespaces="tap"',
+                              'alice@example.com namespaces="git"')
+    cases = [(b"tap-seal\n1\nabc\n", good, listed), (b"tap-seal\n1\nabd\n", good, listed),
+             (b"tap-seal\n1\nabc\n", git_ns, listed), (b"tap-seal\n1\nabc\n", good, git_only)]
+
+    def verdicts() -> list[bool]:
+        out = []
+        for message, armored, approvers in cases:
+            try:
+                signing.verify(message, armored, approvers, what="case")
+                out.append(True)
+            except SignatureRefused:
+                out.append(False)
+        return out
+
+    in_process = verdicts()
+    monkeypatch.setattr(signing, "_verify_ed25519", lambda *args: None)   # ssh-keygen only
+    assert in_process == verdicts() == [True, False, False, False]
