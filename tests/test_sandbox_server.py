@@ -133,3 +133,28 @@ def test_invalid_port_setting_is_a_config_error(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("TAP_SANDBOX_PORT", "not-a-port")
     with pytest.raises(ConfigError, match="TAP_SANDBOX_PORT"):
         server.sandbox_port()
+
+
+def test_tap_sandbox_reset_is_written_ahead_in_the_trail(sandbox_port: int, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reset with no protected stack runs, its start recorded before it, its end after; when
+    the trail cannot be written, the emulator keeps everything."""
+    from tap_lib import trail
+    from tap_lib.engines.sandbox.engine import reset_sandbox
+    from tap_lib.errors import RecordsUnwritable
+
+    monkeypatch.setenv("TAP_OUTPUTS", str(tmp_path / "outputs"))
+    server.start()
+    s3 = server.client("s3", "us-east-1")
+    s3.create_bucket(Bucket="tap-kept")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory\n")
+    monkeypatch.setenv("TAP_OUTPUTS", str(blocker))
+    with pytest.raises(RecordsUnwritable, match="TAP_OUTPUTS"):
+        reset_sandbox()
+    assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["tap-kept"]
+    monkeypatch.setenv("TAP_OUTPUTS", str(tmp_path / "outputs"))
+    reset_sandbox()
+    assert s3.list_buckets()["Buckets"] == []
+    assert [(e["operation"], e["result"]) for e in trail.read()] == [
+        ("reset", "started"), ("reset", "succeeded")]

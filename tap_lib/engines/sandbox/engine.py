@@ -753,8 +753,14 @@ def reset_sandbox() -> server.SandboxStatus:
             hint=f"destroy it first with an approved destroy plan: tap preview --env ENV "
                  f"--destroy --save-plan FILE; tap approve FILE; tap destroy --env ENV --plan "
                  f"FILE --yes --confirm {protected[0]}")
-    standin.forget_every_stack()
-    status = server.reset()
-    shutil.rmtree(stack_dir("_").parent, ignore_errors=True)
+    trail.append("reset", stack="(sandbox)", target=TARGET, result="started")  # write-ahead
+    try:
+        standin.forget_every_stack()
+        status = server.reset()
+        shutil.rmtree(stack_dir("_").parent, ignore_errors=True)
+    except BaseException as exc:
+        trail.append("reset", stack="(sandbox)", target=TARGET, result="failed",
+                     error=type(exc).__name__)
+        raise
     trail.append("reset", stack="(sandbox)", target=TARGET, result="succeeded")
     return status
