@@ -149,11 +149,17 @@ def destroy(env: str, target: str | None = None, overrides=(), *, yes: bool = Fa
     target = check_target(target)
     engine = open_engine(settings, target, tuple(overrides))
     reviewed = plans.load_plan(plan) if plan else None
-    if reviewed is not None:
-        if reviewed.operation != "destroy":
-            raise plans.PlanRefused(reviewed.source, "not a destroy plan (make one with "
-                                                     "`tap preview --destroy --save-plan`)")
-        plans.check_applicable(reviewed, engine, env, target, tuple(overrides))
+    try:  # a refused plan is a policy decision: the trail keeps it too
+        if reviewed is not None:
+            if reviewed.operation != "destroy":
+                raise plans.PlanRefused(reviewed.source, "not a destroy plan (make one with "
+                                                         "`tap preview --destroy --save-plan`)")
+            plans.check_applicable(reviewed, engine, env, target, tuple(overrides))
+    except UsageError as exc:
+        trail.append(operation="destroy", stack=engine.stack, target=target,
+                     env_file=settings.source, result="refused", error=type(exc).__name__,
+                     plan_hash=reviewed.hash if reviewed else None)
+        raise
     return engine.destroy(progress, confirm=confirm,
                           authorization=reviewed.authorization if reviewed else None)
 
