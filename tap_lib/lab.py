@@ -10,7 +10,9 @@ JupyterLab calls `post_save` after every save (``ContentsManager.post_save_hook`
 notebook is copied into the records (``<root>/<env>/<stamp>-lab-<name>.ipynb``, never
 overwritten) and chained into the audit trail. A deploy, destroy or refresh run from a session
 kernel appends its trail entry naming the session notebook (jupyter_server sets
-JPY_SESSION_NAME in the kernels it starts), and stores the notebook as last saved too.
+JPY_SESSION_NAME in the kernels it starts), and stores the notebook as last saved too: the
+session's kernels load this module as an IPython extension (the session's IPYTHONDIR), which
+attaches that to the trail's after-mutation hooks.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from . import __version__, trail
 from .project import notebooks_dir, tap_home
 
 SESSION_FILE = "session.json"
+IPYTHON_DIR = ".ipython"          # in the session folder: its kernels' IPython configuration
 HOOK = "tap_lib.lab.post_save"
 SESSION_KEY = "tap_session"
 
@@ -52,6 +55,10 @@ def create_session(env: str, target: str | None = None) -> Path:
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "commit": trail.git_state()[0], "operator": trail.current_operator()}
     (folder / SESSION_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    profile = folder / IPYTHON_DIR / "profile_default"
+    profile.mkdir(parents=True)
+    (profile / "ipython_kernel_config.py").write_text(
+        f"c.IPKernelApp.extensions = [{__name__!r}]\n", encoding="utf-8")
     for name in NOTEBOOKS:
         source = notebooks_dir() / f"{name}.ipynb"
         with open(source, encoding="utf-8") as fh:  # read-only: never written back
@@ -94,10 +101,31 @@ def start_lab(env: str, target: str | None = None, port: int | None = None) -> i
     print(f"session {folder}\n  saved notebooks and their deploys are recorded under "
           f"{trail.records_root()} (`tap audit`)", flush=True)
     child_env = {k: v for k, v in os.environ.items() if k != trail.RECORD_ENV}
+    child_env["IPYTHONDIR"] = str(folder / IPYTHON_DIR)
     try:
         return subprocess.call(lab_command(folder, port), env=child_env)
     except KeyboardInterrupt:
         return 130
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """A session kernel (its IPYTHONDIR names this module): attach the lab's trail hook."""
+    attach()
+
+
+def attach() -> None:
+    if keep_session_notebook not in trail.AFTER_MUTATION:
+        trail.AFTER_MUTATION.append(keep_session_notebook)
+
+
+def keep_session_notebook(operation: str) -> None:
+    """In a JupyterLab session kernel, the session notebook (as last saved) becomes a record
+    when one of its mutations runs; the next save records its outputs."""
+    if os.environ.get(trail.RECORD_ENV) or not os.environ.get(trail.SESSION_ENV):
+        return
+    record = trail.current_record()
+    if record and Path(record).is_file():
+        store_session_notebook(Path(record), reason=f"{operation} ran")
 
 
 def post_save(model: dict[str, Any] | None = None, os_path: str | None = None,

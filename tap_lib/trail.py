@@ -53,7 +53,7 @@ import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from . import signing
 from .errors import ConfigError, RecordsUnwritable, TapError, UsageError
@@ -72,6 +72,11 @@ MAX_OPERATOR_CHARS = 128
 RECORD_ENV = "TAP_RECORD"
 # Set by jupyter_server in every kernel it starts for a notebook (sessionmanager.get_kernel_env).
 SESSION_ENV = "JPY_SESSION_NAME"
+
+# Called with the operation's name after each engine mutation's outcome entry. Layers above
+# attach their own (a JupyterLab session kernel keeps its notebook: lab.attach), so neither the
+# trail nor the engine below it imports them.
+AFTER_MUTATION: list[Callable[[str], None]] = []
 
 _context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("tap_trail",
                                                                           default={})
@@ -375,25 +380,18 @@ def _finish(operation: str, begun: dict[str, Any], common: dict[str, Any],
         except RecordsUnwritable as failed:
             raise unwritable(failed.path, failed.reason, f"{happened}; its outcome is entry "
                              f"#{entry['seq']}, not sealed (`tap audit seal`)") from exc
-    _keep_session_notebook(operation)
+    _after_mutation(operation)
 
 
-def _keep_session_notebook(operation: str) -> None:
-    """In a JupyterLab session kernel, the session notebook (as last saved) becomes a record
-    when one of its mutations runs; the next save records its outputs. Never fails the
-    mutation: a problem is said on stderr."""
-    if os.environ.get(RECORD_ENV) or not os.environ.get(SESSION_ENV):
-        return
-    record = current_record()
-    if not record or not Path(record).is_file():
-        return
-    try:
-        from .lab import store_session_notebook
-
-        store_session_notebook(Path(record), reason=f"{operation} ran")
-    except Exception as exc:  # noqa: BLE001 - the mutation happened; its entry is written
-        print(f"tap: could not keep {record} as an audit record: {type(exc).__name__}",
-              file=sys.stderr)
+def _after_mutation(operation: str) -> None:
+    """Run AFTER_MUTATION's hooks. Never fails the mutation: it happened and its entry is
+    written; a hook's problem is said on stderr."""
+    for hook in list(AFTER_MUTATION):
+        try:
+            hook(operation)
+        except Exception as exc:  # noqa: BLE001
+            print(f"tap: after {operation}: {getattr(hook, '__qualname__', hook)} failed: "
+                  f"{type(exc).__name__}", file=sys.stderr)
 
 
 def read(root: str | None = None) -> list[dict[str, Any]]:

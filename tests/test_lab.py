@@ -110,7 +110,8 @@ def test_a_deploy_in_a_session_kernel_names_its_notebook(sandbox_home: Path, hom
     client = NotebookClient(nb, kernel_name="python3", timeout=600,
                             resources={"metadata": {"path": str(folder)}})
     try:
-        client.execute(env={**os.environ, trail.SESSION_ENV: str(path)})
+        client.execute(env={**os.environ, trail.SESSION_ENV: str(path),   # as `tap lab` does
+                            "IPYTHONDIR": str(folder / lab.IPYTHON_DIR)})
     finally:
         stack_ops.destroy("dev", yes=True)
     deploy = next(e for e in trail.read()
