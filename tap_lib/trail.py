@@ -53,14 +53,20 @@ import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 from . import signing
 from .errors import ConfigError, RecordsUnwritable, TapError, UsageError
 from .project import outputs_dir, project_dir, tap_home
 
-if TYPE_CHECKING:
-    from .engines.base import Engine
+
+class Mutating(Protocol):
+    """What the trail reads of an engine (engines/base.Engine), without importing it."""
+
+    stack: str
+    name: str
+    settings: Any
+
 
 TRAIL_NAME = "trail.jsonl"
 SEALS_NAME = "seals.jsonl"
@@ -331,7 +337,7 @@ def seal_entries(last: dict[str, Any], root: str | None = None,
 
 
 @contextlib.contextmanager
-def recorded(engine: Engine, operation: str) -> Iterator[dict[str, Any]]:
+def recorded(engine: Mutating, operation: str) -> Iterator[dict[str, Any]]:
     """Wrap one engine mutation, write-ahead: a "started" entry (sealed when a key is set)
     before the body runs - if it cannot be written or sealed, the body never runs - then its
     outcome: succeeded (with the Result's summary and notes), refused (a guard said no:
