@@ -148,6 +148,29 @@ def test_second_concurrent_operation_is_refused(sandbox_home):
             pass
 
 
+def test_a_locked_stack_is_refused_before_preflight_runs(sandbox_home, monkeypatch):
+    """A second operator hears at once that the stack is busy, not after preflight's work."""
+    from tap_lib.ops import preflight
+    from tap_lib.ops import stack as stack_ops
+
+    def preflight_ran(*args, **kwargs):
+        raise AssertionError("preflight ran for a locked stack")
+
+    monkeypatch.setattr(preflight, "run_preflight", preflight_ran)
+    holder = subprocess.Popen(   # another operator's process, mid-deploy
+        [sys.executable, "-c", "import sys, time\n"
+         "from tap_lib.engines.sandbox.state import OperationLock\n"
+         "with OperationLock('TapStackbusy', 'deploy'):\n"
+         "    print('held', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(StackLocked, match="locked: deploy by pid"):
+            stack_ops.deploy("dev", "sandbox", ["suffix=busy"], yes=True)
+    finally:
+        holder.communicate("", timeout=30)
+
+
 def test_two_concurrent_deploys_one_refused(sandbox_home):
     procs = [_cli("deploy", "--env", "dev", "--set", "suffix=race", "--yes") for _ in range(2)]
     results = [(p.returncode, err) for p in procs

@@ -324,6 +324,11 @@ class Engine(ABC):
         target whose functions run locally may keep its runtime warm between them."""
         return nullcontext()
 
+    def check_not_busy(self) -> None:
+        """Refuse at once (StackLocked) when another operation is changing the stack: a
+        second operator hears it before preflight's work, not after. The mutation itself
+        still takes the stack's lock."""
+
     def read_live(self, urn: str) -> dict | None:
         """The resource as the target has it now, or None if it is gone."""
         raise NotImplementedError(f"the {self.name} target cannot read single resources")

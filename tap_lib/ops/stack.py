@@ -88,6 +88,7 @@ def deploy(env: str, target: str | None = None, overrides=(),
     settings = settings_for(env, overrides)
     target = check_target(target)
     engine = open_engine(settings, target, tuple(overrides))
+    engine.check_not_busy()
     try:  # refusals before the engine runs are policy decisions: the trail keeps them too
         engine.check_origin(confirm)
         if reviewed is not None:

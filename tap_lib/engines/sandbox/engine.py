@@ -411,6 +411,10 @@ class SandboxEngine(Engine):
         return notes
 
     # -- the stack -----------------------------------------------------------------------
+    def check_not_busy(self) -> None:
+        from .state import reading_check
+        reading_check(self.stack)
+
     def stack_meta(self) -> StackMeta | None:
         state = self.store.state
         return StackMeta(state.origin, state.protected) if state.origin else None
