@@ -292,3 +292,20 @@ def test_a_plan_binds_values_not_only_property_names(keys, tmp_path, capsys):
     assert memory(engine()) == 640
     stack_ops.deploy(ENV, "sandbox")                                  # back as the file says
     assert memory(engine()) == 256
+
+
+def test_progress_never_counts_past_its_total(keys):
+    """A deploy that adds resources to a stack went [49/48], [50/48]: the total was the
+    stack's old size. With a plan the total is the plan's; without, it is dropped once outgrown."""
+    seen = []
+    stack_ops.deploy(ENV, "sandbox", ["secrets.rotation_enabled=false"])   # two fewer
+    stack_ops.deploy(ENV, "sandbox", progress=seen.append)                 # two more again
+    done = [e for e in seen if e.phase == "done"]
+    assert len(done) == len(engine().resources()) and done[-1].index == len(done)
+    assert all(e.total is None or e.index <= e.total for e in done), \
+        [(e.index, e.total) for e in done if e.total and e.index > e.total]
+    reviewed = plans.make_plan(ENV, "sandbox", ["lambda.memory_mb=512"])
+    seen.clear()
+    stack_ops.deploy(ENV, "sandbox", plan=reviewed, progress=seen.append)
+    assert {e.total for e in seen} == {len(reviewed.plan.steps)}
+    stack_ops.deploy(ENV, "sandbox")

@@ -112,7 +112,9 @@ class _Resolver:
         self._idle = threading.Condition(self._lock)
         self._in_flight = 0
         previous = engine.store.state.resources
-        self.total = len(previous) or None
+        # Steps this pass will go through: a reviewed plan's; else the stack's size, a guess
+        # a changed program can outgrow (then _event shows no total rather than [51/1]).
+        self.total = len(plan.steps) if plan is not None else (len(previous) or None)
         # Preview shows what deploy will do after settling an interrupted replace: the old
         # copy of a replacement never recorded as created is the resource again.
         self.restored = {} if apply else {
@@ -239,7 +241,8 @@ class _Resolver:
         with self._lock:
             if phase != "start":
                 self.finished += 1
-            self.progress(StepEvent(step, phase, self.finished, self.total,
+            total = self.total if self.total and self.finished <= self.total else None
+            self.progress(StepEvent(step, phase, self.finished, total,
                                     time.monotonic() - self.started, error))
 
 
