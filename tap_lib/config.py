@@ -23,6 +23,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, StrictStr, Vali
                       field_validator, model_validator)
 
 from . import config_reserved, project
+from .config_exceptions import PolicyException, utc_today  # noqa: F401  (re-exported)
 # Some re-exported: `from tap_lib.config import MAX_FILE_BYTES, read_settings_file` still works.
 from .config_yaml import MAX_FILE_BYTES as MAX_FILE_BYTES
 from .config_yaml import SECRET_NAME, label, load_yaml, read_settings_file, shorten, shown
@@ -179,6 +180,8 @@ class Settings(_Model):
     usage: UsageSettings = UsageSettings()
     # Preflight (ops/preflight/cost.py) warns at 80% of it and fails above it.
     budget_monthly_usd: int | None = Field(default=None, ge=1, le=10_000_000)
+    # Controls this environment deliberately does not meet (PolicyException).
+    exceptions: list[PolicyException] = Field(default=[], max_length=100)
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
     _source: str = PrivateAttr(default="")
@@ -266,12 +269,17 @@ class Settings(_Model):
         return PhysicalNames.create(project.project_name(), self.suffix, self.region, account,
                                     self.db.instances)
 
+    def exception_for(self, control: str, resource: str) -> PolicyException | None:
+        """The unexpired exception covering `control` on logical `resource`, if any."""
+        return next((e for e in self.exceptions
+                     if e.covers(control, resource, self.suffix) and not e.expired()), None)
+
     def all_tags(self) -> dict[str, str]:
         return {"Project": project.project_name(), "Environment": self.environment,
                 "Stack": self.stack_name, "ManagedBy": "tap", **self.tags}
 
     def public_dict(self) -> dict[str, Any]:
-        return self.model_dump(by_alias=True)
+        return self.model_dump(mode="json", by_alias=True)   # exceptions' dates as ISO text
 
 
 class FieldProblem(ValueError):
@@ -457,6 +465,8 @@ def _declared_type(path: list[str] | tuple) -> Any:
             declared = fields[part].annotation
         elif typing.get_origin(declared) is dict:
             declared = typing.get_args(declared)[1]
+        elif typing.get_origin(declared) is list and isinstance(part, int):
+            declared = typing.get_args(declared)[0]
         else:
             return None
     return declared

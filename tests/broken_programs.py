@@ -175,3 +175,28 @@ ADMIN_POLICY = variant(rewrite(
     lambda n, kw: {**kw, "policy": json.dumps({"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": "*", "Resource": "*"}]})}
     if n.startswith("payment-policy") else kw))
+
+# Controls judged as they are defined (issue 19): each variant undoes one hardening property.
+NO_LOG_EXPORTS = variant(rewrite(
+    "rds", "Cluster", lambda n, kw: _without(kw, "enabled_cloudwatch_logs_exports")))
+NO_IAM_AUTH = variant(rewrite(
+    "rds", "Cluster", lambda n, kw: {**kw, "iam_database_authentication_enabled": False}))
+UNMANAGED_MASTER_PASSWORD = variant(rewrite(
+    "rds", "Cluster", lambda n, kw: {**_without(kw, "master_user_secret_kms_key_id"),
+                                     "manage_master_user_password": False,
+                                     "master_password": "set-by-the-program-1"}))
+UNPLACED_INSTANCES = variant(rewrite(
+    "rds", "ClusterInstance", lambda n, kw: _without(kw, "availability_zone")))
+ONE_ZONE_INSTANCES = variant(rewrite(
+    "rds", "ClusterInstance", lambda n, kw: {**kw, "availability_zone": "eu-west-2a"}))
+UNENCRYPTED_LOG_GROUP = variant(rewrite(
+    "cloudwatch", "LogGroup",
+    lambda n, kw: _without(kw, "kms_key_id") if n.startswith("payment-logs") else kw))
+LAMBDA_DEFAULT_KEY = variant(rewrite(
+    "lambda_", "Function",
+    lambda n, kw: _without(kw, "kms_key_arn") if n.startswith("payment-fn") else kw))
+UNSCOPED_TRUST = variant(rewrite(
+    "iam", "Role",
+    lambda n, kw: {**kw, "assume_role_policy": json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+         "Action": "sts:AssumeRole"}]})} if n.startswith("payment-role") else kw))

@@ -47,8 +47,17 @@ EXCLUDED = {
     "region": "identity: where the stack lives; every type is force_new on region "
               "(test_replacements.test_classify_follows_the_table), so it is a new stack in "
               "another region plus a destroy of this one",
+    "exceptions": "policy exceptions: a list that preflight and verify read and no resource "
+                  "declares (--set cannot spell a list); tests/test_preflight.py and "
+                  "tests/test_config.py cover them",
     "protected": "identity: recorded in the stack's state at its first deploy and refused as "
                  "an override (config.load_settings); tests/test_guards.py covers it",
+}
+
+# Changes that fail a control as the control defines it (verify judges the control, not "as
+# the file says"): those checks may fail on that case, and no others.
+BREAKS_CONTROLS = {
+    "secrets.rotation_enabled": ("SecretsManager.1", "SecretsManager.4"),  # rotation turned off
 }
 
 # Leaves that declare no resource (inputs to the cost estimate and its budget check): a change
@@ -406,7 +415,8 @@ def run_case(case: Case, *, verify_change: bool = True) -> Case:
             report = verify(ENV, overrides=[*base_overrides(), *case.overrides])
             case.timings["verify"] = time.perf_counter() - t
             failed = report.checks[report.checks.status == "fail"]
-            assert report.failed == 0, failed[["id", "resource", "expected", "actual"]].to_dict(
+            failed = failed[~failed.control.isin(BREAKS_CONTROLS.get(case.key, ()))]
+            assert failed.empty, failed[["id", "resource", "expected", "actual"]].to_dict(
                 "records")
         expected, live = OBSERVERS[case.key](c, out, s)
         assert live == expected, f"{case.key}: boto3 shows {live!r}, declared {expected!r}"

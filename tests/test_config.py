@@ -660,3 +660,62 @@ def test_tap_config_applies_overrides():
     assert doc["settings"]["db"]["engine_version"] == "15.10"
     assert [r["name"] for r in doc["names"] if r["resource"] == "rds_instances"] == [
         "tapstack-payments-dev-1", "tapstack-payments-dev-2", "tapstack-payments-dev-3"]
+
+
+# -- policy exceptions (issue 19) ----------------------------------------------------------
+EXCEPTION = {"control": "RDS.7", "resource": "aurora-cluster", "owner": "payments-platform",
+             "reason": "dev is rebuilt daily and holds synthetic data only",
+             "expires": "2027-06-30"}
+
+
+def _dev_with(*entries: Any) -> Any:
+    import yaml as _yaml
+
+    from tap_lib.config import validate
+
+    data = _yaml.safe_load((Path(__file__).parents[1] / "params" / "dev.yaml").read_text())
+    return validate({**data, "exceptions": list(entries)}, "params/dev.yaml")
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("expires", "next June", "must be an ISO date"),
+    ("expires", 20270630, "must be an ISO date"),
+    ("reason", "because", "at least 20 characters"),
+    ("resource", "aurora cluster", "logical resource name"),
+    ("owner", "", "at least 1 character"),
+    ("control", 7, "valid string"),
+])
+def test_bad_exception_entries_name_file_and_field(field: str, value: Any, says: str):
+    with pytest.raises(ConfigError) as info:
+        _dev_with({**EXCEPTION, field: value})
+    assert info.value.file == "params/dev.yaml"
+    assert info.value.field == f"exceptions.0.{field}" and says in str(info.value)
+
+
+def test_exception_entry_missing_or_unknown_keys_list_the_allowed_ones():
+    with pytest.raises(ConfigError) as info:
+        _dev_with({k: v for k, v in EXCEPTION.items() if k != "owner"})
+    assert info.value.field == "exceptions.0.owner" and "missing" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        _dev_with({**EXCEPTION, "approved_by": "me"})
+    assert info.value.allowed == "control, expires, owner, reason, resource"
+
+
+def test_exception_dates_read_from_yaml_or_text_and_cover_by_logical_name():
+    import datetime
+
+    s = _dev_with(EXCEPTION, {**EXCEPTION, "control": "RDS.11",
+                              "expires": datetime.date(2020, 1, 1)})
+    assert s.exceptions[0].expires == datetime.date(2027, 6, 30)
+    assert s.exception_for("RDS.7", "aurora-cluster-dev") is s.exceptions[0]
+    assert s.exception_for("RDS.7", "aurora-instance-0-dev") is None
+    assert s.exception_for("RDS.11", "aurora-cluster-dev") is None     # expired
+    assert s.public_dict()["exceptions"][0]["expires"] == "2027-06-30"
+
+
+def test_shipped_exceptions_are_owned_explained_and_prod_has_none():
+    for env in ("dev", "staging"):
+        excs = load_settings(env, use_environ=False).exceptions
+        assert {e.control for e in excs} >= {"RDS.7", "RDS.11"}
+        assert all(e.owner and len(e.reason) >= 40 and not e.expired() for e in excs)
+    assert load_settings("prod", use_environ=False).exceptions == []

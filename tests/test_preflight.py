@@ -99,7 +99,32 @@ CASES = [
     Case("seed6-rotation-commented-out", "TAP141", "db-app-credentials-dev",
          bp.ROTATION_COMMENTED_OUT),
     Case("admin-policy", "TAP151", "payment-policy-dev", bp.ADMIN_POLICY),
-    Case("dev-without-deletion-protection", "TAP103", "aurora-cluster-dev", severity="info"),
+    Case("dev-without-deletion-protection", "TAP103", "aurora-cluster-dev",
+         severity="excepted"),
+    Case("prod-without-log-exports", "TAP105", "aurora-cluster-prod", bp.NO_LOG_EXPORTS,
+         env="prod"),
+    Case("prod-without-iam-auth", "TAP106", "aurora-cluster-prod", bp.NO_IAM_AUTH, env="prod"),
+    Case("prod-instances-without-zone", "TAP107", "aurora-cluster-prod", bp.UNPLACED_INSTANCES,
+         env="prod"),
+    Case("prod-instances-in-one-zone", "TAP107", "aurora-cluster-prod", bp.ONE_ZONE_INSTANCES,
+         env="prod"),
+    Case("dev-single-instance-excepted", "TAP107", "aurora-cluster-dev", severity="excepted"),
+    Case("prod-master-password-unmanaged", "TAP141", "aurora-cluster-prod",
+         bp.UNMANAGED_MASTER_PASSWORD, env="prod"),
+    Case("prod-master-password-unmanaged-4", "TAP142", "aurora-cluster-prod",
+         bp.UNMANAGED_MASTER_PASSWORD, env="prod"),
+    Case("prod-rotation-every-120-days", "TAP142", "db-app-credentials-rotation-prod",
+         env="prod", overrides=("secrets.rotation_days=120",)),
+    Case("prod-log-group-unencrypted", "TAP132", "payment-logs-prod", bp.UNENCRYPTED_LOG_GROUP,
+         env="prod"),
+    Case("prod-short-log-retention", "TAP133", "payment-logs-prod", env="prod",
+         overrides=("lambda.log_retention_days=30",)),
+    Case("dev-short-log-retention-excepted", "TAP133", "flow-logs-dev", severity="excepted"),
+    Case("prod-lambda-env-default-key", "TAP122", "payment-fn-prod", bp.LAMBDA_DEFAULT_KEY,
+         env="prod"),
+    Case("prod-unscoped-trust", "TAP152", "payment-role-prod", bp.UNSCOPED_TRUST, env="prod"),
+    Case("dev-unscoped-trust-warns", "TAP152", "payment-role-dev", bp.UNSCOPED_TRUST,
+         severity="warning"),
     Case("dev-rotation-disabled", "TAP141", "db-app-credentials-dev",
          overrides=("secrets.rotation_enabled=false",), severity="warning"),
     Case("over-budget", "TAP201", "stack", overrides=("budget_monthly_usd=10",)),
@@ -116,10 +141,14 @@ def test_rule_fires_on_its_broken_variant(case: Case):
     report = case.report()
     fired(report, case.rule, case.resource, case.severity)
     assert report.ok == (case.severity != "error")
+    if case.severity == "excepted":      # an exception never turns a finding into a pass
+        assert "policy exception in params/" in fired(report, case.rule, case.resource,
+                                                      "excepted")["fix"]
 
 
 def test_every_rule_has_a_broken_variant():
-    project_rule = {"TAP002"}  # needs a file: test_wrong_project_name_in_pulumi_yaml
+    project_rule = {"TAP002",  # needs a file: test_wrong_project_name_in_pulumi_yaml
+                    "TAP190"}  # needs exceptions: test_policy_exception_* below
     assert {c.rule for c in CASES} | project_rule == {r.id for r in RULES}
 
 
@@ -243,3 +272,80 @@ def test_json_shape():
     finding = data["findings"][0]
     assert set(finding) == {"rule", "severity", "resource", "message", "fix"}
     assert finding["severity"] == "error"  # errors sort first
+
+
+# -- controls judged as defined, and policy exceptions (issue 19) ----------------------------
+def with_exceptions(env: str, *entries: dict) -> Settings:
+    """The environment file's settings with `exceptions` replaced by these entries."""
+    from tap_lib.config import PolicyException
+
+    base = {"owner": "payments-platform", "reason": "a reason a reviewer can judge, long enough",
+            "expires": "2099-12-31"}
+    return settings(env).model_copy(update={"exceptions": [
+        PolicyException.model_validate({**base, **e}) for e in entries]})
+
+
+def test_rds7_and_rds11_fail_as_the_controls_define_them_without_an_exception():
+    """Not "matches the params file": dev declares no deletion protection and 1 backup day,
+    which the controls fail; without its exceptions dev reports them (never info or pass)."""
+    report = run_preflight(with_exceptions("dev"))
+    assert fired(report, "TAP103", "aurora-cluster-dev", "warning")
+    assert "RDS.11 needs >= 7" in fired(report, "TAP104", "aurora-cluster-dev", "warning")[
+        "message"]
+    assert report.excepted == 0 and report.ok
+
+
+def test_staging_exceptions_cover_rds7_and_rds11():
+    report = preflight("staging")
+    for rule_id in ("TAP103", "TAP104"):
+        fix = fired(report, rule_id, "aurora-cluster-staging", "excepted")["fix"]
+        assert "params/staging.yaml" in fix and "owner payments-platform" in fix
+    assert report.to_dict()["summary"]["excepted"] == report.excepted >= 2
+
+
+def test_prod_carries_no_exception_and_nothing_excepted():
+    assert settings("prod").exceptions == []
+    report = preflight("prod")
+    assert report.excepted == 0 and report.warnings == 0, report.findings.to_string()
+
+
+def test_an_expired_exception_is_an_error_and_excepts_nothing():
+    report = run_preflight(with_exceptions(
+        "dev", {"control": "RDS.7", "resource": "aurora-cluster", "expires": "2020-01-31"}))
+    row = fired(report, "TAP190", "aurora-cluster")
+    assert "expired on 2020-01-31" in row["message"] and "RDS.7" in row["message"]
+    fired(report, "TAP103", "aurora-cluster-dev", "warning")     # not excepted
+    assert not report.ok
+
+
+def test_an_exception_naming_an_unknown_control_is_an_error():
+    report = run_preflight(with_exceptions(
+        "dev", {"control": "RDS.77", "resource": "aurora-cluster"}))
+    row = fired(report, "TAP190", "aurora-cluster")
+    assert "unknown control 'RDS.77'" in row["message"] and "did you mean" in row["message"]
+    assert "RDS.7" in row["fix"] and not report.ok
+
+
+def test_an_exception_naming_no_declared_resource_is_a_warning():
+    report = run_preflight(with_exceptions(
+        "dev", {"control": "RDS.7", "resource": "aurora-clustr"}))
+    assert "excepts nothing" in fired(report, "TAP190", "aurora-clustr", "warning")["message"]
+    fired(report, "TAP103", "aurora-cluster-dev", "warning")
+
+
+def test_an_exception_for_all_covers_every_resource_of_its_control_only():
+    report = run_preflight(with_exceptions(
+        "prod", {"control": "tap:lambda-env-cmk", "resource": "all"}),
+        program=bp.LAMBDA_DEFAULT_KEY)
+    fired(report, "TAP122", "payment-fn-prod", "excepted")
+    assert report.ok
+    other = run_preflight(with_exceptions(
+        "prod", {"control": "RDS.7", "resource": "all"}), program=bp.LAMBDA_DEFAULT_KEY)
+    fired(other, "TAP122", "payment-fn-prod", "error")
+
+
+def test_an_exception_follows_an_ad_hoc_suffix(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("ENVIRONMENT_SUFFIX", "pr6329")
+    report = run_preflight(load_settings("dev"))
+    fired(report, "TAP103", "aurora-cluster-pr6329", "excepted")
+    assert report.ok

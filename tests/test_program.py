@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import ipaddress
+import json
 import os
 import subprocess
 import sys
@@ -693,3 +694,50 @@ def test_tap_stack_is_instantiated_in_one_place():
                 constructions.append(f"{path.relative_to(package)}:{lineno}")
     assert len(constructions) == 1, constructions
     assert constructions[0].startswith("program/entry.py:")
+
+
+# -- hardening judged by the controls (issue 19) -------------------------------------------------
+def _key_arn(graph) -> str:
+    return graph.one(KMS_KEY).outputs["arn"]
+
+
+def test_cluster_exports_postgresql_log_and_uses_iam_auth(graph):
+    """RDS.9/RDS.37 and RDS.10/RDS.12."""
+    cluster = graph.one(CLUSTER)
+    assert cluster.inputs["enabledCloudwatchLogsExports"] == ["postgresql"]
+    assert cluster.inputs["iamDatabaseAuthenticationEnabled"] is True
+
+
+def test_instances_name_their_zone_spread_over_the_environment(graph):
+    """RDS.15: staging's two instances both landed in eu-west-2a when RDS chose."""
+    zones = graph.settings.availability_zones
+    placed = [i.inputs["availabilityZone"] for i in sorted(graph.all(CLUSTER_INSTANCE),
+                                                            key=lambda r: r.name)]
+    assert placed == [zones[i % len(zones)] for i in range(graph.settings.db.instances)]
+    assert len(set(placed)) == min(len(placed), len(zones))
+
+
+def test_log_groups_are_encrypted_with_the_stack_key(graph):
+    groups = graph.all(LOG_GROUP)
+    assert len(groups) == 3 and {g.inputs.get("kmsKeyId") for g in groups} == {_key_arn(graph)}
+
+
+def test_key_policy_keeps_account_admin_and_lets_logs_use_the_key(graph):
+    doc = json.loads(graph.one(KMS_KEY).inputs["policy"])
+    admin, logs = doc["Statement"]
+    assert admin["Principal"] == {"AWS": "arn:aws:iam::123456789012:root"}
+    assert admin["Action"] == "kms:*"
+    assert logs["Principal"] == {"Service": f"logs.{graph.settings.region}.amazonaws.com"}
+    assert logs["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"] == (
+        f"arn:aws:logs:{graph.settings.region}:123456789012:log-group:*")
+
+
+def test_function_environments_are_encrypted_with_the_stack_key(graph):
+    assert {f.inputs.get("kmsKeyArn") for f in graph.all(FUNCTION)} == {_key_arn(graph)}
+
+
+def test_service_roles_trust_only_on_behalf_of_this_account(graph):
+    """Cross-service confused deputy: every service trust names aws:SourceAccount."""
+    for role in graph.all(ROLE):
+        (stmt,) = json.loads(role.inputs["assumeRolePolicy"])["Statement"]
+        assert stmt["Condition"] == {"StringEquals": {"aws:SourceAccount": "123456789012"}}

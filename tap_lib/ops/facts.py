@@ -107,8 +107,11 @@ class Facts:
     cluster: dict | None = None
     instances: list[dict] = field(default_factory=list)
     secret: dict | None = None
+    master_secret: dict | None = None              # the RDS-managed rds!cluster-... secret
     secret_digests: frozenset[str] | None = None   # None: secret values were not readable
     functions: dict[str, dict | None] = field(default_factory=dict)
+    log_groups: dict[str, dict | None] = field(default_factory=dict)   # by name; None: gone
+    roles: dict[str, dict | None] = field(default_factory=dict)        # by name; None: gone
     bucket: BucketFacts = field(default_factory=BucketFacts)
 
 
@@ -284,9 +287,12 @@ def _fetch_database(rds: Any, cluster_id: str, facts: Facts, shared: Shared) -> 
 
 
 def _fetch_secret(sm: Any, secret_arn: str, facts: Facts, shared: Shared) -> list[str]:
-    """Describe the secret; digest the passwords of it and of the cluster's master secret."""
+    """Describe the secret and the cluster's master secret (SecretsManager.1/.4 judge both);
+    digest the passwords of both."""
     facts.secret = _optional(sm.describe_secret, SecretId=secret_arn)
     ids = _secret_ids(secret_arn, facts.cluster)
+    if len(ids) > 1:
+        facts.master_secret = _optional(sm.describe_secret, SecretId=ids[1])
     try:
         values = shared.secret_values(ids, lambda: sm.batch_get_secret_value(
             SecretIdList=ids).get("SecretValues", []))
@@ -311,6 +317,28 @@ def _json_object(raw: str | None) -> dict:
 def _fetch_functions(lam: Any, names: Iterable[str], facts: Facts) -> None:
     """One get_function per stack function: configuration and tags in a single call."""
     facts.functions = {name: _optional(lam.get_function, FunctionName=name) for name in names}
+
+
+def _fetch_logs_and_roles(logs: Any, iam: Any, facts: Facts) -> None:
+    """The log groups and service roles the stack's functions and flow logs use (found from
+    them, so nothing is guessed from names): one describe or get per group and role."""
+    groups = [f"/aws/lambda/{name}" for name, fn in facts.functions.items() if fn] + [
+        _flow_log_group(fl) for fl in facts.flow_logs if _flow_log_group(fl)]
+    for name in dict.fromkeys(groups):
+        found = logs.describe_log_groups(logGroupNamePrefix=name)["logGroups"]
+        facts.log_groups[name] = next((g for g in found if g["logGroupName"] == name), None)
+    arns = [fn["Configuration"].get("Role") for fn in facts.functions.values() if fn] + [
+        fl.get("DeliverLogsPermissionArn") for fl in facts.flow_logs]
+    for name in dict.fromkeys(a.rsplit("/", 1)[-1] for a in arns if a):
+        facts.roles[name] = (_optional(iam.get_role, RoleName=name) or {}).get("Role")
+
+
+def _flow_log_group(flow_log: dict) -> str | None:
+    """The log group a flow log delivers to: its name, or the one its destination ARN names."""
+    if flow_log.get("LogGroupName"):
+        return flow_log["LogGroupName"]
+    arn = flow_log.get("LogDestination") or ""
+    return arn.split(":log-group:", 1)[1].removesuffix(":*") if ":log-group:" in arn else None
 
 
 def _fetch_bucket(s3: Any, bucket: str, facts: Facts) -> None:
@@ -354,6 +382,7 @@ def _stack_facts(clients: Clients, outputs: dict[str, Any], shared: Shared
         notes = _fetch_secret(clients("secretsmanager"), outputs.get("db_secret_arn", ""), facts,
                               shared)
         _fetch_functions(clients("lambda"), _function_names(outputs), facts)
+        _fetch_logs_and_roles(clients("logs"), clients("iam"), facts)
         _fetch_bucket(clients("s3"), outputs.get("s3_bucket_name", ""), facts)
     return facts, notes
 

@@ -202,7 +202,8 @@ class FleetReport:
 
     def matrix(self) -> pd.DataFrame:
         """Stack x control: 'fail' where any check of that control failed on that stack,
-        'pass' where all passed, empty where the stack has no such check (or no report).
+        else 'excepted' where a policy exception covers one, 'pass' where all passed, empty
+        where the stack has no such check (or no report).
         Controls are the check ids (the Security Hub id is in each check's row)."""
         cells: dict[str, dict[str, str]] = {}
         for r in self.results:
@@ -210,8 +211,9 @@ class FleetReport:
             if checks is None or checks.empty:
                 cells[r.stack] = {}
                 continue
-            failed = checks.groupby("id")["status"].apply(lambda s: (s == "fail").any())
-            cells[r.stack] = {cid: "fail" if bad else "pass" for cid, bad in failed.items()}
+            cells[r.stack] = checks.groupby("id")["status"].apply(
+                lambda s: "fail" if (s == "fail").any() else
+                "excepted" if (s == "excepted").any() else "pass").to_dict()
         controls = sorted({c for row in cells.values() for c in row})
         return pd.DataFrame.from_dict(cells, orient="index", columns=controls).reindex(
             [r.stack for r in self.results]).fillna("")
@@ -289,7 +291,8 @@ def _judged(stack, reading, clients, target: str, settings: Settings
     from .verify import judge
 
     report = judge(stack, reading, clients)
-    counts = {"passed": report.passed, "failed": report.failed, "aws_calls": report.aws_calls}
+    counts = {"passed": report.passed, "failed": report.failed, "excepted": report.excepted,
+              "aws_calls": report.aws_calls}
     # A scheduled fleet check is evidence per stack: each gets its own trail entry.
     trail.append(operation="verify", stack=report.stack, target=target, env_file=settings.source,
                  result="failed" if report.failed else "succeeded", summary=dict(counts))

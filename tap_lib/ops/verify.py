@@ -17,31 +17,24 @@ import pandas as pd
 
 from ..config import Settings
 from ..engines.base import Engine
+from ..controls import MIN_BACKUP_DAYS
 from ..engines.registry import open_engine
 from ..errors import OperationFailed
 from . import smoke
+from .checks import MISSING, Check, Declared, apply_exception, check, text  # noqa: F401
 from .facts import PASSWORD_KEY, Clients, Facts, Reading, digest, read_facts, tags_of
+from .hardening import (database_hardening_checks, function_key_checks, log_group_checks,
+                        role_trust_checks, secret_checks)
 from .stack import settings_for
 
 COLUMNS = ["id", "control", "resource", "expected", "actual", "status"]
 REQUIRED_TAGS = ("Project", "Environment", "Stack", "ManagedBy")
 ENGINE = "aurora-postgresql"
 WORLD = ("0.0.0.0/0", "::/0")
-MISSING = "(missing)"
 TIERS = ("public", "private", "other")
 
 
 # -- the report ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Check:
-    id: str
-    control: str
-    resource: str
-    expected: str
-    actual: str
-    status: str
-
-
 @dataclass
 class VerifyReport:
     stack: str
@@ -60,45 +53,19 @@ class VerifyReport:
     def failed(self) -> int:
         return int((self.checks["status"] == "fail").sum())
 
+    @property
+    def excepted(self) -> int:
+        return int((self.checks["status"] == "excepted").sum())
+
     def to_dict(self) -> dict:
         return {"stack": self.stack, "target": self.target,
                 "checks": self.checks.to_dict("records"),
                 "summary": {"passed": self.passed, "failed": self.failed,
-                            "aws_calls": self.aws_calls},
+                            "excepted": self.excepted, "aws_calls": self.aws_calls},
                 "notes": self.notes}
 
 
-def text(value: Any) -> str:
-    """One display form for expected/actual, so equal values compare equal as text."""
-    if value is None:
-        return MISSING
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return ", ".join(map(str, value)) or "(none)"
-    return str(value)
-
-
-def check(id_: str, control: str, resource: str | None, expected: Any, actual: Any,
-          ok: bool | None = None) -> Check:
-    """A check passes when expected and actual read the same, unless `ok` decides."""
-    exp, act = text(expected), text(actual)
-    passed = exp == act if ok is None else ok
-    return Check(id_, control, resource or MISSING, exp, act, "pass" if passed else "fail")
-
-
 # -- checks ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Declared:
-    """What the environment file and the stack's outputs say should be live."""
-
-    settings: Settings
-    outputs: dict[str, Any]
-
-    def ids(self, key: str) -> list[str]:
-        return list(self.outputs.get(key) or [])
-
-
 def network_checks(d: Declared, f: Facts) -> list[Check]:
     vpc_id = d.outputs.get("vpc_id")
     active = [fl for fl in f.flow_logs if fl.get("FlowLogStatus") == "ACTIVE"]
@@ -203,44 +170,24 @@ def database_checks(d: Declared, f: Facts) -> list[Check]:
     c, db = f.cluster or {}, d.settings.db
     cid = d.outputs.get("rds_cluster_id")
     backups = c.get("BackupRetentionPeriod")
+    # RDS.11's 7 days, or more where the file asks for more (then less is drift).
+    need = max(MIN_BACKUP_DAYS, db.backup_retention_days)
     out = [
         check("rds.status", "", cid, "available", c.get("Status")),
         check("rds.engine", "", cid, ENGINE, c.get("Engine")),
         check("rds.engine-version", "", cid, db.engine_version, c.get("EngineVersion")),
         check("rds.encrypted", "RDS.27", cid, True, c.get("StorageEncrypted")),
-        # RDS.7 means "deletion protection is on" (as in preflight): the control is claimed only
-        # where the environment file asks for it; elsewhere the check compares as declared.
-        check("rds.deletion-protection", "RDS.7" if db.deletion_protection else "", cid,
-              db.deletion_protection, c.get("DeletionProtection")),
-        check("rds.backups", "RDS.11", cid, f">= {db.backup_retention_days} day(s)",
-              None if backups is None else f"{backups} day(s)",
-              ok=(backups or 0) >= db.backup_retention_days),
+        # Judged as the controls define them, not as the environment file declares: an
+        # environment that differs on purpose carries a policy exception (then `excepted`).
+        check("rds.deletion-protection", "RDS.7", cid, True, c.get("DeletionProtection"),
+              logical=d.logical("aurora-cluster")),
+        check("rds.backups", "RDS.11", cid, f">= {need} day(s)",
+              None if backups is None else f"{backups} day(s)", ok=(backups or 0) >= need,
+              logical=d.logical("aurora-cluster")),
         check("rds.instances", "", cid, db.instances, len(f.instances)),
     ]
     out += [check("rds.not-public", "RDS.2", i["DBInstanceIdentifier"], False,
                   i.get("PubliclyAccessible")) for i in f.instances]
-    return out
-
-
-def secret_checks(d: Declared, f: Facts) -> list[Check]:
-    sec, s = d.settings.secrets, f.secret or {}
-    arn = s.get("Name") or d.outputs.get("db_secret_arn")
-    state = "scheduled for deletion" if s.get("DeletedDate") else ("present" if s else "missing")
-    days = (s.get("RotationRules") or {}).get("AutomaticallyAfterDays")
-    rotation = f"enabled, every {days} days" if s.get("RotationEnabled") else "disabled"
-    out = [check("secret.present", "", arn, "present", state),
-           check("secret.rotation", "SecretsManager.1", arn,
-                 f"enabled, every {sec.rotation_days} days" if sec.rotation_enabled
-                 else "disabled", rotation)]
-    if sec.rotation_enabled:
-        want = d.outputs.get("rotation_function_name")
-        lambda_arn = s.get("RotationLambdaARN") or ""
-        name = lambda_arn.split(":function:")[-1].split(":")[0] if lambda_arn else None
-        exists = f.functions.get(want) is not None
-        gone = name == want and not exists
-        out.append(check("secret.rotation-lambda", "", arn, want,
-                         f"{name} (no such function)" if gone else name or "(none)",
-                         ok=name == want and exists))
     return out
 
 
@@ -346,12 +293,16 @@ def tag_check(resource: str | None, want: dict[str, str], tags: dict[str, str] |
 
 CHECKS: tuple[Callable[[Declared, Facts], list[Check]], ...] = (
     network_checks, nat_checks, security_group_checks, database_checks, secret_checks,
-    function_checks, bucket_checks, tag_checks)
+    function_checks, bucket_checks, tag_checks, database_hardening_checks, log_group_checks,
+    function_key_checks, role_trust_checks)
 
 
 def run_checks(declared: Declared, facts: Facts) -> pd.DataFrame:
-    rows = [asdict(c) for family in CHECKS for c in family(declared, facts)]
+    rows = [asdict(apply_exception(declared.settings, c)) for family in CHECKS
+            for c in family(declared, facts)]
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
 
 
 # -- the operation ---------------------------------------------------------------------------

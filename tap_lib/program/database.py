@@ -75,13 +75,19 @@ def build_database(s: Settings, names: PhysicalNames, net: Network, kms_key: aws
         final_snapshot_identifier=(f"{names.rds_cluster}-final"
                                    if s.db.deletion_protection else None),
         copy_tags_to_snapshot=True,
+        # RDS.9/RDS.37: the PostgreSQL log in CloudWatch Logs; RDS.10/RDS.12: IAM auth on
+        enabled_cloudwatch_logs_exports=["postgresql"],
+        iam_database_authentication_enabled=True,
         tags=tags,
         opts=opts)
+    zones = s.availability_zones
     instances = [
         aws.rds.ClusterInstance(
             f"aurora-instance-{i}-{sfx}", identifier=identifier,
             cluster_identifier=cluster.id, instance_class=s.db.instance_class,
             engine=ENGINE, engine_version=s.db.engine_version,
+            # RDS.15: writer and readers spread over the environment's zones, round robin
+            availability_zone=zones[i % len(zones)],
             db_subnet_group_name=subnet_group.name, publicly_accessible=False,
             tags=tags, opts=opts)
         for i, identifier in enumerate(names.rds_instances)]

@@ -20,7 +20,7 @@ def define_stack(settings: Settings) -> TapStack:
     provider = aws.Provider(f"aws-{settings.region}", region=settings.region)
     account = aws.get_caller_identity(opts=pulumi.InvokeOptions(provider=provider)).account_id
     stack = TapStack(f"{project_name()}-{settings.suffix}",
-                     TapStackArgs(settings, settings.physical_names(account)),
+                     TapStackArgs(settings, settings.physical_names(account), account),
                      pulumi.ResourceOptions(providers={"aws": provider}))
     for key in OUTPUT_NAMES:
         pulumi.export(key, stack.outputs[key])

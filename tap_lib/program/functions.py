@@ -33,7 +33,7 @@ def _logs(arn: pulumi.Output) -> pulumi.Output:
 
 
 def build_functions(s: Settings, names: PhysicalNames, net: Network, db: Database,
-                    bucket: aws.s3.Bucket, kms_key: aws.kms.Key,
+                    bucket: aws.s3.Bucket, kms_key: aws.kms.Key, account: str,
                     opts: pulumi.ResourceOptions) -> Functions:
     tags = s.all_tags()
     sfx = s.suffix
@@ -65,13 +65,16 @@ def build_functions(s: Settings, names: PhysicalNames, net: Network, db: Databas
                   "security_group_ids": [db.lambda_security_group.id]}
     payment_logs = aws.cloudwatch.LogGroup(
         f"payment-logs-{sfx}", name=names.payment_log_group,
-        retention_in_days=s.function.log_retention_days, tags=tags, opts=opts)
+        retention_in_days=s.function.log_retention_days, kms_key_id=kms_key.arn, tags=tags,
+        opts=opts)
     rotation_logs = aws.cloudwatch.LogGroup(
         f"rotation-logs-{sfx}", name=names.rotation_log_group,
-        retention_in_days=s.function.log_retention_days, tags=tags, opts=opts)
+        retention_in_days=s.function.log_retention_days, kms_key_id=kms_key.arn, tags=tags,
+        opts=opts)
 
     payment_role = aws.iam.Role(f"payment-role-{sfx}", name=names.payment_role,
-                                assume_role_policy=assume_role_policy("lambda.amazonaws.com"),
+                                assume_role_policy=assume_role_policy("lambda.amazonaws.com",
+                                                                      account),
                                 tags=tags, opts=opts)
     aws.iam.RolePolicy(
         f"payment-policy-{sfx}", role=payment_role.id,
@@ -85,7 +88,8 @@ def build_functions(s: Settings, names: PhysicalNames, net: Network, db: Databas
                 (VPC_ENI_ACTIONS, ["*"]))),
         opts=opts)
     rotation_role = aws.iam.Role(f"rotation-role-{sfx}", name=names.rotation_role,
-                                 assume_role_policy=assume_role_policy("lambda.amazonaws.com"),
+                                 assume_role_policy=assume_role_policy("lambda.amazonaws.com",
+                                                                       account),
                                  tags=tags, opts=opts)
     aws.iam.RolePolicy(
         f"rotation-policy-{sfx}", role=rotation_role.id,
@@ -103,7 +107,9 @@ def build_functions(s: Settings, names: PhysicalNames, net: Network, db: Databas
                 (VPC_ENI_ACTIONS, ["*"]))),
         opts=opts)
 
-    common = dict(runtime=RUNTIME, handler=HANDLER, vpc_config=vpc_config, tags=tags)
+    # Environment variables encrypted with the stack's key, not Lambda's AWS-managed one.
+    common = dict(runtime=RUNTIME, handler=HANDLER, vpc_config=vpc_config, tags=tags,
+                  kms_key_arn=kms_key.arn)
     payment = aws.lambda_.Function(
         f"payment-fn-{sfx}", name=names.payment_function, role=payment_role.arn,
         code=function_archive("payment"), memory_size=s.function.memory_mb,

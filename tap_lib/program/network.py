@@ -21,7 +21,8 @@ class Network:
 
 
 
-def build_network(s: Settings, names: PhysicalNames, opts: pulumi.ResourceOptions) -> Network:
+def build_network(s: Settings, names: PhysicalNames, kms_key: aws.kms.Key, account: str,
+                  opts: pulumi.ResourceOptions) -> Network:
     tags = s.all_tags()
     sfx = s.suffix
     vpc = aws.ec2.Vpc(f"vpc-{sfx}", cidr_block=s.vpc.cidr, enable_dns_support=True,
@@ -68,9 +69,11 @@ def build_network(s: Settings, names: PhysicalNames, opts: pulumi.ResourceOption
 
     log_group = aws.cloudwatch.LogGroup(
         f"flow-logs-{sfx}", name=names.flow_log_group,
-        retention_in_days=s.vpc.flow_logs_retention_days, tags=tags, opts=opts)
+        retention_in_days=s.vpc.flow_logs_retention_days, kms_key_id=kms_key.arn, tags=tags,
+        opts=opts)
     role = aws.iam.Role(f"flow-logs-role-{sfx}", name=names.flow_logs_role,
-                        assume_role_policy=assume_role_policy("vpc-flow-logs.amazonaws.com"),
+                        assume_role_policy=assume_role_policy("vpc-flow-logs.amazonaws.com",
+                                                              account),
                         tags=tags, opts=opts)
     aws.iam.RolePolicy(f"flow-logs-policy-{sfx}", role=role.id, policy=log_group.arn.apply(
         lambda arn: policy_document(

@@ -9,9 +9,29 @@ VPC_ENI_ACTIONS = ["ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces"
                    "ec2:UnassignPrivateIpAddresses"]
 
 
-def assume_role_policy(service: str) -> str:
+def assume_role_policy(service: str, account: str) -> str:
+    """Trust for one AWS service, only on behalf of this account: aws:SourceAccount stops the
+    cross-service confused deputy (another account's resource making the service act as us)."""
     return json.dumps({"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]})
+        "Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole",
+        "Condition": {"StringEquals": {"aws:SourceAccount": account}}}]})
+
+
+def key_policy(account: str, region: str) -> str:
+    """The stack key's policy: the account administers it (AWS's default statement, without
+    which the key is locked out), and CloudWatch Logs may use it for this account's log groups
+    only (an encrypted log group cannot be created without it)."""
+    return json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Sid": "AccountAdministers", "Effect": "Allow",
+         "Principal": {"AWS": f"arn:aws:iam::{account}:root"}, "Action": "kms:*",
+         "Resource": "*"},
+        {"Sid": "CloudWatchLogsEncrypts", "Effect": "Allow",
+         "Principal": {"Service": f"logs.{region}.amazonaws.com"},
+         "Action": ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*",
+                    "kms:Describe*"],
+         "Resource": "*",
+         "Condition": {"ArnLike": {"kms:EncryptionContext:aws:logs:arn":
+                                   f"arn:aws:logs:{region}:{account}:log-group:*"}}}]})
 
 
 def policy_document(*statements: tuple[list[str], list[str]]) -> str:

@@ -11,6 +11,7 @@ from ..naming import PhysicalNames
 from .database import build_database
 from .functions import build_functions
 from .network import build_network
+from .policies import key_policy
 from .storage import build_bucket
 
 COMPONENT_TYPE = "tap:index:TapStack"
@@ -20,23 +21,24 @@ COMPONENT_TYPE = "tap:index:TapStack"
 class TapStackArgs:
     settings: Settings
     names: PhysicalNames
+    account: str           # for trust and key policies scoped to this account
 
 
 class TapStack(pulumi.ComponentResource):
     def __init__(self, name: str, args: TapStackArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(COMPONENT_TYPE, name, None, opts)
-        s, names = args.settings, args.names
+        s, names, account = args.settings, args.names, args.account
         child = pulumi.ResourceOptions(parent=self)
         key = aws.kms.Key(f"kms-key-{s.suffix}", description=f"TapStack {s.suffix} data at rest",
-                          enable_key_rotation=True,
+                          enable_key_rotation=True, policy=key_policy(account, s.region),
                           deletion_window_in_days=30 if s.db.deletion_protection else 7,
                           tags=s.all_tags(), opts=child)
         aws.kms.Alias(f"kms-alias-{s.suffix}", name=names.kms_alias, target_key_id=key.key_id,
                       opts=child)
-        net = build_network(s, names, child)
+        net = build_network(s, names, key, account, child)
         db = build_database(s, names, net, key, child)
         bucket = build_bucket(s, names, key, child)
-        fns = build_functions(s, names, net, db, bucket, key, child)
+        fns = build_functions(s, names, net, db, bucket, key, account, child)
 
         self.outputs = {
             "vpc_id": net.vpc.id,

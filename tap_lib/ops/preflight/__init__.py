@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 
 from ...config import Settings
+from ...controls import controls_of
 from ...engines.registry import check_target, engine_class
 from ...engines.synth import Registration, Synthesis, synthesize
 from ...errors import TapError, UsageError
@@ -31,7 +32,8 @@ EngineVersions = Callable[[str, str], tuple[list[str], str]]
 
 EXPECTED_PROJECT = "TapStack"
 ENGINE = "aurora-postgresql"
-SEVERITIES = ("error", "warning", "info")
+# excepted: a control finding a valid policy exception of the environment file covers
+SEVERITIES = ("error", "warning", "info", "excepted")
 SYNTHESIS_RULE = ("TAP000", "synthesis")  # also reports the rules a failed program skipped
 COLUMNS = ["rule", "severity", "resource", "message", "fix"]
 
@@ -55,6 +57,9 @@ FLOW_LOG = ("aws:ec2/flowLog:FlowLog",)
 SECRET = ("aws:secretsmanager/secret:Secret",)
 ROTATION = ("aws:secretsmanager/secretRotation:SecretRotation",)
 IAM_POLICY = ("aws:iam/rolePolicy:RolePolicy", "aws:iam/policy:Policy")
+IAM_ROLE = ("aws:iam/role:Role",)
+LOG_GROUP = ("aws:cloudwatch/logGroup:LogGroup",)
+KMS_KEY = ("aws:kms/key:Key",)
 
 
 # -- findings and the report -----------------------------------------------------------------
@@ -98,6 +103,10 @@ class PreflightReport:
     @property
     def warnings(self) -> int:
         return int((self.findings["severity"] == "warning").sum())
+
+    @property
+    def excepted(self) -> int:
+        return int((self.findings["severity"] == "excepted").sum())
 
     @property
     def ok(self) -> bool:
@@ -206,7 +215,8 @@ def run_preflight(settings: Settings, *, target: str = "sandbox", program: Progr
         if synthesis.error is not None and r.needs_complete_plan:
             skipped.append(r.id)
             continue
-        findings += [dataclasses.replace(f, rule=r.label) for f in r.check(ctx)]
+        findings += [except_(settings, dataclasses.replace(f, rule=r.label))
+                     for f in r.check(ctx)]
     if skipped:
         findings.append(Finding(
             "info", "program", f"{len(skipped)} rules need the whole plan and were not run: "
@@ -214,6 +224,19 @@ def run_preflight(settings: Settings, *, target: str = "sandbox", program: Progr
             rule=" ".join(SYNTHESIS_RULE)))
     return PreflightReport(_frame(findings), synthesis.stack, settings.environment, target,
                            rules_checked=len(RULES) - len(skipped) - len(skip))
+
+
+def except_(settings: Settings, finding: Finding) -> Finding:
+    """The finding as `excepted` when a valid policy exception of the environment file covers
+    its control on its resource; otherwise unchanged. Never turns a finding into a pass."""
+    for control in controls_of(finding.rule):
+        found = settings.exception_for(control, finding.resource)
+        if found is not None:
+            return dataclasses.replace(
+                finding, severity="excepted",
+                fix=f"policy exception in {settings.source} ({control}, owner {found.owner}, "
+                    f"until {found.expires.isoformat()}): {found.reason}")
+    return finding
 
 
 def _synthesize(settings: Settings, program: Program | None) -> Synthesis:
@@ -271,4 +294,4 @@ def _display(path: str | Path) -> str:
 
 
 # The rule families register themselves on import.
-from . import cost, seed, securityhub  # noqa: E402,F401  pyflakes: ignore
+from . import cost, exceptions, prowler, seed, securityhub  # noqa: E402,F401  pyflakes: ignore

@@ -5,7 +5,15 @@ from __future__ import annotations
 from . import (BUCKET, BUCKET_POLICY, CLUSTER, DB_INSTANCE, FLOW_LOG, FUNCTION, IAM_POLICY,
                PUBLIC_ACCESS_BLOCK, ROTATION, SECRET, SSE, SUBNET, VERSIONING, VPC, Context,
                Finding, _as_list, _attached, _denies_plain_http, _statements, error,
-               info, rule, warning)
+               rule, warning)
+from ...controls import MIN_BACKUP_DAYS, SECRETS_MAX_ROTATION_DAYS
+
+
+def _severity(ctx: Context):
+    """Hardening a control asks for: an error on a protected stack (prod), else a warning (an
+    environment that differs on purpose says so with a policy exception)."""
+    return error if ctx.strict else warning
+
 
 # -- rules: hardening, keyed to AWS Security Hub controls ------------------------------------
 @rule("TAP101", "RDS.2 not-public")
@@ -26,23 +34,74 @@ def rds_encrypted(ctx: Context) -> list[Finding]:
 
 @rule("TAP103", "RDS.7 deletion-protection")
 def rds_deletion_protection(ctx: Context) -> list[Finding]:
-    """RDS.7: without deletion protection one mistaken destroy drops the production database."""
-    make = error if ctx.strict else info
-    return [make(c.name, "cluster has no deletion protection",
-                 f"set db.deletion_protection: true in {ctx.params_file}")
+    """RDS.7: without deletion protection one mistaken destroy drops the database. Judged as
+    the control means it (protection on), not as "matches the environment file"; an environment
+    that deliberately goes without says so as a policy exception."""
+    return [_severity(ctx)(c.name, "cluster has no deletion protection",
+                           f"set db.deletion_protection: true in {ctx.params_file}")
             for c in ctx.of(CLUSTER) if c.inputs.get("deletionProtection") is not True]
 
 
 @rule("TAP104", "RDS.11 backups")
 def rds_backups(ctx: Context) -> list[Finding]:
-    """RDS.11: automated backups on (at least 1 day; 7 in prod) so data can be restored."""
-    need = 7 if ctx.strict else 1
+    """RDS.11: automated backups kept at least 7 days (the control's default), so a mistake
+    found after a long weekend can still be restored."""
     out = []
     for c in ctx.of(CLUSTER):
         days = c.inputs.get("backupRetentionPeriod", 1)  # AWS default: 1 day
-        if days < need:
-            out.append(error(c.name, f"backup retention is {days:g} day(s); needs >= {need}",
-                             f"set db.backup_retention_days >= {need} in {ctx.params_file}"))
+        if days < MIN_BACKUP_DAYS:
+            out.append(_severity(ctx)(
+                c.name, f"backup retention is {days:g} day(s); RDS.11 needs >= {MIN_BACKUP_DAYS}",
+                f"set db.backup_retention_days >= {MIN_BACKUP_DAYS} in {ctx.params_file}"))
+    return out
+
+
+@rule("TAP105", "RDS.9/RDS.37 log-exports")
+def rds_log_exports(ctx: Context) -> list[Finding]:
+    """RDS.9/RDS.37: without the postgresql log in CloudWatch Logs, failed logins and errors
+    vanish with the instance that wrote them."""
+    out = []
+    for c in ctx.of(CLUSTER):
+        exported = c.inputs.get("enabledCloudwatchLogsExports") or []
+        if "postgresql" not in exported:
+            out.append(_severity(ctx)(c.name, f"cluster exports {exported or 'no logs'} to "
+                                              "CloudWatch Logs, not the postgresql log",
+                                      'set enabled_cloudwatch_logs_exports=["postgresql"]'))
+    return out
+
+
+@rule("TAP106", "RDS.10/RDS.12 iam-auth")
+def rds_iam_auth(ctx: Context) -> list[Finding]:
+    """RDS.10/RDS.12: IAM database authentication lets access be granted and revoked with IAM
+    instead of long-lived database passwords (Aurora instances take the cluster's setting)."""
+    return [_severity(ctx)(c.name, "IAM database authentication is off",
+                           "set iam_database_authentication_enabled=True")
+            for c in ctx.of(CLUSTER) if c.inputs.get("iamDatabaseAuthenticationEnabled") is not True]
+
+
+@rule("TAP107", "RDS.15 multi-az")
+def rds_multi_az(ctx: Context) -> list[Finding]:
+    """RDS.15: instances left to RDS's choice of zone can all land in one (staging's two did),
+    so one zone's failure stops the database; each instance names its zone, spread over the
+    environment's. A single instance has no zone to fail over to."""
+    out = []
+    for c in ctx.of(CLUSTER):
+        members = [i for i in ctx.of(DB_INSTANCE)
+                   if i.inputs.get("clusterIdentifier") in (c.id, c.inputs.get("clusterIdentifier"))]
+        unplaced = [i.name for i in members if not i.inputs.get("availabilityZone")]
+        zones = {i.inputs.get("availabilityZone") for i in members} - {None}
+        want = min(len(members), len(ctx.settings.availability_zones))
+        if unplaced:
+            out.append(_severity(ctx)(c.name, f"instances {', '.join(unplaced)} name no zone: "
+                                              "RDS may put them all in one",
+                                      "set availability_zone per instance over the zones"))
+        elif len(members) == 1:
+            out.append(_severity(ctx)(c.name, "one instance: no zone to fail over to",
+                                      f"set db.instances >= 2 in {ctx.params_file}"))
+        elif len(zones) < want:
+            out.append(_severity(ctx)(c.name, f"{len(members)} instances in {len(zones)} zone(s) "
+                                              f"({', '.join(sorted(zones))}); needs {want}",
+                                      "spread availability_zone over the environment's zones"))
     return out
 
 
@@ -140,7 +199,8 @@ def vpc_flow_logs(ctx: Context) -> list[Finding]:
 @rule("TAP141", "SecretsManager.1 rotation")
 def secret_rotation(ctx: Context) -> list[Finding]:
     """SecretsManager.1, and seed 6's "fix": rotation was commented out, leaving the database
-    password unrotated while the environment file still asked for rotation."""
+    password unrotated while the environment file still asked for rotation. The master
+    password counts too: RDS rotates it only when it manages it."""
     rotated = {r.inputs.get("secretId") for r in ctx.of(ROTATION)}
     wanted = ctx.settings.secrets.rotation_enabled
     out = []
@@ -156,7 +216,31 @@ def secret_rotation(ctx: Context) -> list[Finding]:
             out.append((error if ctx.strict else warning)(
                 secret.name, f"rotation is disabled in {ctx.params_file}",
                 f"set secrets.rotation_enabled: true in {ctx.params_file}"))
-    return out
+    return out + _unmanaged_masters(ctx, "SecretsManager.1")
+
+
+def _unmanaged_masters(ctx: Context, control: str) -> list[Finding]:
+    """A cluster whose master password tap sets itself: RDS neither stores it in a secret it
+    rotates (the `rds!cluster-...` secret, every 7 days) nor rotates it at all."""
+    return [_severity(ctx)(c.name, f"{control}: the master password is not managed by RDS, so "
+                                   "no secret holds it and nothing rotates it",
+                           "set manage_master_user_password=True (no master_password)")
+            for c in ctx.of(CLUSTER) if c.inputs.get("manageMasterUserPassword") is not True]
+
+
+@rule("TAP142", "SecretsManager.4 rotation-period")
+def secret_rotation_period(ctx: Context) -> list[Finding]:
+    """SecretsManager.4: a secret not rotated within 90 days is a long-lived credential; covers
+    the application secret's schedule and the RDS-managed master secret."""
+    out = []
+    for r in ctx.of(ROTATION):
+        days = (r.inputs.get("rotationRules") or {}).get("automaticallyAfterDays")
+        if days is not None and days > SECRETS_MAX_ROTATION_DAYS:
+            out.append(_severity(ctx)(
+                r.name, f"rotation every {days:g} days; SecretsManager.4 needs <= "
+                        f"{SECRETS_MAX_ROTATION_DAYS}",
+                f"set secrets.rotation_days <= {SECRETS_MAX_ROTATION_DAYS} in {ctx.params_file}"))
+    return out + _unmanaged_masters(ctx, "SecretsManager.4")
 
 
 @rule("TAP151", "IAM.1 no-admin")

@@ -11,7 +11,7 @@ def _key_tags(ctx, key_id: str):
 @handler
 class Key(Handler):
     type = "aws:kms/key:Key"
-    applies = frozenset({"enableKeyRotation", "description"})
+    applies = frozenset({"enableKeyRotation", "description", "policy"})
     state_only = frozenset({"deletionWindowInDays"})  # only used when the key is deleted
     tagger = "kms"
 
@@ -19,7 +19,7 @@ class Key(Handler):
         kms = ctx.client("kms")
         key = kms.create_key(Description=inputs.get("description", ""), Tags=[
             {"TagKey": t["Key"], "TagValue": t["Value"]} for t in ctx.tag_list(inputs.get("tags"))
-        ])["KeyMetadata"]
+        ], **({"Policy": inputs["policy"]} if inputs.get("policy") else {}))["KeyMetadata"]
         self.modify(ctx, key["KeyId"], {}, inputs, {"description", "enableKeyRotation"})
         return key["KeyId"], {**inputs, "id": key["KeyId"], "keyId": key["KeyId"],
                               "arn": key["Arn"]}
@@ -28,6 +28,8 @@ class Key(Handler):
         kms = ctx.client("kms")
         if "description" in changed:
             kms.update_key_description(KeyId=id_, Description=new.get("description", ""))
+        if "policy" in changed and new.get("policy"):
+            kms.put_key_policy(KeyId=id_, PolicyName="default", Policy=new["policy"])
         if "enableKeyRotation" in changed:
             if new.get("enableKeyRotation"):
                 kms.enable_key_rotation(KeyId=id_)

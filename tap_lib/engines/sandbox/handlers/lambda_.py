@@ -32,7 +32,9 @@ def _config(inputs: dict) -> dict:
             "MemorySize": int(inputs.get("memorySize") or 128),
             "Environment": {"Variables": (inputs.get("environment") or {}).get("variables", {})},
             "VpcConfig": {"SubnetIds": vpc.get("subnetIds", []),
-                          "SecurityGroupIds": vpc.get("securityGroupIds", [])}}
+                          "SecurityGroupIds": vpc.get("securityGroupIds", [])},
+            # "" puts an update back on Lambda's own key, as the provider does
+            "KMSKeyArn": inputs.get("kmsKeyArn") or ""}
 
 
 def _function_tags(ctx, function: str):
@@ -45,7 +47,7 @@ def _function_tags(ctx, function: str):
 class Function(Handler):
     type = "aws:lambda/function:Function"
     applies = frozenset({"code", "role", "handler", "runtime", "timeout", "memorySize",
-                         "environment", "vpcConfig", "description"})
+                         "environment", "vpcConfig", "description", "kmsKeyArn"})
     tagger = "lambda"
     id_input = "name"
 
@@ -74,6 +76,7 @@ class Function(Handler):
             return None
         return {"name": id_, "memorySize": c.get("MemorySize"), "timeout": c.get("Timeout"),
                 "runtime": c.get("Runtime"), "handler": c.get("Handler"),
+                "kmsKeyArn": c.get("KMSKeyArn") or None,
                 "environment": {"variables": c.get("Environment", {}).get("Variables", {})},
                 "vpcConfig": {"subnetIds": sorted(c.get("VpcConfig", {}).get("SubnetIds", [])),
                               "securityGroupIds": c.get("VpcConfig", {}).get("SecurityGroupIds", [])}}

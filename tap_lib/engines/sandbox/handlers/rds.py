@@ -68,7 +68,9 @@ class Cluster(Handler):
               "vpcSecurityGroupIds": ("VpcSecurityGroupIds", list),
               "manageMasterUserPassword": ("ManageMasterUserPassword", bool),
               "masterUserSecretKmsKeyId": ("MasterUserSecretKmsKeyId", str),
-              "iamDatabaseAuthenticationEnabled": ("EnableIAMDatabaseAuthentication", bool)}
+              "iamDatabaseAuthenticationEnabled": ("EnableIAMDatabaseAuthentication", bool),
+              # a list in, Enable/DisableLogTypes out (modify builds it from old and new)
+              "enabledCloudwatchLogsExports": ("CloudwatchLogsExportConfiguration", list)}
     applies = frozenset(MODIFY)
     # Used when the cluster is deleted, or to steer a modify; never a setting of the cluster.
     state_only = frozenset({"skipFinalSnapshot", "finalSnapshotIdentifier", "applyImmediately",
@@ -92,7 +94,10 @@ class Cluster(Handler):
             PreferredBackupWindow=inputs.get("preferredBackupWindow"),
             DeletionProtection=bool(inputs.get("deletionProtection")),
             CopyTagsToSnapshot=bool(inputs.get("copyTagsToSnapshot")),
+            EnableCloudwatchLogsExports=list(inputs.get("enabledCloudwatchLogsExports") or []),
+            EnableIAMDatabaseAuthentication=bool(inputs.get("iamDatabaseAuthenticationEnabled")),
             Tags=ctx.tag_list(inputs.get("tags")))["DBCluster"]
+        _rotate_like_rds(ctx, cluster)
         return cluster["DBClusterIdentifier"], self._outputs(ctx, cluster, inputs)
 
     def _outputs(self, ctx, cluster: dict, inputs: dict) -> dict:
@@ -116,7 +121,11 @@ class Cluster(Handler):
         params = {}
         for prop in sorted(changed):
             name, conv = self.MODIFY[prop]
-            if new.get(prop) is not None:
+            if prop == "enabledCloudwatchLogsExports":
+                before, after = set(old.get(prop) or []), set(new.get(prop) or [])
+                params[name] = {"EnableLogTypes": sorted(after - before),
+                                "DisableLogTypes": sorted(before - after)}
+            elif new.get(prop) is not None:
                 params[name] = conv(new[prop])
         if "EngineVersion" in params and _major(params["EngineVersion"]) != _major(
                 str(old.get("engineVersion", ""))):
@@ -135,7 +144,10 @@ class Cluster(Handler):
                 "preferredBackupWindow": c.get("PreferredBackupWindow"),
                 "copyTagsToSnapshot": c.get("CopyTagsToSnapshot"),
                 "deletionProtection": c.get("DeletionProtection"),
-                "backupRetentionPeriod": c.get("BackupRetentionPeriod")}
+                "backupRetentionPeriod": c.get("BackupRetentionPeriod"),
+                "enabledCloudwatchLogsExports": sorted(c.get("EnabledCloudwatchLogsExports")
+                                                       or []),
+                "iamDatabaseAuthenticationEnabled": c.get("IAMDatabaseAuthenticationEnabled")}
 
     def tags(self, ctx, id_):
         found = ignore_missing(ctx.client("rds").describe_db_clusters, DBClusterIdentifier=id_)
@@ -158,6 +170,16 @@ class Cluster(Handler):
                            DBClusterSnapshotIdentifier=snap["DBClusterSnapshotIdentifier"])
         standin.remove(ctx, id_)
 
+
+
+def _rotate_like_rds(ctx, cluster: dict) -> None:
+    """RDS rotates the master secret it manages every 7 days; moto creates the secret but no
+    schedule. The schedule alone (no rotation now: the stand-in uses the current password)."""
+    arn = (cluster.get("MasterUserSecret") or {}).get("SecretArn")
+    sm = ctx.client("secretsmanager")
+    if arn and not sm.describe_secret(SecretId=arn).get("RotationEnabled"):
+        sm.rotate_secret(SecretId=arn, RotationRules={"AutomaticallyAfterDays": 7},
+                         RotateImmediately=False)
 
 
 def _major(version: str) -> str:
@@ -185,6 +207,8 @@ class ClusterInstance(Handler):
             DBInstanceClass=inputs["instanceClass"], Engine=inputs["engine"],
             PubliclyAccessible=bool(inputs.get("publiclyAccessible")),
             DBSubnetGroupName=inputs.get("dbSubnetGroupName"),
+            **({"AvailabilityZone": inputs["availabilityZone"]}
+               if inputs.get("availabilityZone") else {}),
             Tags=ctx.tag_list(inputs.get("tags")))["DBInstance"]
         return inputs["identifier"], {**inputs, "id": inputs["identifier"],
                                       "arn": inst["DBInstanceArn"], "writer": False}
@@ -211,7 +235,8 @@ class ClusterInstance(Handler):
         i = found["DBInstances"][0]
         return {"identifier": id_, "instanceClass": i["DBInstanceClass"],
                 "engineVersion": i.get("EngineVersion"),
-                "publiclyAccessible": i.get("PubliclyAccessible")}
+                "publiclyAccessible": i.get("PubliclyAccessible"),
+                "availabilityZone": i.get("AvailabilityZone")}
 
     def tags(self, ctx, id_):
         found = ignore_missing(ctx.client("rds").describe_db_instances,

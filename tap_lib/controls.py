@@ -1,0 +1,74 @@
+"""The security controls tap judges, by the id an independent scanner reports them under.
+
+One table, so that preflight, verify and a params file's policy exceptions agree on what a
+control id means: an exception naming an id that is not here is an error (a typo would
+otherwise except nothing and say nothing). Ids are Security Hub's (FSBP) where it has the
+control, else Prowler's check id, else tap's own (`tap:`), which neither scanner has.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Control:
+    id: str
+    source: str        # securityhub | prowler | tap
+    title: str
+
+
+_TABLE = [
+    # Security Hub (AWS Foundational Security Best Practices)
+    ("RDS.2", "securityhub", "DB instances prohibit public access"),
+    ("RDS.7", "securityhub", "DB clusters have deletion protection enabled"),
+    ("RDS.9", "securityhub", "DB instances publish logs to CloudWatch Logs"),
+    ("RDS.10", "securityhub", "IAM authentication is configured for DB instances"),
+    ("RDS.11", "securityhub", "automatic backups retained at least 7 days"),
+    ("RDS.12", "securityhub", "IAM authentication is configured for DB clusters"),
+    ("RDS.15", "securityhub", "DB clusters are configured for multiple Availability Zones"),
+    ("RDS.27", "securityhub", "DB clusters are encrypted at rest"),
+    ("RDS.37", "securityhub", "Aurora PostgreSQL clusters publish logs to CloudWatch Logs"),
+    ("S3.1", "securityhub", "account-level S3 Block Public Access"),
+    ("S3.5", "securityhub", "buckets require requests to use TLS"),
+    ("S3.8", "securityhub", "buckets block public access"),
+    ("S3.13", "securityhub", "buckets have lifecycle configurations"),
+    ("S3.14", "securityhub", "buckets have versioning enabled"),
+    ("S3.17", "securityhub", "buckets are encrypted at rest with KMS keys"),
+    ("EC2.6", "securityhub", "VPC flow logging is enabled"),
+    ("EC2.18", "securityhub", "security groups admit unrestricted traffic only on allowed ports"),
+    ("Lambda.5", "securityhub", "VPC Lambda functions operate in multiple Availability Zones"),
+    ("SecretsManager.1", "securityhub", "secrets have automatic rotation enabled"),
+    ("SecretsManager.4", "securityhub", "secrets are rotated within 90 days"),
+    ("IAM.1", "securityhub", "policies allow no full '*:*' administrative privileges"),
+    # Prowler check ids, where FSBP has no control
+    ("cloudwatch_log_group_kms_encryption_enabled", "prowler",
+     "log groups are encrypted with a KMS key"),
+    ("cloudwatch_log_group_retention_policy_specific_days_enabled", "prowler",
+     "log groups keep events at least 365 days"),
+    ("iam_role_cross_service_confused_deputy_prevention", "prowler",
+     "service roles' trust policies prevent the cross-service confused deputy"),
+    # tap's own (no scanner id)
+    ("tap:lambda-env-cmk", "tap",
+     "Lambda environment variables are encrypted with the stack's customer-managed key"),
+]
+
+CONTROLS: dict[str, Control] = {i: Control(i, source, title) for i, source, title in _TABLE}
+
+SECRETS_MAX_ROTATION_DAYS = 90     # SecretsManager.4's default maxDaysSinceRotation
+MIN_BACKUP_DAYS = 7                # RDS.11's default
+MIN_LOG_RETENTION_DAYS = 365       # Prowler's default for the retention check
+
+LOG_KMS = "cloudwatch_log_group_kms_encryption_enabled"
+LOG_RETENTION = "cloudwatch_log_group_retention_policy_specific_days_enabled"
+CONFUSED_DEPUTY = "iam_role_cross_service_confused_deputy_prevention"
+LAMBDA_CMK = "tap:lambda-env-cmk"
+
+
+def controls_of(label: str) -> list[str]:
+    """The control ids a rule, rule label or check names: 'TAP111 S3.1/S3.8 public-access-block'
+    -> [S3.1, S3.8]; none for a rule that is not keyed to a control."""
+    for token in (label or "").split():
+        found = [c for c in token.split("/") if c in CONTROLS]
+        if found:
+            return found
+    return []
