@@ -314,6 +314,10 @@ def cmd_verify(args) -> int:
               + f" ({report.aws_calls} AWS calls)")
         for note in report.notes:
             print(f"note: {note}")
+        if report.failed:
+            print(f"to converge drift: tap run repair --env {args.env} (verify, refresh, "
+                  "deploy, revoke undeclared rules, verify again; its record shows each "
+                  "failed check before and after)")
     return 0 if report.failed == 0 else 1
 
 
@@ -385,8 +389,11 @@ def cmd_audit(args) -> int:
                   + (f"…#{last}" if last != first else "") + "): no seal by a key "
                   "params/approvers lists vouches for them (`tap audit seal`)")
         state = "intact" if report.ok else f"BROKEN: {len(report.problems)} problem(s)"
+        copy = "" if report.locked is None else (
+            f" (its Object Lock copy holds {report.locked['entries']} entries, "
+            f"{report.locked['seals']} seals)")
         print(f"audit chain {state}: {report.entries} entries, {report.records} records, "
-              f"{report.seals} seal(s) under {report.root}; head #{report.head.seq} "
+              f"{report.seals} seal(s) under {report.root}{copy}; head #{report.head.seq} "
               f"{report.head.hash}")
         return 0 if report.ok else 1
     if args.action == "seal":

@@ -6,7 +6,9 @@
     │   ├── ProtectedStack        (2)  a protected stack changed without an approved plan
     │   ├── DestroyBlocked        (2)  a destroy would stop part-way; nothing was deleted
     │   ├── PlanRefused           (2)  a reviewed plan that no longer holds; nothing changed
-    │   └── SignatureRefused      (2)  a signature missing, damaged, or by a key not approved
+    │   ├── SignatureRefused      (2)  a signature missing, damaged, or by a key not approved
+    │   └── RecordsUnwritable     (2)  the audit records cannot be written; nothing started
+    │       └── LockedCopyUnwritable   the Object Lock copy of an s3:// root cannot be written
     ├── ChecksFailed              (1)  the operation ran and found problems
     │   └── PreflightBlocked      (1)  error-level preflight findings stopped preview/deploy
     ├── TargetUnreachable         (3)  emulator / AWS / pulumi CLI not available
@@ -207,4 +209,16 @@ class RecordsUnwritable(UsageError):
         super().__init__(f"cannot write the audit records at {where}: {reason}; {outcome}",
                          hint="point TAP_OUTPUTS at a writable directory with free space "
                               "(or unset it for outputs/)")
-        self.path, self.reason = str(path), reason
+        self.path, self.reason, self.variable = str(path), reason, variable
+
+
+class LockedCopyUnwritable(RecordsUnwritable):
+    """A trail entry or seal could not be written to the Object Lock copy of an s3:// records
+    root (access denied, no Object Lock, unreachable): its local line was taken back, and a
+    mutation whose start is not locked does not start."""
+
+    def __init__(self, path: object, reason: str, *, variable: str | None = None,
+                 outcome: str = "nothing was changed"):
+        super().__init__(path, reason, variable=variable, outcome=outcome)
+        self.hint = ("TAP_OUTPUTS must name a reachable bucket with S3 Object Lock enabled, "
+                     "where you may s3:PutObject and s3:PutObjectRetention")

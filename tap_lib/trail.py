@@ -7,8 +7,11 @@ a library call), and the engine writes its entries through `recorded()`: a "star
 the outcome. Records (executed and saved notebooks) are chained as they are stored
 (ops/runbook.store_record: operation "record").
 
-The trail is ``<records root>/trail.jsonl`` (an ``s3://`` root keeps it locally, beside its index,
-under ``tap_home()/audit/``). Each line is one entry::
+The trail is ``<records root>/trail.jsonl``. An ``s3://`` root keeps it locally, beside its
+index, under ``tap_home()/audit/`` (S3 has no append), and locks a copy of every line in the
+bucket as it is appended, seals too (records/locked.py): a line whose copy cannot be written is
+taken back, so a mutation whose "started" entry is not locked never starts. Each line is one
+entry::
 
     {"seq": n, "time": UTC, "operation": "deploy|destroy|refresh|approve|record|...",
      "result": "started|succeeded|failed|refused", "error": ErrorClass | null,
@@ -139,10 +142,9 @@ def record_location(record: Any, root: str) -> Any:
     return f"{root}/{record}" if is_remote(root) else str(Path(root) / record)
 
 
-def unwritable(path: object, reason: str,
-               outcome: str = "nothing was changed") -> RecordsUnwritable:
-    return RecordsUnwritable(path, reason, variable=os.environ.get("TAP_OUTPUTS") or None,
-                             outcome=outcome)
+def unwritable(path: object, reason: str, outcome: str = "nothing was changed",
+               kind: type[RecordsUnwritable] = RecordsUnwritable) -> RecordsUnwritable:
+    return kind(path, reason, variable=os.environ.get("TAP_OUTPUTS") or None, outcome=outcome)
 
 
 @contextlib.contextmanager
@@ -177,6 +179,30 @@ def append_bytes(path: Path, data: bytes, sync: bool = True) -> None:
                 raise
         finally:
             os.close(fd)
+
+
+def append_line(path: Path, line: bytes, copy_url: str | None = None) -> None:
+    """Append one line durably; with `copy_url` (an s3:// root), also lock a copy of it there
+    (records/locked.py), or take the local line back: the line is kept in both or in neither.
+    The caller holds the trail's lock."""
+    try:
+        size: int | None = os.stat(path).st_size
+    except (FileNotFoundError, NotADirectoryError):
+        size = None
+    append_bytes(path, line + b"\n")
+    if copy_url is None:
+        return
+    from .records.locked import put_line
+
+    try:
+        put_line(copy_url, line)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            if size is None:
+                os.unlink(path)
+            else:
+                os.truncate(path, size)
+        raise
 
 
 # -------------------------------------------------------------------------------- the chain
@@ -285,8 +311,9 @@ def append(operation: str, *, stack: str, target: str | None = None,
            extra: dict[str, Any] | None = None, root: str | None = None,
            seal: bool | None = None) -> dict[str, Any]:
     """Append one entry, chained to the current head; returns it as written (with its hash).
-    Sealed when `seal`, by default when TAP_SIGNING_KEY is set. RecordsUnwritable when the
-    trail cannot be written; then the trail is as it was."""
+    Sealed when `seal`, by default when TAP_SIGNING_KEY is set. With an s3:// root the entry is
+    also locked in the bucket (records/locked.py). RecordsUnwritable when the trail or its
+    locked copy cannot be written (LockedCopyUnwritable); then the trail is as it was."""
     if operation not in OPERATIONS:
         raise ValueError(f"operation {operation!r}; allowed: {', '.join(OPERATIONS)}")
     if result not in RESULTS:
@@ -310,10 +337,19 @@ def append(operation: str, *, stack: str, target: str | None = None,
         entry["hash"] = hashlib.sha256(body).hexdigest()
         # the line is the canonical body with the hash as its last member: verify can hash
         # the line's own bytes instead of encoding the entry again (records/verify.py)
-        append_bytes(path, body[:-1] + b',"hash":"' + entry["hash"].encode() + b'"}\n')
+        append_line(path, body[:-1] + b',"hash":"' + entry["hash"].encode() + b'"}',
+                    _entry_copy(root, entry))
     if signing.has_signing_key() if seal is None else seal:
         seal_entries(entry, root)
     return entry
+
+
+def _entry_copy(root: str, entry: dict[str, Any]) -> str | None:
+    if not is_remote(root):
+        return None
+    from .records.locked import entry_url
+
+    return entry_url(root, entry["seq"], entry["hash"])
 
 
 def seal_message(first: int, seq: int, hash_: str) -> bytes:
@@ -324,15 +360,22 @@ def seal_message(first: int, seq: int, hash_: str) -> bytes:
 def seal_entries(last: dict[str, Any], root: str | None = None,
                  first: int | None = None) -> dict[str, Any]:
     """Sign entries `first` (default: `last` alone) to `last` with TAP_SIGNING_KEY and keep the
-    seal in seals.jsonl: ``{"first", "seq", "hash", "time", "signature"}``."""
+    seal in seals.jsonl: ``{"first", "seq", "hash", "time", "signature"}``; with an s3:// root
+    also locked in the bucket, or not kept at all (LockedCopyUnwritable)."""
     root = root or records_root()
     seq = int(last["seq"])
     start = seq if first is None else first
     seal = {"first": start, "seq": seq, "hash": last["hash"],
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "signature": signing.sign(seal_message(start, seq, last["hash"]))}
+    line = canonical(seal)
+    copy = None
+    if is_remote(root):
+        from .records.locked import seal_url
+
+        copy = seal_url(root, seq, line)
     with locked(root) as path:
-        append_bytes(path.with_name(SEALS_NAME), canonical(seal) + b"\n")
+        append_line(path.with_name(SEALS_NAME), line, copy)
     return seal
 
 
@@ -379,13 +422,14 @@ def _finish(operation: str, begun: dict[str, Any], common: dict[str, Any],
                        **common, **fields)
     except RecordsUnwritable as failed:  # `tap audit verify` shows it as interrupted
         raise unwritable(failed.path, failed.reason, f"{happened}, but the trail has only its "
-                         f"start (entry #{begun['seq']})") from exc
+                         f"start (entry #{begun['seq']})", type(failed)) from exc
     if seal and signing.has_signing_key():
         try:
             seal_entries(entry, common["root"])
         except RecordsUnwritable as failed:
             raise unwritable(failed.path, failed.reason, f"{happened}; its outcome is entry "
-                             f"#{entry['seq']}, not sealed (`tap audit seal`)") from exc
+                             f"#{entry['seq']}, not sealed (`tap audit seal`)",
+                             type(failed)) from exc
     _after_mutation(operation)
 
 

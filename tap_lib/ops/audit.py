@@ -4,8 +4,9 @@ verify, seals, exports) and `tap audit seal`.
 Every `tap run` leaves one executed notebook under ``<root>/<env>/`` whose ``metadata.tap`` says
 who ran what against which stack; an index lists them; the trail (tap_lib/trail.py) chains them
 with every mutation; seals signed by a key params/approvers lists prove the chain. The root is
-``outputs/`` (``TAP_OUTPUTS`` moves it), or an ``s3://bucket/prefix`` URL whose index, trail and
-seals stay locally under ``tap_home()/audit/``.
+``outputs/`` (``TAP_OUTPUTS`` moves it), or an ``s3://bucket/prefix`` URL: records under S3 Object
+Lock, index, trail and seals locally under ``tap_home()/audit/``, every trail and seal line also
+locked in the bucket (records/locked.py), which `verify` compares.
 """
 from __future__ import annotations
 

@@ -41,6 +41,7 @@ from ..engines.registry import check_target
 from ..errors import ConfigError, UsageError
 from ..project import NOTEBOOKS, notebooks_dir
 from ..project import RUNBOOK as ALL
+from ..records.locked import put_locked, retention_days
 from . import audit
 from .stack import settings_for
 
@@ -54,7 +55,6 @@ FROM_OPTIONS = {"env": "--env", "target": "--target"}
 # Parameters that name an audit record: confined to the records root (ops/audit.py).
 FILE_PARAMETERS = frozenset({"export"})
 MAX_PARAMETER_CHARS = 1024
-DEFAULT_RETENTION_DAYS = 365
 
 
 @dataclass
@@ -322,15 +322,6 @@ def store_record(nb: NotebookNode, root: str, path: str) -> dict[str, Any]:
     return entry
 
 
-def retention_days() -> int:
-    """How long S3 Object Lock keeps each record (TAP_RECORDS_RETENTION_DAYS, default 365)."""
-    raw = os.environ.get("TAP_RECORDS_RETENTION_DAYS", "").strip() or str(DEFAULT_RETENTION_DAYS)
-    if not re.fullmatch(r"[0-9]{1,5}", raw) or int(raw) < 1:
-        raise ConfigError("expected a whole number of days, 1 to 99999",
-                          field="TAP_RECORDS_RETENTION_DAYS", value=raw[:40])
-    return int(raw)
-
-
 def check_records_root(root: str) -> None:
     """Checked before a kernel starts, so no run ends with a record that cannot be stored: a
     local root must be a folder tap can create (RecordsUnwritable), an s3:// root a bucket
@@ -356,17 +347,6 @@ def check_records_root(root: str) -> None:
                           "edited or deleted", field="TAP_OUTPUTS", value=root,
                           hint="create the records bucket with Object Lock enabled "
                                "(create-bucket --object-lock-enabled-for-bucket)")
-
-
-def put_locked(url: str, content: bytes) -> str:
-    from datetime import timedelta
-
-    bucket, _, key = url.removeprefix("s3://").partition("/")
-    until = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=retention_days())
-    _s3().put_object(Bucket=bucket, Key=key, Body=content, ContentType="application/json",
-                     ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=until,
-                     ChecksumAlgorithm="SHA256")
-    return until.isoformat()
 
 
 def _s3():

@@ -25,16 +25,22 @@ def record_paths(root: str) -> list[str]:
 
 
 def s3_records(root: str) -> list[tuple[str, str]]:
-    """(url, key) of each record object under an s3:// root."""
+    """(url, key) of each record object under an s3:// root: its env folders are listed, not
+    the ``_`` folders (the trail's and the seals' locked copies: records/locked.py)."""
     bucket, _, prefix = root.removeprefix("s3://").partition("/")
     prefix = f"{prefix}/" if prefix else ""
+    paginator = s3().get_paginator("list_objects_v2")
+    envs = [common["Prefix"]
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
+            for common in page.get("CommonPrefixes", [])
+            if not common["Prefix"][len(prefix):].startswith("_")]
     found = []
-    pages = s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    for page in pages:
-        for obj in page.get("Contents", []):
-            rel = obj["Key"][len(prefix):].split("/")
-            if len(rel) == 2 and rel[1].endswith(".ipynb") and not rel[0].startswith("_"):
-                found.append((f"s3://{bucket}/{obj['Key']}", obj["Key"]))
+    for env in envs:
+        for page in paginator.paginate(Bucket=bucket, Prefix=env):
+            for obj in page.get("Contents", []):
+                rel = obj["Key"][len(prefix):].split("/")
+                if len(rel) == 2 and rel[1].endswith(".ipynb"):
+                    found.append((f"s3://{bucket}/{obj['Key']}", obj["Key"]))
     return sorted(found)
 
 

@@ -3,7 +3,8 @@
 Every entry is checked against its hash and its predecessor; every record against the SHA-256 its
 entry holds (and the head it embeds); every record present against the trail; every index row
 against its record's entry; every seal against params/approvers and the chain (records/seals.py);
-with an s3:// root, each record's Object Lock retention. What no seal vouches for is listed as
+with an s3:// root, each record's Object Lock retention, and the local trail and seals against
+their Object Lock copy (records/locked.py). What no seal vouches for is listed as
 unsealed, and a mutation that started but never ended (a killed process) as interrupted: facts
 to know, not breaks.
 """
@@ -19,7 +20,7 @@ from typing import Any
 from .. import signing, trail
 from ..errors import TapError
 from ..trail import is_remote, record_location, records_root
-from . import seals
+from . import locked, seals
 from .index import index_path, numbered_rows, row_digest
 from .problem import Problem, dedupe
 from .store import read_bytes, record_paths, s3, s3_records, split
@@ -40,6 +41,7 @@ class Verification:
     unsealed: list[int] = field(default_factory=list)       # seq no valid seal vouches for
     interrupted: list[int] = field(default_factory=list)    # seq of "started" with no outcome
     warnings: list[str] = field(default_factory=list)       # facts an auditor should weigh
+    locked: dict[str, int] | None = None    # s3:// root: entries and seals in the locked copy
 
     @property
     def ok(self) -> bool:
@@ -51,7 +53,8 @@ class Verification:
                                                   "time": self.head.time},
                 "problems": [asdict(p) for p in self.problems], "seals": self.seals,
                 "unsealed": self.unsealed, "interrupted": self.interrupted,
-                "warnings": self.warnings, "duration_s": round(self.duration_s, 3)}
+                "warnings": self.warnings, "locked": self.locked,
+                "duration_s": round(self.duration_s, 3)}
 
 
 def chain_head(output_dir: str | None = None) -> trail.Head:
@@ -76,6 +79,12 @@ def verify(output_dir: str | None = None, expect_head: str | None = None,
     approvers = signing.approvers_now()
     sealed = seals.check(root, entries, approvers)
     problems += sealed.problems
+    warnings = _approvers_warning(approvers) if sealed.lines else []
+    copy = None
+    if is_remote(root):
+        copy = locked.compare(root)
+        problems += copy.problems
+        warnings += copy.warnings
     unsealed = seals.unsealed(entries, sealed)
     if require_seals and unsealed:
         problems.append(Problem("unsealed", f"entries {_span(unsealed)}",
@@ -90,7 +99,8 @@ def verify(output_dir: str | None = None, expect_head: str | None = None,
     records = sum(1 for e in entries if e.get("operation") == "record")
     return Verification(root, len(entries), records, trail.head(root), problems,
                         time.monotonic() - t0, len(sealed.spans), unsealed, interrupted,
-                        _approvers_warning(approvers) if sealed.lines else [])
+                        warnings,
+                        None if copy is None else {"entries": copy.entries, "seals": copy.seals})
 
 
 def _approvers_warning(approvers: str) -> list[str]:
