@@ -343,7 +343,8 @@ def test_unknown_replacement_trigger_replaces_in_preview_and_fails_a_deploy():
     deploy (nothing knows whether to replace)."""
     from pulumi.runtime import rpc
 
-    from tap_lib.engines.sandbox.engine import _diff, _trigger
+    from tap_lib.engines.sandbox.steps import diff as _diff
+    from tap_lib.engines.sandbox.steps import trigger_of as _trigger
     from tap_lib.engines.sandbox.handlers import REGISTRY
     from tap_lib.engines.sandbox.state import ResourceRecord
     from tap_lib.engines.synth import Registration

@@ -14,7 +14,7 @@ order. A replacement that keeps a physical name (`Handler.collides`) cannot exis
 old resource: like `deleteBeforeReplace`, a preview pass run first finds those, and they and the
 dependents the plan replaces with them are deleted (reverse dependency order) before the
 program runs; the pass then creates them, each still one `replace` step. The program's own
-replacement options are honoured as Pulumi's step generator does (`_diff`): ignore_changes,
+replacement options are honoured as Pulumi's step generator does (`steps.diff`): ignore_changes,
 replace_on_changes, replacement_trigger (recorded per resource), and delete_before_replace,
 which when set overrides the physical-name rule either way.
 """
@@ -27,8 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from pulumi.runtime import rpc
-
 from ... import trail
 from ...aws import Clients
 from ...config import Settings
@@ -36,46 +34,21 @@ from ...errors import (OperationFailed, PlanMismatch, ProtectedStack, SandboxSta
                        TapError, UnsupportedResource)
 from ..base import (Engine, HistoryEntry, Plan, ProgressCallback, ResourceState, Result, Step,
                     StackMeta, StepEvent)
-from ..changes import describe, matches, property_changes
+from ..changes import property_changes
 from ..drift import differs, merge_live
 from ..synth import MOCK_ACCOUNT, PlaceholderResolver, Registration, synthesize
 from ..versions import catalog_engine_versions
 from . import lambda_runtime, server, standin
 from .handlers import REGISTRY, Context, Handler
-from .state import (OperationLock, ResourceRecord, StateStore, changed_keys, keep_secret,
-                    normalize, normalize_reveal)
+from .state import (OperationLock, ResourceRecord, StateStore, keep_secret, normalize,
+                    normalize_reveal)
+from .steps import (REPLACED, REPLACEMENT_TRIGGER, base_urn, diff, known_outputs, ordered,
+                    restorable, same_step, said, trigger_of)
 
 TARGET = "sandbox"
 # Warm runtime processes for a block of invocations (a fleet's payments): two were no faster
 # than one on 2 cores (benchmarks/bench_fleet.py).
 RUNTIME_WORKERS = 1
-# How a step names a replacement its replacement_trigger option forced (not an input).
-REPLACEMENT_TRIGGER = "replacementTrigger"
-# A replaced resource's old record, kept until it is deleted (`<urn>#replaced`, `.2`, ...).
-REPLACED = "#replaced"
-
-
-def base_urn(urn: str) -> str:
-    """The resource a record stands for: a side key's own URN."""
-    return urn.split(REPLACED, 1)[0]
-
-
-def _generation(urn: str) -> int:
-    _, _, n = urn.partition(REPLACED)
-    return int(n.lstrip(".") or 1)
-
-
-def restorable(resources: dict[str, ResourceRecord]) -> dict[str, str]:
-    """Side key -> URN for old copies whose replacement was never recorded as created (absent
-    or pending): the newest generation is the resource again once that pending one settles."""
-    out: dict[str, str] = {}
-    for urn in sorted((u for u in resources if REPLACED in u), key=_generation, reverse=True):
-        base, current = base_urn(urn), resources.get(base_urn(urn))
-        if (current is None or current.status == "pending-create") and base not in out.values():
-            out[urn] = base
-    return out
-
-
 def _handler_for(reg_type: str, urn: str) -> Handler:
     handler = REGISTRY.get(reg_type)
     if handler is None:
@@ -155,14 +128,14 @@ class _Resolver:
         norm = normalize(reg.inputs)
         record = self.restored.get(reg.urn) or store.state.resources.get(reg.urn)
         rebuilt = self.rebuilt.get(reg.urn)
-        trigger = _trigger(reg, self.apply)
+        trigger = trigger_of(reg, self.apply)
         values: list[dict] = []
         if record is None or record.status != "created":
             op, changed = ("replace", list(rebuilt.diffs)) if rebuilt else ("create", [])
             if rebuilt:
                 values = list(rebuilt.changes)
         else:
-            op, changed = _diff(handler, reg, record, norm, trigger)
+            op, changed = diff(handler, reg, record, norm, trigger)
             values = property_changes(record.inputs, norm, changed)
         step = Step(reg.urn, reg.type, reg.name, op, changed, changes=values)
         with self._lock:
@@ -174,12 +147,12 @@ class _Resolver:
         if not self.apply:
             if op in ("create", "replace"):   # a replaced resource's outputs are new ones
                 return self.placeholder.resource(reg)
-            return record.id, _known_outputs(record, reg.inputs, norm)
+            return record.id, known_outputs(record, reg.inputs, norm)
         if op == "same":
             if record.replacement_trigger != trigger:   # set or cleared: recorded, as Pulumi
                 store.put(dataclasses.replace(record, replacement_trigger=trigger))
             self._event(step, "done")
-            return record.id, _known_outputs(record, reg.inputs, norm)
+            return record.id, known_outputs(record, reg.inputs, norm)
         self.check_planned(step)
         if op == "replace" and not self.confirmed:
             raise ProtectedStack(self.engine.stack, f"this deploy would replace {reg.name}",
@@ -198,7 +171,7 @@ class _Resolver:
         store = self.engine.store
         ctx = self.engine.context(reg.urn, reg.name,
                                   [d for d in step.diffs if d != REPLACEMENT_TRIGGER])
-        trigger = _trigger(reg, self.apply)
+        trigger = trigger_of(reg, self.apply)
         inputs = normalize_reveal(reg.inputs)
         op = step.op
         if op == "update":
@@ -244,71 +217,6 @@ class _Resolver:
             total = self.total if self.total and self.finished <= self.total else None
             self.progress(StepEvent(step, phase, self.finished, total,
                                     time.monotonic() - self.started, error))
-
-
-def same_step(planned: Step | None, step: Step) -> bool:
-    """The step a reviewed plan holds: same op, same properties, the values reviewed."""
-    return planned is not None and planned.op == step.op and \
-        sorted(planned.diffs) == sorted(step.diffs) and matches(planned.changes, step.changes)
-
-
-def said(step: Step | None) -> str:
-    if step is None:
-        return "nothing"
-    shown = "; ".join(describe(c) for c in step.changes) or ", ".join(step.diffs)
-    return f"{step.op} {shown}".strip()
-
-
-def _trigger(reg: Registration, apply: bool) -> Any:
-    """The registration's replacement_trigger, normalized like inputs (secrets as digests).
-    As Pulumi: unknowns are fine in a preview (they count as changed), an error in a deploy."""
-    trigger = normalize(reg.replacement_trigger)
-    if apply and _has_unknown(trigger):
-        raise OperationFailed(f"replacement trigger contains unknowns for {reg.urn}")
-    return trigger
-
-
-def _has_unknown(value: Any) -> bool:
-    if isinstance(value, dict):
-        return any(_has_unknown(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_unknown(v) for v in value)
-    return value == rpc.UNKNOWN
-
-
-def _diff(handler: Handler, reg: Registration, record: ResourceRecord, norm: dict,
-          trigger: Any) -> tuple[str, list[str]]:
-    """(op, changed inputs) for a recorded resource, as Pulumi's step generator decides it:
-    the provider's rules (the replacement table) for the changed inputs, except those in
-    ignore_changes (the stored value stands for them); replace_on_changes makes a change of
-    the listed inputs ("*": any) a replace; a replacement_trigger that differs from the one
-    recorded (an unknown always does, neither side unset) replaces, whatever the inputs, and
-    shows as the pseudo-input REPLACEMENT_TRIGGER."""
-    changed = [k for k in changed_keys(record.inputs, norm) if k not in reg.ignore_changes]
-    op = handler.classify(changed) if changed else "same"
-    if changed and ("*" in reg.replace_on_changes or any(
-            k.split(".")[0].split("[")[0] == c for k in reg.replace_on_changes
-            for c in changed)):
-        op = "replace"
-    old = record.replacement_trigger
-    if trigger is not None and old is not None and (
-            _has_unknown(trigger) or _has_unknown(old) or trigger != old):
-        op, changed = "replace", sorted([*changed, REPLACEMENT_TRIGGER])
-    return op, changed
-
-
-def _known_outputs(record: ResourceRecord, inputs: dict, norm: dict) -> dict:
-    """Outputs for a resource deploy leaves alone. State holds them redacted (digests for
-    secrets and archives), so inputs are handed back as the program gave them, except where
-    the provider computed something else from an unchanged input (the stand-in's port).
-    `norm` is `normalize(inputs)`, already computed for the diff (it hashes archives)."""
-    merged = dict(inputs)
-    for key, stored in record.outputs.items():
-        if key not in inputs:
-            merged[key] = stored
-        elif norm[key] == record.inputs.get(key) and stored != record.inputs[key]:
-            merged[key] = stored
-    return merged
 
 
 def _with_urn(exc: BaseException, urn: str) -> BaseException:
@@ -435,7 +343,7 @@ class SandboxEngine(Engine):
         syn = self._synthesize(resolver, preview=True)
         steps = resolver.steps + self._removed_steps(syn, skip=restorable(
             self.store.state.resources))
-        return Plan(self.stack, TARGET, _ordered(steps, syn), operation="preview")
+        return Plan(self.stack, TARGET, ordered(steps, syn), operation="preview")
 
     def _up(self, progress: ProgressCallback | None, *, confirm: str | None,
             meta: StackMeta, plan: Plan | None = None) -> Result:
@@ -477,7 +385,7 @@ class SandboxEngine(Engine):
             state.outputs = normalize(syn.outputs)
             state.region = self.settings.region
             self.store.save()
-            result = Result(self.stack, TARGET, _ordered(resolver.steps, syn),
+            result = Result(self.stack, TARGET, ordered(resolver.steps, syn),
                             operation="deploy", outputs=state.outputs,
                             duration_s=time.monotonic() - started,
                             notes=notes + resolver.notes)
@@ -720,12 +628,6 @@ class SandboxEngine(Engine):
         if found:
             handler.delete(ctx, found, inputs, normalize_reveal(rec.outputs))
         self.store.drop(rec.urn)
-
-
-def _ordered(steps: list[Step], syn) -> list[Step]:
-    """Program order for declared resources, deletes last (as Pulumi displays them)."""
-    order = {r.urn: i for i, r in enumerate(syn.registrations)} if syn else {}
-    return sorted(steps, key=lambda s: (s.op == "delete", order.get(s.urn, 1 << 30)))
 
 
 def stop_sandbox() -> server.SandboxStatus:
