@@ -6,16 +6,15 @@ Exit codes: 0 success, 1 the operation found problems, 2 bad usage or configurat
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Callable
 
+from . import terminal
 from .errors import ChecksFailed, TapError, UsageError
-
-if TYPE_CHECKING:  # pandas loads in ~0.7 s: imported where a table is shown
-    import pandas as pd
+from .terminal import emit_json, emit_table
+from .terminal import plan_text
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -25,99 +24,6 @@ def command(name: str):
         COMMANDS[name] = fn
         return fn
     return register
-
-
-# -- output helpers -------------------------------------------------------------------------
-def emit_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str, sort_keys=False))
-
-
-# Terminal tables fit this many columns (status first) unless --wide.
-TABLE_WIDTH = 100
-FIRST_COLUMNS = ("status", "op", "severity")
-_wide = False
-
-
-def emit_table(df: pd.DataFrame, title: str | None = None) -> None:
-    if title:
-        print(title)
-    if df.empty:
-        print("  (none)")
-        return
-    import pandas as pd
-
-    if _wide:
-        with pd.option_context("display.max_rows", None, "display.max_columns", None,
-                               "display.width", 10_000, "display.max_colwidth", None):
-            print(df.to_string(index=False))
-        return
-    print(fit_table(df, TABLE_WIDTH))
-
-
-def fit_table(df: pd.DataFrame, width: int) -> str:
-    """The table as text within `width` columns: status (or op, severity) first, the widest
-    columns cut (ending in "…") until it fits; `--wide` shows everything."""
-    first = [c for c in FIRST_COLUMNS if c in df.columns]
-    df = df[first + [c for c in df.columns if c not in first]]
-    cols = [str(c) for c in df.columns]
-    cells = [["" if _blank(v) else str(v).replace("\n", " ") for v in row]
-             for row in df.itertuples(index=False)]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
-    floor = [min(w, max(8, len(c))) for w, c in zip(widths, cols)]
-    while sum(widths) + 2 * (len(widths) - 1) > width:
-        shrinkable = [k for k in range(len(widths)) if widths[k] > floor[k]]
-        if not shrinkable:
-            break
-        widths[max(reversed(shrinkable), key=lambda k: widths[k])] -= 1
-
-    def cut(text: str, w: int) -> str:
-        return text if len(text) <= w else text[:w - 1] + "…"
-
-    lines = ["  ".join(cut(c, w).ljust(w) for c, w in zip(cols, widths)).rstrip()]
-    lines += ["  ".join(cut(v, w).ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells]
-    return "\n".join(lines)
-
-
-def _blank(value: Any) -> bool:
-    import pandas as pd
-
-    try:
-        return value is None or bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
-
-
-def _plan_text(plan) -> None:
-    from .engines.changes import describe
-
-    changes = plan.changes_frame()
-    if not changes.empty:
-        emit_table(changes)
-    values = [f"  {step.name}  {describe(c)}" for step in plan.changes for c in step.changes]
-    if values:
-        print("values (old → new):")
-        print("\n".join(values))
-    summary = ", ".join(f"{n} {op}" for op, n in plan.summary.items() if n)
-    print(f"{plan.stack} ({plan.target}) {plan.operation}: {summary or 'no resources'}")
-    if getattr(plan, "cost", None):
-        _cost_text(plan.cost)
-
-
-def _cost_text(cost: dict) -> None:
-    """The estimate under a plan: total, delta, biggest items, and what it leaves out."""
-    partial = "" if cost["complete"] else f" + {len(cost['unknown'])} unknown item(s)"
-    print(f"monthly estimate: {cost['monthly_usd']:,.2f} {cost['currency']}{partial} "
-          f"(change {cost['delta_monthly_usd']:+,.2f}"
-          f"{'' if cost['delta_complete'] else ', excluding unknown items'}; "
-          f"prices as of {cost['as_of']})")
-    for key, date in cost["assumptions"].get("price_dates", {}).items():
-        print(f"  price of {key} as of {date} (catalog.json names its source)")
-    for item in cost["top"][:3]:
-        more = "" if item["complete"] else " + unknown"
-        print(f"  {item['monthly_usd']:>10,.2f}{more}  {item['name']} "
-              f"({item['type'].split(':')[-1]})")
-    for line in cost["unknown"]:
-        print(f"  unknown: {line}")
 
 
 def _interactive() -> bool:
@@ -200,7 +106,7 @@ def cmd_preview(args) -> int:
         emit_json({**plan.to_dict(), **({"plan_file": str(path), "plan_hash": reviewed.hash}
                                         if args.save_plan else {})})
     else:
-        _plan_text(plan)
+        plan_text(plan)
         if args.save_plan:
             signed = "signed" if reviewed.signature else \
                 "UNSIGNED (no TAP_SIGNING_KEY: a protected stack will not deploy it)"
@@ -218,7 +124,7 @@ def cmd_approve(args) -> int:
         emit_json({"plan": reviewed.source, "hash": reviewed.hash, "author": reviewed.author,
                    "approved_by": plans.approved_by(reviewed)})
     else:
-        _plan_text(reviewed.plan)
+        plan_text(reviewed.plan)
         print(f"approved {reviewed.source} ({reviewed.hash}) by "
               f"{', '.join(plans.approved_by(reviewed))}; author {reviewed.author}")
     return 0
@@ -243,7 +149,7 @@ def cmd_deploy(args) -> int:
             stack.refresh(args.env, args.target, args.set, confirm=args.confirm)
         shown = plans.make_plan(args.env, args.target, args.set, **skip)
         shown.source = "the plan shown"
-        _plan_text(shown.plan)
+        plan_text(shown.plan)
         if not shown.plan.changes:
             print("nothing to do")
             return 0
@@ -260,7 +166,7 @@ def _show_result(args, result) -> int:
     if args.json:
         emit_json(result.to_dict())
     else:
-        _plan_text(result)
+        plan_text(result)
         for note in result.notes:
             print(f"note: {note}")
         print(f"done in {result.duration_s:.1f}s")
@@ -273,7 +179,7 @@ def cmd_destroy(args) -> int:
 
     result = stack.destroy(args.env, args.target, args.set, yes=args.yes, confirm=args.confirm,
                            progress=_progress(args), plan=args.plan)
-    emit_json(result.to_dict()) if args.json else _plan_text(result)
+    emit_json(result.to_dict()) if args.json else plan_text(result)
     return 0
 
 
@@ -283,7 +189,7 @@ def cmd_refresh(args) -> int:
 
     result = stack.refresh(args.env, args.target, args.set, progress=_progress(args),
                            confirm=args.confirm)
-    emit_json(result.to_dict()) if args.json else _plan_text(result)
+    emit_json(result.to_dict()) if args.json else plan_text(result)
     return 0
 
 
@@ -413,7 +319,7 @@ def cmd_audit(args) -> int:
 
         table = pd.DataFrame(rows, columns=audit.TRAIL_COLUMNS)
         table["sealed"] = table["sealed"].map({True: "yes", False: "no"})
-        if not _wide:
+        if not terminal.wide:
             table = table[["status", "seq", "time", "operation", "stack", "operator", "sealed"]]
         emit_table(table, "trail entries:")
         return 0
@@ -421,7 +327,7 @@ def cmd_audit(args) -> int:
     if args.json:
         emit_json(table.to_dict("records"))
     else:
-        if not _wide:  # the columns an operator scans, within the terminal
+        if not terminal.wide:  # the columns an operator scans, within the terminal
             table = table.assign(record=table.path.str.rsplit("/", n=1).str[-1])[
                 ["status", "record", "env", "operator", "summary"]]  # the name holds the time
         emit_table(table, "audit records:")
@@ -605,8 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    global _wide
-    _wide = bool(getattr(args, "wide", False))
+    terminal.wide = bool(getattr(args, "wide", False))
     try:
         return COMMANDS[args.command](args)
     except ChecksFailed as exc:

@@ -1,0 +1,102 @@
+"""Text output of the `tap` command: JSON, tables that fit a terminal (status first, cut with
+"…" unless --wide), plans with their values and cost. Only the command line prints; operations
+return data.
+"""
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pandas loads in ~0.7 s: imported where a table is shown
+    import pandas as pd
+
+def emit_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str, sort_keys=False))
+
+
+# Terminal tables fit this many columns (status first) unless --wide.
+TABLE_WIDTH = 100
+FIRST_COLUMNS = ("status", "op", "severity")
+wide = False   # --wide: set by the command line for this run
+
+
+def emit_table(df: pd.DataFrame, title: str | None = None) -> None:
+    if title:
+        print(title)
+    if df.empty:
+        print("  (none)")
+        return
+    import pandas as pd
+
+    if wide:
+        with pd.option_context("display.max_rows", None, "display.max_columns", None,
+                               "display.width", 10_000, "display.max_colwidth", None):
+            print(df.to_string(index=False))
+        return
+    print(fit_table(df, TABLE_WIDTH))
+
+
+def fit_table(df: pd.DataFrame, width: int) -> str:
+    """The table as text within `width` columns: status (or op, severity) first, the widest
+    columns cut (ending in "…") until it fits; `--wide` shows everything."""
+    first = [c for c in FIRST_COLUMNS if c in df.columns]
+    df = df[first + [c for c in df.columns if c not in first]]
+    cols = [str(c) for c in df.columns]
+    cells = [["" if _blank(v) else str(v).replace("\n", " ") for v in row]
+             for row in df.itertuples(index=False)]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
+    floor = [min(w, max(8, len(c))) for w, c in zip(widths, cols)]
+    while sum(widths) + 2 * (len(widths) - 1) > width:
+        shrinkable = [k for k in range(len(widths)) if widths[k] > floor[k]]
+        if not shrinkable:
+            break
+        widths[max(reversed(shrinkable), key=lambda k: widths[k])] -= 1
+
+    def cut(text: str, w: int) -> str:
+        return text if len(text) <= w else text[:w - 1] + "…"
+
+    lines = ["  ".join(cut(c, w).ljust(w) for c, w in zip(cols, widths)).rstrip()]
+    lines += ["  ".join(cut(v, w).ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def _blank(value: Any) -> bool:
+    import pandas as pd
+
+    try:
+        return value is None or bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def plan_text(plan) -> None:
+    from .engines.changes import describe
+
+    changes = plan.changes_frame()
+    if not changes.empty:
+        emit_table(changes)
+    values = [f"  {step.name}  {describe(c)}" for step in plan.changes for c in step.changes]
+    if values:
+        print("values (old → new):")
+        print("\n".join(values))
+    summary = ", ".join(f"{n} {op}" for op, n in plan.summary.items() if n)
+    print(f"{plan.stack} ({plan.target}) {plan.operation}: {summary or 'no resources'}")
+    if getattr(plan, "cost", None):
+        cost_text(plan.cost)
+
+
+def cost_text(cost: dict) -> None:
+    """The estimate under a plan: total, delta, biggest items, and what it leaves out."""
+    partial = "" if cost["complete"] else f" + {len(cost['unknown'])} unknown item(s)"
+    print(f"monthly estimate: {cost['monthly_usd']:,.2f} {cost['currency']}{partial} "
+          f"(change {cost['delta_monthly_usd']:+,.2f}"
+          f"{'' if cost['delta_complete'] else ', excluding unknown items'}; "
+          f"prices as of {cost['as_of']})")
+    for key, date in cost["assumptions"].get("price_dates", {}).items():
+        print(f"  price of {key} as of {date} (catalog.json names its source)")
+    for item in cost["top"][:3]:
+        more = "" if item["complete"] else " + unknown"
+        print(f"  {item['monthly_usd']:>10,.2f}{more}  {item['name']} "
+              f"({item['type'].split(':')[-1]})")
+    for line in cost["unknown"]:
+        print(f"  unknown: {line}")
