@@ -79,7 +79,7 @@ def cmd_preflight(args) -> int:
     if args.json:
         emit_json(report.to_dict())
     else:
-        emit_table(report.findings, f"preflight {args.env}:")
+        emit_table(report.findings, f"preflight {args.env}:", problems_first=True)
         print(f"{report.errors} error(s), {report.warnings} warning(s)")
     return 0 if report.ok else 1
 
@@ -214,7 +214,7 @@ def cmd_verify(args) -> int:
     if args.json:
         emit_json(report.to_dict())
     else:
-        emit_table(report.checks, f"verify {args.env}:")
+        emit_table(report.checks, f"verify {args.env}:", problems_first=True)
         print(f"{report.passed} passed, {report.failed} failed"
               + (f", {report.excepted} excepted" if report.excepted else "")
               + f" ({report.aws_calls} AWS calls)")

@@ -17,18 +17,23 @@ def emit_json(data: Any) -> None:
 # Terminal tables fit this many columns (status first) unless --wide.
 TABLE_WIDTH = 100
 FIRST_COLUMNS = ("status", "op", "severity")
+# With problems_first, rows in this order of their status or severity (others after, in order).
+PROBLEM_ORDER = {"fail": 0, "failed": 0, "error": 0, "warning": 1, "excepted": 2}
 wide = False   # --wide: set by the command line for this run
 
 
-def emit_table(df: pd.DataFrame, title: str | None = None) -> None:
+def emit_table(df: pd.DataFrame, title: str | None = None, *,
+               problems_first: bool = False) -> None:
+    """A table, never cut: long cells wrap within their column (--wide: one line a row)."""
     if title:
         print(title)
     if df.empty:
         print("  (none)")
         return
-    import pandas as pd
-
+    df = _ordered(df, problems_first)
     if wide:
+        import pandas as pd
+
         with pd.option_context("display.max_rows", None, "display.max_columns", None,
                                "display.width", 10_000, "display.max_colwidth", None):
             print(df.to_string(index=False))
@@ -36,11 +41,22 @@ def emit_table(df: pd.DataFrame, title: str | None = None) -> None:
     print(fit_table(df, TABLE_WIDTH))
 
 
-def fit_table(df: pd.DataFrame, width: int) -> str:
-    """The table as text within `width` columns: status (or op, severity) first, the widest
-    columns cut (ending in "…") until it fits; `--wide` shows everything."""
+def _ordered(df: pd.DataFrame, problems_first: bool) -> pd.DataFrame:
+    """Status (or op, severity) first; with `problems_first`, failing rows on top."""
     first = [c for c in FIRST_COLUMNS if c in df.columns]
     df = df[first + [c for c in df.columns if c not in first]]
+    key = next((c for c in ("status", "severity") if c in df.columns), None)
+    if problems_first and key:
+        rank = df[key].map(lambda v: PROBLEM_ORDER.get(str(v).lower(), 9))
+        df = df.assign(_rank=rank).sort_values("_rank", kind="stable").drop(columns="_rank")
+    return df.reset_index(drop=True)
+
+
+def fit_table(df: pd.DataFrame, width: int) -> str:
+    """The table as text within `width` columns: the widest columns narrowed until it fits,
+    their cells wrapped onto more lines, never cut (the evidence is the point)."""
+    import textwrap
+
     cols = [str(c) for c in df.columns]
     cells = [["" if _blank(v) else str(v).replace("\n", " ") for v in row]
              for row in df.itertuples(index=False)]
@@ -52,12 +68,14 @@ def fit_table(df: pd.DataFrame, width: int) -> str:
             break
         widths[max(reversed(shrinkable), key=lambda k: widths[k])] -= 1
 
-    def cut(text: str, w: int) -> str:
-        return text if len(text) <= w else text[:w - 1] + "…"
+    def lines_of(row: list[str]) -> list[str]:
+        wrapped = [textwrap.wrap(v, w, break_on_hyphens=False) or [""]
+                   for v, w in zip(row, widths)]
+        return ["  ".join((col[i] if i < len(col) else "").ljust(w)
+                          for col, w in zip(wrapped, widths)).rstrip()
+                for i in range(max(len(col) for col in wrapped))]
 
-    lines = ["  ".join(cut(c, w).ljust(w) for c, w in zip(cols, widths)).rstrip()]
-    lines += ["  ".join(cut(v, w).ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells]
-    return "\n".join(lines)
+    return "\n".join([*lines_of(cols), *(line for row in cells for line in lines_of(row))])
 
 
 def _blank(value: Any) -> bool:

@@ -1,0 +1,50 @@
+"""What the command line prints: the evidence is never cut (issue #20: `--set
+db.engine_version=15.3` showed `aurora-postgresql 15…`), failures come first, and --wide keeps
+the same column order. Pure text, no emulator."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from tap_lib import terminal
+
+
+@pytest.fixture
+def findings() -> pd.DataFrame:
+    return pd.DataFrame([
+        {"rule": "TAP001", "resource": "vpc-dev", "message": "fine", "severity": "info"},
+        {"rule": "TAP005", "resource": "aurora-cluster-dev",
+         "message": "db.engine_version 15.3 is not offered in eu-west-2; offered: 15.6, 15.7, "
+                    "15.8, 15.10, 16.2, 16.3, 16.4, 16.6 (catalog tap_lib/data)",
+         "severity": "error"},
+        {"rule": "TAP190", "resource": "all", "message": "exception expired", "severity":
+         "warning"}])
+
+
+def test_long_cells_wrap_within_the_width_and_are_never_cut(findings, capsys, monkeypatch):
+    monkeypatch.setattr(terminal, "wide", False)
+    terminal.emit_table(findings, "preflight dev:", problems_first=True)
+    out = capsys.readouterr().out
+    assert "…" not in out and all(len(line) <= terminal.TABLE_WIDTH for line in out.splitlines())
+    words = " ".join(out.split())
+    for token in ("15.3", "15.6,", "16.6", "(catalog", "tap_lib/data)"):
+        assert token in words, token
+
+
+def test_failures_first_and_status_first_also_when_wide(findings, capsys, monkeypatch):
+    for flag in (False, True):
+        monkeypatch.setattr(terminal, "wide", flag)
+        terminal.emit_table(findings, problems_first=True)
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0].split()[0] == "severity"
+        ranked = [line.split()[0] for line in lines[1:] if line.split() and
+                  line.split()[0] in ("error", "warning", "info")]
+        assert ranked == ["error", "warning", "info"], lines
+
+
+def test_without_problems_first_rows_keep_their_order(findings, capsys, monkeypatch):
+    monkeypatch.setattr(terminal, "wide", False)
+    terminal.emit_table(findings)
+    rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]
+            if line.split() and line.split()[0] in ("error", "warning", "info")]
+    assert rows == ["info", "error", "warning"]
