@@ -117,4 +117,8 @@ def cost_text(cost: dict) -> None:
         print(f"  {item['monthly_usd']:>10,.2f}{more}  {item['name']} "
               f"({item['type'].split(':')[-1]})")
     for line in cost["unknown"]:
-        print(f"  unknown: {line}")
+        what, _, why = line.partition(": ")
+        if len(why) > 80:  # a price's research (catalog.json "missing"): --json has it whole
+            why = "no price in the catalog (tap_lib/cost/catalog.json 'missing' says what " \
+                  "was searched; --json has it whole)"
+        print(f"  unknown: {what}: {why}")

@@ -48,3 +48,16 @@ def test_without_problems_first_rows_keep_their_order(findings, capsys, monkeypa
     rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]
             if line.split() and line.split()[0] in ("error", "warning", "info")]
     assert rows == ["info", "error", "warning"]
+
+
+def test_a_price_s_research_is_pointed_to_not_printed(capsys):
+    research = "searched the AWS Price List API for eu-west-2 " * 12
+    cost = {"complete": False, "unknown": [f"aurora-instance-0-dev aurora_instance_hour: "
+                                           f"{research}", "nat-dev bytes: quantity unknown"],
+            "monthly_usd": 100.0, "currency": "USD", "delta_monthly_usd": 0.0,
+            "delta_complete": True, "as_of": "2026-07-08", "assumptions": {}, "top": []}
+    terminal.cost_text(cost)
+    out = capsys.readouterr().out
+    assert research.strip() not in out and "catalog.json 'missing'" in out
+    assert "unknown: aurora-instance-0-dev aurora_instance_hour: no price" in out
+    assert "unknown: nat-dev bytes: quantity unknown" in out
