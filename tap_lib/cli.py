@@ -339,8 +339,17 @@ def cmd_audit(args) -> int:
 
 @command("lab")
 def cmd_lab(args) -> int:
-    from .lab import start_lab
+    from .lab import start_lab, stop_labs
 
+    if args.action == "stop":
+        stopped = stop_labs()
+        for folder in stopped:
+            print(f"stopped JupyterLab and its kernels for session {folder}")
+        if not stopped:
+            print("no tap lab running")
+        return 0
+    if not args.env:
+        raise UsageError("tap lab needs --env ENV (the environment its notebooks run on)")
     return start_lab(args.env, args.target, port=args.port)
 
 
@@ -486,7 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("lab", help="JupyterLab on working copies of the notebooks "
                                    "(saved sessions and their deploys are recorded)")
-    p.add_argument("--env", required=True, help="environment file params/<ENV>.yaml")
+    p.add_argument("action", nargs="?", choices=("start", "stop"), default="start",
+                   help="start (default) a session, or stop every running one and its kernels")
+    p.add_argument("--env", help="environment file params/<ENV>.yaml (start)")
     p.add_argument("--target", choices=tuple(TARGETS), default=None)
     p.add_argument("--port", type=int, help="JupyterLab's port (default: its own choice)")
 

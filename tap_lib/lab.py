@@ -30,6 +30,7 @@ from .project import notebooks_dir, tap_home
 
 SESSION_FILE = "session.json"
 IPYTHON_DIR = ".ipython"          # in the session folder: its kernels' IPython configuration
+LAB_FILE = "lab.json"             # in the session folder while its JupyterLab runs: its pid
 HOOK = "tap_lib.lab.post_save"
 SESSION_KEY = "tap_session"
 
@@ -96,16 +97,76 @@ def lab_command(folder: Path, port: int | None = None) -> list[str]:
 
 
 def start_lab(env: str, target: str | None = None, port: int | None = None) -> int:
-    """Create a session and run JupyterLab on it until it is stopped; its exit code."""
+    """Create a session and run JupyterLab on it until it is stopped (Ctrl+C, SIGTERM or
+    SIGHUP to tap, or `tap lab stop`); its exit code. Stopping tap stops JupyterLab and every
+    kernel it started."""
+    import signal
+
     folder = create_session(env, target)
     print(f"session {folder}\n  saved notebooks and their deploys are recorded under "
-          f"{trail.records_root()} (`tap audit`)", flush=True)
+          f"{trail.records_root()} (`tap audit`); stop with Ctrl+C or `tap lab stop`",
+          flush=True)
     child_env = {k: v for k, v in os.environ.items() if k != trail.RECORD_ENV}
     child_env["IPYTHONDIR"] = str(folder / IPYTHON_DIR)
+    child = subprocess.Popen(lab_command(folder, port), env=child_env)
+    info = folder / LAB_FILE
+    info.write_text(json.dumps({"pid": child.pid, "tap_pid": os.getpid()}), encoding="utf-8")
+    handlers = {sig: signal.signal(sig, lambda *_: stop_process(child.pid))
+                for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        return subprocess.call(lab_command(folder, port), env=child_env)
+        return child.wait()
     except KeyboardInterrupt:
+        stop_process(child.pid)
         return 130
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        info.unlink(missing_ok=True)
+
+
+def stop_process(pid: int, timeout_s: float = 20) -> bool:
+    """Stop JupyterLab and everything it started (kernels run in process sessions of their
+    own, so a signal to JupyterLab's group alone would leave them): terminate the whole tree,
+    kill what is left after `timeout_s`. False when no such process runs."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        family = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return False
+    for member in family:
+        try:
+            member.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(family, timeout=timeout_s)
+    for member in alive:
+        try:
+            member.kill()
+        except psutil.NoSuchProcess:
+            pass
+    return True
+
+
+def stop_labs() -> list[Path]:
+    """`tap lab stop`: every JupyterLab `tap lab` runs for this TAP_HOME, and its kernels; the
+    session folders they served."""
+    import psutil
+
+    stopped = []
+    for info in sorted(sessions_dir().glob(f"*/{LAB_FILE}")):
+        try:
+            pid = int(json.loads(info.read_text(encoding="utf-8"))["pid"])
+            cmdline = psutil.Process(pid).cmdline()
+        except (OSError, ValueError, KeyError, TypeError, psutil.Error):
+            cmdline = []
+        # only the JupyterLab of that session: a pid the system reused is left alone
+        if any("jupyterlab" in part for part in cmdline) and \
+                f"--ServerApp.root_dir={info.parent}" in cmdline and stop_process(pid):
+            stopped.append(info.parent)
+        info.unlink(missing_ok=True)
+    return stopped
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -162,3 +162,65 @@ def test_a_real_jupyter_server_save_becomes_a_record(home: Path) -> None:
     assert saved.cells[-1].source == "checked by carol"
     assert saved.metadata["tap"]["session"] == str(folder / "verify.ipynb")
     assert audit.verify().ok
+
+
+def _running_lab(port: int) -> tuple[subprocess.Popen, list]:
+    """`tap lab` as an operator starts it, once its JupyterLab answers, with a kernel running
+    (started through JupyterLab's API, as opening a notebook does); its process tree."""
+    import psutil
+
+    tap = subprocess.Popen([sys.executable, "-m", "tap_lib.cli", "lab", "--env", "dev",
+                            "--port", str(port)], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           env={**os.environ, "JUPYTER_TOKEN": "tap-test-token"})
+    headers = {"Authorization": "token tap-test-token", "Content-Type": "application/json"}
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api", timeout=2)
+            break
+        except OSError:
+            if time.monotonic() > deadline or tap.poll() is not None:
+                tap.kill()
+                raise AssertionError(tap.stderr.read().decode()[-2000:]) from None
+            time.sleep(0.3)
+    started = urllib.request.Request(f"http://127.0.0.1:{port}/api/kernels", data=b"{}",
+                                     headers=headers, method="POST")
+    assert urllib.request.urlopen(started, timeout=60).status == 201
+    family = [tap.pid] + [p.pid for p in psutil.Process(tap.pid).children(recursive=True)]
+    assert any("ipykernel" in " ".join(psutil.Process(p).cmdline()) for p in family), family
+    return tap, family
+
+
+def _all_gone(pids: list[int]) -> bool:
+    import psutil
+
+    alive = [p for p in pids if psutil.pid_exists(p) and
+             psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    return not alive
+
+
+def test_sigterm_to_tap_lab_stops_jupyterlab_and_its_kernels(home: Path) -> None:
+    """Issue #20: `kill -TERM` of tap lab left JupyterLab and its kernels running."""
+    tap, family = _running_lab(free_port())
+    tap.terminate()
+    tap.wait(timeout=60)
+    time.sleep(0.5)
+    assert _all_gone(family), family
+    assert list((home / "home" / "sessions").glob("*/session.json"))
+    assert not list((home / "home" / "sessions").glob(f"*/{lab.LAB_FILE}"))
+
+
+def test_tap_lab_stop_stops_a_lab_started_elsewhere(home: Path, capsys) -> None:
+    from tap_lib import cli
+
+    tap, family = _running_lab(free_port())
+    try:
+        assert cli.main(["lab", "stop"]) == 0
+        assert "stopped JupyterLab and its kernels for session" in capsys.readouterr().out
+        tap.wait(timeout=60)
+        assert _all_gone(family[1:]), family
+    finally:
+        tap.kill()
+    assert cli.main(["lab", "stop"]) == 0 and "no tap lab running" in capsys.readouterr().out
+    assert cli.main(["lab"]) == 2 and "--env" in capsys.readouterr().err
