@@ -17,7 +17,7 @@ from . import signing
 from .errors import ProtectedStack, SignatureRefused
 from .signing import Signer
 
-OPERATIONS = ("deploy", "destroy")
+OPERATIONS = ("deploy", "destroy", "refresh")
 
 
 def digest(body: dict[str, Any]) -> str:
@@ -114,7 +114,8 @@ def require(authorization: Authorization | None, stack: str, operation: str, *,
         raise ProtectedStack(
             stack, f"{what} needs a reviewed plan signed by its author and approved by a "
                    "second key of params/approvers", None,
-            hint=f"tap preview --env {env}{' --destroy' if operation == 'destroy' else ''} "
+            hint=f"tap preview --env {env}"
+                 f"{' --' + operation if operation in ('destroy', 'refresh') else ''} "
                  "--save-plan FILE; a second principal of params/approvers: tap approve FILE; "
                  f"then tap {operation} --env {env} --plan FILE"
                  + (f" --yes --confirm {stack}" if operation == "destroy" else ""))

@@ -94,11 +94,13 @@ def cmd_preview(args) -> int:
         # Where a target with plans of its own (Pulumi) keeps one; others write nothing there.
         artifact = Path(args.save_plan + ".target-plan.json")
         reviewed = plans.make_plan(args.env, args.target, args.set, skip_rules=args.skip_rule,
-                                   reason=args.reason, artifact=artifact, destroy=args.destroy)
+                                   reason=args.reason, artifact=artifact, destroy=args.destroy,
+                                   refresh=args.refresh)
         path = plans.save_plan(reviewed, args.save_plan)
         plan = reviewed.plan
-    elif args.destroy:
-        raise UsageError("--destroy previews a destroy plan for review: give --save-plan FILE")
+    elif args.destroy or args.refresh:
+        raise UsageError("--destroy and --refresh make a plan for review: give --save-plan "
+                         "FILE")
     else:
         plan = stack.preview(args.env, args.target, args.set, skip_rules=args.skip_rule,
                              reason=args.reason)
@@ -188,7 +190,7 @@ def cmd_refresh(args) -> int:
     from .ops import stack
 
     result = stack.refresh(args.env, args.target, args.set, progress=_progress(args),
-                           confirm=args.confirm)
+                           confirm=args.confirm, plan=args.plan)
     emit_json(result.to_dict()) if args.json else plan_text(result)
     return 0
 
@@ -444,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "--plan FILE` applies exactly it")
     p.add_argument("--destroy", action="store_true",
                    help="with --save-plan: a destroy plan (`tap destroy --plan FILE`)")
+    p.add_argument("--refresh", action="store_true",
+                   help="with --save-plan: a refresh plan (`tap refresh --plan FILE`), which a "
+                        "protected stack's refresh needs")
     gated(p)
     p = stack_cmd("deploy", "create or update the stack")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -460,6 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = stack_cmd("refresh", "read every resource as it is now into the stack's state")
     p.add_argument("--confirm", metavar="STACK", help=confirm_help)
+    p.add_argument("--plan", metavar="FILE",
+                   help="an approved refresh plan (needed for a protected stack)")
     p = stack_cmd("destroy", "delete every resource of the stack")
     p.add_argument("--yes", action="store_true", help="required")
     p.add_argument("--confirm", metavar="STACK", help=confirm_help)

@@ -259,3 +259,30 @@ def test_sandbox_reset_and_repair_refuse_a_protected_stack(prod, sandbox_home):
     with pytest.raises(ProtectedStack, match="repair changes it outside a reviewed plan"):
         repair("prod")
     assert live_counts(prod) == before
+
+
+def test_a_protected_refresh_needs_an_approved_refresh_plan(prod, tmp_path, signers):
+    """A refresh changes no resource, but it changes what every later plan is computed
+    against: on a protected stack it, too, goes only through an approved plan."""
+    state = prod.store.path.read_bytes()
+    out = tap("refresh", "--env", "prod")
+    assert out.returncode == 2 and "a refresh needs a reviewed plan" in out.stderr
+    assert "--refresh --save-plan" in out.stderr and "Traceback" not in out.stderr
+    with pytest.raises(ProtectedStack):
+        SandboxEngine(load_settings("prod")).refresh(confirm=PROD)    # below the operations
+    assert prod.store.path.read_bytes() == state
+    deploy_plan = reviewed_plan(tmp_path / "deploy.json", signers=signers)
+    wrong = tap("refresh", "--env", "prod", "--plan", deploy_plan)
+    assert wrong.returncode == 2 and "not a refresh plan" in wrong.stderr
+    plan = tmp_path / "refresh.json"
+    saved = tap("preview", "--env", "prod", "--refresh", "--save-plan", str(plan),
+                env=signers.env("alice"))
+    assert saved.returncode == 0, saved.stderr
+    unapproved = tap("refresh", "--env", "prod", "--plan", str(plan))
+    assert unapproved.returncode == 2 and "second key" in unapproved.stderr
+    assert tap("approve", str(plan), env=signers.env("carol")).returncode == 0
+    done = tap("refresh", "--env", "prod", "--plan", str(plan), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["operation"] == "refresh"
+    entry = [e for e in trail.read() if e["operation"] == "refresh"][-1]
+    assert entry["result"] == "succeeded"

@@ -274,11 +274,16 @@ class Engine(ABC):
         return blockers
 
     def refresh(self, progress: ProgressCallback | None = None, *,
-                confirm: str | None = None) -> Result:
+                confirm: str | None = None,
+                authorization: Authorization | None = None) -> Result:
         """Read every resource as it is now into the stack's state (drift becomes visible to
-        preview, and the next deploy repairs it). Changes no resource."""
+        preview, and the next deploy repairs it). Changes no resource, but what later plans are
+        computed against: a protected stack's refresh needs an approved refresh plan."""
         with trail.recorded(self, "refresh") as outcome:
-            self.check_origin(confirm)
+            meta = self.check_origin(confirm)
+            if meta.protected if meta else self.settings.protected:
+                authority.require(authorization, self.stack, "refresh", what="a refresh",
+                                  env=self.settings.environment)
             outcome["result"] = self._refresh(progress)
         return outcome["result"]
 

@@ -80,7 +80,7 @@ def state_fingerprint(engine: Engine) -> str:
 # -- making and reading plans -------------------------------------------------------------------
 def make_plan(env: str, target: str | None = None, overrides=(), *, skip_rules=(),
               reason: str | None = None, artifact: Path | None = None,
-              destroy: bool = False) -> ReviewedPlan:
+              destroy: bool = False, refresh: bool = False) -> ReviewedPlan:
     """Preview (gated by preflight) and capture everything the plan depends on; signed by its
     author when TAP_SIGNING_KEY is set (a protected stack deploys only signed plans)."""
     target = check_target(target)
@@ -89,11 +89,14 @@ def make_plan(env: str, target: str | None = None, overrides=(), *, skip_rules=(
     fingerprint = state_fingerprint(engine)
     if destroy:
         plan = engine.preview_destroy()
+    elif refresh:  # reads every resource into the state; changes none: no steps to review
+        plan = Plan(engine.stack, target, [], operation="refresh")
     else:
         plan = stack_ops.preview(env, target, overrides, skip_rules=skip_rules, reason=reason,
                                  artifact=artifact)
     commit, dirty = trail.git_state()
-    body = {"kind": KIND, "version": VERSION, "operation": "destroy" if destroy else "deploy",
+    operation = "destroy" if destroy else "refresh" if refresh else "deploy"
+    body = {"kind": KIND, "version": VERSION, "operation": operation,
             "stack": plan.stack, "target": target,
             "env": env, "env_file": settings.source, "overrides": list(overrides),
             "settings": settings.public_dict(), "commit": commit, "dirty": dirty,

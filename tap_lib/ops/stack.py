@@ -126,9 +126,22 @@ def deploy(env: str, target: str | None = None, overrides=(),
 
 
 def refresh(env: str, target: str | None = None, overrides=(),
-            progress: ProgressCallback | None = None, *, confirm: str | None = None) -> Result:
-    return open_engine(settings_for(env, overrides), target, tuple(overrides)).refresh(
-        progress, confirm=confirm)
+            progress: ProgressCallback | None = None, *, confirm: str | None = None,
+            plan: str | Path | None = None) -> Result:
+    """Read what is live into the state; a protected stack only with an approved refresh plan
+    (`tap preview --refresh --save-plan FILE`, then `tap approve FILE`)."""
+    from . import plans
+
+    target = check_target(target)
+    engine = open_engine(settings_for(env, overrides), target, tuple(overrides))
+    reviewed = plans.load_plan(plan) if plan else None
+    if reviewed is not None:
+        if reviewed.operation != "refresh":
+            raise plans.PlanRefused(reviewed.source, "not a refresh plan (make one with "
+                                                     "`tap preview --refresh --save-plan`)")
+        plans.check_applicable(reviewed, engine, env, target, tuple(overrides))
+    return engine.refresh(progress, confirm=confirm,
+                          authorization=reviewed.authorization if reviewed else None)
 
 
 def check_destroy_confirmation(settings: Settings, yes: bool) -> None:
