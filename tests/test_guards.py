@@ -251,10 +251,13 @@ def test_sandbox_reset_and_repair_refuse_a_protected_stack(prod, sandbox_home):
     before = live_counts(prod)
     out = tap("sandbox", "reset", close_stdin=True)
     assert out.returncode == 2, out.stderr
-    assert f"{PROD} is protected: a sandbox reset would delete it" in out.stderr
+    assert f"{PROD} is protected: a sandbox reset would lose it" in out.stderr
     assert "--destroy --save-plan" in out.stderr and "Traceback" not in out.stderr
     entry = trail.read()[-1]
     assert (entry["operation"], entry["result"], entry["stack"]) == ("reset", "refused", PROD)
+    stop = tap("sandbox", "stop", close_stdin=True)   # the emulator would forget prod too
+    assert stop.returncode == 2 and "stopping the sandbox would lose it" in stop.stderr
+    assert trail.read()[-1]["notes"] == ["tap sandbox stop"]
     from tap_lib.ops.repair import repair
     with pytest.raises(ProtectedStack, match="repair changes it outside a reviewed plan"):
         repair("prod")

@@ -631,9 +631,25 @@ class SandboxEngine(Engine):
 
 
 def stop_sandbox() -> server.SandboxStatus:
-    """Stop the emulator; the stacks it held are forgotten, so their databases go too."""
+    """Stop the emulator; the stacks it held are forgotten, so their databases go too. Refused
+    while a protected stack lives in it: stopping would lose it as a reset does."""
+    if server.status().running:
+        _refuse_while_protected("stopping the sandbox", "stop")
     standin.forget_every_stack()
     return server.stop()
+
+
+def _refuse_while_protected(what: str, operation: str) -> None:
+    protected = protected_stacks()
+    if not protected:
+        return
+    trail.append("reset", stack=", ".join(protected), target=TARGET, result="refused",
+                 error="ProtectedStack", notes=[f"tap sandbox {operation}"])
+    raise ProtectedStack(protected[0], f"{what} would lose it" + (
+        f" (and {', '.join(protected[1:])})" if protected[1:] else ""), None,
+        hint=f"destroy it first with an approved destroy plan: tap preview --env ENV "
+             f"--destroy --save-plan FILE; tap approve FILE; tap destroy --env ENV --plan "
+             f"FILE --yes --confirm {protected[0]}")
 
 
 def protected_stacks() -> list[str]:
@@ -653,15 +669,7 @@ def reset_sandbox() -> server.SandboxStatus:
 
     from .state import stack_dir
 
-    protected = protected_stacks()
-    if protected:
-        trail.append("reset", stack=", ".join(protected), target=TARGET, result="refused",
-                     error="ProtectedStack")
-        raise ProtectedStack(protected[0], "a sandbox reset would delete it" + (
-            f" (and {', '.join(protected[1:])})" if protected[1:] else ""), None,
-            hint=f"destroy it first with an approved destroy plan: tap preview --env ENV "
-                 f"--destroy --save-plan FILE; tap approve FILE; tap destroy --env ENV --plan "
-                 f"FILE --yes --confirm {protected[0]}")
+    _refuse_while_protected("a sandbox reset", "reset")
     trail.append("reset", stack="(sandbox)", target=TARGET, result="started")  # write-ahead
     try:
         standin.forget_every_stack()
