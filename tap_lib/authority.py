@@ -83,7 +83,7 @@ class Authorization:
             raise ProtectedStack(stack, f"the plan authorizes {self.operation} of "
                                         f"{self.body.get('stack')}, not {operation} of {stack}",
                                  None, hint="make and approve a plan for this operation")
-        from .trail import git_state
+        from .provenance import git_state
 
         commit, dirty = git_state()
         if dirty is not False or commit != self.body.get("commit"):

@@ -204,7 +204,7 @@ def _write_approvals(source: str, approvals: list[dict[str, str]]) -> None:
     """Beside the plan; in an s3:// records root as a new locked version of that object."""
     text = json.dumps(approvals, indent=1)
     if trail.is_remote(source):
-        from .runbook import put_locked
+        from ..records.locked import put_locked
 
         put_locked(_approvals_path(source), text.encode())
     else:
