@@ -633,10 +633,18 @@ class SandboxEngine(Engine):
 def stop_sandbox() -> server.SandboxStatus:
     """Stop the emulator; the stacks it held are forgotten, so their databases go too. Refused
     while a protected stack lives in it: stopping would lose it as a reset does."""
-    if server.status().running:
+    if protected_stacks() and _maybe_running():
         _refuse_while_protected("stopping the sandbox", "stop")
     standin.forget_every_stack()
     return server.stop()
+
+
+def _maybe_running() -> bool:
+    """Whether the emulator may hold stacks now; a damaged runtime file cannot say no."""
+    try:
+        return server.status().running
+    except TapError:
+        return True
 
 
 def _refuse_while_protected(what: str, operation: str) -> None:
