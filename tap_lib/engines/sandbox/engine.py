@@ -21,208 +21,32 @@ which when set overrides the physical-name rule either way.
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import boto3
-from ... import trail
+
 from ...aws import Clients
 from ...config import Settings
-from ...errors import (OperationFailed, PlanMismatch, ProtectedStack, SandboxStateLost,
-                       TapError, UnsupportedResource)
+from ...errors import OperationFailed, PlanMismatch, ProtectedStack, SandboxStateLost, TapError
 from ..base import (Engine, HistoryEntry, Plan, ProgressCallback, ResourceState, Result, Step,
-                    StackMeta, StepEvent)
-from ..changes import property_changes
+                    StackMeta)
 from ..drift import differs, merge_live
-from ..synth import MOCK_ACCOUNT, PlaceholderResolver, Registration, synthesize
+from ..synth import MOCK_ACCOUNT, synthesize
 from ..versions import catalog_engine_versions
 from . import lambda_runtime, server, standin
-from .handlers import REGISTRY, Context, Handler
-from .state import (OperationLock, ResourceRecord, StateStore, keep_secret, normalize,
-                    normalize_reveal)
-from .steps import (REPLACED, REPLACEMENT_TRIGGER, base_urn, diff, known_outputs, ordered,
-                    restorable, same_step, said, trigger_of)
+from .handlers import Context
+from .lifecycle import TARGET
+from .lifecycle import protected_stacks, reset_sandbox, stop_sandbox  # noqa: F401 - the CLI's
+from .resolver import Resolver, handler_for
+from .state import OperationLock, ResourceRecord, StateStore, normalize, normalize_reveal
+from .steps import REPLACED, base_urn, ordered, restorable, same_step, said
+from .steps import REPLACEMENT_TRIGGER  # noqa: F401 - tests name it through the engine
 
-TARGET = "sandbox"
 # Warm runtime processes for a block of invocations (a fleet's payments): two were no faster
 # than one on 2 cores (benchmarks/bench_fleet.py).
 RUNTIME_WORKERS = 1
-def _handler_for(reg_type: str, urn: str) -> Handler:
-    handler = REGISTRY.get(reg_type)
-    if handler is None:
-        raise UnsupportedResource(reg_type, urn)
-    return handler
-
-
-class _Resolver:
-    """Answers registrations during preview (apply=False) or deploy (apply=True)."""
-
-    def __init__(self, engine: "SandboxEngine", apply: bool,
-                 progress: ProgressCallback | None = None, confirmed: bool = True,
-                 plan: Plan | None = None):
-        self.engine, self.apply, self.progress = engine, apply, progress
-        self.confirmed = confirmed     # False: a replace on this (protected) stack is refused
-        # A reviewed plan: every step must be the one it says, or the deploy stops there.
-        self.expected = None if plan is None else {s.urn: s for s in plan.steps}
-        self.placeholder = PlaceholderResolver(engine.settings.region, MOCK_ACCOUNT)
-        self.steps: list[Step] = []
-        # Replacements deleted before this pass (delete-before-replace): urn -> planned step.
-        self.rebuilt: dict[str, Step] = {}
-        # Side keys this pass moved old records to; deleted at the end, part of their replace.
-        self.superseded: list[str] = []
-        # Replacements that keep a physical name (preview: they need delete-before-replace).
-        self.colliding: set[str] = set()
-        self.failure: BaseException | None = None
-        self.notes: list[str] = []
-        self.started = time.monotonic()
-        self.finished = 0
-        self._lock = threading.Lock()
-        # Handler calls still running: the runtime gives up on the first failed registration
-        # while its siblings run on in executor threads; the operation waits for them
-        # (`drain`) so none writes state or creates a resource after it has returned.
-        self._idle = threading.Condition(self._lock)
-        self._in_flight = 0
-        previous = engine.store.state.resources
-        # Steps this pass will go through: a reviewed plan's; else the stack's size, a guess
-        # a changed program can outgrow (then _event shows no total rather than [51/1]).
-        self.total = len(plan.steps) if plan is not None else (len(previous) or None)
-        # Preview shows what deploy will do after settling an interrupted replace: the old
-        # copy of a replacement never recorded as created is the resource again.
-        self.restored = {} if apply else {
-            base: previous[side] for side, base in restorable(previous).items()}
-
-    # -- Resolver protocol -------------------------------------------------------------
-    def invoke(self, token: str, args: dict) -> dict:
-        return self.placeholder.invoke(token, args)
-
-    def resource(self, reg: Registration) -> tuple[str, dict]:
-        if reg.is_provider:
-            return f"{reg.name}-provider", dict(reg.inputs)
-        with self._lock:
-            if self.apply and self.failure is not None:   # as Pulumi: no new step after one failed
-                raise OperationFailed(f"{reg.urn}: not applied, an earlier step failed")
-            self._in_flight += 1
-        try:
-            return self._resource(reg)
-        except BaseException as exc:
-            with self._lock:
-                if self.failure is None:
-                    self.failure = _with_urn(exc, reg.urn)
-            raise
-        finally:
-            with self._idle:
-                self._in_flight -= 1
-                self._idle.notify_all()
-
-    def drain(self, timeout_s: float = 900) -> None:
-        """Wait until no handler call of this pass is running."""
-        with self._idle:
-            self._idle.wait_for(lambda: self._in_flight == 0, timeout_s)
-
-    # -- internals ---------------------------------------------------------------------
-    def _resource(self, reg: Registration) -> tuple[str, dict]:
-        handler = _handler_for(reg.type, reg.urn)
-        store = self.engine.store
-        norm = normalize(reg.inputs)
-        record = self.restored.get(reg.urn) or store.state.resources.get(reg.urn)
-        rebuilt = self.rebuilt.get(reg.urn)
-        trigger = trigger_of(reg, self.apply)
-        values: list[dict] = []
-        if record is None or record.status != "created":
-            op, changed = ("replace", list(rebuilt.diffs)) if rebuilt else ("create", [])
-            if rebuilt:
-                values = list(rebuilt.changes)
-        else:
-            op, changed = diff(handler, reg, record, norm, trigger)
-            values = property_changes(record.inputs, norm, changed)
-        step = Step(reg.urn, reg.type, reg.name, op, changed, changes=values)
-        with self._lock:
-            self.steps.append(step)
-            if op == "replace" and record is not None and (
-                    handler.collides(record.inputs, norm) if reg.delete_before_replace is None
-                    else reg.delete_before_replace):
-                self.colliding.add(reg.urn)
-        if not self.apply:
-            if op in ("create", "replace"):   # a replaced resource's outputs are new ones
-                return self.placeholder.resource(reg)
-            return record.id, known_outputs(record, reg.inputs, norm)
-        if op == "same":
-            if record.replacement_trigger != trigger:   # set or cleared: recorded, as Pulumi
-                store.put(dataclasses.replace(record, replacement_trigger=trigger))
-            self._event(step, "done")
-            return record.id, known_outputs(record, reg.inputs, norm)
-        self.check_planned(step)
-        if op == "replace" and not self.confirmed:
-            raise ProtectedStack(self.engine.stack, f"this deploy would replace {reg.name}",
-                                 None)
-        self._event(step, "start")
-        try:
-            id_, outputs = self._apply(reg, handler, record, step, norm)
-        except Exception as exc:
-            self._event(step, "failed", f"{type(exc).__name__}: {exc}")
-            raise
-        self._event(step, "done")
-        return id_, outputs
-
-    def _apply(self, reg: Registration, handler: Handler, record: ResourceRecord | None,
-               step: Step, norm: dict) -> tuple[str, dict]:
-        store = self.engine.store
-        ctx = self.engine.context(reg.urn, reg.name,
-                                  [d for d in step.diffs if d != REPLACEMENT_TRIGGER])
-        trigger = trigger_of(reg, self.apply)
-        inputs = normalize_reveal(reg.inputs)
-        op = step.op
-        if op == "update":
-            # An update returns what changed; everything else the resource had stays (its arn).
-            outputs = {**record.outputs,
-                       **handler.update(ctx, record.id, record.outputs, inputs)}
-            # An in-place update can give the resource a new id (ReplaceRouteTableAssociation).
-            id_ = outputs.get("id") or record.id
-        else:
-            put = [ResourceRecord(reg.urn, reg.type, reg.name, None, norm, {},
-                                  reg.dependencies, reg.parent, status="pending-create",
-                                  replacement_trigger=trigger)]
-            if op == "replace" and reg.urn not in self.rebuilt:
-                if reg.urn in self.colliding:   # not foreseen by the preview: delete first
-                    self.engine.delete_record(record)
-                else:                           # create before delete: the old one aside
-                    side = self.engine.side_key(reg.urn)
-                    put.append(dataclasses.replace(record, urn=side))
-                    with self._lock:
-                        self.superseded.append(side)
-            store.change(put=put)
-            id_, outputs = handler.create(ctx, inputs)
-        with self._lock:
-            self.notes.extend(n for n in ctx.notes if n not in self.notes)
-        outputs = keep_secret(outputs, reg.inputs)
-        store.put(ResourceRecord(reg.urn, reg.type, reg.name, id_, norm, normalize(outputs),
-                                 reg.dependencies, reg.parent, replacement_trigger=trigger))
-        return id_, outputs
-
-    def check_planned(self, step: Step) -> None:
-        if self.expected is None or not self.apply:
-            return
-        planned = self.expected.get(step.urn)
-        if not same_step(planned, step):
-            raise PlanMismatch(self.engine.stack, step.name, said(planned), said(step))
-
-    def _event(self, step: Step, phase: str, error: str | None = None) -> None:
-        if self.progress is None:
-            return
-        with self._lock:
-            if phase != "start":
-                self.finished += 1
-            total = self.total if self.total and self.finished <= self.total else None
-            self.progress(StepEvent(step, phase, self.finished, total,
-                                    time.monotonic() - self.started, error))
-
-
-def _with_urn(exc: BaseException, urn: str) -> BaseException:
-    if isinstance(exc, TapError):
-        return exc
-    return OperationFailed(f"{urn}: {type(exc).__name__}: {exc}")
 
 
 class SandboxEngine(Engine):
@@ -339,7 +163,7 @@ class SandboxEngine(Engine):
         return self._plan_now()
 
     def _plan_now(self) -> Plan:
-        resolver = _Resolver(self, apply=False)
+        resolver = Resolver(self, apply=False)
         syn = self._synthesize(resolver, preview=True)
         steps = resolver.steps + self._removed_steps(syn, skip=restorable(
             self.store.state.resources))
@@ -362,7 +186,7 @@ class SandboxEngine(Engine):
             if plan is not None:
                 self._check_reviewed(plan)
             self._recover_pending()
-            resolver = _Resolver(self, apply=True, progress=progress,
+            resolver = Resolver(self, apply=True, progress=progress,
                                  confirmed=confirm == self.stack, plan=plan)
             try:
                 self._delete_before_replace(resolver)
@@ -411,7 +235,7 @@ class SandboxEngine(Engine):
         with OperationLock(self.stack, "destroy"):
             self.store.reload()  # what the stack is now, not when this engine was opened
             notes = self._check_emulator(writing=True)
-            resolver = _Resolver(self, apply=True, progress=progress)
+            resolver = Resolver(self, apply=True, progress=progress)
             records = list(self.store.state.resources.values())
             try:
                 self._delete_in_order(records, resolver)
@@ -436,7 +260,7 @@ class SandboxEngine(Engine):
         with OperationLock(self.stack, "refresh"):
             self.store.reload()  # what the stack is now, not when this engine was opened
             notes = self._check_emulator(writing=True)
-            resolver = _Resolver(self, apply=True, progress=progress)
+            resolver = Resolver(self, apply=True, progress=progress)
             records = [r for r in self.store.state.resources.values() if r.status == "created"]
             resolver.total = len(records)
             for rec in records:
@@ -479,10 +303,10 @@ class SandboxEngine(Engine):
         """The resource as the emulator has it now (for drift), or None if it is gone."""
         rec = self.store.state.resources[urn]
         ctx = self.context(urn, rec.name)
-        return _handler_for(rec.type, urn).read(ctx, rec.id, normalize_reveal(rec.outputs))
+        return handler_for(rec.type, urn).read(ctx, rec.id, normalize_reveal(rec.outputs))
 
     # -- helpers -----------------------------------------------------------------------
-    def _synthesize(self, resolver: _Resolver, preview: bool):
+    def _synthesize(self, resolver: Resolver, preview: bool):
         syn = synthesize(self.settings, resolver, preview=preview, program=self.program)
         resolver.drain()
         if resolver.failure is not None:
@@ -510,7 +334,7 @@ class SandboxEngine(Engine):
             key = f"{urn}{REPLACED}.{n}"
         return key
 
-    def _delete_before_replace(self, resolver: _Resolver) -> None:
+    def _delete_before_replace(self, resolver: Resolver) -> None:
         """Replacements that keep a physical name cannot be created beside the resource they
         replace, and those the program marks delete_before_replace must not be (Pulumi's
         deleteBeforeReplace): a preview pass finds them; they, and every
@@ -521,7 +345,7 @@ class SandboxEngine(Engine):
         state = self.store.state.resources
         if not state:
             return
-        planned = _Resolver(self, apply=False)
+        planned = Resolver(self, apply=False)
         syn = self._synthesize(planned, preview=True)
         if not planned.colliding:
             return
@@ -568,7 +392,7 @@ class SandboxEngine(Engine):
     def delete_record(self, rec: ResourceRecord) -> None:
         rec.status = "pending-delete"
         self.store.put(rec)
-        handler = _handler_for(rec.type, rec.urn)
+        handler = handler_for(rec.type, rec.urn)
         try:
             handler.delete(self.context(rec.urn, rec.name), rec.id,
                            normalize_reveal(rec.inputs), normalize_reveal(rec.outputs))
@@ -578,7 +402,7 @@ class SandboxEngine(Engine):
             raise
         self.store.drop(rec.urn)
 
-    def _delete_in_order(self, records: list[ResourceRecord], resolver: _Resolver,
+    def _delete_in_order(self, records: list[ResourceRecord], resolver: Resolver,
                          quiet: set[str] = frozenset()) -> None:
         """Reverse dependency order: a resource goes only after everything that uses it (a
         side key's old copy after everything that used its resource). `quiet` records are
@@ -615,7 +439,7 @@ class SandboxEngine(Engine):
         """Delete what a record in flight may have left live. Found by name or tag, never a
         resource state holds under another key (a replaced resource's old copy carries the
         same URN tag and may keep the name): that one is accounted for, so it stays."""
-        handler = _handler_for(rec.type, rec.urn)
+        handler = handler_for(rec.type, rec.urn)
         ctx = self.context(rec.urn, rec.name)
         inputs = normalize_reveal(rec.inputs)
         if rec.id:
@@ -628,64 +452,3 @@ class SandboxEngine(Engine):
         if found:
             handler.delete(ctx, found, inputs, normalize_reveal(rec.outputs))
         self.store.drop(rec.urn)
-
-
-def stop_sandbox() -> server.SandboxStatus:
-    """Stop the emulator; the stacks it held are forgotten, so their databases go too. Refused
-    while a protected stack lives in it: stopping would lose it as a reset does."""
-    if protected_stacks() and _maybe_running():
-        _refuse_while_protected("stopping the sandbox", "stop")
-    standin.forget_every_stack()
-    return server.stop()
-
-
-def _maybe_running() -> bool:
-    """Whether the emulator may hold stacks now; a damaged runtime file cannot say no."""
-    try:
-        return server.status().running
-    except TapError:
-        return True
-
-
-def _refuse_while_protected(what: str, operation: str) -> None:
-    protected = protected_stacks()
-    if not protected:
-        return
-    trail.append("reset", stack=", ".join(protected), target=TARGET, result="refused",
-                 error="ProtectedStack", notes=[f"tap sandbox {operation}"])
-    raise ProtectedStack(protected[0], f"{what} would lose it" + (
-        f" (and {', '.join(protected[1:])})" if protected[1:] else ""), None,
-        hint=f"destroy it first with an approved destroy plan: tap preview --env ENV "
-             f"--destroy --save-plan FILE; tap approve FILE; tap destroy --env ENV --plan "
-             f"FILE --yes --confirm {protected[0]}")
-
-
-def protected_stacks() -> list[str]:
-    """Stacks living in the sandbox whose state says they are protected."""
-    from .state import StateStore, stack_dir
-
-    root = stack_dir("_").parent
-    names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    return [name for name in names
-            if (state := StateStore(name).state).protected and state.resources]
-
-
-def reset_sandbox() -> server.SandboxStatus:
-    """An empty emulator and no stack state: the sandbox as on a new machine. Refused while a
-    protected stack lives here (it goes only by its approved destroy plan); recorded."""
-    import shutil
-
-    from .state import stack_dir
-
-    _refuse_while_protected("a sandbox reset", "reset")
-    trail.append("reset", stack="(sandbox)", target=TARGET, result="started")  # write-ahead
-    try:
-        standin.forget_every_stack()
-        status = server.reset()
-        shutil.rmtree(stack_dir("_").parent, ignore_errors=True)
-    except BaseException as exc:
-        trail.append("reset", stack="(sandbox)", target=TARGET, result="failed",
-                     error=type(exc).__name__)
-        raise
-    trail.append("reset", stack="(sandbox)", target=TARGET, result="succeeded")
-    return status
