@@ -277,6 +277,9 @@ def test_a_protected_refresh_needs_an_approved_refresh_plan(prod, tmp_path, sign
     deploy_plan = reviewed_plan(tmp_path / "deploy.json", signers=signers)
     wrong = tap("refresh", "--env", "prod", "--plan", deploy_plan)
     assert wrong.returncode == 2 and "not a refresh plan" in wrong.stderr
+    refused = trail.read()[-1]                    # a refused plan stays in the trail
+    assert (refused["operation"], refused["result"], refused["error"]) == (
+        "refresh", "refused", "PlanRefused")
     plan = tmp_path / "refresh.json"
     saved = tap("preview", "--env", "prod", "--refresh", "--save-plan", str(plan),
                 env=signers.env("alice"))

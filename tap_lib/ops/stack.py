@@ -102,9 +102,7 @@ def deploy(env: str, target: str | None = None, overrides=(),
                                       f"tap deploy --env {env} --plan FILE")
         notes = gate(settings, target, "deploy", skip)
     except (UsageError, ChecksFailed) as exc:
-        trail.append(operation="deploy", stack=engine.stack, target=target,
-                     env_file=settings.source, result="refused", error=type(exc).__name__,
-                     plan_hash=reviewed.hash if reviewed else None)
+        _refused("deploy", engine, exc, reviewed)
         raise
     if reviewed is not None and saved:
         approved = plans.approved_by(reviewed)
@@ -130,16 +128,10 @@ def refresh(env: str, target: str | None = None, overrides=(),
             plan: str | Path | None = None) -> Result:
     """Read what is live into the state; a protected stack only with an approved refresh plan
     (`tap preview --refresh --save-plan FILE`, then `tap approve FILE`)."""
-    from . import plans
 
     target = check_target(target)
     engine = open_engine(settings_for(env, overrides), target, tuple(overrides))
-    reviewed = plans.load_plan(plan) if plan else None
-    if reviewed is not None:
-        if reviewed.operation != "refresh":
-            raise plans.PlanRefused(reviewed.source, "not a refresh plan (make one with "
-                                                     "`tap preview --refresh --save-plan`)")
-        plans.check_applicable(reviewed, engine, env, target, tuple(overrides))
+    reviewed = _reviewed("refresh", plan, engine, env, target, overrides)
     return engine.refresh(progress, confirm=confirm,
                           authorization=reviewed.authorization if reviewed else None)
 
@@ -156,26 +148,39 @@ def destroy(env: str, target: str | None = None, overrides=(), *, yes: bool = Fa
             plan: str | Path | None = None) -> Result:
     """Delete every resource; a protected stack only with an approved destroy plan (`tap
     preview --destroy --save-plan FILE`, then `tap approve FILE`)."""
-    from . import plans
 
     settings = settings_for(env, overrides)
     check_destroy_confirmation(settings, yes)
     target = check_target(target)
     engine = open_engine(settings, target, tuple(overrides))
-    reviewed = plans.load_plan(plan) if plan else None
-    try:  # a refused plan is a policy decision: the trail keeps it too
-        if reviewed is not None:
-            if reviewed.operation != "destroy":
-                raise plans.PlanRefused(reviewed.source, "not a destroy plan (make one with "
-                                                         "`tap preview --destroy --save-plan`)")
-            plans.check_applicable(reviewed, engine, env, target, tuple(overrides))
-    except UsageError as exc:
-        trail.append(operation="destroy", stack=engine.stack, target=target,
-                     env_file=settings.source, result="refused", error=type(exc).__name__,
-                     plan_hash=reviewed.hash if reviewed else None)
-        raise
+    reviewed = _reviewed("destroy", plan, engine, env, target, overrides)
     return engine.destroy(progress, confirm=confirm,
                           authorization=reviewed.authorization if reviewed else None)
+
+
+def _reviewed(operation: str, plan: str | Path | None, engine, env: str, target: str,
+              overrides) -> plans.ReviewedPlan | None:
+    """The saved `operation` plan, checked against the stack before the engine runs; a refused
+    one is a policy decision, so the trail keeps it too."""
+    from . import plans
+
+    reviewed = plans.load_plan(plan) if plan else None
+    try:
+        if reviewed is not None:
+            if reviewed.operation != operation:
+                raise plans.PlanRefused(reviewed.source, f"not a {operation} plan (make one with "
+                                        f"`tap preview --{operation} --save-plan`)")
+            plans.check_applicable(reviewed, engine, env, target, tuple(overrides))
+    except UsageError as exc:
+        _refused(operation, engine, exc, reviewed)
+        raise
+    return reviewed
+
+
+def _refused(operation: str, engine, exc: Exception, reviewed) -> None:
+    trail.append(operation=operation, stack=engine.stack, target=engine.name,
+                 env_file=engine.settings.source, result="refused", error=type(exc).__name__,
+                 plan_hash=reviewed.hash if reviewed else None)
 
 
 def outputs(env: str, target: str | None = None, overrides=()) -> dict[str, Any]:
