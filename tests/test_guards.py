@@ -292,3 +292,22 @@ def test_a_protected_refresh_needs_an_approved_refresh_plan(prod, tmp_path, sign
     assert json.loads(done.stdout)["operation"] == "refresh"
     entry = [e for e in trail.read() if e["operation"] == "refresh"][-1]
     assert entry["result"] == "succeeded"
+
+
+def test_a_state_file_edited_by_hand_does_not_lift_protection(prod):
+    """Someone with a shell sets `protected: false` in prod's state file: the environment file
+    still says protected, and that is enough to refuse an unreviewed deploy."""
+    path = prod.store.path
+    original = path.read_text()
+    state = json.loads(original)
+    state["protected"] = False
+    path.write_text(json.dumps(state))
+    try:
+        before = live_counts(prod)
+        out = tap("deploy", "--env", "prod", "--yes", "--set", "lambda.memory_mb=384")
+        assert out.returncode == 2 and "deploys only from a reviewed plan" in out.stderr
+        with pytest.raises(ProtectedStack):
+            SandboxEngine(load_settings("prod", ["lambda.memory_mb=384"])).up(confirm=PROD)
+        assert live_counts(prod) == before
+    finally:
+        path.write_text(original)

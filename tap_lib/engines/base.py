@@ -225,7 +225,7 @@ class Engine(ABC):
         and then exactly as that plan says, whoever calls."""
         with trail.recorded(self, "deploy") as outcome:
             meta = self.check_origin(confirm)
-            protected = meta.protected if meta else self.settings.protected
+            protected = self._protected(meta)
             if protected:
                 authority.require(authorization, self.stack, "deploy", what="a deploy",
                                   env=self.settings.environment)
@@ -245,7 +245,7 @@ class Engine(ABC):
         would stop the destroy part-way."""
         with trail.recorded(self, "destroy") as outcome:
             meta = self.check_origin(confirm)
-            if meta.protected if meta else self.settings.protected:
+            if self._protected(meta):
                 authority.require(authorization, self.stack, "destroy", what="a destroy",
                                   env=self.settings.environment)
                 if confirm != self.stack:
@@ -281,7 +281,7 @@ class Engine(ABC):
         computed against: a protected stack's refresh needs an approved refresh plan."""
         with trail.recorded(self, "refresh") as outcome:
             meta = self.check_origin(confirm)
-            if meta.protected if meta else self.settings.protected:
+            if self._protected(meta):
                 authority.require(authorization, self.stack, "refresh", what="a refresh",
                                   env=self.settings.environment)
             outcome["result"] = self._refresh(progress)
@@ -353,9 +353,12 @@ class Engine(ABC):
 
     # -- guards ----------------------------------------------------------------------------
     def is_protected(self) -> bool:
-        """As the stack recorded it; a stack not yet deployed, as its environment file says."""
-        meta = self.stack_meta()
-        return meta.protected if meta else self.settings.protected
+        return self._protected(self.stack_meta())
+
+    def _protected(self, meta: StackMeta | None) -> bool:
+        """Protected when the stack recorded it, or its environment file says so: a state file
+        edited by hand (protected: false) does not lift the file's protection."""
+        return bool(meta and meta.protected) or self.settings.protected
 
     def check_origin(self, confirm: str | None) -> StackMeta | None:
         meta = self.stack_meta()
