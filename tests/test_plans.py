@@ -143,6 +143,31 @@ def test_four_eyes_are_two_keys(keys, tmp_path, monkeypatch):
         "approve", "bob", approved.hash)
 
 
+def test_two_approvers_at_once_both_count(keys, tmp_path, monkeypatch):
+    """bob and carol approve the same plan at the same moment: carol's approval lands while
+    bob's is being signed (injected in-process at that point), and neither is lost."""
+    from tap_lib import signing
+
+    path = plans.save_plan(plans.make_plan(ENV, "sandbox"), tmp_path / "plan.json")
+    keys.use(monkeypatch, "bob")
+    real_sign, injected = signing.sign, []
+
+    def sign_while_carol_approves(message, *args, **kwargs):
+        if not injected:
+            injected.append(True)
+            with pytest.MonkeyPatch.context() as mp:
+                keys.use(mp, "carol")
+                plans.approve(path)
+        return real_sign(message, *args, **kwargs)
+
+    monkeypatch.setattr(signing, "sign", sign_while_carol_approves)
+    approved = plans.approve(path)
+    assert injected
+    assert sorted(a["principal"] for a in plans.load_plan(path).approvals) == [
+        "bob@example.com", "carol@example.com"]
+    assert sorted(plans.approved_by(approved)) == ["bob@example.com", "carol@example.com"]
+
+
 def test_a_preview_record_carries_its_plan(keys, monkeypatch):
     """The preview notebook's record is a plan: approve it, deploy it."""
     from tap_lib.ops.runbook import run_notebooks

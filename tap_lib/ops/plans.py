@@ -200,15 +200,33 @@ def _approvals(source: str) -> list[dict[str, str]]:
     return data
 
 
-def _write_approvals(source: str, approvals: list[dict[str, str]]) -> None:
-    """Beside the plan; in an s3:// records root as a new locked version of that object."""
-    text = json.dumps(approvals, indent=1)
+def _add_approval(source: str, entry: dict[str, str]) -> list[dict[str, str]]:
+    """Append one approval, re-reading the file first: two approvers at once both count.
+
+    Locally the read-append-write runs under a lock beside the file and replaces it atomically;
+    in an s3:// records root it is a new locked version of the object (two approvals racing
+    within one round trip there can still lose one; the loser sees it missing and re-runs)."""
+    path = _approvals_path(source)
     if trail.is_remote(source):
         from ..records.locked import put_locked
 
-        put_locked(_approvals_path(source), text.encode())
-    else:
-        Path(_approvals_path(source)).write_text(text)
+        approvals = _merged(_approvals(source), entry)
+        put_locked(path, json.dumps(approvals, indent=1).encode())
+        return approvals
+    from filelock import FileLock
+
+    with FileLock(path + ".lock", timeout=60):
+        approvals = _merged(_approvals(source), entry)
+        tmp = Path(path + ".tmp")
+        tmp.write_text(json.dumps(approvals, indent=1))
+        os.replace(tmp, path)
+    return approvals
+
+
+def _merged(approvals: list[dict[str, str]], entry: dict[str, str]) -> list[dict[str, str]]:
+    if any(a.get("principal") == entry["principal"] for a in approvals):
+        return approvals
+    return [*approvals, entry]
 
 
 def approve(path: str | Path) -> ReviewedPlan:
@@ -227,11 +245,10 @@ def approve(path: str | Path) -> ReviewedPlan:
     if any(a.get("principal") == me.principal for a in reviewed.approvals):
         return reviewed
     when = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    reviewed.approvals.append({
-        "principal": me.principal, "plan": reviewed.hash, "time": when,
-        "operator": trail.current_operator(),
-        "signature": signing.sign(approval_message(reviewed.hash, me.principal, when))})
-    _write_approvals(reviewed.source, reviewed.approvals)
+    entry = {"principal": me.principal, "plan": reviewed.hash, "time": when,
+             "operator": trail.current_operator(),
+             "signature": signing.sign(approval_message(reviewed.hash, me.principal, when))}
+    reviewed.approvals = _add_approval(reviewed.source, entry)
     trail.append(operation="approve", stack=reviewed.stack, target=reviewed.body["target"],
                  env_file=reviewed.body["env_file"], plan_hash=reviewed.hash,
                  record=reviewed.source, result="succeeded",
