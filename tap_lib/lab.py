@@ -1,18 +1,21 @@
-"""`tap lab`: JupyterLab on working copies of the runbook, every saved session kept as a record.
+"""`tap lab`: JupyterLab on working copies of the runbook; what ran in a session kept as records.
 
 Why copies: the committed notebooks carry reference outputs nbval compares, so saving one from
 JupyterLab would break the suite. `tap lab --env E` copies them into a session folder
 (``<TAP_HOME>/sessions/<UTC stamp>-<env>/``, parameters cell set to env=E) and starts JupyterLab
-there; the committed notebooks are never opened for writing.
+there; the committed notebooks are never opened for writing. The copies start **without
+outputs**: a reference output from another run (a plan creating 50 resources, "42 passed")
+would read as this stack's state.
 
 Why records: a session changes stacks like `tap run` does, so it leaves the same evidence.
-JupyterLab calls `post_save` after every save (``ContentsManager.post_save_hook``): the saved
-notebook is copied into the records (``<root>/<env>/<stamp>-lab-<name>.ipynb``, never
-overwritten) and chained into the audit trail. A deploy, destroy or refresh run from a session
-kernel appends its trail entry naming the session notebook (jupyter_server sets
-JPY_SESSION_NAME in the kernels it starts), and stores the notebook as last saved too: the
-session's kernels load this module as an IPython extension (the session's IPYTHONDIR), which
-attaches that to the trail's after-mutation hooks.
+The session's kernels load this module as an IPython extension (the session's IPYTHONDIR),
+which logs what each notebook ran (tap_lib/lab_records.py); JupyterLab calls `post_save` after
+every save (``ContentsManager.post_save_hook``), which makes the saved notebook a record
+(``<root>/<env>/<stamp>-lab-<name>.ipynb``, never overwritten, chained into the audit trail)
+only when it ran in this session against the session's stack since its last record - else the
+save is a draft, kept in the session folder only. A deploy, destroy or refresh run from a
+session kernel appends its trail entry naming the session notebook (jupyter_server sets
+JPY_SESSION_NAME in the kernels it starts); the record's summary is that entry's.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import __version__, trail
+from . import lab_records, trail
 from .project import notebooks_dir, tap_home
 
 SESSION_FILE = "session.json"
@@ -67,10 +70,24 @@ def create_session(env: str, target: str | None = None) -> Path:
         for cell in nb.cells:
             if "parameters" in cell.metadata.get("tags", []):
                 cell.source = set_parameters(cell.source, {"env": env, "target": target})
+        strip_outputs(nb)
         nb.metadata[SESSION_KEY] = {**info, "source": f"notebooks/{name}.ipynb"}
         with open(folder / f"{name}.ipynb", "x", encoding="utf-8") as fh:
             nbformat.write(nb, fh)
     return folder
+
+
+def strip_outputs(nb: Any) -> None:
+    """No output, execution count or run metadata from the committed reference run: what a
+    session notebook shows is what ran in the session."""
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+        cell.metadata.pop("execution", None)
+        cell.metadata.pop("papermill", None)
+    nb.metadata.pop("papermill", None)
+    nb.metadata.pop("widgets", None)
 
 
 def set_parameters(source: str, values: dict[str, str]) -> str:
@@ -103,9 +120,10 @@ def start_lab(env: str, target: str | None = None, port: int | None = None) -> i
     import signal
 
     folder = create_session(env, target)
-    print(f"session {folder}\n  saved notebooks and their deploys are recorded under "
-          f"{trail.records_root()} (`tap audit`); stop with Ctrl+C or `tap lab stop`",
-          flush=True)
+    print(f"session {folder}\n  notebooks start without outputs; a save after running cells "
+          f"is recorded under {trail.records_root()} (`tap audit`), a save of a notebook "
+          "that did not run is a draft in the session folder only; stop with Ctrl+C or "
+          "`tap lab stop`", flush=True)
     child_env = {k: v for k, v in os.environ.items() if k != trail.RECORD_ENV}
     child_env["IPYTHONDIR"] = str(folder / IPYTHON_DIR)
     child = subprocess.Popen(lab_command(folder, port), env=child_env)
@@ -170,62 +188,37 @@ def stop_labs() -> list[Path]:
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """A session kernel (its IPYTHONDIR names this module): attach the lab's trail hook."""
+    """A session kernel (its IPYTHONDIR names this module): log what each cell ran, the
+    figures shown and the trail entry of each mutation (lab_records)."""
     attach()
+    ipython.events.register("post_run_cell",
+                            lambda result: lab_records.cell_ran(result, ipython.user_ns))
 
 
 def attach() -> None:
-    if keep_session_notebook not in trail.AFTER_MUTATION:
-        trail.AFTER_MUTATION.append(keep_session_notebook)
+    from .ops import runbook
 
-
-def keep_session_notebook(operation: str) -> None:
-    """In a JupyterLab session kernel, the session notebook (as last saved) becomes a record
-    when one of its mutations runs; the next save records its outputs."""
-    if os.environ.get(trail.RECORD_ENV) or not os.environ.get(trail.SESSION_ENV):
-        return
-    record = trail.current_record()
-    if record and Path(record).is_file():
-        store_session_notebook(Path(record), reason=f"{operation} ran")
+    if lab_records.mutation_ran not in trail.AFTER_MUTATION:
+        trail.AFTER_MUTATION.append(lab_records.mutation_ran)
+    if lab_records.summary_shown not in runbook.SUMMARY_SHOWN:
+        runbook.SUMMARY_SHOWN.append(lab_records.summary_shown)
 
 
 def post_save(model: dict[str, Any] | None = None, os_path: str | None = None,
-              contents_manager: Any = None, **_: Any) -> None:
-    """JupyterLab's post-save hook: keep a saved session notebook as an audit record."""
+              contents_manager: Any = None, **_: Any) -> str | None:
+    """JupyterLab's post-save hook: a saved session notebook that ran becomes an audit record
+    (its path), one that did not is a draft (None)."""
     if not os_path or not str(os_path).endswith(".ipynb"):
-        return
+        return None
     if model is not None and model.get("type") not in (None, "notebook"):
-        return
-    store_session_notebook(Path(os_path), reason="saved")
+        return None
+    path = Path(os_path)
+    return lab_records.record_save(path, session_info(path))
 
 
-def store_session_notebook(path: Path, reason: str) -> str:
-    """Copy a session notebook, as it is on disk, into the records; returns the record path."""
-    import nbformat
-
-    from .ops import audit
-    from .ops.runbook import reserve_record, _summary, store_record
-
-    nb = nbformat.read(path, as_version=4)
-    info = dict(nb.metadata.get(SESSION_KEY) or _session_info(path))
-    env = str(info.get("env") or "unknown")
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    commit, dirty = trail.git_state()
-    nb.metadata.pop("papermill", None)
-    nb.metadata["tap"] = {
-        "notebook": f"lab-{path.stem}", "env": env, "stack": info.get("stack", ""),
-        "target": info.get("target", ""), "operator": trail.current_operator(),
-        "commit": commit, "dirty": dirty, "tap_version": __version__, "parameters": {},
-        "start": now, "end": now, "duration_s": 0.0, "status": "saved",
-        "summary": _summary(nb), "error": None, "session": str(path), "reason": reason}
-    root = audit.records_root()
-    record = reserve_record(root, env, f"lab-{path.stem}", now)
-    store_record(nb, root, record)
-    return record
-
-
-def _session_info(path: Path) -> dict[str, Any]:
-    """A notebook the operator created in the session: the session's own description."""
+def session_info(path: Path) -> dict[str, Any]:
+    """The session a notebook belongs to, from its session.json (not the notebook's metadata,
+    which an edit could change; a notebook the operator created has none)."""
     for folder in (path.parent, *path.parents):
         try:
             return json.loads((folder / SESSION_FILE).read_text(encoding="utf-8"))

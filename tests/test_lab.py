@@ -1,6 +1,8 @@
-"""`tap lab`: session copies of the notebooks, saved sessions kept as records, and mutations
+"""`tap lab`: session copies of the notebooks (without reference outputs), saves kept as records
+only when the notebook ran in the session (status and summary from what ran), and mutations
 run in a session kernel (as JupyterLab runs them: nbclient, JPY_SESSION_NAME) naming their
-session notebook. A real jupyter server is started once to save through its REST API.
+session notebook. Cells run in a real in-process IPython shell with the session's extension
+loaded; a real jupyter server is started once to save through its REST API.
 """
 from __future__ import annotations
 
@@ -53,6 +55,12 @@ def test_a_session_is_a_copy_with_the_env_set(home: Path) -> None:
     assert 'env = "staging"' in params and 'target = "sandbox"' in params
     assert "# environment file params/<env>.yaml" in params  # comments kept
     assert 'confirm = ""' in params
+    committed = nbformat.read(notebooks_dir() / "preview.ipynb", as_version=4)
+    assert any(c.get("outputs") for c in committed.cells)  # the reference run's outputs...
+    for name in NOTEBOOKS:  # ...never reach a session copy
+        copy = nbformat.read(folder / f"{name}.ipynb", as_version=4)
+        assert all(not c.get("outputs") and c.get("execution_count") is None
+                   for c in copy.cells if c.cell_type == "code"), name
     info = json.loads((folder / lab.SESSION_FILE).read_text())
     assert info["stack"] == "TapStackstaging" and info["operator"] == "carol"
     assert committed_digests() == before
@@ -76,23 +84,120 @@ def test_the_lab_command_opens_the_session_only_with_the_hook(home: Path) -> Non
     assert not any(str(notebooks_dir()) in part for part in cmd)
 
 
-def test_the_save_hook_keeps_each_save_as_a_chained_record(home: Path) -> None:
+@pytest.fixture
+def shell(home: Path, monkeypatch: pytest.MonkeyPatch):
+    """A real IPython shell in this process, as a session kernel is: the extension loaded,
+    JPY_SESSION_NAME naming the session's verify notebook (as jupyter_server sets it)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from tap_lib.ops import runbook
+
     folder = lab.create_session("dev")
-    nb_path = folder / "preview.ipynb"
-    lab.post_save(model={"type": "notebook"}, os_path=str(nb_path), contents_manager=None)
-    lab.post_save(model={"type": "notebook"}, os_path=str(nb_path), contents_manager=None)
-    lab.post_save(model={"type": "file"}, os_path=str(folder / lab.SESSION_FILE))
-    records = sorted((home / "outputs" / "dev").glob("*.ipynb"))
-    assert len(records) == 2 and all("-lab-preview" in p.name for p in records)
-    meta = nbformat.read(records[0], as_version=4).metadata["tap"]
-    assert meta["status"] == "saved" and meta["session"] == str(nb_path)
-    assert meta["operator"] == "carol" and meta["stack"] == "TapStackdev"
+    monkeypatch.setenv(trail.SESSION_ENV, str(folder / "verify.ipynb"))
+    monkeypatch.setattr(trail, "AFTER_MUTATION", [])
+    monkeypatch.setattr(runbook, "SUMMARY_SHOWN", [])
+    ipython = InteractiveShell.instance()
+    monkeypatch.setattr(ipython.events, "callbacks",
+                        {k: list(v) for k, v in ipython.events.callbacks.items()})
+    lab.load_ipython_extension(ipython)
+    ipython.run_cell('env = "dev"\ntarget = "sandbox"', store_history=True)
+    return ipython, folder / "verify.ipynb"
+
+
+def save(path: Path) -> str | None:
+    return lab.post_save(model={"type": "notebook"}, os_path=str(path), contents_manager=None)
+
+
+def lab_records(home: Path) -> list[Path]:
+    return sorted((home / "outputs" / "dev").glob("*-lab-*.ipynb"))
+
+
+def test_a_save_before_any_run_is_a_draft_not_a_record(home: Path, capfd) -> None:
+    folder = lab.create_session("dev")
+    assert save(folder / "deploy.ipynb") is None
+    assert "deploy.ipynb saved as a draft, not a record" in capfd.readouterr().err
+    assert save(folder / lab.SESSION_FILE) is None  # not a notebook
+    assert lab_records(home) == []
+    assert not [e for e in trail.read() if e["operation"] == "record"]
+
+
+def test_a_save_after_a_run_is_a_record_of_what_ran(shell, home: Path) -> None:
+    ipython, path = shell
+    ipython.run_cell('from tap_lib.ops.runbook import show_summary\n'
+                     'show_summary("verify", {"passed": 7, "failed": 0})', store_history=True)
+    record = save(path)
+    assert record and lab_records(home) == [Path(record)]
+    meta = nbformat.read(record, as_version=4).metadata["tap"]
+    assert meta["status"] == "succeeded" and meta["error"] is None
+    assert meta["summary"] == {"passed": 7, "failed": 0}  # as the kernel computed them
+    assert meta["session"] == str(path) and meta["stack"] == "TapStackdev"
+    assert meta["notebook"] == "lab-verify" and meta["operator"] == "carol"
+    assert save(path) is None  # an autosave with nothing new: no second record
+    ipython.run_cell("1 + 1", store_history=True)
+    assert save(path) and len(lab_records(home)) == 2  # ran again: a new record
     chained = [e for e in trail.read() if e["operation"] == "record"]
-    root = trail.records_root()
-    assert sorted(trail.record_location(e["record"], root) for e in chained) == \
-        [str(p) for p in records]
+    assert [e["result"] for e in chained] == ["succeeded", "succeeded"]
     assert audit.verify().ok
-    assert audit.audit_table("dev").status.tolist() == ["saved", "saved"]
+    assert audit.audit_table("dev").status.tolist() == ["succeeded", "succeeded"]
+
+
+def test_a_failing_cell_or_failed_checks_make_a_failed_record(shell, home: Path) -> None:
+    ipython, path = shell
+    ipython.run_cell('from tap_lib.ops.runbook import show_summary\n'
+                     'show_summary("verify", {"passed": 4, "failed": 3})', store_history=True)
+    meta = nbformat.read(save(path), as_version=4).metadata["tap"]
+    assert meta["status"] == "failed" and meta["error"] == "failed=3"
+    ipython.run_cell('raise RuntimeError("no such stack")', store_history=True)
+    meta = nbformat.read(save(path), as_version=4).metadata["tap"]
+    assert meta["status"] == "failed" and "RuntimeError: no such stack" in meta["error"]
+    results = [e["result"] for e in trail.read() if e["operation"] == "record"]
+    assert results == ["failed", "failed"]
+    table = audit.audit_table("dev")
+    assert len(table[table.status != "succeeded"]) == 2  # the audit notebook's count
+
+
+def test_a_run_against_another_env_is_not_this_sessions_record(shell, home: Path,
+                                                               capfd) -> None:
+    ipython, path = shell
+    ipython.run_cell('env = "staging"', store_history=True)
+    assert save(path) is None
+    assert "ran with env=staging, not this session's stack TapStackdev" in capfd.readouterr().err
+    assert lab_records(home) == []
+
+
+def test_a_damaged_run_log_makes_a_draft_until_the_notebook_runs_again(shell, home: Path,
+                                                                       capfd) -> None:
+    from tap_lib.lab_records import runs_file
+
+    ipython, path = shell
+    runs_file(path).write_text("{not json", encoding="utf-8")
+    assert save(path) is None
+    assert "was unreadable, so what ran before is unknown" in capfd.readouterr().err
+    assert lab_records(home) == []
+    ipython.run_cell('env = "dev"', store_history=True)
+    assert save(path) and len(lab_records(home)) == 1
+
+
+def test_lab_drafts_of_older_sessions_are_not_counted_as_failed_runs(home: Path) -> None:
+    """Lab saves kept before a record needed a run have status "saved": the audit notebook
+    counts `status != "succeeded"` as failed, so they are drafts, not runs."""
+    from tap_lib.ops.runbook import keep_record, reserve_record, utc_now
+
+    root = trail.records_root()
+    nb = nbformat.v4.new_notebook()
+    for name in ("deploy", "lab-preview"):
+        keep_record(nb, name=name, env="dev", stack="TapStackdev",
+                    params={"operator": "carol", "target": "sandbox"}, root=root,
+                    path=reserve_record(root, "dev", name, utc_now()), started=utc_now(),
+                    duration_s=1.0, error=None)
+    legacy = nbformat.read(audit.audit_table("dev").path[1], as_version=4)
+    legacy.metadata["tap"]["status"] = "saved"  # as tap lab wrote them before
+    from tap_lib.ops.runbook import store_record
+
+    store_record(legacy, root, reserve_record(root, "dev", "lab-verify", utc_now()))
+    table = audit.audit_table("dev")
+    assert len(table) == 2 and len(table[table.status != "succeeded"]) == 0
+    assert audit.audit_table("dev", drafts=True).status.tolist().count("saved") == 1
 
 
 @pytest.mark.sandbox
@@ -118,15 +223,16 @@ def test_a_deploy_in_a_session_kernel_names_its_notebook(sandbox_home: Path, hom
                   if e["operation"] == "deploy" and e["result"] != "started")
     assert deploy["result"] == "succeeded" and deploy["record"] == str(path)
     assert deploy["stack"] == "TapStacklabkernel" and deploy["operator"] == "carol"
-    kept = [e for e in trail.read() if e["operation"] == "record"]
-    assert kept and kept[0]["prev"] == deploy["hash"]
-    meta = nbformat.read(trail.record_location(kept[0]["record"], trail.records_root()),
-                         as_version=4).metadata["tap"]
-    assert meta["reason"] == "deploy ran" and meta["session"] == str(path)
+    assert not [e for e in trail.read() if e["operation"] == "record"]  # not saved yet
+    nbformat.write(nb, path)  # the operator saves: JupyterLab writes, then calls the hook
+    record = save(path)
+    meta = nbformat.read(record, as_version=4).metadata["tap"]
+    assert meta["status"] == "succeeded" and meta["session"] == str(path)
+    assert meta["summary"] == deploy["summary"] and meta["trail"] == [deploy["hash"]]
     assert audit.verify().ok
 
 
-def test_a_real_jupyter_server_save_becomes_a_record(home: Path) -> None:
+def test_a_real_jupyter_server_save_of_an_unrun_notebook_is_a_draft(home: Path) -> None:
     folder = lab.create_session("dev")
     port, token = free_port(), "tap-test-token"
     server = subprocess.Popen(
@@ -156,12 +262,11 @@ def test_a_real_jupyter_server_save_becomes_a_record(home: Path) -> None:
         assert urllib.request.urlopen(req, timeout=30).status == 200
     finally:
         server.terminate()
-        server.wait(timeout=30)
-    [record] = (home / "outputs" / "dev").glob("*-lab-verify.ipynb")
-    saved = nbformat.read(record, as_version=4)
-    assert saved.cells[-1].source == "checked by carol"
-    assert saved.metadata["tap"]["session"] == str(folder / "verify.ipynb")
-    assert audit.verify().ok
+        _, err = server.communicate(timeout=30)
+    assert nbformat.read(folder / "verify.ipynb", as_version=4).cells[-1].source == \
+        "checked by carol"  # saved in the session folder...
+    assert "verify.ipynb saved as a draft, not a record" in err.decode()
+    assert lab_records(home) == []  # ...and not a record: nothing ran
 
 
 def _running_lab(port: int) -> tuple[subprocess.Popen, list]:

@@ -17,18 +17,36 @@ from ..errors import ChecksFailed, UsageError
 from ..records.export import EXPORTS, PICTURES, confine_record, export_html, picture_path
 from ..records.index import (COLUMNS, INDEX_NAME, add_to_index, index_path, index_row,
                              rebuild_index, row_digest)
-from ..records.listing import TRAIL_COLUMNS, audit_table, format_summary, trail_entries
+from ..records.listing import TRAIL_COLUMNS, format_summary, trail_entries
+from ..records.listing import audit_table as all_records
 from ..records.problem import Problem
 from ..records.store import read_bytes
 from ..records.verify import Verification, chain_head, verify
 from ..trail import is_remote, local_dir, records_root
 
 # the names operations, notebooks and tests use, wherever they are defined
-__all__ = ["COLUMNS", "EXPORTS", "INDEX_NAME", "PICTURES", "TRAIL_COLUMNS", "Problem",
-           "Verification", "add_to_index", "audit_table", "chain_head", "confine_record",
-           "export_html", "format_summary", "index_path", "index_row", "is_remote",
-           "local_dir", "picture_path", "read_bytes", "rebuild_index", "records_root",
-           "row_digest", "seal", "trail_entries", "verify"]
+__all__ = ["COLUMNS", "DRAFT_STATUSES", "EXPORTS", "INDEX_NAME", "PICTURES",
+           "TRAIL_COLUMNS", "Problem", "Verification", "add_to_index", "all_records",
+           "audit_table", "chain_head", "confine_record", "export_html",
+           "format_summary", "index_path", "index_row", "is_remote", "local_dir",
+           "picture_path", "read_bytes", "rebuild_index", "records_root", "row_digest",
+           "seal", "trail_entries", "verify"]
+
+
+# Lab saves made before a save needed a run (tap_lib/lab_records.py) have status "saved":
+# drafts, not runs - neither succeeded nor failed.
+DRAFT_STATUSES = ("saved",)
+
+
+def audit_table(env: str | None = None, output_dir: str | None = None,
+                drafts: bool = False) -> Any:
+    """The records of runs, oldest first (records/listing.audit_table); `drafts` keeps the
+    lab saves of older sessions too. What the audit notebook counts: a draft is no failed
+    run."""
+    table = all_records(env, output_dir)
+    if drafts:
+        return table
+    return table[~table.status.isin(DRAFT_STATUSES)].reset_index(drop=True)
 
 
 def seal(output_dir: str | None = None) -> dict[str, Any]:

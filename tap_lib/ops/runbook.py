@@ -28,6 +28,7 @@ import itertools
 import math
 import os
 import re
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -179,12 +180,22 @@ def scrub_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
     return {k: (MASK if SECRET_NAME.search(k) else v) for k, v in parameters.items()}
 
 
+# Called with (title, figures) by show_summary: a `tap lab` kernel logs them (tap_lib/lab.py).
+SUMMARY_SHOWN: list[Callable[[str, dict[str, Any]], None]] = []
+
+
 def show_summary(title: str, figures: dict[str, Any]) -> None:
     """A notebook's closing cell: show the figures, and tag them so the record keeps them."""
     from IPython.display import display
 
     text = f"{title}: " + (", ".join(f"{k}={v}" for k, v in figures.items()) or "nothing")
     display({"text/plain": text, SUMMARY_MIME: figures}, raw=True)
+    for hook in list(SUMMARY_SHOWN):
+        try:
+            hook(title, figures)
+        except Exception as exc:  # noqa: BLE001 - the figures are shown; the log is extra
+            print(f"tap: {getattr(hook, '__qualname__', hook)} failed: {type(exc).__name__}",
+                  file=sys.stderr)
 
 
 # Status words and their colours in notebooks (text colour, background): green for good,
@@ -314,7 +325,7 @@ def store_record(nb: NotebookNode, root: str, path: str) -> dict[str, Any]:
                 fh.write(content)
         entry = trail.append(
             "record", stack=meta.get("stack", ""), target=meta.get("target"),
-            result="succeeded" if meta.get("status") in ("succeeded", "saved") else "failed",
+            result="succeeded" if meta.get("status") == "succeeded" else "failed",
             record=path, record_sha256=sha, operator=meta.get("operator"), root=root,
             extra={"notebook": meta.get("notebook"), "env": meta.get("env"),
                    "status": meta.get("status"), **extra})
