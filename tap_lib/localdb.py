@@ -23,6 +23,12 @@ Passwords never appear in process arguments, logs, exception messages or files o
 directory: initdb reads the superuser's password from a pipe (`--pwfile=/dev/stdin`), and it
 initialises a sibling directory that becomes the data directory only once complete, so a kill
 during initialisation leaves neither a password file nor a half-made cluster.
+
+TLS (`start(..., tls=ServerTls)`): the server certificate and key go into the data directory,
+`ssl = on`, and pg_hba accepts TCP only over TLS (`hostssl`; `hostnossl ... reject`), which is
+what Aurora's `rds.force_ssl = 1` means. `start_bootstrapped` initialises with a superuser of
+tap's own (BOOTSTRAP_USER) whose random password stays in the data directory (0600), so the
+users clients log in as need not be superusers.
 """
 from __future__ import annotations
 
@@ -33,6 +39,7 @@ import logging
 import os
 import pwd
 import re
+import secrets
 import shutil
 import socket
 import stat
@@ -43,6 +50,7 @@ from pathlib import Path
 import pg8000.native
 
 from .errors import ConfigError, OperationFailed
+from .localtls import ServerTls, write_private
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +67,11 @@ RUNUSER_PATHS = ("/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser", "/bin
 LOG_NAME = "server.log"
 CONF_NAME = "tap.conf"
 INIT_SUFFIX = ".initdb"
+TLS_CERT = "server.crt"
+TLS_KEY = "server.key"
+# tap's own superuser for setup (start_bootstrapped); its password never leaves this file.
+BOOTSTRAP_USER = "tap_bootstrap"
+BOOTSTRAP_FILE = "tap-bootstrap.secret"
 # sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
 _DEBIAN_ROOT = Path("/usr/lib/postgresql")
@@ -193,16 +206,20 @@ class LocalPostgres:
         return self.data_dir / LOG_NAME
 
     def start(self, superuser: str, password: str, *, database: str | None = None,
-              timeout: float = 60.0) -> None:
+              timeout: float = 60.0, tls: ServerTls | None = None,
+              _remember: bool = False) -> None:
         """Initialise (first time only) and start the server, then create `database` if missing.
 
         `superuser`/`password` become the bootstrap superuser at initialisation; on later starts
-        they are only used to create `database`. Starting a running server does nothing more.
+        they are only used to create `database`. Starting a running server does nothing more,
+        except that `tls` on a running server without it installs it and reloads.
         """
         bindir = self.bindir()
         if not self.initialized:
-            self._initdb(bindir, superuser, password)
+            self._initdb(bindir, superuser, password, remember=_remember)
             bindir = self.bindir()
+        if tls is not None and not self.tls_enabled:
+            self.install_tls(tls)
         if not self.is_running():
             self.port = self.port or free_port()
             self._write_conf()
@@ -214,6 +231,29 @@ class LocalPostgres:
             self.port = self._running_port()
         if database:
             self.create_database(database, superuser, password)
+
+    def start_bootstrapped(self, *, database: str | None = None, tls: ServerTls | None = None,
+                           timeout: float = 60.0) -> None:
+        """start() with tap's own superuser, made with a random password at initialisation."""
+        if self.initialized:
+            password = self._bootstrap_password()
+        else:
+            password = secrets.token_urlsafe(32)
+        self.start(BOOTSTRAP_USER, password, database=database, timeout=timeout, tls=tls,
+                   _remember=True)
+
+    def connect_bootstrap(self, database: str = "postgres",
+                          **kwargs: object) -> pg8000.native.Connection:
+        """A connection as tap's own superuser (start_bootstrapped)."""
+        return self.connect(BOOTSTRAP_USER, self._bootstrap_password(), database, **kwargs)
+
+    @property
+    def bootstrapped(self) -> bool:
+        return (self.data_dir / BOOTSTRAP_FILE).is_file()
+
+    @property
+    def tls_enabled(self) -> bool:
+        return (self.data_dir / TLS_CERT).is_file() and (self.data_dir / TLS_KEY).is_file()
 
     def stop(self, timeout: float = 60.0) -> None:
         """Stop the server (fast shutdown: open sessions are ended); nothing if not running."""
@@ -269,21 +309,62 @@ class LocalPostgres:
         finally:
             conn.close()
 
-    def connect(self, user: str, password: str, database: str) -> pg8000.native.Connection:
-        """A new connection over TCP with password authentication, as clients of Aurora make."""
+    def connect(self, user: str, password: str, database: str,
+                **kwargs: object) -> pg8000.native.Connection:
+        """A new connection over TCP with password authentication, as clients of Aurora make
+        (`kwargs` go to pg8000, e.g. ssl_context; without one pg8000 uses TLS when the server
+        offers it, unverified)."""
         if self.port is None:
             raise LocalPostgresError(f"{self!r} has no port: start or attach it first")
         return pg8000.native.Connection(user, host=self.host, port=self.port, database=database,
-                                        password=password, timeout=30)
+                                        password=password, timeout=30, **kwargs)  # type: ignore[arg-type]
 
     # -- internals -------------------------------------------------------------------------
+
+    def _bootstrap_password(self) -> str:
+        try:
+            return (self.data_dir / BOOTSTRAP_FILE).read_text().strip()
+        except FileNotFoundError:
+            raise LocalPostgresError(
+                f"{self.data_dir} was initialised without tap's bootstrap superuser "
+                "(by an older tap)",
+                hint="recreate it: for the sandbox, tap destroy then tap deploy, or "
+                     "tap sandbox reset") from None
+
+    def install_tls(self, tls: ServerTls) -> None:
+        """Certificate and key into the data directory (readable by the server only); a running
+        server reloads and serves them to new connections, TLS-only from then on."""
+        owner = self._owner_ids()
+        write_private(self.data_dir / TLS_KEY, tls.key_pem, owner)
+        write_private(self.data_dir / TLS_CERT, tls.cert_pem, owner)
+        if self.is_running():
+            self.port = self._running_port()
+            self._write_conf()
+            self._pg_ctl(self._control_bindir(), "reload", timeout=40, action="reload")
+
+    def server_cert(self) -> bytes | None:
+        try:
+            return (self.data_dir / TLS_CERT).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def remember_bootstrap(self, password: str) -> None:
+        """Keep tap's bootstrap superuser's password (a data directory an older tap made)."""
+        write_private(self.data_dir / BOOTSTRAP_FILE, password.encode())
+
+    def _owner_ids(self) -> tuple[int, int] | None:
+        if not _as_root():
+            return None
+        account = self._account()
+        return account.pw_uid, account.pw_gid
 
     @property
     def _init_dir(self) -> Path:
         """Where initdb builds the cluster before it becomes the data directory."""
         return self.data_dir.with_name(self.data_dir.name + INIT_SUFFIX)
 
-    def _initdb(self, bindir: Path, superuser: str, password: str) -> None:
+    def _initdb(self, bindir: Path, superuser: str, password: str,
+                remember: bool = False) -> None:
         if self.data_dir.exists() and any(self.data_dir.iterdir()):
             raise LocalPostgresError(f"cannot initialise PostgreSQL in {self.data_dir}: "
                                      "the directory is not empty",
@@ -317,10 +398,8 @@ class LocalPostgres:
         if result.returncode != 0:
             shutil.rmtree(work, ignore_errors=True)
             raise LocalPostgresError(f"initdb failed in {work}: {_tail(result.stdout)}")
-        (work / "pg_hba.conf").write_text(
-            "# Written by tap: password (SCRAM) authentication, loopback only.\n"
-            "local all all scram-sha-256\n"
-            f"host  all all {HOST}/32 scram-sha-256\n")
+        if remember:  # before the rename: a data directory never lacks it
+            write_private(work / BOOTSTRAP_FILE, password.encode())
         with (work / "postgresql.conf").open("a") as conf:
             conf.write(f"\ninclude_if_exists = '{CONF_NAME}'\n")
         if self.data_dir.exists():
@@ -340,8 +419,27 @@ class LocalPostgres:
                         f"unix_socket_directories = '{socket_dir}'\n"
                         "password_encryption = 'scram-sha-256'\n"
                         "shared_buffers = '32MB'\n"
-                        "max_connections = 50\n")
+                        "max_connections = 50\n"
+                        # A throwaway stand-in: a commit need not wait for this machine's
+                        # fsync (~6 ms on a shared disk; Aurora's wait is its storage quorum's).
+                        # A server crash may lose the last ~0.6 s of commits, never consistency.
+                        "synchronous_commit = off\n"
+                        + (f"ssl = on\nssl_cert_file = '{TLS_CERT}'\n"
+                           f"ssl_key_file = '{TLS_KEY}'\n"
+                           "ssl_min_protocol_version = 'TLSv1.2'\n" if self.tls_enabled else ""))
         self._own(conf)
+        hba = self.data_dir / "pg_hba.conf"
+        if self.tls_enabled:
+            hba.write_text("# Written by tap: SCRAM over TLS only (rds.force_ssl=1), loopback "
+                           "only.\n"
+                           "local     all all scram-sha-256\n"
+                           f"hostssl   all all {HOST}/32 scram-sha-256\n"
+                           f"hostnossl all all {HOST}/32 reject\n")
+        else:
+            hba.write_text("# Written by tap: password (SCRAM) authentication, loopback only.\n"
+                           "local all all scram-sha-256\n"
+                           f"host  all all {HOST}/32 scram-sha-256\n")
+        self._own(hba)
 
     def _running_port(self) -> int | None:
         """Port from postmaster.pid (line 4), which the server writes while it runs."""

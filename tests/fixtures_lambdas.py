@@ -10,8 +10,11 @@ import contextlib
 import json
 import os
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +27,9 @@ from botocore.exceptions import ClientError
 from moto.server import ThreadedMotoServer
 
 from tap_lib.lambdas.rotation import handler as rotation
+from tap_lib.localdb import LocalPostgres
+from tap_lib.localdb_roles import ensure_rds_master
+from tap_lib.localtls import CertificateAuthority
 
 REGION = "eu-west-2"
 MASTER_USER = "dbadmin"
@@ -47,6 +53,34 @@ def moto_server() -> Iterator[str]:
 
 
 @contextlib.contextmanager
+def moto_process(timeout: float = 60) -> Iterator[str]:
+    """A moto server in a process of its own, as the sandbox's emulator runs (the client and
+    the server do not share one interpreter's lock); yields its endpoint URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
+                             "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"moto server did not start on port {port}")
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
 def scratch_dir() -> Iterator[Path]:
     """A private directory for PostgreSQL data, deleted on exit.
 
@@ -55,6 +89,25 @@ def scratch_dir() -> Iterator[Path]:
     """
     with tempfile.TemporaryDirectory(prefix="tap-lambdas-") as base:
         yield Path(base)
+
+
+@contextlib.contextmanager
+def standin_server(base: Path) -> Iterator[tuple[LocalPostgres, Path]]:
+    """A PostgreSQL set up as the sandbox's stand-in is: TLS only, under a CA of its own
+    (base/ca), tap's bootstrap superuser, and MASTER_USER made as Aurora makes its master (not
+    a superuser). Yields (server, CA certificate file); stopped and deleted on exit."""
+    authority = CertificateAuthority(base / "ca").ensure()
+    server = LocalPostgres(base / "data")
+    try:
+        server.start_bootstrapped(tls=authority.issue_server([]))
+        conn = server.connect_bootstrap()
+        try:
+            ensure_rds_master(conn, MASTER_USER, MASTER_PASSWORD, "postgres")
+        finally:
+            conn.close()
+        yield server, authority.cert_file
+    finally:
+        server.remove()
 
 
 def aws_environment(endpoint: str) -> dict[str, str]:
@@ -73,16 +126,20 @@ class Stack:
     master_arn: str
     app_arn: str
     bucket: str
+    ca_file: str = ""
 
     def payment_environment(self) -> dict[str, str]:
-        return {"DB_SECRET_ARN": self.app_arn, "BUCKET_NAME": self.bucket}
+        """The payment function's variables (DB_CA_FILE: the rotation function reads it too)."""
+        return {"DB_SECRET_ARN": self.app_arn, "BUCKET_NAME": self.bucket,
+                **({"DB_CA_FILE": self.ca_file} if self.ca_file else {})}
 
     def master_connection(self) -> pg8000.native.Connection:
         return pg8000.native.Connection(MASTER_USER, password=MASTER_PASSWORD, host=self.db_host,
                                         port=self.db_port, database=self.dbname, timeout=10)
 
 
-def create_stack(db_host: str, db_port: int, *, versioned_bucket: bool = False) -> Stack:
+def create_stack(db_host: str, db_port: int, *, versioned_bucket: bool = False,
+                 object_lock: bool = False, ca_file: Path | str = "") -> Stack:
     """A database, the RDS-managed master secret, the app secret (no password) and a bucket.
 
     Needs the AWS variables set (aws_environment) and the master user in the server.
@@ -104,10 +161,15 @@ def create_stack(db_host: str, db_port: int, *, versioned_bucket: bool = False) 
         "username": app_user, "masterarn": master_arn}))["ARN"]
     bucket = f"tap-transactions-{suffix}"
     s3 = boto3.client("s3")
-    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION},
+                     **({"ObjectLockEnabledForBucket": True} if object_lock else {}))
+    if object_lock:  # as the stack's transaction-log bucket: a default retention
+        s3.put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}}})
     if versioned_bucket:
         s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-    return Stack(db_host, db_port, dbname, app_user, master_arn, app_arn, bucket)
+    return Stack(db_host, db_port, dbname, app_user, master_arn, app_arn, bucket, str(ca_file))
 
 
 def begin_rotation(secret_arn: str, token: str | None = None) -> str:

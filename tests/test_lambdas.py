@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 
 from fixtures_lambdas import (MASTER_PASSWORD, MASTER_USER, STEPS, Stack, aws_environment,
                               begin_rotation, create_stack, forwarded_port, login_works,
-                              moto_server, rotate, run_steps, scratch_dir, secret_value, stages)
+                              moto_server, rotate, run_steps, scratch_dir, secret_value, stages,
+                              standin_server)
 from tap_lib import localdb
 from tap_lib.lambdas.payment import handler as payment
 from tap_lib.lambdas.rotation import handler as rotation
@@ -36,10 +37,20 @@ REPO = Path(__file__).resolve().parents[1]
 # -- fixtures -----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def pg_server() -> Iterator[LocalPostgres]:
-    with scratch_dir() as base, localdb.running(base / "data", MASTER_USER,
-                                                MASTER_PASSWORD) as server:
-        yield server
+def standin() -> Iterator[tuple[LocalPostgres, Path]]:
+    """The stand-in as the sandbox runs it: TLS only, a master that is not a superuser."""
+    with scratch_dir() as base, standin_server(base) as found:
+        yield found
+
+
+@pytest.fixture(scope="module")
+def pg_server(standin: tuple[LocalPostgres, Path]) -> LocalPostgres:
+    return standin[0]
+
+
+@pytest.fixture(scope="module")
+def ca_file(standin: tuple[LocalPostgres, Path]) -> Path:
+    return standin[1]
 
 
 @pytest.fixture
@@ -72,6 +83,7 @@ def fresh_payment_container() -> Iterator[None]:
 
 def _stack(pg_server: LocalPostgres, monkeypatch: pytest.MonkeyPatch, **kwargs: Any) -> Stack:
     assert pg_server.port is not None
+    kwargs.setdefault("ca_file", pg_server.data_dir.parent / "ca" / "ca.crt")
     stack = create_stack(pg_server.host, pg_server.port, **kwargs)
     for name, value in stack.payment_environment().items():
         monkeypatch.setenv(name, value)
@@ -573,6 +585,81 @@ def test_a_lost_connection_is_replaced(live_stack: Stack, caplog: pytest.LogCapt
         conn.close()
     assert _invoke(_event("pay-701"))[0] == 200
     assert "connection was lost" in caplog.text
+
+
+@pytest.mark.postgres
+def test_payment_logs_into_an_object_lock_bucket(aws: str, pg_server: LocalPostgres,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """S3 refuses a PUT without a checksum into a bucket with a default retention."""
+    stack = _stack(pg_server, monkeypatch, object_lock=True)
+    rotate(stack.app_arn)
+    status, body = _invoke(_event("pay-locked"))
+    assert status == 200, body
+
+
+def _app_backends(stack: Stack) -> list[int]:
+    """Backend pids of the payment function's sessions (pg_stat_activity)."""
+    conn = stack.master_connection()
+    try:
+        return [row[0] for row in conn.run(
+            "SELECT pid FROM pg_stat_activity WHERE usename = :user "
+            "AND application_name = 'tap-payment' ORDER BY pid", user=stack.app_user)]
+    finally:
+        conn.close()
+
+
+@pytest.mark.postgres
+def test_a_warm_container_reuses_one_connection_and_survives_terminate_and_rotation(
+        live_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a Lambda container keeps them: one session and one secret read for N payments; a
+    session the server ends, and a rotation after it, cost one new login each, no failure."""
+    reads: list[str] = []
+    read = payment._read_credentials
+    monkeypatch.setattr(payment, "_read_credentials",
+                        lambda stage: reads.append(stage) or read(stage))
+    pids = set()
+    for i in range(20):
+        assert _invoke(_event(f"warm-{i}"))[0] == 200
+        pids.update(_app_backends(live_stack))
+    assert len(pids) == 1 and reads == ["AWSCURRENT"]
+
+    conn = live_stack.master_connection()
+    try:
+        conn.run("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :user",
+                 user=live_stack.app_user)
+    finally:
+        conn.close()
+    assert _invoke(_event("warm-after-terminate"))[0] == 200
+    after = _app_backends(live_stack)
+    assert len(after) == 1 and after[0] not in pids
+    assert reads == ["AWSCURRENT"]  # the cached secret still logs in
+
+    rotate(live_stack.app_arn)
+    conn = live_stack.master_connection()
+    try:  # the open session survives a rotation; end it so the next login needs the new password
+        conn.run("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :user",
+                 user=live_stack.app_user)
+    finally:
+        conn.close()
+    assert _invoke(_event("warm-after-rotation"))[0] == 200
+    assert len(_app_backends(live_stack)) == 1
+    assert reads == ["AWSCURRENT", "AWSCURRENT"]  # refused once, re-read once
+
+
+@pytest.mark.postgres
+def test_the_cached_secret_expires_at_the_next_login(live_stack: Stack,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[str] = []
+    read = payment._read_credentials
+    monkeypatch.setattr(payment, "_read_credentials",
+                        lambda stage: reads.append(stage) or read(stage))
+    assert _invoke(_event("ttl-1"))[0] == 200
+    monkeypatch.setattr(payment, "SECRET_TTL_S", 0)
+    assert _invoke(_event("ttl-2"))[0] == 200  # an open session needs no secret
+    assert reads == ["AWSCURRENT"]
+    payment.close_connection()
+    assert _invoke(_event("ttl-3"))[0] == 200
+    assert reads == ["AWSCURRENT", "AWSCURRENT"]
 
 
 @pytest.mark.postgres

@@ -346,6 +346,13 @@ class Engine(ABC):
         """Where tap's own connection to a database endpoint goes (the endpoint itself)."""
         return host, port
 
+    def db_ca_file(self) -> Path:
+        """The CA a connection to the stack's database verifies the server with: Aurora's
+        certificates chain to the RDS bundle the functions ship too."""
+        from ..program.packaging import ca_bundle
+
+        return ca_bundle()
+
     @classmethod
     def reset(cls) -> None:
         """Return the target to empty (only a rehearsal target can)."""

@@ -7,7 +7,9 @@ subnets, the login check runs only through the function.
 from __future__ import annotations
 
 import json
+import ssl
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Callable
 
 import pg8000.native
@@ -23,10 +25,11 @@ def synthetic_event(now: datetime | None = None) -> dict:
 
 
 def db_login(clients: Clients, secret_arn: str, endpoint: tuple[str, int],
-             address: Callable[[str, int], tuple[str, int]]) -> tuple[str, str]:
+             address: Callable[[str, int], tuple[str, int]], cafile: Path) -> tuple[str, str]:
     """(expected, actual) for logging in with AWSCURRENT's credentials at the cluster's current
     endpoint (the stack's outputs, as the functions connect; routed as the target does:
-    `address`); never shows the password."""
+    `address`), over TLS verified against `cafile` as the functions verify it; never shows the
+    password."""
     try:
         creds = json.loads(clients("secretsmanager").get_secret_value(
             SecretId=secret_arn, VersionStage="AWSCURRENT")["SecretString"])
@@ -35,7 +38,9 @@ def db_login(clients: Clients, secret_arn: str, endpoint: tuple[str, int],
         host, port = address(*endpoint)
         conn = pg8000.native.Connection(creds["username"], host=host,
                                         port=port, password=creds["password"],
-                                        database=creds["dbname"], timeout=10)
+                                        database=creds["dbname"], timeout=10,
+                                        ssl_context=ssl.create_default_context(
+                                            cafile=str(cafile)))
         try:
             user = conn.run("SELECT current_user")[0][0]
         finally:

@@ -20,9 +20,10 @@ from ..engines.base import Engine
 from ..controls import MIN_BACKUP_DAYS
 from ..engines.registry import open_engine
 from ..errors import OperationFailed
-from . import smoke
+from . import hardening_data, smoke
 from .checks import MISSING, Check, Declared, apply_exception, check, text  # noqa: F401
 from .facts import PASSWORD_KEY, Clients, Facts, Reading, digest, read_facts, tags_of
+from .hardening_network import network_control_checks
 from .hardening import (database_hardening_checks, function_key_checks, log_group_checks,
                         role_trust_checks, secret_checks)
 from .stack import settings_for
@@ -355,6 +356,10 @@ def judge(stack: Subject, reading: Reading, clients: Clients, *, live: bool = Tr
     run now. A fleet reads many stacks' facts at once and judges each here, as verify does."""
     engine, notes = stack.engine, list(reading.notes)
     checks = run_checks(Declared(stack.settings, stack.outputs), reading.facts)
+    checks = pd.concat([checks, pd.DataFrame([asdict(c) for c in network_control_checks(
+        Declared(stack.settings, stack.outputs), clients)], columns=COLUMNS)], ignore_index=True)
+    checks = pd.concat([checks, hardening_data.frame(stack, reading.facts, clients, notes)],
+                       ignore_index=True)
     if live:
         checks = pd.concat([checks, pd.DataFrame(
             [asdict(c) for c in live_checks(engine, stack.settings, stack.outputs,
@@ -379,7 +384,7 @@ def live_checks(engine: Engine, settings: Settings, outputs: dict[str, Any], fac
         expected, actual = smoke.db_login(
             clients, outputs.get("db_secret_arn", ""),
             (outputs.get("rds_cluster_endpoint", ""), int(outputs.get("rds_cluster_port") or 0)),
-            engine.db_address)
+            engine.db_address, engine.db_ca_file())
         out.append(check("db.login", "", outputs.get("rds_cluster_id"), expected, actual,
                          ok=actual.startswith(expected)))
     expected, actual = smoke.run_payment(engine.invoke, facts.functions.get(payment) or {})

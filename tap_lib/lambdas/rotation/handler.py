@@ -35,6 +35,9 @@ finishSecret does nothing once the token is AWSCURRENT. finishSecret also remove
 AWSPENDING label, so a finished rotation leaves AWSCURRENT on the new version, AWSPREVIOUS on the
 old one and no AWSPENDING.
 
+Every connection is TLS as sslmode=verify-full, against DB_CA_FILE (a path; relative ones are
+taken beside this file) or the RDS CA bundle shipped beside this file (rds-global-bundle.pem).
+
 The password reaches PostgreSQL as a SCRAM-SHA-256 verifier computed here, never in plain text
 (so not in the server's statement log either). Nothing secret is logged, returned or put in an
 exception message. Only the standard library, boto3 and pg8000 are used: this file is packaged
@@ -48,6 +51,7 @@ import hmac
 import json
 import logging
 import os
+import ssl
 from typing import Any
 
 import boto3
@@ -64,6 +68,7 @@ PASSWORD_LENGTH = 32
 # Characters that break connection strings and URLs, or need quoting in shells.
 EXCLUDED_CHARACTERS = "/@\"'\\ "
 CONNECT_TIMEOUT_S = 10
+CA_BUNDLE = "rds-global-bundle.pem"
 SCRAM_ITERATIONS = 4096
 REQUIRED_KEYS = ("engine", "host", "port", "dbname", "username", "masterarn")
 # Secret key <- environment variable: the connection as the stack declares it now.
@@ -297,7 +302,23 @@ def _login_works(secret: dict[str, Any]) -> bool:
 def _connect(secret: dict[str, Any], user: str, password: str) -> pg8000.native.Connection:
     return pg8000.native.Connection(user, password=password, host=secret["host"],
                                     port=int(secret["port"]), database=secret["dbname"],
-                                    timeout=CONNECT_TIMEOUT_S, application_name="tap-rotation")
+                                    timeout=CONNECT_TIMEOUT_S, application_name="tap-rotation",
+                                    ssl_context=tls_context(os.environ.get("DB_CA_FILE") or ""))
+
+
+def tls_context(ca_file: str) -> ssl.SSLContext:
+    """A client context that verifies the chain against `ca_file` and the host name."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    candidates = ([os.path.join(here, ca_file)] if ca_file else
+                  [os.path.join(here, CA_BUNDLE), os.path.join(os.path.dirname(here), CA_BUNDLE)])
+    found = next((path for path in candidates if os.path.isfile(path)), None)
+    if found is None:
+        raise RotationError(f"no CA bundle to verify the database with: {candidates[0]} does "
+                            "not exist (set DB_CA_FILE, or package the function with its RDS "
+                            "CA bundle)")
+    context = ssl.create_default_context(cafile=found)  # CERT_REQUIRED, check_hostname
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 def _sqlstate(exc: Exception) -> str | None:
