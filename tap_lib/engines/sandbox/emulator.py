@@ -1,53 +1,30 @@
-"""The sandbox's emulator process: moto's server, with two corrections.
+"""The sandbox's emulator process: moto's server, with tap's named corrections installed.
 
-moto evaluates bucket policies but ignores their Condition blocks, so the stack's TLS-only
-policy (Deny s3:* when aws:SecureTransport is false) would deny every request. The sandbox
-endpoint stands in for AWS's HTTPS endpoint, so requests are treated as TLS: a statement that
-applies only to insecure transport does not apply. Every other statement is evaluated by moto
-unchanged.
-
-moto 5.2 ignores tag filters on DescribeNatGateways and lists every gateway; AWS honours them
-(`_honour_nat_gateway_tag_filters`). tap's handlers check tags themselves anyway.
+Each correction is a module of `patches/` that reproduces one documented AWS behaviour where
+moto differs (its docstring names it); this module only installs them and starts the server.
+The functions Lambda Invoke runs call back into this same server, so the patches learn its
+address from the command line (`-H HOST -p PORT`, as server.py starts it).
 """
 from __future__ import annotations
 
+import argparse
 import sys
 
-from moto.iam import access_control
-
-_evaluate = access_control.IAMPolicyStatement.is_action_permitted
-
-
-def _insecure_transport_only(statement: dict) -> bool:
-    value = ((statement.get("Condition") or {}).get("Bool") or {}).get("aws:SecureTransport")
-    return value is not None and str(value).lower() == "false"
+from .patches import install_all
+from .patches.s3_transport import _is_action_permitted  # noqa: F401 - tests/test_internals.py
 
 
-def _is_action_permitted(self, action, resource="*", principal=None,
-                         incoming_condition_values=None):
-    if _insecure_transport_only(self._statement):
-        return access_control.PermissionResult.NEUTRAL
-    return _evaluate(self, action, resource, principal, incoming_condition_values)
-
-
-def _honour_nat_gateway_tag_filters() -> None:
-    """`tag:KEY`, `tag-key` and `tag-value` filters on DescribeNatGateways, as AWS has them."""
-    from moto.ec2.models.nat_gateways import NatGatewayBackend
-    from moto.ec2.utils import is_tag_filter, tag_filter_matches
-
-    describe = NatGatewayBackend.describe_nat_gateways
-
-    def describe_nat_gateways(self, filters, nat_gateway_ids):
-        wanted = {k: v for k, v in (filters or {}).items() if is_tag_filter(k)}
-        return [gateway for gateway in describe(self, filters, nat_gateway_ids)
-                if all(tag_filter_matches(gateway, k, v) for k, v in wanted.items())]
-
-    NatGatewayBackend.describe_nat_gateways = describe_nat_gateways
+def _endpoint(argv: list[str]) -> str:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("-H", "--host", default="127.0.0.1")
+    parser.add_argument("-p", "--port", type=int, default=5000)
+    known, _ = parser.parse_known_args(argv)
+    host = "127.0.0.1" if known.host in ("0.0.0.0", "") else known.host
+    return f"http://{host}:{known.port}"
 
 
 def main(argv: list[str]) -> None:
-    access_control.IAMPolicyStatement.is_action_permitted = _is_action_permitted
-    _honour_nat_gateway_tag_filters()
+    install_all(_endpoint(argv))
     from moto.server import main as moto_main
 
     moto_main(argv)

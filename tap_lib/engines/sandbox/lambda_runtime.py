@@ -1,6 +1,8 @@
-"""A stand-in for the Lambda runtime: the emulator stores functions but cannot execute them, so
-the sandbox runs the same handler code in a child process with the function's environment
-variables and AWS_ENDPOINT_URL pointing at the emulator. The child process keeps the handler's
+"""tap's own runs of the shipped handlers (verify's synthetic payment, the sandbox's in-process
+rotation): the same handler code in a child process with the function's environment variables
+and AWS_ENDPOINT_URL pointing at the emulator. (The emulator's own Lambda Invoke, for any
+client, runs the deployed package: patches/lambda_invoke.py and lambda_containers.py; both
+share `_environment` and `resolving` from here.) The child process keeps the handler's
 module-level caches and any os.environ changes away from the caller. Connections to the Aurora
 endpoint names (the host a function reads from its secret) reach the cluster's local stand-in:
 the child resolves those names itself, as a VPC's DNS would.
@@ -23,7 +25,6 @@ import threading
 from typing import Iterator
 
 from ...errors import OperationFailed
-from ...program.packaging import handler_source
 
 
 HOSTS_VARIABLE = "TAP_SANDBOX_HOSTS"
@@ -41,10 +42,14 @@ def invoke(function: str, event: dict, *, endpoint: str, region: str,
 def _environment(variables: dict[str, str] | None, endpoint: str, region: str,
                  hosts: dict[str, str] | None) -> dict[str, str]:
     """The function's process environment: tap's own without its AWS_* settings, the
-    function's variables, the emulator as endpoint and the name map."""
+    function's variables, the emulator as endpoint, the name map, and the sandbox CA as the
+    database's CA (the stand-ins' certificates are signed by it, not by the RDS CAs)."""
+    from .sandbox_ca import CA_VARIABLE, ca_file
+
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(variables or {})
     env[HOSTS_VARIABLE] = json.dumps(hosts or {})
+    env[CA_VARIABLE] = str(ca_file())
     env.update(AWS_ENDPOINT_URL=endpoint, AWS_DEFAULT_REGION=region, AWS_REGION=region,
                AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
     return env
@@ -55,6 +60,8 @@ def invoke_sequence(function: str, events: list[dict], *, endpoint: str, region:
                     hosts: dict[str, str] | None = None) -> list[dict]:
     """Several invocations in order in one warm runtime (as Lambda reuses a warm container);
     stops at the first failure. `hosts` maps endpoint names to "127.0.0.1:PORT"."""
+    from ...program.packaging import handler_source  # pulumi: not in every runtime child
+
     env = _environment(variables, endpoint, region, hosts)
     pool = _shared
     if pool is not None:
@@ -270,7 +277,6 @@ def _close_connections(module) -> None:
     if conn is not None:
         with contextlib.suppress(Exception):
             conn.close()
-
 
 if __name__ == "__main__":
     if sys.argv[1] == WORKER_FLAG:
