@@ -56,16 +56,28 @@ def refresh(name: str, scratch: Path) -> None:
     print(f"refreshed {source.relative_to(REPO)}")
 
 
-def main(names: list[str]) -> None:
+def main(names: list[str]) -> int:
+    """Every notebook runs even when an earlier one failed (its error is printed and its
+    committed outputs stay as they were), so one broken notebook does not keep the others
+    stale; the exit status is 1 when any failed."""
     wanted = names or list(ORDER)
+    failed = []
     with notebook_sandbox(), tempfile.TemporaryDirectory() as scratch:
         for name in ORDER:  # in runbook order: later notebooks need the stack earlier ones made
-            if (REPO / "notebooks" / f"{name}.ipynb").is_file():
+            if not (REPO / "notebooks" / f"{name}.ipynb").is_file():
+                continue
+            try:
                 if name in wanted:
                     refresh(name, Path(scratch))
                 else:
                     run(name, Path(scratch) / f"{name}.ipynb")
+            except Exception as exc:  # noqa: BLE001 - said below, and in the exit status
+                failed.append(name)
+                print(f"FAILED {name}: {type(exc).__name__}: {str(exc)[-2000:]}", file=sys.stderr)
+    if failed:
+        print(f"not refreshed (failed): {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

@@ -231,6 +231,37 @@ def test_fleet_file_is_validated_like_config(tmp_path):
     assert refs[1][0] == fleet.StackRef("staging")
 
 
+@pytest.mark.parametrize("text, field, problem", [
+    ("stacks: []\n", "stacks", "non-empty list"),
+    ("stacks:\n  - dev\n", "stacks[0]", "must be a mapping"),
+    ("stacks:\n  - env: dev\n    suffix: ''\n", "stacks[0].suffix", "non-empty text"),
+    ("stacks:\n  - suffix: pr1\n", "stacks[0].env", "non-empty text"),
+    ("stacks:\n  - env: 5\n", "stacks[0].env", "non-empty text"),
+    ("stacks:\n  - env: dev\nextra: 1\n", "extra", "allowed: stacks"),
+    ("stacks:\n" + "  - env: dev\n" * (fleet.MAX_STACKS + 1), "stacks",
+     f"at most {fleet.MAX_STACKS}"),
+])
+def test_fleet_file_errors_name_the_field(tmp_path, text, field, problem):
+    """The fleet file's pydantic model: each problem a ConfigError naming file and field."""
+    path = tmp_path / "fleet.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        fleet.load_fleet_file(path)
+    assert str(path) in str(err.value) and f"field '{field}'" in str(err.value), str(err.value)
+    assert problem in str(err.value)
+
+
+def test_not_deployed_is_told_by_type_not_by_words():
+    from tap_lib.config import load_settings
+    from tap_lib.errors import NotDeployed, StateCorrupt
+
+    ref, settings = fleet.StackRef("dev", "nd1"), load_settings("dev", ["suffix=nd1"])
+    result = fleet._failed(ref, settings, NotDeployed("stack TapStacknd1 has no outputs"))
+    assert (result.status, result.exit_code) == ("not-deployed", 3)
+    damaged = StateCorrupt("state.json", "names stack x, which is not deployed on sandbox")
+    assert fleet._failed(ref, settings, damaged).status == "error"
+
+
 def test_stack_selection_errors(monkeypatch):
     with pytest.raises(UsageError, match="same stack TapStackpr1"):
         fleet.resolve_stacks(["dev", "staging"], ["pr1"])

@@ -158,3 +158,83 @@ def test_tap_sandbox_reset_is_written_ahead_in_the_trail(sandbox_port: int, tmp_
     assert s3.list_buckets()["Buckets"] == []
     assert [(e["operation"], e["result"]) for e in trail.read()] == [
         ("reset", "started"), ("reset", "succeeded")]
+
+
+# ------------------------------------------------------------------ liveness (processes.py)
+def test_one_liveness_rule_for_the_emulator_and_the_lock_holder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A live process exists; a zombie (killed, not yet reaped) and a gone pid do not; a pid we
+    may not inspect still exists. The server's emulator check and the lock's holder note
+    use the same rule, so their answers can no longer disagree."""
+    import psutil
+
+    from tap_lib.engines.sandbox import processes
+    from tap_lib.engines.sandbox.locks import holder_info
+
+    monkeypatch.setenv("TAP_HOME", str(tmp_path / "home"))
+    live = subprocess.Popen(["sleep", "30"])
+    zombie = subprocess.Popen(["sleep", "30"])
+    try:
+        zombie.send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 5       # killed but not reaped: a zombie
+        while psutil.Process(zombie.pid).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        note = tmp_path / "lock.json"
+        for pid, alive in [(live.pid, True), (zombie.pid, False), (0, False), (-5, False)]:
+            assert processes.pid_alive(pid) is alive, pid
+            note.write_text(json.dumps({"pid": pid, "operation": "deploy", "since": "t"}))
+            assert (holder_info(note) is not None) is alive, pid
+        # `sleep` is alive but is not tap's emulator: never stopped or adopted as one
+        assert not processes.is_emulator(live.pid) and not server._pid_alive(live.pid)
+
+        # Another user's process: tests run as root here, so no process is closed to them;
+        # psutil's answer for one is simulated (the only mock in this module).
+        def denied(pid: int) -> psutil.Process:
+            raise psutil.AccessDenied(pid)
+        with monkeypatch.context() as patched:
+            patched.setattr(processes.psutil, "Process", denied)
+            assert processes.pid_alive(live.pid)          # exists: we may just not look
+            assert not processes.is_emulator(live.pid)    # not ours to stop
+    finally:
+        live.kill()
+        live.wait()
+        zombie.wait()
+    assert not processes.pid_alive(live.pid)
+
+
+def test_emulator_is_found_by_command_line_and_home_and_its_start_time(sandbox_port: int
+                                                                        ) -> None:
+    from tap_lib.engines.sandbox import processes
+
+    started = server.start()
+    home = str((Path(os.environ["TAP_HOME"]) / "sandbox").resolve())
+    assert processes.find_emulators(home) == [(started.pid, sandbox_port)]
+    assert processes.find_emulators(home + "-other") == []
+    assert abs((processes.started_at(started.pid) - started.started_at).total_seconds()) < 5
+
+
+def test_server_lock_held_elsewhere_is_reported_not_waited_on(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    """Another process holds sandbox/server.lock: a probe (timeout 0) hears so at once, a
+    waiting caller gets a typed error after its timeout, and the lock is free once it ends."""
+    monkeypatch.setenv("TAP_HOME", str(tmp_path / "home"))
+    lock = Path(os.environ["TAP_HOME"]) / "sandbox" / "server.lock"
+    lock.parent.mkdir(parents=True)
+    code = ("import sys, time; from filelock import FileLock\n"
+            f"held = FileLock({str(lock)!r}); held.acquire(); print('held', flush=True); "
+            "time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with server._locked(timeout=0) as acquired:
+            assert acquired is False
+        with pytest.raises(TargetUnreachable, match="held the sandbox lock"):
+            with server._locked(timeout=0.3):
+                pass
+    finally:
+        holder.kill()
+        holder.communicate()
+    with server._locked(timeout=5) as acquired:
+        assert acquired is True

@@ -43,8 +43,8 @@ def tap(capsys, *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def assert_clean_error(code: int, err: str, *needles: str) -> None:
-    assert code == 3, err
+def assert_clean_error(code: int, err: str, *needles: str, exit_code: int = 3) -> None:
+    assert code == exit_code, err
     assert "Traceback" not in err and "hint:" in err, err
     for needle in needles:
         assert needle in err, (needle, err)
@@ -119,6 +119,27 @@ def test_corrupt_state_is_a_named_error_with_a_fix(sandbox_home, capsys, case):
     with pytest.raises(StateCorrupt) as info:
         StateStore("TapStackcorrupt")
     assert info.value.exit_code == 3 and info.value.file == str(path)
+
+
+def test_state_models_cover_every_field_and_ignore_later_ones(sandbox_home):
+    """The pydantic models that validate the files name exactly the fields tap keeps (a field
+    added to a record but not to its model would be dropped on load), and a key written by a
+    later tap of the same version is ignored, not an error."""
+    from dataclasses import fields
+
+    from tap_lib.engines.sandbox.state import ResourceRecord, StackState
+    from tap_lib.engines.sandbox.state_models import (HistoryLineModel, ResourceRecordModel,
+                                                      StateFileModel)
+    for cls, model in [(ResourceRecord, ResourceRecordModel), (StackState, StateFileModel),
+                       (HistoryEntry, HistoryLineModel)]:
+        assert {f.name for f in fields(cls)} == set(model.model_fields), cls
+    path = stack_dir("TapStacklater") / "state.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"version": 1, "stack": "TapStacklater", "new_field": [1],
+                                "resources": [{**GOOD_RECORD, "new_field": 2}]}))
+    state = StateStore("TapStacklater").state
+    assert list(state.resources) == [GOOD_RECORD["urn"]]
+    assert state.resources[GOOD_RECORD["urn"]].inputs == {}
 
 
 def test_newer_state_version_is_refused_not_rewritten(sandbox_home, capsys):
@@ -223,7 +244,7 @@ def test_live_holder_refuses_second_operator_and_kill_9_frees_it(sandbox_home, c
         for command in ("outputs", "preview"):
             code, out, err = tap(capsys, command, "--env", "dev", "--set", "suffix=held")
             assert_clean_error(code, err, f"pid {holder.pid}", "mid-deploy", "half-applied",
-                               "retry")
+                               "retry", exit_code=StackLocked.exit_code)
             assert "vpc" not in out.lower()
 
         # garbage in the holder's info file: still refused, holder found in the kernel's table

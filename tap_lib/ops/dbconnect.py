@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, OperationFailed
+from ..errors import ConfigError, NotDeployed, OperationFailed
 from ..project import tap_home
 
 SECRETS = ("app", "master")
@@ -78,7 +78,7 @@ def db_connect(env: str, target: str | None = None, overrides=(), *, secret: str
     engine = open_engine(settings_for(env, overrides), target, tuple(overrides))
     outputs = engine.outputs() or {}
     if not outputs.get("rds_cluster_id"):
-        raise OperationFailed(f"stack {engine.stack} has no database (not deployed?)",
+        raise NotDeployed(f"stack {engine.stack} has no database (not deployed?)",
                               hint=f"tap deploy --env {env}")
     clients = engine.clients()
     cluster = clients("rds").describe_db_clusters(

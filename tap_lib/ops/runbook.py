@@ -39,10 +39,11 @@ from typing import TYPE_CHECKING, Any, Callable
 from .. import __version__, trail
 from ..config import SECRET_NAME, label, shorten, shown
 from ..engines.registry import check_target
-from ..errors import ConfigError, UsageError
+from ..errors import ConfigError, RecordsUnwritable, UsageError
 from ..project import NOTEBOOKS, notebooks_dir
 from ..project import RUNBOOK as ALL
 from ..records.locked import put_locked, retention_days
+from ..records.store import write_new
 from . import audit
 from .stack import settings_for
 
@@ -321,7 +322,8 @@ def store_record(nb: NotebookNode, root: str, path: str) -> dict[str, Any]:
         else:
             with trail.writing(path, "the run's record is not kept"), open(path, "r+b") as fh:
                 if fh.read(1):  # our own reservation: still empty
-                    raise AssertionError(f"record {path} was written by someone else")
+                    raise RecordsUnwritable(path, "its reserved file was written by another "
+                                                  "process", outcome="the run's record is not kept")
                 fh.write(content)
         entry = trail.append(
             "record", stack=meta.get("stack", ""), target=meta.get("target"),
@@ -418,17 +420,7 @@ def reserve_record(root: str, env: str, name: str, started: str) -> str:
         folder = f"{root}/{env}"
         taken = set(S3().list(f"{folder}/{stem}"))
         return next(p for p in (f"{folder}/{n}" for n in names) if p not in taken)
-    folder = Path(root) / env
-    with trail.writing(folder):
-        folder.mkdir(parents=True, exist_ok=True)
-        for file_name in names:
-            path = folder / file_name
-            try:
-                with open(path, "x", encoding="utf-8"):  # "x": never overwrite
-                    return str(path)
-            except FileExistsError:
-                continue
-    raise AssertionError("unreachable: the names are endless")
+    return str(write_new(Path(root) / env, stem, ".ipynb", b""))
 
 
 def _coerce(value: Any, default: Any, key: str, path: Path) -> Any:

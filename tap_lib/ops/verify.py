@@ -19,7 +19,7 @@ from ..config import Settings
 from ..engines.base import Engine
 from ..controls import MIN_BACKUP_DAYS
 from ..engines.registry import open_engine
-from ..errors import OperationFailed
+from ..errors import NotDeployed
 from . import hardening_data, smoke
 from .checks import MISSING, Check, Declared, apply_exception, check, text  # noqa: F401
 from .facts import PASSWORD_KEY, Clients, Facts, Reading, digest, read_facts, tags_of
@@ -311,7 +311,7 @@ def deployed_outputs(engine: Engine, env: str) -> dict[str, Any]:
     """The stack's outputs; a stack that was never deployed has nothing to verify."""
     outputs = engine.outputs()
     if not outputs:
-        raise OperationFailed(f"stack {engine.stack} is not deployed on {engine.name}",
+        raise NotDeployed(f"stack {engine.stack} is not deployed on {engine.name}",
                               hint=f"run tap deploy --env {env} first")
     return outputs
 

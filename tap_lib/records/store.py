@@ -4,10 +4,10 @@ name starts with ``_`` (exports, pictures) hold no records."""
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 from pathlib import Path
 
+from ..errors import RecordsUnwritable
 from ..trail import is_remote, writing
 
 
@@ -70,11 +70,16 @@ def root_of(record: str) -> str:
     return record.rsplit("/", 2)[0]
 
 
-def write_new(folder: Path, stem: str, suffix: str, data: bytes) -> Path:
-    """Create a file no one had: stem, stem-2, stem-3... (RecordsUnwritable if it cannot)."""
+MAX_SAME_NAME = 1000   # stem-1000: past this, something is writing in a loop
+
+
+def write_new(folder: Path, stem: str, suffix: str, data: bytes,
+              limit: int = MAX_SAME_NAME) -> Path:
+    """Create a file no one had: stem, stem-2, stem-3... up to stem-<limit>; RecordsUnwritable
+    if it cannot (no permission, no space, or every one of those names taken)."""
     with writing(folder):
         folder.mkdir(parents=True, exist_ok=True)
-        for n in itertools.count(1):
+        for n in range(1, limit + 1):
             path = folder / f"{stem}{'' if n == 1 else f'-{n}'}{suffix}"
             try:
                 with open(path, "xb") as fh:
@@ -82,4 +87,8 @@ def write_new(folder: Path, stem: str, suffix: str, data: bytes) -> Path:
                 return path
             except FileExistsError:
                 continue
-    raise AssertionError("unreachable: the names are endless")
+    error = RecordsUnwritable(folder / f"{stem}{suffix}",
+                              f"{stem}{suffix} and {stem}-2{suffix} to {stem}-{limit}{suffix} "
+                              "all exist already")
+    error.hint = f"move older files out of {folder}"
+    raise error

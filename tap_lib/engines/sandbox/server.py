@@ -11,17 +11,15 @@ or an emulator that has none, means the emulator restarted and forgot everything
 
 The runtime file is a convenience, not the only way to find the emulator: tap starts it with its
 own module on the command line and this home's sandbox directory as working directory, so a
-damaged or missing runtime file never orphans it — `stop` finds it through /proc and stops it,
+damaged or missing runtime file never orphans it — `stop` finds it (processes.py) and stops it,
 `start` adopts it and rewrites the file, and `status` names the damage.
 """
 from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -29,26 +27,30 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from filelock import Timeout
 
 from ...errors import ConfigError, StateCorrupt, TapError, TargetUnreachable
 from ...project import tap_home
+from . import processes, runtime_file
+from .locks import held
+from .processes import EMULATOR_MODULE
+from .runtime_file import Runtime as _Runtime
 
 HOST = "127.0.0.1"
-EMULATOR_MODULE = "tap_lib.engines.sandbox.emulator"  # moto.server, see emulator.py
 DEFAULT_PORT = 5599
 PORT_ENV = "TAP_SANDBOX_PORT"
 BOOT_ID_PARAMETER = "/tap/sandbox/boot-id"
 BOOT_ID_REGION = "us-east-1"
 START_TIMEOUT_S = 20.0
-STOP_TIMEOUT_S = 5.0
 LOCK_TIMEOUT_S = 60.0
 _HEALTH_PATH = "/moto-api/config"  # small JSON that only moto serves
 _LOG_TAIL_LINES = 20
@@ -94,20 +96,6 @@ class SandboxStatus:
             "uptime_s": None if self.uptime_s is None else round(self.uptime_s, 3),
             "boot_id": self.boot_id,
         }
-
-
-@dataclass(frozen=True)
-class _Runtime:
-    """The runtime file's content: which process serves which port since when."""
-
-    pid: int
-    port: int
-    started_at: datetime
-    boot_id: str | None = None
-
-    def to_json(self) -> str:
-        return json.dumps({"pid": self.pid, "port": self.port,
-                           "started_at": self.started_at.isoformat(), "boot_id": self.boot_id})
 
 
 # ---------------------------------------------------------------------------------------- public
@@ -177,7 +165,7 @@ def stop() -> SandboxStatus:
     """Terminate the server's process group (SIGTERM, then SIGKILL) and forget it (idempotent).
 
     Also stops what the runtime file does not name (damaged, missing, or naming another pid):
-    every emulator this home started, found through /proc. If moto still answers on the port
+    every emulator this home started, found by command line and working directory. If moto still answers on the port
     afterwards, that is said (StateCorrupt naming the file), never reported as stopped."""
     with _locked():
         damage: StateCorrupt | None = None
@@ -224,7 +212,7 @@ def reset() -> SandboxStatus:
             raise TargetUnreachable(f"the sandbox at {endpoint(rt.port)} refused the reset: {exc}",
                                     hint="restart it with `tap sandbox stop` and "
                                          "`tap sandbox start`") from None
-        rt = _Runtime(rt.pid, rt.port, rt.started_at, _write_boot_id(rt.port))
+        rt = rt.model_copy(update={"boot_id": _write_boot_id(rt.port)})
         _write_runtime(rt)
         return _status_of(rt)
 
@@ -266,11 +254,11 @@ def _start_locked() -> SandboxStatus:
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, cwd=_dir(), env={**os.environ, "PYTHONUNBUFFERED": "1"})
     _children[proc.pid] = proc
-    rt = _Runtime(proc.pid, port, datetime.now(timezone.utc))
+    rt = _Runtime(pid=proc.pid, port=port, started_at=datetime.now(timezone.utc))
     _write_runtime(rt)  # before waiting, so a crashed start leaves a pid that stop() can find
     try:
         _wait_healthy(proc, port, log_path)
-        rt = _Runtime(rt.pid, port, rt.started_at, _write_boot_id(port))
+        rt = rt.model_copy(update={"boot_id": _write_boot_id(port)})
     except BaseException:
         _terminate(proc.pid)
         _runtime_path().unlink(missing_ok=True)
@@ -371,46 +359,19 @@ def _unreachable(port: int, exc: Exception) -> TargetUnreachable:
 
 
 def _pid_alive(pid: int) -> bool:
-    """Alive and still a moto server (a pid reused by another program counts as dead)."""
+    """Alive and still tap's emulator (a pid reused by another program counts as dead). Our own
+    children are asked through Popen, which also reaps them."""
     child = _children.get(pid)
     if child is not None:
         if child.poll() is None:
             return True
         del _children[pid]
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return False  # someone else's process: not our server
-    proc = Path(f"/proc/{pid}")
-    if not proc.exists():  # no procfs (macOS): trust the signal check
-        return True
-    try:
-        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        cmdline = (proc / "cmdline").read_bytes()
-    except (OSError, IndexError):
-        return False
-    return state != "Z" and EMULATOR_MODULE.encode() in cmdline
+    return processes.is_emulator(pid)
 
 
 def _terminate(pid: int) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            if os.getpgid(pid) == pid:  # started with start_new_session: pgid == pid
-                os.killpg(pid, sig)
-            else:
-                os.kill(pid, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while time.monotonic() < deadline and _pid_alive(pid):
-            time.sleep(0.05)
-        if not _pid_alive(pid):
-            break
-    else:
-        raise TapError(f"the sandbox server (pid {pid}) survived SIGKILL")
+    processes.terminate(pid, _pid_alive)
     _children.pop(pid, None)
 
 
@@ -425,38 +386,12 @@ def _runtime_path() -> Path:
 
 
 def _read_runtime() -> _Runtime | None:
-    """The runtime file, or None when there is none; StateCorrupt when it is damaged (torn,
-    hand-edited, garbage), because treating that as 'no server' orphans a running one."""
-    path = _runtime_path()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except UnicodeDecodeError:
-        raise StateCorrupt(path, "is not UTF-8 text, so not tap's runtime record") from None
-    except OSError as exc:
-        raise StateCorrupt(path, f"cannot be read ({exc.strerror})") from None
-    try:
-        data = json.loads(text)
-        if not isinstance(data, dict):
-            raise TypeError("not a JSON object")
-        pid, port = data["pid"], data["port"]
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (pid, port)):
-            raise TypeError("pid and port must be integers")
-        if pid <= 1 or not 1 <= port <= 65535:
-            raise ValueError(f"pid {pid} / port {port} out of range")
-        boot = data.get("boot_id")
-        return _Runtime(pid=pid, port=port, started_at=datetime.fromisoformat(data["started_at"]),
-                        boot_id=boot if isinstance(boot, str) else None)
-    except (ValueError, KeyError, TypeError, RecursionError) as exc:
-        what = "is empty" if not text.strip() else \
-            f"is not tap's runtime record ({type(exc).__name__}: {str(exc)[:120]})"
-        raise StateCorrupt(path, what) from None
+    return runtime_file.read(_runtime_path())
 
 
 def _read_runtime_or_adopt() -> _Runtime | None:
     """For start/reset: a damaged runtime file is replaced by one describing the emulator this
-    home started, if one runs (found through /proc), else dropped."""
+    home started, if one runs, else dropped."""
     try:
         return _read_runtime()
     except StateCorrupt:
@@ -466,7 +401,8 @@ def _read_runtime_or_adopt() -> _Runtime | None:
                 bid = None
                 with contextlib.suppress(TapError):
                     bid = _read_boot_id(port)
-                rt = _Runtime(pid, port, _process_started(pid), bid)
+                rt = _Runtime(pid=pid, port=port, started_at=processes.started_at(pid),
+                              boot_id=bid)
                 _write_runtime(rt)
                 return rt
         path.unlink(missing_ok=True)
@@ -474,45 +410,13 @@ def _read_runtime_or_adopt() -> _Runtime | None:
 
 
 def _find_emulators() -> list[tuple[int, int]]:
-    """(pid, port) of every live emulator this TAP_HOME started: tap's emulator module on the
-    command line and this home's sandbox directory as working directory (set by start()).
-    Empty where there is no /proc."""
-    home = str(_dir().resolve())
-    found = []
-    try:
-        entries = [e for e in Path("/proc").iterdir() if e.name.isdigit()]
-    except OSError:
-        return []
-    for entry in entries:
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            if EMULATOR_MODULE.encode() not in argv or os.readlink(entry / "cwd") != home:
-                continue
-            port = int(argv[argv.index(b"-p") + 1])
-        except (OSError, ValueError, IndexError):
-            continue
-        pid = int(entry.name)
-        if _pid_alive(pid):
-            found.append((pid, port))
-    return found
-
-
-def _process_started(pid: int) -> datetime:
-    """When a process started, from /proc (clock ticks after boot); now if unknown."""
-    try:
-        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime "))
-        return datetime.fromtimestamp(boot + ticks / os.sysconf("SC_CLK_TCK"), timezone.utc)
-    except (OSError, ValueError, IndexError, StopIteration):
-        return datetime.now(timezone.utc)
+    """(pid, port) of every live emulator this TAP_HOME started (see processes.find_emulators)."""
+    return [(pid, port) for pid, port in processes.find_emulators(str(_dir().resolve()))
+            if _pid_alive(pid)]
 
 
 def _write_runtime(rt: _Runtime) -> None:
-    path = _runtime_path()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(rt.to_json())
-    os.replace(tmp, path)
+    runtime_file.write(_runtime_path(), rt)
 
 
 def _discard_stale(rt: _Runtime) -> None:
@@ -528,26 +432,15 @@ def _discard_stale(rt: _Runtime) -> None:
 
 @contextlib.contextmanager
 def _locked(timeout: float = LOCK_TIMEOUT_S) -> Iterator[bool]:
-    """An exclusive flock on sandbox/server.lock; with timeout=0 yields False instead of raising."""
-    with open(_dir() / "server.lock", "a") as fh:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if timeout == 0:
-                    yield False
-                    return
-                if time.monotonic() >= deadline:
-                    raise TargetUnreachable(
-                        f"another tap process has held the sandbox lock for {timeout:.0f} s",
-                        hint=f"wait for it, or check {fh.name}") from None
-                time.sleep(0.05)
+    """sandbox/server.lock held; with timeout=0 yields False when another process holds it."""
+    with contextlib.ExitStack() as stack:
         try:
-            yield True
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            acquired = stack.enter_context(held(_dir() / "server.lock", timeout))
+        except Timeout:
+            raise TargetUnreachable(f"another tap process has held the sandbox lock for "
+                                    f"{timeout:.0f} s", hint=f"wait for it, or check "
+                                    f"{_dir() / 'server.lock'}") from None
+        yield acquired
 
 
 def _log_tail(path: Path) -> str:
