@@ -4,7 +4,9 @@ Every figure is the median wall time of N runs of a fresh process, printed besid
 the floor measured in the same run: a bare Python of the same interpreter importing the
 pulumi-aws modules the stack's program uses and touching each class it uses (read from
 tap_lib/program/, so the floor follows the program). On a shared machine the seconds move with
-the load; the ratios much less, so compare ratios between runs, not seconds. Peak RSS is the
+the load; the ratios much less, so compare ratios between runs, not seconds. The CPU time
+(user + sys of the process itself, from the same rusage) moves least with the load: on a
+machine other work keeps busy, its ratio to the floor's is the steadier figure. Peak RSS is the
 process's own maximum resident set (os.wait4's rusage of that one child; the sandbox emulator
 and the PostgreSQL servers are detached, not counted).
 
@@ -65,8 +67,9 @@ class Failed(RuntimeError):
     pass
 
 
-def run(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """(seconds, peak RSS MiB, stdout) of one process; raises Failed on a non-zero exit."""
+def run(argv: list[str], env: dict[str, str]) -> tuple[float, float, str, float]:
+    """(seconds, peak RSS MiB, stdout, CPU seconds: user + sys) of one process; raises Failed
+    on a non-zero exit."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
@@ -89,7 +92,7 @@ def run(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
         if proc.returncode != 0:
             tail = "\n".join((stdout + err.read().decode(errors="replace")).splitlines()[-20:])
             raise Failed(f"{' '.join(argv)} exited {proc.returncode}:\n{tail}")
-        return seconds, usage.ru_maxrss / 1024, stdout
+        return seconds, usage.ru_maxrss / 1024, stdout, usage.ru_utime + usage.ru_stime
 
 
 def summary(stdout: str) -> dict[str, int]:
@@ -180,19 +183,20 @@ def main() -> None:
     resources = program_resources()
     modules = sorted({name.split(".")[1] for name in resources})
     floor_argv = [PYTHON, "-c", "import pulumi_aws as aws; " + ", ".join(resources)]
-    rows: list[tuple[str, list[float], list[float], str]] = []
+    rows: list[tuple[str, list[float], list[float], str, list[float]]] = []
 
     def measure(name: str, argv, goal: str = "", before=None, check=None):
-        times, peaks = [], []
+        times, peaks, cpus = [], [], []
         for i in range(args.runs):
             if before and i:
                 before()
-            seconds, peak, stdout = run(argv(i) if callable(argv) else argv, env)
+            seconds, peak, stdout, cpu = run(argv(i) if callable(argv) else argv, env)
             if check:
                 check(summary(stdout), i)
             times.append(seconds)
             peaks.append(peak)
-        rows.append((name, times, peaks, goal))
+            cpus.append(cpu)
+        rows.append((name, times, peaks, goal, cpus))
         print(f"  {name}: " + ", ".join(f"{t:.2f}" for t in times) + " s", flush=True)
 
     def expect(*, only: set[str], needs: str | None = None):
@@ -245,17 +249,18 @@ def main() -> None:
             shutil.rmtree(home, ignore_errors=True)
 
     floor = statistics.median(rows[0][1])
+    floor_cpu = statistics.median(rows[0][4])
     commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, check=False,
                             capture_output=True, text=True).stdout.strip() or "?"
     print(f"\n{date.today().isoformat()}, commit {commit}, {os.cpu_count()} cores, shared "
           f"(load average {os.getloadavg()[0]:.2f}); median of {args.runs}; ratios to the "
           "floor of this run")
-    print("| command | median | × floor | peak RSS | goal |")
-    print("|---|---|---|---|---|")
-    for name, times, peaks, goal in rows:
-        median = statistics.median(times)
-        print(f"| `{name}` | {median:.2f} s | {median / floor:.1f}× | {max(peaks):.0f} MiB "
-              f"| {goal or '-'} |")
+    print("| command | median | × floor | CPU (user+sys) | CPU × floor | peak RSS | goal |")
+    print("|---|---|---|---|---|---|---|")
+    for name, times, peaks, goal, cpus in rows:
+        median, cpu = statistics.median(times), statistics.median(cpus)
+        print(f"| `{name}` | {median:.2f} s | {median / floor:.1f}× | {cpu:.2f} s | "
+              f"{cpu / floor_cpu:.1f}× | {max(peaks):.0f} MiB | {goal or '-'} |")
     print(f"\n`python -X importtime` (PYTHONPROFILEIMPORTTIME=1) of `tap preview --env {e}`: "
           f"{wall:.2f} s wall, {total:.2f} s in imports; top 10 by cumulative time (self "
           "beside it; nested imports indented):")

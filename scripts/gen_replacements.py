@@ -70,11 +70,32 @@ RESOURCES: dict[str, list[str]] = {
     "aws:s3/bucketPolicy:BucketPolicy": ["internal/service/s3/bucket_policy.go"],
     "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration":
         ["internal/service/s3/bucket_lifecycle_configuration.go"],
+    "aws:s3/bucketOwnershipControls:BucketOwnershipControls":
+        ["internal/service/s3/bucket_ownership_controls.go"],
+    "aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration":
+        ["internal/service/s3/bucket_object_lock_configuration.go"],
+    "aws:s3/bucketLogging:BucketLogging": ["internal/service/s3/bucket_logging.go"],
+    "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup":
+        ["internal/service/ec2/vpc_default_security_group.go"],
+    "aws:ec2/defaultNetworkAcl:DefaultNetworkAcl":
+        ["internal/service/ec2/vpc_default_network_acl.go"],
+    "aws:ec2/vpcEndpoint:VpcEndpoint": ["internal/service/ec2/vpc_endpoint.go"],
     "aws:secretsmanager/secret:Secret": ["internal/service/secretsmanager/secret.go"],
     "aws:secretsmanager/secretVersion:SecretVersion":
         ["internal/service/secretsmanager/secret_version.go"],
     "aws:secretsmanager/secretRotation:SecretRotation":
         ["internal/service/secretsmanager/secret_rotation.go"],
+    # secdata: TLS parameter group, managed-policy attachments, DLQ, secret policy, AWS Backup
+    "aws:rds/clusterParameterGroup:ClusterParameterGroup":
+        ["internal/service/rds/cluster_parameter_group.go"],
+    "aws:iam/rolePolicyAttachment:RolePolicyAttachment":
+        ["internal/service/iam/role_policy_attachment.go"],
+    "aws:sqs/queue:Queue": ["internal/service/sqs/queue.go"],
+    "aws:secretsmanager/secretPolicy:SecretPolicy":
+        ["internal/service/secretsmanager/secret_policy.go"],
+    "aws:backup/vault:Vault": ["internal/service/backup/vault.go"],
+    "aws:backup/plan:Plan": ["internal/service/backup/plan.go"],
+    "aws:backup/selection:Selection": ["internal/service/backup/selection.go"],
 }
 
 # Provider attribute -> Pulumi property, where pulumi-aws renames it (resources.go of pulumi-aws).

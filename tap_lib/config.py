@@ -37,7 +37,8 @@ RFC1918 = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12"
 SUFFIX_RE = re.compile(r"^[A-Za-z0-9]{1,24}$")
 ENV_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 MAX_OVERRIDE_CHARS = 4096
-MAX_MESSAGE_CHARS = 1500    # an error message, besides the value it echoes
+MAX_MESSAGE_CHARS = 1500
+MONITORING_INTERVALS = (0, 1, 5, 10, 15, 30, 60)   # RDS's allowed MonitoringInterval values    # an error message, besides the value it echoes
 
 # AWS tag rules (the same for every service the stack uses): key 1-128 and value 0-256
 # characters of Unicode letters, digits, separators (spaces) and _ . : / = + - @; no aws:
@@ -69,6 +70,9 @@ class VpcSettings(_Model):
     az_count: int = Field(ge=2, le=6, description="availability zones used (Aurora needs 2+)")
     nat_gateways: Literal["single", "per_az"]
     flow_logs_retention_days: int = 30
+    # Interface endpoints in the private subnets (EC2.10 asks for the EC2 one; Secrets Manager
+    # keeps the Lambdas' secret reads off the NAT). Each costs hours per AZ: dev may go without.
+    interface_endpoints: list[Literal["secretsmanager", "ec2"]] = ["secretsmanager", "ec2"]
 
     @field_validator("cidr")
     @classmethod
@@ -95,8 +99,11 @@ class DbSettings(_Model):
     instance_class: StrictStr
     # Aurora: one writer and up to 15 replicas per cluster.
     instances: int = Field(ge=1, le=16)
-    backup_retention_days: int = Field(ge=1, le=35)
+    # RDS.11's 7 days unless the file says otherwise (dev: 1, with a policy exception)
+    backup_retention_days: int = Field(default=7, ge=1, le=35)
     deletion_protection: bool
+    # RDS.6 enhanced monitoring, seconds between samples; 0 = off (a policy exception then)
+    monitoring_interval_s: int = 60
     database_name: StrictStr = "payments"
     app_username: StrictStr = "tap_app"
     port: int = Field(default=5432, ge=1150, le=65535)
@@ -106,6 +113,14 @@ class DbSettings(_Model):
     def _version(cls, v: str) -> str:
         if not re.fullmatch(r"[0-9]{2}\.[0-9]{1,2}", v):
             raise ValueError("must be MAJOR.MINOR as a quoted string, e.g. '15.6'")
+        return v
+
+    @field_validator("monitoring_interval_s")
+    @classmethod
+    def _monitoring(cls, v: int) -> int:
+        if v not in MONITORING_INTERVALS:
+            raise ValueError("not an RDS enhanced monitoring interval; allowed: "
+                             f"{', '.join(map(str, MONITORING_INTERVALS))}")
         return v
 
     @field_validator("instance_class")
@@ -142,6 +157,18 @@ class LambdaSettings(_Model):
 class BucketSettings(_Model):
     transition_to_ia_days: int = Field(default=30, ge=30, le=3650)
     noncurrent_expiration_days: int = Field(default=90, ge=1, le=3650)
+    # S3.15: Object Lock default retention of the transaction logs. GOVERNANCE can be lifted by
+    # a privileged principal (dev/staging destroy); COMPLIANCE by nobody, not even root (prod).
+    object_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] = "GOVERNANCE"
+    object_lock_days: int = Field(default=30, ge=1, le=36500)
+    # S3.9: how long the server access logs are kept (PCI DSS 10.5.1 asks for a year).
+    access_log_days: int = Field(default=365, ge=90, le=3650)
+
+
+class BackupSettings(_Model):
+    """The AWS Backup plan over the cluster (tap_lib/program/backup.py): daily, kept this long."""
+
+    retention_days: int = Field(default=35, ge=1, le=36500)
 
 
 class UsageSettings(_Model):
@@ -161,6 +188,13 @@ class UsageSettings(_Model):
     aurora_io_millions: int | None = Field(default=None, ge=0, le=10_000_000)
     kms_requests_per_month: int | None = Field(default=None, ge=0, le=10**12)
     secrets_api_calls_per_month: int | None = Field(default=None, ge=0, le=10**12)
+    # issue 19: interface endpoints' traffic, AWS Backup storage, enhanced monitoring's
+    # RDSOSMetrics log volume (all instances together), the dead-letter queue's requests
+    vpc_endpoint_gb_per_month: int | None = Field(default=None, ge=0, le=10_000_000)
+    backup_gb_stored: int | None = Field(default=None, ge=0, le=10_000_000)
+    rds_monitoring_gb_per_month: int | None = Field(default=None, ge=0, le=10_000_000)
+    sqs_requests_per_month: int | None = Field(default=None, ge=0, le=10**12)
+    s3_access_log_gb_stored: int | None = Field(default=None, ge=0, le=10_000_000)
 
 
 class Settings(_Model):
@@ -176,6 +210,7 @@ class Settings(_Model):
     secrets: SecretSettings = SecretSettings()
     function: LambdaSettings = Field(default=LambdaSettings(), alias="lambda")
     bucket: BucketSettings = BucketSettings()
+    backup: BackupSettings = BackupSettings()
     tags: dict[StrictStr, StrictStr] = {}
     usage: UsageSettings = UsageSettings()
     # Preflight (ops/preflight/cost.py) warns at 80% of it and fails above it.
@@ -267,7 +302,7 @@ class Settings(_Model):
     def physical_names(self, account: str) -> PhysicalNames:
         """Every physical name of this stack; the account makes the bucket name unique."""
         return PhysicalNames.create(project.project_name(), self.suffix, self.region, account,
-                                    self.db.instances)
+                                    self.db.instances, self.db.engine_version.split(".")[0])
 
     def exception_for(self, control: str, resource: str) -> PolicyException | None:
         """The unexpired exception covering `control` on logical `resource`, if any."""

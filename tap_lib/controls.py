@@ -31,16 +31,33 @@ _TABLE = [
     ("S3.1", "securityhub", "account-level S3 Block Public Access"),
     ("S3.5", "securityhub", "buckets require requests to use TLS"),
     ("S3.8", "securityhub", "buckets block public access"),
+    ("S3.9", "securityhub", "buckets have server access logging enabled"),
+    ("S3.12", "securityhub", "ACLs are not used to manage user access to buckets"),
     ("S3.13", "securityhub", "buckets have lifecycle configurations"),
     ("S3.14", "securityhub", "buckets have versioning enabled"),
     ("S3.17", "securityhub", "buckets are encrypted at rest with KMS keys"),
+    ("S3.15", "securityhub", "buckets have Object Lock enabled"),
+    ("EC2.2", "securityhub", "VPC default security groups allow no inbound or outbound traffic"),
     ("EC2.6", "securityhub", "VPC flow logging is enabled"),
+    ("EC2.10", "securityhub", "EC2 is configured to use VPC endpoints created for the EC2 service"),
     ("EC2.18", "securityhub", "security groups admit unrestricted traffic only on allowed ports"),
+    ("EC2.21", "securityhub", "network ACLs admit no ingress from 0.0.0.0/0 to port 22 or 3389"),
     ("Lambda.5", "securityhub", "VPC Lambda functions operate in multiple Availability Zones"),
     ("SecretsManager.1", "securityhub", "secrets have automatic rotation enabled"),
     ("SecretsManager.4", "securityhub", "secrets are rotated within 90 days"),
     ("IAM.1", "securityhub", "policies allow no full '*:*' administrative privileges"),
+    ("RDS.6", "securityhub", "enhanced monitoring is configured for DB instances"),
+    ("RDS.38", "securityhub", "RDS for PostgreSQL connections are encrypted in transit"),
+    ("SQS.1", "securityhub", "SQS queues are encrypted at rest"),
     # Prowler check ids, where FSBP has no control
+    # (Security Hub's RDS.26 leaves out cluster members, so the cluster's is Prowler's)
+    ("rds_cluster_protected_by_backup_plan", "prowler",
+     "the DB cluster is protected by an AWS Backup plan"),
+    ("backup_vaults_encrypted", "prowler", "AWS Backup vaults are encrypted with a KMS key"),
+    ("awslambda_function_no_dead_letter_queue", "prowler",
+     "Lambda functions have a dead-letter queue for failed asynchronous invokes"),
+    ("secretsmanager_has_restrictive_resource_policy", "prowler",
+     "secrets have a resource policy denying everyone but the principals that need them"),
     ("cloudwatch_log_group_kms_encryption_enabled", "prowler",
      "log groups are encrypted with a KMS key"),
     ("cloudwatch_log_group_retention_policy_specific_days_enabled", "prowler",
@@ -48,8 +65,12 @@ _TABLE = [
     ("iam_role_cross_service_confused_deputy_prevention", "prowler",
      "service roles' trust policies prevent the cross-service confused deputy"),
     # tap's own (no scanner id)
+    ("tap:backup-plan-retention", "tap",
+     "the AWS Backup plan runs daily and keeps recovery points as long as the file asks"),
     ("tap:lambda-env-cmk", "tap",
      "Lambda environment variables are encrypted with the stack's customer-managed key"),
+    ("tap:vpc-endpoints", "tap",
+     "the Lambdas reach S3 and Secrets Manager through VPC endpoints, not the NAT"),
 ]
 
 CONTROLS: dict[str, Control] = {i: Control(i, source, title) for i, source, title in _TABLE}
@@ -72,3 +93,13 @@ def controls_of(label: str) -> list[str]:
         if found:
             return found
     return []
+
+# secdata: AWS Backup, DLQ and secret policy control ids (tap_lib/ops/hardening_data.py)
+BACKUP_PLAN = "rds_cluster_protected_by_backup_plan"
+BACKUP_VAULT_KMS = "backup_vaults_encrypted"
+BACKUP_RETENTION = "tap:backup-plan-retention"
+LAMBDA_DLQ = "awslambda_function_no_dead_letter_queue"
+SECRET_POLICY = "secretsmanager_has_restrictive_resource_policy"
+MIN_PROD_BACKUP_PLAN_DAYS = 35     # the payment stack's own floor on a protected stack
+
+VPC_ENDPOINTS = "tap:vpc-endpoints"

@@ -13,7 +13,8 @@
     │   └── PreflightBlocked      (1)  error-level preflight findings stopped preview/deploy
     ├── TargetUnreachable         (3)  emulator / AWS / pulumi CLI not available
     ├── OperationFailed           (3)  an operation failed part-way
-    │   ├── StackLocked           (3)  another operation holds (or is changing) the stack
+    │   ├── StackLocked           (4)  another operation holds (or is changing) the stack;
+    │   │                                  checked before preflight, nothing ran: retry later
     │   ├── StateCorrupt          (3)  one of tap's own files is damaged; names file and fix
     │   ├── PlanMismatch          (3)  a step differs from the reviewed plan: stopped there
     │   ├── OrphanedResources     (3)  no state, but the stack's tagged resources are live
@@ -78,7 +79,14 @@ class OperationFailed(TapError):
 
 
 class StackLocked(OperationFailed):
-    pass
+    """Its own exit code, so a script can tell "busy, retry" from "broken" (3)."""
+    exit_code = 4
+
+
+class NotDeployed(OperationFailed):
+    """The operation needs a deployed stack and finds none (no outputs): callers such as the
+    fleet tell it by type, never by the message's words."""
+    exit_code = 3
 
 
 class StateCorrupt(OperationFailed):
@@ -98,7 +106,7 @@ class OrphanedResources(OperationFailed):
         listed = ", ".join(f"{n} {t}" for t, n in sorted(counts.items()))
         super().__init__(f"stack {stack} has no state in tap, but the emulator holds "
                          f"{sum(counts.values())} resources tagged with its URNs ({listed}); "
-                         "deploying now would duplicate them, so nothing was changed",
+                         "a deploy would duplicate them and is refused; nothing was changed",
                          hint=hint)
         self.stack, self.counts = stack, dict(counts)
 
@@ -122,12 +130,20 @@ class DuplicateUrnError(OperationFailed):
 
 
 class UnsupportedResource(OperationFailed):
-    def __init__(self, type_: str, urn: str | None = None):
-        super().__init__(f"the sandbox has no handler for resource type '{type_}'"
-                         + (f" ({urn})" if urn else ""),
-                         hint="add a handler in tap_lib/engines/sandbox/handlers/ "
-                              "or deploy with --target aws")
-        self.type = type_
+    """The sandbox does not model a resource type, or a resource option the program set."""
+
+    def __init__(self, type_: str, urn: str | None = None, *, options: list[str] = ()):
+        at = f" ({urn})" if urn else ""
+        if options:
+            super().__init__(f"the sandbox does not model the resource option(s) "
+                             f"{', '.join(options)} set on {type_}{at}; it would ignore them",
+                             hint="remove them, or rehearse with --target aws "
+                                  "(tap_lib/engines/sandbox/scope.py lists what it models)")
+        else:
+            super().__init__(f"the sandbox has no handler for resource type '{type_}'{at}",
+                             hint="add a handler in tap_lib/engines/sandbox/handlers/ "
+                                  "or deploy with --target aws")
+        self.type, self.options = type_, list(options)
 
 
 class SandboxStateLost(TapError):

@@ -118,6 +118,14 @@ RULES: dict[str, NameRule] = {
     "security_group": NameRule("security_group", 255, charset="A-Za-z0-9 ._:/()#,@\\[\\]+=&;{}!$*-",
                                extra=_sg_extra),
     "kms_alias": NameRule("kms_alias", 256, charset="A-Za-z0-9/_-", extra=_kms_extra),
+    # secdata: cluster parameter group, SQS queue, AWS Backup vault/plan/selection
+    "rds_parameter_group": NameRule("rds_parameter_group", 255, charset="a-z0-9-",
+                                    lowercase=True, first="a-z", last="a-z0-9",
+                                    no_double=("--",)),
+    "sqs_queue": NameRule("sqs_queue", 80, charset="A-Za-z0-9_-"),
+    "backup_vault": NameRule("backup_vault", 50, min_len=2, charset="A-Za-z0-9_-"),
+    "backup_plan": NameRule("backup_plan", 50, charset="A-Za-z0-9_.-"),
+    "backup_selection": NameRule("backup_selection", 50, charset="A-Za-z0-9_.-"),
 }
 
 
@@ -182,6 +190,8 @@ class PhysicalNames:
     db_security_group: str = _kind("security_group")
     lambda_security_group: str = _kind("security_group")
     s3_bucket: str = _kind("s3_bucket")
+    s3_access_log_bucket: str = _kind("s3_bucket")
+    endpoint_security_group: str = _kind("security_group")
     db_secret: str = _kind("secret")
     payment_function: str = _kind("lambda_function")
     rotation_function: str = _kind("lambda_function")
@@ -192,10 +202,18 @@ class PhysicalNames:
     rotation_log_group: str = _kind("log_group")
     flow_log_group: str = _kind("log_group")
     kms_alias: str = _kind("kms_alias")
+    # secdata: TLS parameter group, enhanced monitoring, payment DLQ, AWS Backup
+    db_cluster_parameter_group: str = _kind("rds_parameter_group")
+    monitoring_role: str = _kind("iam_role")
+    payment_dlq: str = _kind("sqs_queue")
+    backup_vault: str = _kind("backup_vault")
+    backup_plan: str = _kind("backup_plan")
+    backup_selection: str = _kind("backup_selection")
+    backup_role: str = _kind("iam_role")
 
     @classmethod
     def create(cls, project: str, suffix: str, region: str, account_id: str,
-               db_instances: int = 1) -> "PhysicalNames":
+               db_instances: int = 1, db_major: str = "") -> "PhysicalNames":
         p, s = project.lower(), suffix_key(suffix)
         payment_fn = build("lambda_function", p, "payment", s)
         rotation_fn = build("lambda_function", p, "db-rotation", s)
@@ -211,6 +229,10 @@ class PhysicalNames:
             # suffix, so the same stack gets the same bucket on every run.
             s3_bucket=build("s3_bucket", p, "txlogs", s,
                             short_hash(account_id, region, f"{project}{suffix}".lower())),
+            # Same stable scheme as the transaction logs: its server access logs (S3.9).
+            s3_access_log_bucket=build("s3_bucket", p, "accesslogs", s,
+                                       short_hash(account_id, region, f"{project}{suffix}".lower())),
+            endpoint_security_group=build("security_group", p, "endpoints", s),
             db_secret=build("secret", p, s, "db", "app-credentials"),
             payment_function=payment_fn,
             rotation_function=rotation_fn,
@@ -221,6 +243,16 @@ class PhysicalNames:
             rotation_log_group=build("log_group", "/aws/lambda/" + rotation_fn),
             flow_log_group=build("log_group", f"/{p}/{s}/vpc-flow-logs"),
             kms_alias=build("kms_alias", f"alias/{p}-{s}"),
+            # the engine's major in the name: an upgrade creates the new family's group
+            # beside the one the cluster still uses, instead of replacing a group in use
+            db_cluster_parameter_group=build("rds_parameter_group", p, "aurora-tls",
+                                             f"pg{db_major}" if db_major else "", s),
+            monitoring_role=build("iam_role", p, "rds-monitoring", s),
+            payment_dlq=build("sqs_queue", p, "payment-dlq", s),
+            backup_vault=build("backup_vault", p, "vault", s),
+            backup_plan=build("backup_plan", p, "daily", s),
+            backup_selection=build("backup_selection", p, "aurora", s),
+            backup_role=build("iam_role", p, "backup", s),
         )
 
     def items(self) -> list[tuple[str, str, str]]:

@@ -28,7 +28,9 @@ class LineProgress:
                 return
         if event.phase == "start":
             return
-        total = f"/{event.total}" if event.total else ""
+        # A count past its total (an engine's total from before the program grew) would read
+        # `[51/1]`: the count alone is then the truth.
+        total = f"/{event.total}" if event.total and event.index <= event.total else ""
         status = {"done": "ok", "failed": "FAILED"}.get(event.phase, event.phase)
         line = (f"[{event.index:>3}{total}] {SYMBOLS.get(step.op, '?'):>2} {step.op:<8} "
                 f"{step.type.split(':')[-1]:<28} {step.name:<40} {status} "

@@ -55,11 +55,15 @@ def _ordered(df: pd.DataFrame, problems_first: bool) -> pd.DataFrame:
 def fit_table(df: pd.DataFrame, width: int) -> str:
     """The table as text within `width` columns: the widest columns narrowed until it fits,
     their cells wrapped onto more lines, never cut (the evidence is the point)."""
-    import textwrap
-
-    cols = [str(c) for c in df.columns]
     cells = [["" if _blank(v) else str(v).replace("\n", " ") for v in row]
              for row in df.itertuples(index=False)]
+    return fit_rows([str(c) for c in df.columns], cells, width)
+
+
+def fit_rows(cols: list[str], cells: list[list[str]], width: int) -> str:
+    """fit_table over plain rows of text: no pandas, for the commands that print a plan."""
+    import textwrap
+
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
     floor = [min(w, max(8, len(c))) for w, c in zip(widths, cols)]
     while sum(widths) + 2 * (len(widths) - 1) > width:
@@ -90,9 +94,12 @@ def _blank(value: Any) -> bool:
 def plan_text(plan) -> None:
     from .engines.changes import describe
 
-    changes = plan.changes_frame()
-    if not changes.empty:
-        emit_table(changes)
+    if plan.changes and wide:
+        emit_table(plan.changes_frame())
+    elif plan.changes:  # as changes_frame, without loading pandas (~1 s) for a plan
+        rows = sorted([s.op, s.type.split(":")[-1], s.name, ", ".join(s.diffs)]
+                      for s in plan.changes)
+        print(fit_rows(["op", "type", "name", "diffs"], rows, TABLE_WIDTH))
     values = [f"  {step.name}  {describe(c)}" for step in plan.changes for c in step.changes]
     if values:
         print("values (old → new):")

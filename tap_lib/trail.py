@@ -47,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -79,8 +80,8 @@ OPERATIONS = ("deploy", "destroy", "refresh", "approve", "record", "verify", "re
 RESULTS = ("started", "succeeded", "failed", "refused")
 
 # Called with the operation's name after each engine mutation's outcome entry. Layers above
-# attach their own (a JupyterLab session kernel keeps its notebook: lab.attach), so neither the
-# trail nor the engine below it imports them.
+# attach their own (a JupyterLab session kernel logs the entry for the notebook's next save:
+# lab.attach), so neither the trail nor the engine below it imports them.
 AFTER_MUTATION: list[Callable[[str], None]] = []
 
 _context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("tap_trail",
@@ -135,7 +136,23 @@ def record_location(record: Any, root: str) -> Any:
     URL (older entries, files outside the root) as it is."""
     if not isinstance(record, str) or not record or is_remote(record) or os.path.isabs(record):
         return record
-    return f"{root}/{record}" if is_remote(root) else str(Path(root) / record)
+    if is_remote(root):
+        return f"{root}/{record}"
+    if _plain(record) and _normal_root(root):  # Path's answer without building one: verify
+        return f"{root}/{record}"               # asks this twice per record (~2 s per 10,000)
+    return str(Path(root) / record)
+
+
+def _plain(name: str) -> bool:
+    """A relative name Path would keep as it is (no empty or `.` parts to drop)."""
+    return not (name == "." or name.startswith("./") or name.endswith(("/", "/."))
+                or "//" in name or "/./" in name)
+
+
+@functools.lru_cache(maxsize=8)
+def _normal_root(root: str) -> bool:
+    """`root` is as str(Path(root)) writes it, so f"{root}/{name}" is Path's answer."""
+    return root != "/" and str(Path(root)) == root
 
 
 def unwritable(path: object, reason: str, outcome: str = "nothing was changed",

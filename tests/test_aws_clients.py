@@ -464,6 +464,7 @@ MOTO_SEAMS = [
     ("moto.ec2.models.network_acls", "NetworkAcl.get_filter_value"),
     ("moto.s3.models", "FakeBucket._log_permissions_enabled_policy"),
     ("moto.sts.models", "STSBackend.assume_role"),
+    ("moto.backup.models", "BackupBackend.create_backup_plan"),
 ]
 
 

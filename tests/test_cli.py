@@ -31,7 +31,12 @@ def test_preview_json_shape(sandbox_home):
     plan = json.loads(out.stdout)
     assert plan["stack"] == "TapStackcli"
     assert set(plan["summary"]) == {"create", "update", "replace", "delete", "same"}
-    assert plan["summary"]["create"] == len(plan["steps"]) == 50
+    from tap_lib.config import load_settings
+    from tap_lib.engines.synth import synthesize
+
+    declared = synthesize(load_settings("dev", ("suffix=cli",))).resources  # the program's own
+    assert plan["summary"]["create"] == len(plan["steps"]) == len(declared) > 0
+    assert {s["urn"] for s in plan["steps"]} == {r.urn for r in declared}
     assert set(plan["steps"][0]) >= {"urn", "type", "name", "op", "diffs"}
 
 
@@ -59,6 +64,26 @@ def test_exit_codes_and_guards(sandbox_home):
     assert deploy.returncode == 2 and "--yes" in deploy.stderr  # no terminal to ask on
 
 
+def test_db_connect_shows_where_and_how_never_the_password(sandbox_home):
+    """`tap db connect`: the conninfo and a psql command; the password only in the 0600 pgpass
+    file. Not deployed: exit 3 with the deploy command; an unknown --secret: exit 2."""
+    missing = tap("db", "connect", "--env", "dev", "--set", "suffix=nodb")
+    assert missing.returncode == 3 and "tap deploy --env dev" in missing.stderr
+    assert tap("db", "connect", "--env", "dev", "--secret", "root").returncode == 2
+
+    assert tap("deploy", "--env", "dev", "--set", "suffix=dbc", "--yes").returncode == 0
+    shown = tap("db", "connect", "--env", "dev", "--set", "suffix=dbc")
+    as_json = tap("db", "connect", "--env", "dev", "--set", "suffix=dbc", "--json")
+    assert shown.returncode == 0 and as_json.returncode == 0, shown.stderr + as_json.stderr
+    conn = json.loads(as_json.stdout)
+    passfile = conn["passfile"]
+    assert os.stat(passfile).st_mode & 0o777 == 0o600
+    password = open(passfile).read().strip().rsplit(":", 1)[-1]
+    assert password and password not in shown.stdout + shown.stderr + as_json.stdout
+    assert conn["psql"] in shown.stdout and f"passfile={passfile}" in shown.stdout
+    assert tap("destroy", "--env", "dev", "--set", "suffix=dbc", "--yes").returncode == 0
+
+
 def test_sandbox_stop_takes_the_stand_in_databases_with_it(sandbox_home):
     deployed = tap("deploy", "--env", "dev", "--set", "suffix=stop", "--yes", "--json")
     assert deployed.returncode == 0, deployed.stderr
@@ -70,3 +95,106 @@ def test_sandbox_stop_takes_the_stand_in_databases_with_it(sandbox_home):
     # the next operation starts a fresh emulator and reports the lost stack
     lost = tap("preview", "--env", "dev", "--set", "suffix=stop")
     assert lost.returncode == 3 and "restarted" in lost.stderr
+
+
+HEAVY = ("pulumi", "pulumi_aws", "pandas", "papermill", "nbformat", "matplotlib")
+
+
+def _heavy_modules_after(argv: list[str], env: dict[str, str] | None = None) -> dict:
+    """The exit code of `tap ARGV` run in-process in a fresh interpreter, and which of the
+    heavy packages it had imported by then (sys.modules)."""
+    probe = ("import json, sys\nfrom tap_lib.cli import main\n"
+             f"try:\n    code = main({argv!r})\nexcept SystemExit as exc:\n    code = exc.code\n"
+             f"print(json.dumps([code, sorted({{m.split('.')[0] for m in sys.modules}} & "
+             f"set({list(HEAVY)!r}))]), file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         env=env or os.environ.copy(), timeout=120)
+    code, loaded = json.loads(out.stderr.strip().splitlines()[-1])
+    return {"code": code, "loaded": loaded, "stdout": out.stdout}
+
+
+def test_version_help_and_audit_verify_load_no_engine_and_no_pandas(tmp_path):
+    """issue #23: what a command does not use is not imported (pulumi, pandas, papermill...
+    cost seconds at start-up)."""
+    version = _heavy_modules_after(["--version"])
+    assert version["code"] == 0 and version["stdout"].startswith("tap ")
+    assert version["loaded"] == []
+    for argv in (["--help"], ["run", "--help"], ["deploy", "--help"]):
+        shown = _heavy_modules_after(argv)
+        assert shown["code"] == 0 and "usage: tap" in shown["stdout"]
+        assert shown["loaded"] == [], argv
+    env = {**os.environ, "TAP_OUTPUTS": str(tmp_path / "records"), "TAP_HOME": str(tmp_path)}
+    audit = _heavy_modules_after(["audit", "verify"], env)
+    assert audit["code"] == 0 and "audit chain intact" in audit["stdout"], audit
+    assert audit["loaded"] == []
+
+
+def test_run_help_lists_every_notebook_of_the_folder(tmp_path):
+    """`tap run --help` offers each notebook of notebooks/ (repair and fleet too), read from the
+    folder: a notebook added there is offered without another edit."""
+    from tap_lib.project import notebooks_dir
+
+    env = {**os.environ, "COLUMNS": "300"}
+    shown = subprocess.run([sys.executable, "-m", "tap_lib.cli", "run", "--help"],
+                           capture_output=True, text=True, env=env, timeout=60).stdout
+    offered = shown.split("one of notebooks/:", 1)[1].split(";", 1)[0]
+    names = [n.strip() for n in offered.split(",")]
+    assert "repair" in names and "fleet" in names
+    assert sorted(names) == sorted(p.stem for p in notebooks_dir().glob("*.ipynb"))
+
+    project = tmp_path / "project"
+    (project / "notebooks").mkdir(parents=True)
+    for name in ("preview", "extra"):
+        (project / "notebooks" / f"{name}.ipynb").write_text("{}")
+    env["TAP_PROJECT_DIR"] = str(project)
+    shown = subprocess.run([sys.executable, "-m", "tap_lib.cli", "run", "--help"],
+                           capture_output=True, text=True, env=env, timeout=60).stdout
+    assert "one of notebooks/: preview, extra; or all" in shown, shown
+
+
+def test_a_locked_stack_exits_4_before_preflight(sandbox_home):
+    """Another operation holds the stack: preview and deploy say so at once with exit 4 (not 3,
+    "unreachable"), before preflight: this override is a preflight error (exit 1) otherwise."""
+    bad = ("--set", "suffix=busy4", "--set", "db.engine_version=15.3")
+    assert tap("preview", "--env", "dev", *bad).returncode == 1   # preflight's error, unlocked
+    holder = subprocess.Popen(   # another operator's process, mid-deploy
+        [sys.executable, "-c", "import sys\n"
+         "from tap_lib.engines.sandbox.state import OperationLock\n"
+         "with OperationLock('TapStackbusy4', 'deploy'):\n"
+         "    print('held', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for argv in (("preview", "--env", "dev", *bad), ("deploy", "--env", "dev", "--yes", *bad)):
+            out = tap(*argv)
+            assert out.returncode == 4, (argv, out.stderr)
+            assert "stack TapStackbusy4 is locked" in out.stderr and "preflight" not in out.stderr
+            assert "Traceback" not in out.stderr
+    finally:
+        holder.communicate("", timeout=30)
+
+
+def test_verify_failures_name_the_repair_command():
+    """A failed verify points to the command that converges it (issue #20), with the same
+    environment. The display only: the checks are tests/test_verify's, and a really failing
+    verify needs a deployed, drifted stack (tests/test_repair.py builds one), so ops.verify is
+    replaced here by a report with one failed check."""
+    import argparse
+    from types import SimpleNamespace
+    from unittest import mock
+
+    import pandas as pd
+
+    from tap_lib.cli import stack_cmds
+
+    report = SimpleNamespace(
+        checks=pd.DataFrame([{"status": "fail", "id": "EC2.18", "resource": "sg-db",
+                              "expected": "5432 from the function", "actual": "0.0.0.0/0"}]),
+        passed=41, failed=1, excepted=0, aws_calls=7, notes=[],
+        to_dict=lambda: {})
+    args = argparse.Namespace(env="staging", target=None, set=[], json=False)
+    with mock.patch("tap_lib.ops.verify.verify", return_value=report), \
+            mock.patch("builtins.print") as printed:
+        code = stack_cmds.cmd_verify(args)
+    text = "\n".join(str(c.args[0]) for c in printed.call_args_list if c.args)
+    assert code == 1 and "tap run repair --env staging" in text

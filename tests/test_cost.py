@@ -203,6 +203,22 @@ def _by_hand(env: str, catalog: Catalog) -> tuple[float, list[str]]:
             total += u.s3_gb_standard_ia * p("s3_standard_ia_gb_month")
     total += u.s3_put_requests_per_month * p("s3_put_request")
     total += u.s3_get_requests_per_month * p("s3_get_request")
+    # issue 19: interface endpoints (per AZ-hour and GB), AWS Backup storage, the DLQ's
+    # requests, enhanced monitoring's RDSOSMetrics ingestion: priced where the catalog holds
+    # the price and the file the usage, else left out and named (never counted as 0)
+    extra = [("vpc_endpoint_hour", s.vpc.az_count * HOURS)] * len(s.vpc.interface_endpoints)
+    extra += [("vpc_endpoint_gb", u.vpc_endpoint_gb_per_month)] if s.vpc.interface_endpoints \
+        else []
+    extra += [("s3_standard_gb_month", u.s3_access_log_gb_stored),   # the access-log bucket
+              ("backup_aurora_gb_month", u.backup_gb_stored),
+              ("sqs_request", u.sqs_requests_per_month)]
+    if s.db.monitoring_interval_s:
+        extra.append(("logs_ingest_gb", u.rds_monitoring_gb_per_month))
+    for meter, quantity in extra:
+        if quantity is None or p(meter) is None:
+            left_out.append(meter)
+        else:
+            total += quantity * p(meter)
     return total, left_out
 
 
@@ -213,6 +229,8 @@ def test_total_equals_the_catalog_arithmetic(env, catalog, programs):
     assert est.monthly_usd == pytest.approx(total, rel=1e-9)
     named = {u.split(" ")[1].rstrip(":") for u in est.unknown}  # "<resource> <meter>: why"
     assert named == set(left_out)
+    # the issue's additions are present and unknown until priced, not silently free
+    assert {"backup_aurora_gb_month", "sqs_request"} <= named
     assert est.complete == (not left_out)
 
 
@@ -398,3 +416,27 @@ def test_preview_text_names_prices_older_than_the_catalog(sandbox_home, catalog)
     assert key in dated and dated[key] != catalog.as_of
     assert f"price of {key} as of {dated[key]}" in out.stdout
     assert f"prices as of {catalog.as_of}" in out.stdout
+
+
+def test_gateway_endpoint_is_free_and_interface_endpoint_bills_per_az(catalog):
+    """The S3 gateway endpoint costs nothing; an interface endpoint bills one network
+    interface per AZ and hour (priced once the catalog holds eu-west-2's figure)."""
+    from tap_lib.cost.estimate import Resource, estimate
+
+    s = load_settings("prod", use_environ=False)
+    priced = Catalog(catalog.currency, catalog.as_of, HOURS,
+                     {s.region: {**catalog.regions[s.region],
+                                 "vpc_endpoint_hour": {"price": 0.5}}}, {}, catalog.source)
+    gateway = Resource("urn:g", "aws:ec2/vpcEndpoint:VpcEndpoint", "s3",
+                       {"vpcEndpointType": "Gateway"})
+    interface = Resource("urn:i", "aws:ec2/vpcEndpoint:VpcEndpoint", "sm",
+                         {"vpcEndpointType": "Interface", "subnetIds": ["a", "b", "c"]})
+    est = estimate([gateway, interface], s, priced)
+    g, i = est.resources
+    assert g.monthly_usd == 0.0
+    hours = next(x for x in i.items if x.meter == "vpc_endpoint_hour")
+    assert hours.quantity == 3 * HOURS and hours.monthly_usd == pytest.approx(3 * HOURS * 0.5)
+    assert est.monthly_usd == pytest.approx(3 * HOURS * 0.5)
+    # without the price it is unknown, never zero
+    unpriced = estimate([interface], s, catalog)
+    assert any("vpc_endpoint_hour" in u for u in unpriced.unknown)

@@ -21,7 +21,7 @@ def test_exception_tree_and_exit_codes():
         errors.ChecksFailed, errors.ConfigError, errors.UsageError, errors.TargetUnreachable,
         errors.OperationFailed, errors.StackLocked)}
     assert codes == {"ChecksFailed": 1, "ConfigError": 2, "UsageError": 2,
-                     "TargetUnreachable": 3, "OperationFailed": 3, "StackLocked": 3}
+                     "TargetUnreachable": 3, "OperationFailed": 3, "StackLocked": 4}
     err = errors.ConfigError("not allowed", file="params/dev.yaml", field="vpc.az_count",
                              value=9, allowed="2-6")
     assert str(err) == "params/dev.yaml: field 'vpc.az_count': not allowed (got 9); allowed: 2-6"

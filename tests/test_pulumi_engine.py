@@ -158,7 +158,8 @@ def test_passphrase_is_inherited_never_handed_to_the_workspace(engine):
 
 # ---- stack config ------------------------------------------------------------------------------
 
-def test_stack_config_holds_region_environment_and_overrides(stub_cli):
+def test_stack_config_holds_region_environment_and_overrides(stub_cli, monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     overrides = ("db.engine_version=15.10", "lambda.memory_mb=512")
     settings = load_settings("dev", overrides)
     config = pe.PulumiEngine(settings, overrides).stack_config()
@@ -167,7 +168,36 @@ def test_stack_config_holds_region_environment_and_overrides(stub_cli):
         "tap:env": "dev",
         "tap:overrides": json.dumps(["db.engine_version=15.10", "lambda.memory_mb=512",
                                      "suffix='dev'"]),
+        "tap:endpoint": "",      # written empty, so an endpoint set once never stays behind
     }
+
+
+def test_an_endpoint_override_sends_the_programs_provider_there(monkeypatch):
+    """AWS_ENDPOINT_URL -> tap:endpoint -> the program's explicit provider gets every service's
+    endpoint and skips the checks only AWS answers; without it the provider is AWS's own."""
+    from tap_lib.engines.synth import synthesize
+    from tap_lib.program.entry import ENDPOINT_SERVICES, define_stack
+
+    url = "http://127.0.0.1:4599"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+    settings = load_settings("dev")
+    endpoint = pe.stack_config(settings)["tap:endpoint"]
+    assert endpoint == url
+
+    def provider_inputs(endpoint):
+        syn = synthesize(settings, program=lambda s: define_stack(s, endpoint=endpoint))
+        assert syn.error is None, syn.error
+        return next(r.inputs for r in syn.registrations if r.type == "pulumi:providers:aws")
+
+    pointed = provider_inputs(endpoint)
+    endpoints = pointed["endpoints"]
+    endpoints = json.loads(endpoints) if isinstance(endpoints, str) else endpoints
+    assert endpoints == [dict.fromkeys(ENDPOINT_SERVICES, url)]
+    for flag in ("skipCredentialsValidation", "skipRequestingAccountId", "s3UsePathStyle"):
+        assert pointed[flag] in (True, "true"), flag
+    plain = provider_inputs(None)
+    assert "endpoints" not in plain and plain.get("skipCredentialsValidation") in (
+        None, False, "false")
 
 
 @pytest.mark.parametrize("suffix", ["PR6329", "017", "on"])
@@ -349,7 +379,7 @@ def test_a_locked_stack_says_so_plainly_with_its_holder():
                            "(pid 4242) at 2024-06-01T10:00:00Z); wait for it to finish, or run "
                            "`pulumi cancel --stack TapStackdev` if it is stale")
     assert "PULUMI_BACKEND_URL=file:///srv/tap/.tap/pulumi" in err.hint
-    assert err.exit_code == 3
+    assert err.exit_code == 4
 
 
 def test_a_service_backend_conflict_is_a_locked_stack_too():

@@ -139,7 +139,7 @@ def test_second_concurrent_operation_is_refused(sandbox_home):
     with OperationLock(eng.stack, "deploy"):
         proc = _cli("deploy", "--env", "dev", "--set", "suffix=lock", "--yes")
         out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 3
+    assert proc.returncode == 4
     assert "locked" in err and f"pid {os.getpid()}" in err and "deploy" in err
     assert "Traceback" not in err
     assert eng.store.state.resources == {}
@@ -176,8 +176,8 @@ def test_two_concurrent_deploys_one_refused(sandbox_home):
     results = [(p.returncode, err) for p in procs
                for _, err in [p.communicate(timeout=300)]]
     codes = sorted(code for code, _ in results)
-    assert codes == [0, 3], results
-    refused = next(err for code, err in results if code == 3)
+    assert codes == [0, 4], results
+    refused = next(err for code, err in results if code == 4)
     assert "stack TapStackrace is locked: deploy by pid" in refused and "since" in refused
     eng = engine("race")
     assert len(tagged(eng, "describe_vpcs", "Vpcs")) == 1
@@ -256,6 +256,36 @@ def test_unsupported_type_is_an_error_naming_the_type(sandbox_home):
         eng.preview()
     assert "aws:sns/topic:Topic" in str(err.value)
     assert eng.store.state.resources == {}
+
+
+def _key_with(option: str):
+    """One KMS key carrying one resource option the sandbox does not model."""
+    def program(settings):
+        first = aws.kms.Key(f"first-key-{settings.suffix}", description="first")
+        opts = {"protect": {"protect": True},
+                "retain_on_delete": {"retain_on_delete": True},
+                "aliases": {"aliases": [pulumi.Alias(name="old-key")]},
+                "import_": {"import_": "1234abcd-12ab-34cd-56ef-1234567890ab"},
+                "deleted_with": {"deleted_with": first},
+                "custom_timeouts": {"custom_timeouts": pulumi.CustomTimeouts(create="5m")},
+                }[option]
+        aws.kms.Key(f"opt-key-{settings.suffix}", description="option",
+                    opts=pulumi.ResourceOptions(**opts))
+    return program
+
+
+@pytest.mark.parametrize("option", ["protect", "retain_on_delete", "aliases", "import_",
+                                    "deleted_with", "custom_timeouts"])
+def test_an_option_the_sandbox_does_not_model_fails_loudly(sandbox_home, option):
+    """A protect that protects nothing here, an alias that recreates instead of renaming, an
+    import that creates a second copy: refused by name, before anything is created."""
+    eng = engine(f"opt{option.strip('_').replace('_', '')}", program=_key_with(option))
+    for run in (eng.preview, eng.up):
+        with pytest.raises(UnsupportedResource) as err:
+            run()
+        assert err.value.options == [option] and "aws:kms/key:Key" in str(err.value)
+        assert "scope.py" in err.value.hint
+    assert not [urn for urn in eng.store.state.resources if "opt-key" in urn]
 
 
 # -- replacement options, honoured as Pulumi's step generator does --------------------------------

@@ -61,3 +61,52 @@ def test_a_price_s_research_is_pointed_to_not_printed(capsys):
     assert research.strip() not in out and "catalog.json 'missing'" in out
     assert "unknown: aurora-instance-0-dev aurora_instance_hour: no price" in out
     assert "unknown: nat-dev bytes: quantity unknown" in out
+
+
+def _plan(steps):
+    from tap_lib.engines.base import Plan, Step
+
+    return Plan("TapStackdev", "sandbox", [Step(f"urn:{n}", t, n, op, diffs)
+                                           for op, t, n, diffs in steps], operation="preview")
+
+
+def test_a_plan_table_matches_the_pandas_one_and_wide_keeps_it(capsys, monkeypatch):
+    """plan_text prints its table without pandas (the plain path a preview takes); the text is
+    the table changes_frame gives, in the same order, with and without --wide."""
+    plan = _plan([("update", "aws:lambda/function:Function", "payment-dev", ["memorySize"]),
+                  ("create", "aws:s3/bucket:Bucket", "b-dev", []),
+                  ("same", "aws:ec2/vpc:Vpc", "vpc-dev", []),
+                  ("create", "aws:ec2/subnet:Subnet", "a-dev", [])])
+    monkeypatch.setattr(terminal, "wide", False)
+    terminal.plan_text(plan)
+    plain = capsys.readouterr().out.splitlines()
+    assert plain[0].split() == ["op", "type", "name", "diffs"]
+    assert [line.split()[:3] for line in plain[1:4]] == [
+        ["create", "Bucket", "b-dev"], ["create", "Subnet", "a-dev"],
+        ["update", "Function", "payment-dev"]]
+    assert "vpc-dev" not in "\n".join(plain[:4]) and plain[3].endswith("memorySize")
+    expected = plan.changes_frame()   # the pandas table: the same rows, the same order
+    assert [line.split()[:3] for line in plain[1:4]] == \
+        expected[["op", "type", "name"]].values.tolist()
+    monkeypatch.setattr(terminal, "wide", True)
+    terminal.plan_text(plan)
+    assert [line.split()[:3] for line in capsys.readouterr().out.splitlines()[1:4]] == \
+        [line.split()[:3] for line in plain[1:4]]
+
+
+def test_progress_never_shows_a_count_past_its_total(capsys):
+    """issue #20: `[51/1]`. A count beyond the total the engine announced shows alone."""
+    import sys
+
+    from tap_lib.engines.base import Step, StepEvent
+    from tap_lib.progress import LineProgress
+
+    step = Step("urn:x", "aws:s3/bucket:Bucket", "b-dev", "create")
+    show = LineProgress(stream=sys.stdout)
+    show(StepEvent(step, "done", 1, 2, 0.1))
+    show(StepEvent(step, "done", 51, 1, 0.1))
+    show(StepEvent(step, "done", 3, None, 0.1))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("[  1/2]")
+    assert lines[1].startswith("[ 51]") and "/1]" not in lines[1]
+    assert lines[2].startswith("[  3]")

@@ -34,6 +34,16 @@ FREE_TYPES = frozenset({
     "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration",
     "aws:lambda/permission:Permission", "aws:secretsmanager/secretVersion:SecretVersion",
     "aws:secretsmanager/secretRotation:SecretRotation",
+    # issue 19: configuration AWS does not bill (a backup plan and selection cost nothing
+    # themselves: the recovery points they make are billed on the vault)
+    "aws:iam/rolePolicyAttachment:RolePolicyAttachment",
+    "aws:rds/clusterParameterGroup:ClusterParameterGroup",
+    "aws:secretsmanager/secretPolicy:SecretPolicy", "aws:backup/plan:Plan",
+    "aws:backup/selection:Selection", "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup",
+    "aws:ec2/defaultNetworkAcl:DefaultNetworkAcl",
+    "aws:s3/bucketOwnershipControls:BucketOwnershipControls",
+    "aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration",
+    "aws:s3/bucketLogging:BucketLogging",
     # not cloud resources: the stack's component and its provider
     "tap:index:TapStack", "pulumi:providers:aws", "pulumi:pulumi:Stack",
 })
@@ -49,6 +59,10 @@ FUNCTION = "aws:lambda/function:Function"
 BUCKET = "aws:s3/bucket:Bucket"
 FLOW_LOG = "aws:ec2/flowLog:FlowLog"
 ROTATION = "aws:secretsmanager/secretRotation:SecretRotation"
+ENDPOINT = "aws:ec2/vpcEndpoint:VpcEndpoint"
+VAULT = "aws:backup/vault:Vault"
+QUEUE = "aws:sqs/queue:Queue"
+LOGGING = "aws:s3/bucketLogging:BucketLogging"
 
 
 @dataclass
@@ -62,11 +76,13 @@ class Resource:
 
     @classmethod
     def from_registration(cls, reg) -> "Resource":
-        return cls(reg.urn, reg.type, reg.name, {**reg.inputs, **(reg.outputs or {})})
+        return cls(reg.urn, reg.type, reg.name,
+                   {"id": reg.id, **reg.inputs, **(reg.outputs or {})})
 
     @classmethod
     def from_state(cls, state) -> "Resource":
-        return cls(state.urn, state.type, state.name, dict(state.outputs or {}))
+        return cls(state.urn, state.type, state.name,
+                   {"id": getattr(state, "id", None), **(state.outputs or {})})
 
 
 @dataclass
@@ -230,8 +246,41 @@ def _eip(r: Resource, c: _Context) -> list[LineItem]:
 
 def _instance(r: Resource, c: _Context) -> list[LineItem]:
     cls = str(r.props.get("instanceClass") or "")
-    return [c.item("aurora_instance_hour", c.hours if cls else None, "h",
-                   f"{c.hours} h a month", cls=cls)]
+    items = [c.item("aurora_instance_hour", c.hours if cls else None, "h",
+                    f"{c.hours} h a month", cls=cls)]
+    if r.props.get("monitoringInterval"):   # RDS.6: RDSOSMetrics into CloudWatch Logs
+        monitored = [i for i in c.of(INSTANCE) if i.props.get("monitoringInterval")]
+        items.append(c.item("logs_ingest_gb", c.share("rds_monitoring_gb_per_month",
+                                                      len(monitored)), "GB",
+                            "usage.rds_monitoring_gb_per_month (enhanced monitoring's "
+                            "RDSOSMetrics), split over the monitored instances",
+                            usage_key="rds_monitoring_gb_per_month"))
+    return items
+
+
+def _endpoint(r: Resource, c: _Context) -> list[LineItem]:
+    """Gateway endpoints (S3, DynamoDB) are free; an interface endpoint is billed per
+    network interface (one per subnet, so per AZ) and hour, and per GB it processes."""
+    if str(r.props.get("vpcEndpointType") or "Gateway") == "Gateway":
+        return [LineItem("vpc_gateway_endpoint", 0, "", 0.0, "gateway endpoints are free")]
+    azs = len(r.props.get("subnetIds") or [])
+    interfaces = [e for e in c.of(ENDPOINT) if e.props.get("vpcEndpointType") == "Interface"]
+    return [c.item("vpc_endpoint_hour", azs * c.hours if azs else None, "h",
+                   f"{azs} AZ x {c.hours} h a month"),
+            c.item("vpc_endpoint_gb", c.share("vpc_endpoint_gb_per_month", len(interfaces)),
+                   "GB", "usage.vpc_endpoint_gb_per_month", usage_key="vpc_endpoint_gb_per_month")]
+
+
+def _vault(r: Resource, c: _Context) -> list[LineItem]:
+    return [c.item("backup_aurora_gb_month", c.share("backup_gb_stored", len(c.of(VAULT))),
+                   "GB-month", "usage.backup_gb_stored (recovery points kept, incremental)",
+                   usage_key="backup_gb_stored")]
+
+
+def _queue(r: Resource, c: _Context) -> list[LineItem]:
+    return [c.item("sqs_request", c.share("sqs_requests_per_month", len(c.of(QUEUE))),
+                   "requests", "usage.sqs_requests_per_month (failed events sent and read "
+                   "back)", usage_key="sqs_requests_per_month")]
 
 
 def _cluster(r: Resource, c: _Context) -> list[LineItem]:
@@ -315,7 +364,15 @@ def _function(r: Resource, c: _Context) -> list[LineItem]:
 
 
 def _bucket(r: Resource, c: _Context) -> list[LineItem]:
-    n = len(c.of(BUCKET))
+    """The stack's data buckets share the usage.s3_* figures; a server access log bucket (a
+    BucketLogging target, S3.9) stores what S3 writes to it, its own figure."""
+    targets = {t.props.get("targetBucket") for t in c.of(LOGGING)}
+    if targets & {r.props.get("id"), r.props.get("bucket")} - {None}:
+        return [c.item("s3_standard_gb_month", c.usage.s3_access_log_gb_stored, "GB-month",
+                       "usage.s3_access_log_gb_stored (server access logs; S3 writes them "
+                       "without request charges)", usage_key="s3_access_log_gb_stored")]
+    n = len([b for b in c.of(BUCKET)
+             if not targets & {b.props.get("id"), b.props.get("bucket")} - {None}])
     return [c.item("s3_standard_gb_month", c.share("s3_gb_stored", n), "GB-month",
                    "usage.s3_gb_stored", usage_key="s3_gb_stored"),
             c.item("s3_standard_ia_gb_month", c.share("s3_gb_standard_ia", n), "GB-month",
@@ -330,6 +387,7 @@ def _bucket(r: Resource, c: _Context) -> list[LineItem]:
 BILLABLE: dict[str, Callable[[Resource, _Context], list[LineItem]]] = {
     NAT: _nat, EIP: _eip, INSTANCE: _instance, CLUSTER: _cluster, KEY: _key, SECRET: _secret,
     LOG_GROUP: _log_group, FUNCTION: _function, BUCKET: _bucket,
+    ENDPOINT: _endpoint, VAULT: _vault, QUEUE: _queue,
 }
 
 

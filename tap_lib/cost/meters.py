@@ -88,6 +88,16 @@ METERS: dict[str, Meter] = {m.id: m for m in (
           "S3 PUT, COPY, POST, LIST request"),
     Meter("s3_get_request", "AmazonS3", "{p}Requests-Tier2", "Requests",
           "S3 GET and other requests"),
+    # issue 19's additions: interface endpoints, AWS Backup storage, the DLQ's requests
+    # (enhanced monitoring's RDSOSMetrics are CloudWatch Logs ingestion: logs_ingest_gb)
+    Meter("vpc_endpoint_hour", "AmazonVPC", "{p}VpcEndpoint-Hours", "Hrs",
+          "VPC interface endpoint, per endpoint network interface (AZ) per hour"),
+    Meter("vpc_endpoint_gb", "AmazonVPC", "{p}VpcEndpoint-Bytes", "GB",
+          "VPC interface endpoint data processed, per GB, first tier"),
+    Meter("backup_aurora_gb_month", "AWSBackup", "{p}WarmStorage-ByteHrs-Aurora", "GB-Mo",
+          "AWS Backup warm storage of Aurora recovery points, per GB-month"),
+    Meter("sqs_request", "AWSQueueService", "{p}Requests-Tier1", "Requests",
+          "SQS standard queue request, first tier"),
 )}
 
 

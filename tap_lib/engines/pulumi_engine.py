@@ -109,11 +109,15 @@ def backend_url() -> str:
 def stack_config(settings: Settings, overrides: Sequence[str] = ()) -> dict[str, str]:
     """What tap_lib/program/__main__.py reads. The suffix travels as a last override so the
     stack keeps its own suffix even when the CLI later runs without ENVIRONMENT_SUFFIX; it is
-    quoted so that suffixes such as 017 or on stay strings (it is alphanumeric, so this is safe)."""
+    quoted so that suffixes such as 017 or on stay strings (it is alphanumeric, so this is safe).
+    AWS_ENDPOINT_URL (the variable every AWS SDK reads) sends the program's provider there too:
+    `AWS_ENDPOINT_URL=$(tap sandbox endpoint) tap deploy --target aws` runs the real Pulumi
+    engine against the sandbox's emulator."""
     return {
         "aws:region": settings.region,
         "tap:env": settings.environment,
         "tap:overrides": json.dumps([*overrides, f"suffix='{settings.suffix}'"]),
+        "tap:endpoint": os.environ.get("AWS_ENDPOINT_URL", ""),  # written empty: never stale
     }
 
 

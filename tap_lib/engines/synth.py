@@ -55,6 +55,10 @@ class Registration:
     delete_before_replace: bool | None = None
     replace_on_changes: list[str] = field(default_factory=list)
     replacement_trigger: Any = None
+    # Resource options the program set beyond parent, dependencies, providers and the
+    # replacement options above (protect, retain_on_delete, aliases, import, deleted_with, ...),
+    # by their Python name: an engine that does not model one must refuse it.
+    options: list[str] = field(default_factory=list)
     id: str | None = None
     outputs: dict[str, Any] = field(default_factory=dict)
 
@@ -141,6 +145,39 @@ class _Mocks(pulumi_mocks.Mocks):
         return self.resolver.invoke(args.token, args.args)
 
 
+def options_set(request: Any) -> list[str]:
+    """The resource options the program set on `request`, by their ResourceOptions name.
+
+    What the SDK adds by itself is not counted: the type aliases a provider class declares
+    (a spec naming only an old type), empty hooks and timeouts, and the secret outputs a
+    class declares (additional_secret_outputs only marks outputs secret)."""
+    found = []
+    if request.protect:
+        found.append("protect")
+    if request.HasField("retainOnDelete") and request.retainOnDelete:
+        found.append("retain_on_delete")
+    if request.aliasURNs or any(_user_alias(a) for a in request.aliases):
+        found.append("aliases")
+    if request.importId:
+        found.append("import_")
+    if request.deletedWith:
+        found.append("deleted_with")
+    if request.HasField("customTimeouts") and request.customTimeouts.ListFields():
+        found.append("custom_timeouts")
+    if request.replace_with:
+        found.append("replace_with")
+    if request.HasField("hooks") and request.hooks.ListFields():
+        found.append("hooks")
+    return found
+
+
+def _user_alias(alias: Any) -> bool:
+    if alias.WhichOneof("alias") == "urn":
+        return True
+    spec = alias.spec
+    return bool(spec.name or spec.stack or spec.project or spec.parentUrn or spec.noParent)
+
+
 class _RecordingMonitor(pulumi_mocks.MockMonitor):
     """Records parent, dependencies and order, and refuses a URN registered twice (the mock
     runtime would silently overwrite it; the real engine fails with 'duplicate resource URN')."""
@@ -175,7 +212,8 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                            replace_on_changes=list(request.replaceOnChanges),
                            replacement_trigger=json_format.MessageToDict(
                                request.replacement_trigger)
-                           if request.HasField("replacement_trigger") else None)
+                           if request.HasField("replacement_trigger") else None,
+                           options=options_set(request))
         with self._lock:
             self.registrations.append(reg)
             self.pending[(request.type, request.name)] = reg

@@ -19,6 +19,7 @@ from ..errors import ChecksFailed, PreflightBlocked, ProtectedStack, UsageError
 
 if TYPE_CHECKING:
     from . import plans
+    from .preflight import PreflightReport
 
 
 def settings_for(env: str, overrides: tuple[str, ...] | list[str] = ()) -> Settings:
@@ -37,23 +38,34 @@ def skip_map(skip_rules=(), reason: str | None = None) -> dict[str, str]:
 def gate(settings: Settings, target: str | None, operation: str,
          skip: dict[str, str]) -> list[str]:
     """Run preflight; refuse on errors. Returns notes for the skipped rules."""
+    return _gate(settings, target, operation, skip)[0]
+
+
+def _gate(settings: Settings, target: str | None, operation: str,
+          skip: dict[str, str]) -> tuple[list[str], PreflightReport]:
+    """gate, also returning the report: its synthesis serves the rest of the command."""
     from .preflight import run_preflight
 
     report = run_preflight(settings, target=check_target(target), skip=skip)
     if not report.ok:
         raise PreflightBlocked(settings.stack_name, operation, report)
-    return [f"preflight rule {rule} skipped: {reason}" for rule, reason in skip.items()]
+    return [f"preflight rule {rule} skipped: {reason}" for rule, reason in skip.items()], report
 
 
 def preview(env: str, target: str | None = None, overrides=(), *, skip_rules=(),
             reason: str | None = None, artifact=None) -> Plan:
+    """The plan and its cost. A stack another operation holds is refused before preflight
+    (StackLocked); the program is synthesized once for preflight and the cost."""
     settings = settings_for(env, overrides)
-    gate(settings, target, "preview", skip_map(skip_rules, reason))
+    skip = skip_map(skip_rules, reason)
     engine = open_engine(settings, target, tuple(overrides))
+    engine.check_not_busy()
+    _, report = _gate(settings, target, "preview", skip)
     plan = engine.preview(artifact)
     from ..cost.plan import plan_cost
 
-    plan_cost(plan, settings, engine.resources())  # the plan's cost: after, and after - before
+    # the plan's cost: after (the synthesis preflight read), and after - before
+    plan_cost(plan, settings, engine.resources(), synthesis=report.synthesis)
     return plan
 
 

@@ -13,9 +13,19 @@ import pulumi_aws as aws
 from ..config import Settings
 from ..naming import PhysicalNames
 from .network import Network
+from .policies import assume_role_policy
 
 MASTER_USERNAME = "tapadmin"
 ENGINE = "aurora-postgresql"
+# AWS's managed policy for the enhanced monitoring agent (RDS.6): it writes RDSOSMetrics.
+MONITORING_POLICY_ARN = "arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"
+
+
+def parameter_group_family(engine_version: str) -> str:
+    """aurora-postgresql<major> from db.engine_version (one source of truth: '15.6' ->
+    aurora-postgresql15), so an engine upgrade cannot leave the cluster on a group of the old
+    family (RDS refuses a group of another major)."""
+    return f"{ENGINE}{engine_version.split('.')[0]}"
 
 
 @dataclass
@@ -24,10 +34,12 @@ class Database:
     instances: list[aws.rds.ClusterInstance]
     security_group: aws.ec2.SecurityGroup
     lambda_security_group: aws.ec2.SecurityGroup
+    parameter_group: aws.rds.ClusterParameterGroup | None = None
+    monitoring_role: aws.iam.Role | None = None
 
 
 def build_database(s: Settings, names: PhysicalNames, net: Network, kms_key: aws.kms.Key,
-                   opts: pulumi.ResourceOptions) -> Database:
+                   opts: pulumi.ResourceOptions, account: str = "") -> Database:
     tags = s.all_tags()
     sfx = s.suffix
     lambda_sg = aws.ec2.SecurityGroup(
@@ -54,8 +66,19 @@ def build_database(s: Settings, names: PhysicalNames, net: Network, kms_key: aws
     subnet_group = aws.rds.SubnetGroup(
         f"db-subnet-group-{sfx}", name=names.db_subnet_group,
         subnet_ids=[sn.id for sn in net.private_subnets], tags=tags, opts=opts)
+    # RDS.38: the server refuses connections without TLS (rds.force_ssl=1); a static parameter
+    # on Aurora PostgreSQL is applied at the next reboot, so pending-reboot is what RDS accepts.
+    # The engine's major is in the name (naming.py): a major upgrade creates the new family's
+    # group beside the old one, which the cluster uses until it moves, then deletes the old.
+    tls_params = aws.rds.ClusterParameterGroup(
+        f"aurora-tls-params-{sfx}", name=names.db_cluster_parameter_group,
+        family=parameter_group_family(s.db.engine_version),
+        description="Aurora PostgreSQL: TLS required (rds.force_ssl=1)",
+        parameters=[{"name": "rds.force_ssl", "value": "1", "apply_method": "pending-reboot"}],
+        tags=tags, opts=opts)
     cluster = aws.rds.Cluster(
         f"aurora-cluster-{sfx}",
+        db_cluster_parameter_group_name=tls_params.name,
         cluster_identifier=names.rds_cluster,
         engine=ENGINE,
         engine_version=s.db.engine_version,
@@ -80,6 +103,7 @@ def build_database(s: Settings, names: PhysicalNames, net: Network, kms_key: aws
         iam_database_authentication_enabled=True,
         tags=tags,
         opts=opts)
+    monitoring = _monitoring(s, names, account, tags, opts)
     zones = s.availability_zones
     instances = [
         aws.rds.ClusterInstance(
@@ -89,6 +113,23 @@ def build_database(s: Settings, names: PhysicalNames, net: Network, kms_key: aws
             # RDS.15: writer and readers spread over the environment's zones, round robin
             availability_zone=zones[i % len(zones)],
             db_subnet_group_name=subnet_group.name, publicly_accessible=False,
+            # RDS.6: OS metrics every monitoring_interval_s seconds (0: off, dev's exception)
+            monitoring_interval=s.db.monitoring_interval_s,
+            monitoring_role_arn=monitoring.arn if s.db.monitoring_interval_s else None,
             tags=tags, opts=opts)
         for i, identifier in enumerate(names.rds_instances)]
-    return Database(cluster, instances, db_sg, lambda_sg)
+    return Database(cluster, instances, db_sg, lambda_sg, tls_params, monitoring)
+
+
+def _monitoring(s: Settings, names: PhysicalNames, account: str, tags: dict,
+                opts: pulumi.ResourceOptions) -> aws.iam.Role:
+    """The role the enhanced monitoring agent assumes, trusted only on behalf of this account
+    (confused deputy). Declared even where monitoring is off (dev): it costs nothing, and
+    turning monitoring on is then one setting, not a new role on the instances' critical path."""
+    role = aws.iam.Role(f"rds-monitoring-role-{s.suffix}", name=names.monitoring_role,
+                        assume_role_policy=assume_role_policy("monitoring.rds.amazonaws.com",
+                                                              account),
+                        tags=tags, opts=opts)
+    aws.iam.RolePolicyAttachment(f"rds-monitoring-policy-{s.suffix}", role=role.name,
+                                 policy_arn=MONITORING_POLICY_ARN, opts=opts)
+    return role

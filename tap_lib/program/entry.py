@@ -14,10 +14,19 @@ OUTPUT_NAMES = ("vpc_id", "public_subnet_ids", "private_subnet_ids", "nat_gatewa
                 "s3_bucket_name", "kms_key_arn", "region")
 
 
-def define_stack(settings: Settings) -> TapStack:
+# The services the stack's resources and invokes call: each is sent to an endpoint override.
+ENDPOINT_SERVICES = ("backup", "cloudwatch", "cloudwatchlogs", "ec2", "iam", "kms", "lambda",
+                     "rds", "s3", "secretsmanager", "sqs", "sts")
+
+
+def define_stack(settings: Settings, endpoint: str | None = None) -> TapStack:
     """Declare the stack. The region is set on an explicit provider from the environment file,
-    so an ambient AWS_REGION or a stale `aws:region` cannot send resources elsewhere."""
-    provider = aws.Provider(f"aws-{settings.region}", region=settings.region)
+    so an ambient AWS_REGION or a stale `aws:region` cannot send resources elsewhere.
+
+    `endpoint`: an AWS-compatible endpoint (the sandbox's emulator) instead of AWS, so the real
+    Pulumi engine can run against what the sandbox engine uses (tests/test_conformance.py)."""
+    provider = aws.Provider(f"aws-{settings.region}", region=settings.region,
+                            **(_endpoint_args(endpoint) if endpoint else {}))
     account = aws.get_caller_identity(opts=pulumi.InvokeOptions(provider=provider)).account_id
     stack = TapStack(f"{project_name()}-{settings.suffix}",
                      TapStackArgs(settings, settings.physical_names(account), account),
@@ -25,3 +34,11 @@ def define_stack(settings: Settings) -> TapStack:
     for key in OUTPUT_NAMES:
         pulumi.export(key, stack.outputs[key])
     return stack
+
+
+def _endpoint_args(endpoint: str) -> dict:
+    """Every service at `endpoint`, and none of the checks only AWS can answer."""
+    return {"endpoints": [{service: endpoint for service in ENDPOINT_SERVICES}],
+            "skip_credentials_validation": True, "skip_requesting_account_id": True,
+            "skip_metadata_api_check": True, "skip_region_validation": True,
+            "s3_use_path_style": True}

@@ -15,10 +15,14 @@ from ..naming import PhysicalNames
 from .database import Database
 from .network import Network
 from .packaging import function_archive
-from .policies import VPC_ENI_ACTIONS, assume_role_policy, policy_document
+from .policies import (VPC_ENI_ACTIONS, assume_role_policy, deployer_principal, policy_document,
+                       secret_policy)
 
 RUNTIME = "python3.12"
 HANDLER = "handler.lambda_handler"
+# The payment DLQ keeps failed asynchronous events as long as SQS allows (14 days), so a
+# failure found after a long weekend can still be replayed.
+DLQ_RETENTION_S = 14 * 24 * 3600
 
 
 @dataclass
@@ -26,6 +30,7 @@ class Functions:
     secret: aws.secretsmanager.Secret
     payment: aws.lambda_.Function
     rotation: aws.lambda_.Function
+    dead_letter_queue: aws.sqs.Queue | None = None
 
 
 def _logs(arn: pulumi.Output) -> pulumi.Output:
@@ -107,6 +112,27 @@ def build_functions(s: Settings, names: PhysicalNames, net: Network, db: Databas
                 (VPC_ENI_ACTIONS, ["*"]))),
         opts=opts)
 
+    # awslambda_function_no_dead_letter_queue: asynchronous invokes that fail every retry
+    # land here instead of vanishing (the functions' shared DLQ); SQS.1: encrypted with the
+    # stack's key.
+    dlq = aws.sqs.Queue(
+        f"payment-dlq-{sfx}", name=names.payment_dlq, kms_master_key_id=kms_key.arn,
+        kms_data_key_reuse_period_seconds=300, message_retention_seconds=DLQ_RETENTION_S,
+        tags=tags, opts=opts)
+    for what, role in (("payment", payment_role), ("rotation", rotation_role)):
+        aws.iam.RolePolicy(
+            f"{what}-dlq-policy-{sfx}", role=role.id,
+            policy=dlq.arn.apply(lambda a: policy_document((["sqs:SendMessage"], [a]))),
+            opts=opts)
+    # secretsmanager_has_restrictive_resource_policy: nobody but the stack's functions and
+    # whoever deploys it may use the application secret, whatever their IAM policies allow.
+    deployer = aws.get_caller_identity(opts=pulumi.InvokeOptions(parent=opts.parent))
+    aws.secretsmanager.SecretPolicy(
+        f"db-app-credentials-policy-{sfx}", secret_arn=secret.arn, block_public_policy=True,
+        policy=pulumi.Output.all(secret.arn, payment_role.arn, rotation_role.arn).apply(
+            lambda a: secret_policy(a[0], [a[1], a[2], deployer_principal(deployer.arn)])),
+        opts=opts)
+
     # Environment variables encrypted with the stack's key, not Lambda's AWS-managed one.
     common = dict(runtime=RUNTIME, handler=HANDLER, vpc_config=vpc_config, tags=tags,
                   kms_key_arn=kms_key.arn)
@@ -116,6 +142,7 @@ def build_functions(s: Settings, names: PhysicalNames, net: Network, db: Databas
         timeout=s.function.timeout_s,
         environment={"variables": {"DB_SECRET_ARN": secret.arn, "BUCKET_NAME": bucket.bucket,
                                    **connection}},
+        dead_letter_config={"target_arn": dlq.arn},
         **common,
         opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[payment_logs])))
     rotation = aws.lambda_.Function(
@@ -124,6 +151,9 @@ def build_functions(s: Settings, names: PhysicalNames, net: Network, db: Databas
         # What each new version of the secret describes: the rotation writes these into it.
         environment={"variables": {**connection, "DB_USERNAME": s.db.app_username,
                                    "MASTER_SECRET_ARN": master_secret_arn}},
+        # Prowler checks every function; Secrets Manager invokes rotation synchronously, so
+        # this queue only ever holds events of a stray asynchronous invoke.
+        dead_letter_config={"target_arn": dlq.arn},
         **common,
         opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[rotation_logs])))
 
@@ -148,4 +178,4 @@ def build_functions(s: Settings, names: PhysicalNames, net: Network, db: Databas
                 opts, pulumi.ResourceOptions(depends_on=[permission, secret_version],
                                              replacement_trigger=established,
                                              delete_before_replace=True)))
-    return Functions(secret, payment, rotation)
+    return Functions(secret, payment, rotation, dlq)

@@ -46,3 +46,23 @@ def tls_only_bucket_policy(bucket_arn: str) -> str:
         "Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
         "Resource": [bucket_arn, f"{bucket_arn}/*"],
         "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]})
+
+
+def deployer_principal(arn: str) -> str:
+    """The deploying identity as aws:PrincipalArn sees it: an assumed-role session
+    (arn:aws:sts::A:assumed-role/R/session) is the role arn:aws:iam::A:role/R."""
+    parts = arn.split(":")
+    if len(parts) == 6 and parts[2] == "sts" and parts[5].startswith("assumed-role/"):
+        role = parts[5].split("/")[1]
+        return f"arn:{parts[1]}:iam::{parts[4]}:role/{role}"
+    return arn
+
+
+def secret_policy(secret_arn: str, principals: list[str]) -> str:
+    """Deny every Secrets Manager action on the secret to every principal not listed (the
+    shape Prowler's secretsmanager_has_restrictive_resource_policy accepts: Principal *,
+    secretsmanager:*, StringNotEquals aws:PrincipalArn and nothing else)."""
+    return json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Sid": "DenyAllButTheStack", "Effect": "Deny", "Principal": "*",
+        "Action": "secretsmanager:*", "Resource": "*",
+        "Condition": {"StringNotEquals": {"aws:PrincipalArn": sorted(set(principals))}}}]})

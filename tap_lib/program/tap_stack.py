@@ -8,11 +8,12 @@ import pulumi_aws as aws
 
 from ..config import Settings
 from ..naming import PhysicalNames
+from .backup import build_backup
 from .database import build_database
 from .functions import build_functions
-from .network import build_network
+from .network import build_endpoints, build_network
 from .policies import key_policy
-from .storage import build_bucket
+from .storage import build_access_log_bucket, build_bucket
 
 COMPONENT_TYPE = "tap:index:TapStack"
 
@@ -36,9 +37,12 @@ class TapStack(pulumi.ComponentResource):
         aws.kms.Alias(f"kms-alias-{s.suffix}", name=names.kms_alias, target_key_id=key.key_id,
                       opts=child)
         net = build_network(s, names, key, account, child)
-        db = build_database(s, names, net, key, child)
-        bucket = build_bucket(s, names, key, child)
+        db = build_database(s, names, net, key, child, account)
+        build_endpoints(s, names, net, db.lambda_security_group, child)
+        log_bucket = build_access_log_bucket(s, names, child)
+        bucket = build_bucket(s, names, key, log_bucket, account, child)
         fns = build_functions(s, names, net, db, bucket, key, account, child)
+        build_backup(s, names, db, key, account, child)
 
         self.outputs = {
             "vpc_id": net.vpc.id,
@@ -53,6 +57,8 @@ class TapStack(pulumi.ComponentResource):
             "lambda_function_arn": fns.payment.arn,
             "rotation_function_name": fns.rotation.name,
             "s3_bucket_name": bucket.bucket,
+            "s3_access_log_bucket_name": log_bucket.bucket,
+            "lambda_security_group_id": db.lambda_security_group.id,
             "kms_key_arn": key.arn,
             "region": pulumi.Output.from_input(s.region),
         }

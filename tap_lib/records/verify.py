@@ -69,12 +69,15 @@ def verify(output_dir: str | None = None, expect_head: str | None = None,
     `require_seals`: an entry no seal vouches for is a problem too."""
     t0 = time.monotonic()
     root = records_root(output_dir)
-    entries, problems = check_entries(root)
-    chained: dict[str, dict[str, Any]] = {}
-    for e in entries:
-        if e.get("operation") == "record" and e.get("record"):
-            chained[record_location(e["record"], root)] = e
-    problems += check_records(root, chained)
+    # A local root's records are read and hashed on threads (hashlib and file reads release
+    # the GIL) while this thread parses the trail: the two halves of the work overlap.
+    with _LocalDigests(root) as prefetched:
+        entries, problems = check_entries(root)
+        chained: dict[str, dict[str, Any]] = {}
+        for e in entries:
+            if e.get("operation") == "record" and e.get("record"):
+                chained[record_location(e["record"], root)] = e
+        problems += check_records(root, chained, prefetched)
     problems += check_index(root, chained)
     approvers = signing.approvers_now()
     sealed = seals.check(root, entries, approvers)
@@ -205,12 +208,58 @@ def _shown(root: str, path: str) -> str:
     return "record " + path.removeprefix(root + "/")
 
 
-def check_records(root: str, chained: dict[str, dict[str, Any]]) -> list[Problem]:
+class _LocalDigests:
+    """The SHA-256 and the `chain_prev` neighbourhood of every record of a local root, computed
+    on worker threads from the moment the block starts (nothing for an s3:// root)."""
+
+    def __init__(self, root: str):
+        self.root, self.paths, self._pool, self._parts = root, None, None, []
+
+    def __enter__(self) -> _LocalDigests:
+        if is_remote(self.root):
+            return self
+        self.paths = record_paths(self.root)
+        workers = min(4, os.cpu_count() or 1)
+        self._pool = ThreadPoolExecutor(max_workers=workers)
+        for i in range(workers):  # few tasks: little overhead
+            chunk = self.paths[i::workers]
+            self._parts.append((chunk, self._pool.submit(_read_digests, chunk)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def result(self) -> dict[str, tuple[str | None, bytes | None, str | None]]:
+        """path: (sha256, the bytes after `"chain_prev"` or None, error)."""
+        out: dict[str, tuple] = {}
+        for chunk, future in self._parts:
+            out.update(zip(chunk, future.result()))
+        return out
+
+
+def _read_digests(paths: list[str]) -> list[tuple[str | None, bytes | None, str | None]]:
+    out = []
+    for path in paths:
+        try:
+            raw = read_bytes(path)
+        except Exception as exc:  # noqa: BLE001 - OSError...
+            out.append((None, None, type(exc).__name__))
+            continue
+        at = raw.rfind(b'"chain_prev"')
+        out.append((trail.sha256_bytes(raw), raw[at:at + 100] if at >= 0 else None, None))
+    return out
+
+
+def check_records(root: str, chained: dict[str, dict[str, Any]],
+                  prefetched: _LocalDigests | None = None) -> list[Problem]:
     """Each record chained (by where it is now) against its content, and each one present
-    against the trail."""
-    problems: list[Problem] = []
+    against the trail. `prefetched`: the local root's digests, already under way."""
     by_sha = {e.get("record_sha256"): path for path, e in chained.items()}
     remote = is_remote(root)
+    if prefetched is not None and prefetched.paths is not None:
+        return _compare_records(root, chained, _local_results(chained, prefetched), by_sha,
+                                set(prefetched.paths), None)
     present = s3_records(root) if remote else [(p, p) for p in record_paths(root)]
     on_disk = {url for url, _ in present}
     client = s3() if remote and (chained or present) else None
@@ -239,6 +288,32 @@ def check_records(root: str, chained: dict[str, dict[str, Any]]) -> list[Problem
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for chunk, results in zip(chunks, pool.map(lambda c: [digest(x) for x in c], chunks)):
             digests.update(zip((p for p, _ in chunk), results))
+    return _compare_records(root, chained, digests, by_sha, on_disk, client)
+
+
+def _local_results(chained: dict[str, dict[str, Any]], prefetched: _LocalDigests
+                   ) -> dict[str, tuple]:
+    """The prefetched digests as check_records compares them: (sha256, embeds, lock, error)."""
+    out = {}
+    for path, (sha, tail, error) in prefetched.result().items():
+        e = chained.get(path)
+        if e is None:
+            continue
+        prev = (e.get("prev") or "").encode()
+        if tail is not None:
+            embeds = prev in tail
+        else:  # no chain_prev key: the whole record is searched, as _embeds does
+            try:
+                embeds = _embeds(read_bytes(path), prev.decode())
+            except OSError as exc:
+                sha, embeds, error = None, False, type(exc).__name__
+        out[path] = (sha, embeds, {}, error)
+    return out
+
+
+def _compare_records(root: str, chained: dict[str, dict[str, Any]], digests: dict[str, tuple],
+                     by_sha: dict, on_disk: set[str], client) -> list[Problem]:
+    problems: list[Problem] = []
     for path, e in chained.items():
         shown = _shown(root, path)
         if path not in on_disk:

@@ -39,7 +39,8 @@ from . import lambda_runtime, server, standin
 from .handlers import Context
 from .lifecycle import TARGET
 from .lifecycle import protected_stacks, reset_sandbox, stop_sandbox  # noqa: F401 - the CLI's
-from .resolver import Resolver, handler_for
+from .resolver import Resolver
+from .scope import handler_of
 from .state import OperationLock, ResourceRecord, StateStore, normalize, normalize_reveal
 from .steps import REPLACED, base_urn, ordered, restorable, same_step, said
 from .steps import REPLACEMENT_TRIGGER  # noqa: F401 - tests name it through the engine
@@ -106,6 +107,12 @@ class SandboxEngine(Engine):
     def login_check(self) -> bool:
         return True
 
+    def db_ca_file(self) -> Path:
+        """The stand-ins' certificates chain to the sandbox's own CA."""
+        from .sandbox_ca import ca_file
+
+        return ca_file()
+
     def db_address(self, host: str, port: int) -> tuple[str, int]:
         """The Aurora endpoint names lead to the cluster's local stand-in."""
         local = standin.host_map(self.stack).get(host)
@@ -160,7 +167,14 @@ class SandboxEngine(Engine):
         from .state import reading_check
         reading_check(self.stack)  # mid-deploy state is half-applied: say so, do not show it
         self._check_emulator(writing=False)
+        if not self.store.state.resources:  # "create everything" would be a promise deploy
+            self._refuse_orphans()          # refuses: say so now, and why
         return self._plan_now()
+
+    def _refuse_orphans(self) -> None:
+        from .discovery import refuse_orphans
+        refuse_orphans(self.stack, self.clients(), env=self.settings.environment,
+                       state_file=self.store.path)
 
     def _plan_now(self) -> Plan:
         resolver = Resolver(self, apply=False)
@@ -176,9 +190,7 @@ class SandboxEngine(Engine):
             self.store.reload()  # what the stack is now, not when this engine was opened
             notes = self._check_emulator(writing=True)
             if not self.store.state.resources:  # lost state must not duplicate the stack
-                from .discovery import refuse_orphans
-                refuse_orphans(self.stack, self.clients(), env=self.settings.environment,
-                               state_file=self.store.path)
+                self._refuse_orphans()
             state = self.store.state
             if not state.origin:
                 state.origin, state.protected = meta.origin, meta.protected
@@ -303,7 +315,7 @@ class SandboxEngine(Engine):
         """The resource as the emulator has it now (for drift), or None if it is gone."""
         rec = self.store.state.resources[urn]
         ctx = self.context(urn, rec.name)
-        return handler_for(rec.type, urn).read(ctx, rec.id, normalize_reveal(rec.outputs))
+        return handler_of(rec.type, urn).read(ctx, rec.id, normalize_reveal(rec.outputs))
 
     # -- helpers -----------------------------------------------------------------------
     def _synthesize(self, resolver: Resolver, preview: bool):
@@ -392,7 +404,7 @@ class SandboxEngine(Engine):
     def delete_record(self, rec: ResourceRecord) -> None:
         rec.status = "pending-delete"
         self.store.put(rec)
-        handler = handler_for(rec.type, rec.urn)
+        handler = handler_of(rec.type, rec.urn)
         try:
             handler.delete(self.context(rec.urn, rec.name), rec.id,
                            normalize_reveal(rec.inputs), normalize_reveal(rec.outputs))
@@ -439,7 +451,7 @@ class SandboxEngine(Engine):
         """Delete what a record in flight may have left live. Found by name or tag, never a
         resource state holds under another key (a replaced resource's old copy carries the
         same URN tag and may keep the name): that one is accounted for, so it stays."""
-        handler = handler_for(rec.type, rec.urn)
+        handler = handler_of(rec.type, rec.urn)
         ctx = self.context(rec.urn, rec.name)
         inputs = normalize_reveal(rec.inputs)
         if rec.id:

@@ -10,21 +10,15 @@ import threading
 import time
 from typing import Any
 
-from ...errors import OperationFailed, PlanMismatch, ProtectedStack, TapError, UnsupportedResource
+from ...errors import OperationFailed, PlanMismatch, ProtectedStack, TapError
 from ..base import Plan, ProgressCallback, Step, StepEvent
 from ..changes import property_changes
 from ..synth import MOCK_ACCOUNT, PlaceholderResolver, Registration
-from .handlers import REGISTRY, Handler
+from .handlers import Handler
+from .scope import handler_for
 from .state import ResourceRecord, keep_secret, normalize, normalize_reveal
 from .steps import (REPLACEMENT_TRIGGER, diff, known_outputs, restorable, same_step, said,
                     trigger_of)
-
-
-def handler_for(reg_type: str, urn: str) -> Handler:
-    handler = REGISTRY.get(reg_type)
-    if handler is None:
-        raise UnsupportedResource(reg_type, urn)
-    return handler
 
 
 class Resolver:
@@ -94,7 +88,7 @@ class Resolver:
 
     # -- internals ---------------------------------------------------------------------
     def _resource(self, reg: Registration) -> tuple[str, dict]:
-        handler = handler_for(reg.type, reg.urn)
+        handler = handler_for(reg)
         store = self.engine.store
         norm = normalize(reg.inputs)
         record = self.restored.get(reg.urn) or store.state.resources.get(reg.urn)

@@ -252,7 +252,11 @@ def _start_locked() -> SandboxStatus:
         proc = subprocess.Popen(
             [sys.executable, "-m", EMULATOR_MODULE, "-H", HOST, "-p", str(port)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, cwd=_dir(), env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            start_new_session=True, cwd=_dir(), env={
+                **os.environ, "PYTHONUNBUFFERED": "1",
+                # AWS's managed policies exist, as on AWS (the backup and monitoring roles
+                # attach them)
+                "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"})
     _children[proc.pid] = proc
     rt = _Runtime(pid=proc.pid, port=port, started_at=datetime.now(timezone.utc))
     _write_runtime(rt)  # before waiting, so a crashed start leaves a pid that stop() can find

@@ -1,5 +1,5 @@
-"""A real PostgreSQL standing in for the Aurora cluster, and rotation run like Secrets Manager
-would run it - so that the sandbox exercises real credentials and real connectivity.
+"""A real PostgreSQL standing in for the Aurora cluster, so that the sandbox exercises real
+credentials and real connectivity (the emulator runs the rotation function against it).
 
 The emulator creates the cluster's RDS-managed master secret. The stand-in's master user is
 the cluster's MasterUsername (describe_db_clusters) with that secret's password, made as Aurora
@@ -9,8 +9,8 @@ bootstrap superuser whose password stays in the data directory. The server speak
 endpoints, localhost and 127.0.0.1.
 
 The master secret rotates as RDS rotates it, behind the stand-in's back: every ensure (deploy,
-refresh) and every rotation run in the sandbox (the only code that logs in as the master)
-first sets the master user's password to the secret's current one (sync_master).
+refresh) and every rotation a deploy starts (the only code that logs in as the master) first
+sets the master user's password to the secret's current one (sync_masters).
 
 Its data lives under the stack's state directory and goes away with the cluster (destroy, or
 an emulator restart that lost the stack).
@@ -35,10 +35,8 @@ from ...localdb_roles import ensure_rds_master, scram_verifier
 from ...localtls import server_names
 from . import sandbox_ca
 from .handlers.base import Context
-from .lambda_runtime import invoke_sequence
 from .state import stack_dir
 
-ROTATION_STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
 # A hosts file lists a cluster's two endpoint names; anything much larger was not written by tap.
 MAX_HOSTS_BYTES = 64 * 1024
 HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})")
@@ -50,7 +48,7 @@ class Endpoint:
     port: int
 
 
-def _stack_of(urn: str) -> str:
+def stack_of(urn: str) -> str:
     return urn.split("::")[0].removeprefix("urn:pulumi:")
 
 
@@ -71,7 +69,7 @@ def ensure(ctx: Context, cluster_id: str, master_secret_arn: str, dbname: str,
     """Start (or re-attach to) the stand-in server for this cluster, TLS-only, with the master
     user as the cluster and its secret say; `hosts` are the cluster's AWS endpoint names, which
     tap's own connections map to it (host_map) and its certificate names."""
-    stack = _stack_of(ctx.urn)
+    stack = stack_of(ctx.urn)
     names = sorted(h for h in hosts if h)
     pg = LocalPostgres(_data_dir(stack, cluster_id))
     authority = sandbox_ca.authority().ensure()
@@ -213,7 +211,7 @@ def host_map(stack: str) -> dict[str, str]:
 
 
 def remove(ctx: Context, cluster_id: str) -> None:
-    stack = _stack_of(ctx.urn)
+    stack = stack_of(ctx.urn)
     LocalPostgres(_data_dir(stack, cluster_id)).remove()
     _hosts_file(stack, cluster_id).unlink(missing_ok=True)
     _master_file(stack, cluster_id).unlink(missing_ok=True)
@@ -236,16 +234,3 @@ def forget_every_stack() -> None:
     if root.exists():
         for directory in root.iterdir():
             forget_all(directory.name)
-
-
-def rotate_in_process(ctx: Context, secret_id: str, token: str, function_arn: str) -> None:
-    """The four rotation steps, in order, as Secrets Manager invokes them, with the rotation
-    function's environment."""
-    sync_masters(ctx, _stack_of(ctx.urn))  # setSecret logs in as the master
-    lam = ctx.client("lambda")
-    variables = lam.get_function_configuration(FunctionName=function_arn).get(
-        "Environment", {}).get("Variables", {})
-    invoke_sequence("rotation", [{"Step": step, "SecretId": secret_id, "ClientRequestToken": token}
-                                 for step in ROTATION_STEPS],
-                    endpoint=lam.meta.endpoint_url, region=ctx.region, variables=variables,
-                    hosts=host_map(_stack_of(ctx.urn)))

@@ -12,12 +12,11 @@ findings too, never a traceback, and the rules that need the whole plan are then
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ...config import Settings
 from ...controls import controls_of
@@ -26,6 +25,9 @@ from ...engines.synth import Registration, Synthesis, synthesize
 from ...errors import TapError, UsageError
 from ...project import project_dir
 from ...project import project_file as default_project_file
+
+if TYPE_CHECKING:  # pandas loads in ~1 s: preview and deploy only need the counts
+    import pandas as pd
 
 Program = Callable[[Settings], Any]
 EngineVersions = Callable[[str, str], tuple[list[str], str]]
@@ -88,25 +90,38 @@ def info(resource: str, message: str, fix: str = "") -> Finding:
 
 @dataclass
 class PreflightReport:
-    """Findings of one preflight run; `ok` when nothing is error-level."""
+    """Findings of one preflight run; `ok` when nothing is error-level. `rows` are the findings
+    in report order; `findings` is the same as a table, built when first shown. `synthesis` is
+    the plan the rules read, for the cost and the plan of the same command (one synthesis)."""
 
-    findings: pd.DataFrame
+    rows: list[Finding]
     stack: str
     environment: str
     target: str
     rules_checked: int
+    synthesis: Synthesis | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    @functools.cached_property
+    def findings(self) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame([{c: getattr(f, c) for c in COLUMNS} for f in self.rows],
+                            columns=COLUMNS)
+
+    def _count(self, severity: str) -> int:
+        return sum(f.severity == severity for f in self.rows)
 
     @property
     def errors(self) -> int:
-        return int((self.findings["severity"] == "error").sum())
+        return self._count("error")
 
     @property
     def warnings(self) -> int:
-        return int((self.findings["severity"] == "warning").sum())
+        return self._count("warning")
 
     @property
     def excepted(self) -> int:
-        return int((self.findings["severity"] == "excepted").sum())
+        return self._count("excepted")
 
     @property
     def ok(self) -> bool:
@@ -114,16 +129,14 @@ class PreflightReport:
 
     def errors_text(self) -> str:
         """The error-level findings, one line each, for a refusal message."""
-        rows = self.findings[self.findings["severity"] == "error"]
         return "\n".join(f"  {r.rule}: {r.resource}: {r.message}" + (f" (fix: {r.fix})"
                                                                     if r.fix else "")
-                         for r in rows.itertuples())
+                         for r in self.rows if r.severity == "error")
 
     def to_dict(self) -> dict[str, Any]:
-        counts = self.findings["severity"].value_counts()
-        summary = {s: int(counts.get(s, 0)) for s in SEVERITIES}
+        summary = {s: self._count(s) for s in SEVERITIES}
         return {"stack": self.stack, "environment": self.environment, "target": self.target,
-                "findings": self.findings.to_dict("records"),
+                "findings": [{c: getattr(f, c) for c in COLUMNS} for f in self.rows],
                 "summary": {**summary, "rules_checked": self.rules_checked}}
 
 
@@ -222,8 +235,9 @@ def run_preflight(settings: Settings, *, target: str = "sandbox", program: Progr
             "info", "program", f"{len(skipped)} rules need the whole plan and were not run: "
             f"{', '.join(skipped)}", "fix the errors above and run preflight again",
             rule=" ".join(SYNTHESIS_RULE)))
-    return PreflightReport(_frame(findings), synthesis.stack, settings.environment, target,
-                           rules_checked=len(RULES) - len(skipped) - len(skip))
+    return PreflightReport(_ordered(findings), synthesis.stack, settings.environment, target,
+                           rules_checked=len(RULES) - len(skipped) - len(skip),
+                           synthesis=synthesis)
 
 
 def except_(settings: Settings, finding: Finding) -> Finding:
@@ -249,12 +263,9 @@ def _synthesize(settings: Settings, program: Program | None) -> Synthesis:
                          outputs={}, warnings=[], duplicates=[], error=exc, duration_s=0.0)
 
 
-def _frame(findings: list[Finding]) -> pd.DataFrame:
-    rows = [{c: getattr(f, c) for c in COLUMNS} for f in findings]
-    df = pd.DataFrame(rows, columns=COLUMNS)
-    order = df["severity"].map(SEVERITIES.index)
-    df = df.assign(_order=order).sort_values(["_order", "rule"], kind="stable")
-    return df.drop(columns="_order").reset_index(drop=True)
+def _ordered(findings: list[Finding]) -> list[Finding]:
+    """By severity (errors first), then rule; stable, so a rule's findings keep their order."""
+    return sorted(findings, key=lambda f: (SEVERITIES.index(f.severity), f.rule))
 
 
 # -- small helpers over the plan -------------------------------------------------------------
@@ -294,4 +305,4 @@ def _display(path: str | Path) -> str:
 
 
 # The rule families register themselves on import.
-from . import cost, exceptions, prowler, seed, securityhub  # noqa: E402,F401  pyflakes: ignore
+from . import cost, data_controls, exceptions, network_controls, prowler, seed, securityhub  # noqa: E402,F401,E501

@@ -1,13 +1,20 @@
-"""VPC, subnets, gateways, routes, Elastic IPs, security groups and their rules, flow logs.
+"""VPC, subnets, gateways, routes, Elastic IPs, flow logs (security groups: security_groups.py,
+the default network ACL: network_acls.py, endpoints: vpc_endpoints.py).
 
 Every `find` returns only what `adoptable` says is the resource's own (its URN tag, or for a
 route, association or rule its table's or group's stack), whatever filters EC2 honoured."""
 from __future__ import annotations
 
-from ....aws import ip_permission
 from ....naming import short_hash
-from .base import (Handler, adoptable, by_urn_filter, first_adoptable, handler, ignore_missing,
-                   tag_spec)
+from .base import (
+    Handler,
+    adoptable,
+    by_urn_filter,
+    first_adoptable,
+    handler,
+    ignore_missing,
+    tag_spec,
+)
 
 
 def _table(ctx, table_id: str) -> dict | None:
@@ -33,7 +40,23 @@ class Vpc(Handler):
                              TagSpecifications=tag_spec("vpc", inputs, ctx))["Vpc"]
         self._attributes(ec2, vpc["VpcId"], inputs)
         return vpc["VpcId"], {**inputs, "id": vpc["VpcId"],
-                              "arn": f"arn:aws:ec2:{ctx.region}:{ctx.account}:vpc/{vpc['VpcId']}"}
+                              "arn": f"arn:aws:ec2:{ctx.region}:{ctx.account}:vpc/{vpc['VpcId']}",
+                              **self._defaults(ec2, vpc["VpcId"])}
+
+    @staticmethod
+    def _defaults(ec2, vpc_id) -> dict:
+        """What AWS creates with a VPC: its default security group and network ACL, and main
+        route table (the provider's computed defaultSecurityGroupId and friends)."""
+        by_vpc = [{"Name": "vpc-id", "Values": [vpc_id]}]
+        groups = ec2.describe_security_groups(Filters=by_vpc + [
+            {"Name": "group-name", "Values": ["default"]}])["SecurityGroups"]
+        acls = ec2.describe_network_acls(Filters=by_vpc + [
+            {"Name": "default", "Values": ["true"]}])["NetworkAcls"]
+        tables = ec2.describe_route_tables(Filters=by_vpc + [
+            {"Name": "association.main", "Values": ["true"]}])["RouteTables"]
+        return {"defaultSecurityGroupId": groups[0]["GroupId"] if groups else None,
+                "defaultNetworkAclId": acls[0]["NetworkAclId"] if acls else None,
+                "mainRouteTableId": tables[0]["RouteTableId"] if tables else None}
 
     @staticmethod
     def _attributes(ec2, vpc_id, inputs):
@@ -50,7 +73,8 @@ class Vpc(Handler):
         attr = lambda name: ec2.describe_vpc_attribute(VpcId=id_, Attribute=name)  # noqa: E731
         return {"cidrBlock": vpcs[0]["CidrBlock"],
                 "enableDnsSupport": attr("enableDnsSupport")["EnableDnsSupport"]["Value"],
-                "enableDnsHostnames": attr("enableDnsHostnames")["EnableDnsHostnames"]["Value"]}
+                "enableDnsHostnames": attr("enableDnsHostnames")["EnableDnsHostnames"]["Value"],
+                **self._defaults(ec2, id_)}
 
     def modify(self, ctx, id_, old, new, changed):
         self._attributes(ctx.client("ec2"), id_, new)
@@ -319,119 +343,6 @@ class NatGateway(Handler):
         found = [n for n in ctx.client("ec2").describe_nat_gateways(
             Filter=by_urn_filter(ctx))["NatGateways"] if n["State"] != "deleted"]
         return first_adoptable(ctx, found, "NatGatewayId", exclude)
-
-
-@handler
-class SecurityGroup(Handler):
-    type = "aws:ec2/securityGroup:SecurityGroup"
-    unique = ("name", "vpcId")        # group names are unique within a VPC
-    tagger = "ec2"
-
-    def create(self, ctx, inputs):
-        ec2 = ctx.client("ec2")
-        sg = ec2.create_security_group(GroupName=inputs["name"], VpcId=inputs["vpcId"],
-                                       Description=inputs.get("description", "Managed by tap"),
-                                       TagSpecifications=tag_spec("security-group", inputs, ctx))
-        gid = sg["GroupId"]
-        # Like the AWS provider: drop the implicit allow-all egress; rules are explicit resources.
-        ec2.revoke_security_group_egress(GroupId=gid, IpPermissions=[
-            {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
-        return gid, {**inputs, "id": gid,
-                     "arn": f"arn:aws:ec2:{ctx.region}:{ctx.account}:security-group/{gid}"}
-
-    def read(self, ctx, id_, inputs):
-        found = ctx.client("ec2").describe_security_groups(
-            Filters=[{"Name": "group-id", "Values": [id_]}])["SecurityGroups"]
-        return {"name": found[0]["GroupName"], "vpcId": found[0]["VpcId"]} if found else None
-
-    def delete(self, ctx, id_, inputs, outputs):
-        ignore_missing(ctx.client("ec2").delete_security_group, GroupId=id_)
-
-    def find(self, ctx, inputs, exclude=frozenset()):
-        return first_adoptable(ctx, ctx.client("ec2").describe_security_groups(
-            Filters=[{"Name": "group-name", "Values": [inputs["name"]]},
-                     {"Name": "vpc-id", "Values": [inputs["vpcId"]]}])["SecurityGroups"],
-            "GroupId", exclude)
-
-
-def _peers(perm: dict) -> set[str]:
-    """The sources (or destinations) an IpPermission names: groups and CIDRs."""
-    return ({g["GroupId"] for g in perm.get("UserIdGroupPairs", [])}
-            | {r["CidrIp"] for r in perm.get("IpRanges", [])}
-            | {r["CidrIpv6"] for r in perm.get("Ipv6Ranges", [])})
-
-
-class _SecurityGroupRule(Handler):
-    direction: str
-    applies = frozenset({"cidrIpv4", "cidrIpv6", "description", "fromPort", "toPort",
-                         "ipProtocol", "prefixListId", "referencedSecurityGroupId"})
-    tagger = "ec2"
-    # The same permission twice in one group is InvalidPermission.Duplicate.
-    unique = ("securityGroupId", "ipProtocol", "fromPort", "toPort", "cidrIpv4", "cidrIpv6",
-              "prefixListId", "referencedSecurityGroupId")
-
-    def modify(self, ctx, id_, old, new, changed):
-        """ModifySecurityGroupRules on the rule's id, as the provider's update does."""
-        rule = {"IpProtocol": str(new["ipProtocol"]),
-                "FromPort": int(new.get("fromPort", -1)), "ToPort": int(new.get("toPort", -1))}
-        for prop, key in (("cidrIpv4", "CidrIpv4"), ("cidrIpv6", "CidrIpv6"),
-                          ("prefixListId", "PrefixListId"),
-                          ("referencedSecurityGroupId", "ReferencedGroupId"),
-                          ("description", "Description")):
-            if new.get(prop) is not None:
-                rule[key] = new[prop]
-        ctx.client("ec2").modify_security_group_rules(
-            GroupId=new["securityGroupId"],
-            SecurityGroupRules=[{"SecurityGroupRuleId": id_, "SecurityGroupRule": rule}])
-
-    def _call(self, ctx, verb: str, inputs: dict):
-        method = getattr(ctx.client("ec2"), f"{verb}_security_group_{self.direction}")
-        return method(GroupId=inputs["securityGroupId"], IpPermissions=[ip_permission(inputs)])
-
-    def create(self, ctx, inputs):
-        out = self._call(ctx, "authorize", inputs)
-        rules = out.get("SecurityGroupRules") or [{}]
-        rid = rules[0].get("SecurityGroupRuleId") or f"sgr-{ctx.name}"
-        return rid, {**inputs, "id": rid, "securityGroupRuleId": rid}
-
-    def delete(self, ctx, id_, inputs, outputs):
-        ignore_missing(self._call, ctx, "revoke", inputs,
-                       codes=("InvalidPermission.NotFound",))
-
-    @staticmethod
-    def _group(ctx, inputs: dict) -> dict | None:
-        groups = ctx.client("ec2").describe_security_groups(Filters=[
-            {"Name": "group-id", "Values": [inputs["securityGroupId"]]}])["SecurityGroups"]
-        return groups[0] if groups else None
-
-    def read(self, ctx, id_, inputs):
-        return self._rule(self._group(ctx, inputs), inputs)
-
-    def _rule(self, group: dict | None, inputs: dict) -> dict | None:
-        key = "IpPermissions" if self.direction == "ingress" else "IpPermissionsEgress"
-        want = ip_permission(inputs)
-        for perm in (group or {}).get(key, []):
-            same_ports = (perm.get("IpProtocol"), perm.get("FromPort"), perm.get("ToPort")) == \
-                (want["IpProtocol"], want.get("FromPort"), want.get("ToPort"))
-            if same_ports and _peers(want) <= _peers(perm):
-                return dict(inputs)
-        return None
-
-    def find(self, ctx, inputs, exclude=frozenset()):
-        group = self._group(ctx, inputs)              # delete revokes by inputs
-        return "adopted" if _in_stack(ctx, group) and self._rule(group, inputs) else None
-
-
-@handler
-class SecurityGroupIngressRule(_SecurityGroupRule):
-    type = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
-    direction = "ingress"
-
-
-@handler
-class SecurityGroupEgressRule(_SecurityGroupRule):
-    type = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
-    direction = "egress"
 
 
 @handler

@@ -34,7 +34,11 @@ def _config(inputs: dict) -> dict:
             "VpcConfig": {"SubnetIds": vpc.get("subnetIds", []),
                           "SecurityGroupIds": vpc.get("securityGroupIds", [])},
             # "" puts an update back on Lambda's own key, as the provider does
-            "KMSKeyArn": inputs.get("kmsKeyArn") or ""}
+            "KMSKeyArn": inputs.get("kmsKeyArn") or "",
+            # Sent as AWS takes it; moto 5.2 accepts and drops it (its GetFunction reports no
+            # DeadLetterConfig), so verify cannot judge the DLQ on the sandbox (hardening_data).
+            "DeadLetterConfig": {"TargetArn": (inputs.get("deadLetterConfig") or {})
+                                 .get("targetArn") or ""}}
 
 
 def _function_tags(ctx, function: str):
@@ -47,7 +51,8 @@ def _function_tags(ctx, function: str):
 class Function(Handler):
     type = "aws:lambda/function:Function"
     applies = frozenset({"code", "role", "handler", "runtime", "timeout", "memorySize",
-                         "environment", "vpcConfig", "description", "kmsKeyArn"})
+                         "environment", "vpcConfig", "description", "kmsKeyArn",
+                         "deadLetterConfig"})
     tagger = "lambda"
     id_input = "name"
 

@@ -70,7 +70,8 @@ class Cluster(Handler):
               "masterUserSecretKmsKeyId": ("MasterUserSecretKmsKeyId", str),
               "iamDatabaseAuthenticationEnabled": ("EnableIAMDatabaseAuthentication", bool),
               # a list in, Enable/DisableLogTypes out (modify builds it from old and new)
-              "enabledCloudwatchLogsExports": ("CloudwatchLogsExportConfiguration", list)}
+              "enabledCloudwatchLogsExports": ("CloudwatchLogsExportConfiguration", list),
+              "dbClusterParameterGroupName": ("DBClusterParameterGroupName", str)}
     applies = frozenset(MODIFY)
     # Used when the cluster is deleted, or to steer a modify; never a setting of the cluster.
     state_only = frozenset({"skipFinalSnapshot", "finalSnapshotIdentifier", "applyImmediately",
@@ -96,6 +97,8 @@ class Cluster(Handler):
             CopyTagsToSnapshot=bool(inputs.get("copyTagsToSnapshot")),
             EnableCloudwatchLogsExports=list(inputs.get("enabledCloudwatchLogsExports") or []),
             EnableIAMDatabaseAuthentication=bool(inputs.get("iamDatabaseAuthenticationEnabled")),
+            **({"DBClusterParameterGroupName": inputs["dbClusterParameterGroupName"]}
+               if inputs.get("dbClusterParameterGroupName") else {}),
             Tags=ctx.tag_list(inputs.get("tags")))["DBCluster"]
         _rotate_like_rds(ctx, cluster)
         return cluster["DBClusterIdentifier"], self._outputs(ctx, cluster, inputs)
@@ -147,7 +150,8 @@ class Cluster(Handler):
                 "backupRetentionPeriod": c.get("BackupRetentionPeriod"),
                 "enabledCloudwatchLogsExports": sorted(c.get("EnabledCloudwatchLogsExports")
                                                        or []),
-                "iamDatabaseAuthenticationEnabled": c.get("IAMDatabaseAuthenticationEnabled")}
+                "iamDatabaseAuthenticationEnabled": c.get("IAMDatabaseAuthenticationEnabled"),
+                "dbClusterParameterGroupName": c.get("DBClusterParameterGroup")}
 
     def tags(self, ctx, id_):
         found = ignore_missing(ctx.client("rds").describe_db_clusters, DBClusterIdentifier=id_)
@@ -195,7 +199,9 @@ class ClusterInstance(Handler):
               "autoMinorVersionUpgrade": ("AutoMinorVersionUpgrade", bool),
               "promotionTier": ("PromotionTier", int),
               "preferredMaintenanceWindow": ("PreferredMaintenanceWindow", str),
-              "dbParameterGroupName": ("DBParameterGroupName", str)}
+              "dbParameterGroupName": ("DBParameterGroupName", str),
+              "monitoringInterval": ("MonitoringInterval", int),
+              "monitoringRoleArn": ("MonitoringRoleArn", str)}
     applies = frozenset(MODIFY)
     state_only = frozenset({"applyImmediately", "forceDestroy"})
     tagger = "rds"
@@ -209,6 +215,10 @@ class ClusterInstance(Handler):
             DBSubnetGroupName=inputs.get("dbSubnetGroupName"),
             **({"AvailabilityZone": inputs["availabilityZone"]}
                if inputs.get("availabilityZone") else {}),
+            # RDS.6: RDS refuses an interval without a role and a role without an interval
+            **({"MonitoringInterval": int(inputs["monitoringInterval"]),
+                "MonitoringRoleArn": inputs.get("monitoringRoleArn")}
+               if inputs.get("monitoringInterval") else {}),
             Tags=ctx.tag_list(inputs.get("tags")))["DBInstance"]
         return inputs["identifier"], {**inputs, "id": inputs["identifier"],
                                       "arn": inst["DBInstanceArn"], "writer": False}
@@ -218,6 +228,9 @@ class ClusterInstance(Handler):
         # dependency, applied first) upgrades it, and RDS refuses EngineVersion here.
         params = {self.MODIFY[p][0]: self.MODIFY[p][1](new[p]) for p in sorted(changed)
                   if new.get(p) is not None and p != "engineVersion"}
+        if "monitoringInterval" in changed and not new.get("monitoringInterval"):
+            params["MonitoringInterval"] = 0      # turning monitoring off: interval 0, no role
+            params.pop("MonitoringRoleArn", None)
         rds = ctx.client("rds")
         if params:
             rds.modify_db_instance(DBInstanceIdentifier=id_, ApplyImmediately=True, **params)
@@ -236,7 +249,9 @@ class ClusterInstance(Handler):
         return {"identifier": id_, "instanceClass": i["DBInstanceClass"],
                 "engineVersion": i.get("EngineVersion"),
                 "publiclyAccessible": i.get("PubliclyAccessible"),
-                "availabilityZone": i.get("AvailabilityZone")}
+                "availabilityZone": i.get("AvailabilityZone"),
+                "monitoringInterval": i.get("MonitoringInterval") or 0,
+                "monitoringRoleArn": i.get("MonitoringRoleArn")}
 
     def tags(self, ctx, id_):
         found = ignore_missing(ctx.client("rds").describe_db_instances,
@@ -246,3 +261,59 @@ class ClusterInstance(Handler):
     def delete(self, ctx, id_, inputs, outputs):
         ignore_missing(ctx.client("rds").delete_db_instance, DBInstanceIdentifier=id_,
                        SkipFinalSnapshot=True)
+
+
+@handler
+class ClusterParameterGroup(Handler):
+    """RDS.38: the cluster's parameters (rds.force_ssl). moto stores the group and its
+    parameters but does not apply them: the stand-in's TLS is standin.py's job."""
+    type = "aws:rds/clusterParameterGroup:ClusterParameterGroup"
+    applies = frozenset({"parameters"})
+    tagger = "rds"
+    id_input = "name"
+
+    def create(self, ctx, inputs):
+        rds = ctx.client("rds")
+        group = rds.create_db_cluster_parameter_group(
+            DBClusterParameterGroupName=inputs["name"], DBParameterGroupFamily=inputs["family"],
+            Description=inputs.get("description") or "Managed by tap",
+            Tags=ctx.tag_list(inputs.get("tags")))["DBClusterParameterGroup"]
+        self._apply(ctx, inputs["name"], inputs.get("parameters") or [])
+        return inputs["name"], {**inputs, "id": inputs["name"],
+                                "arn": group.get("DBClusterParameterGroupArn")}
+
+    @staticmethod
+    def _apply(ctx, name: str, parameters: list[dict]) -> None:
+        if parameters:
+            ctx.client("rds").modify_db_cluster_parameter_group(
+                DBClusterParameterGroupName=name, Parameters=[
+                    {"ParameterName": p["name"], "ParameterValue": str(p["value"]),
+                     "ApplyMethod": p.get("applyMethod") or "immediate"} for p in parameters])
+
+    def modify(self, ctx, id_, old, new, changed):
+        self._apply(ctx, id_, new.get("parameters") or [])
+
+    def read(self, ctx, id_, inputs):
+        rds = ctx.client("rds")
+        found = ignore_missing(rds.describe_db_cluster_parameter_groups,
+                               DBClusterParameterGroupName=id_)
+        if found is None:
+            return None
+        group = found["DBClusterParameterGroups"][0]
+        params = rds.describe_db_cluster_parameters(DBClusterParameterGroupName=id_)["Parameters"]
+        return {"name": id_, "family": group["DBParameterGroupFamily"],
+                "parameters": [{"name": p["ParameterName"], "value": p.get("ParameterValue"),
+                                "applyMethod": p.get("ApplyMethod")} for p in params]}
+
+    def tags(self, ctx, id_):
+        rds = ctx.client("rds")
+        found = ignore_missing(rds.describe_db_cluster_parameter_groups,
+                               DBClusterParameterGroupName=id_)
+        if found is None:
+            return None
+        arn = found["DBClusterParameterGroups"][0].get("DBClusterParameterGroupArn")
+        return rds.list_tags_for_resource(ResourceName=arn).get("TagList") if arn else None
+
+    def delete(self, ctx, id_, inputs, outputs):
+        ignore_missing(ctx.client("rds").delete_db_cluster_parameter_group,
+                       DBClusterParameterGroupName=id_)

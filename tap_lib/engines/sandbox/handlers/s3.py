@@ -14,7 +14,10 @@ def _empty(s3, bucket: str) -> None:
         objects = [{"Key": v["Key"], "VersionId": v["VersionId"]}
                    for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
         if objects:
-            s3.delete_objects(Bucket=bucket, Delete={"Objects": objects})
+            # As the provider's force_destroy: GOVERNANCE-mode Object Lock is bypassed (the
+            # caller may); COMPLIANCE-mode versions stay, and the bucket delete then says so.
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": objects},
+                              BypassGovernanceRetention=True)
 
 
 @handler
@@ -30,6 +33,8 @@ class Bucket(Handler):
         kwargs = {}
         if ctx.region != "us-east-1":
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": ctx.region}
+        if inputs.get("objectLockEnabled"):
+            kwargs["ObjectLockEnabledForBucket"] = True   # only at creation (ForceNew)
         s3.create_bucket(Bucket=name, **kwargs)
         s3.put_bucket_tagging(Bucket=name, Tagging={"TagSet": ctx.tag_list(inputs.get("tags"))})
         return name, {**inputs, "id": name, "arn": f"arn:aws:s3:::{name}",
@@ -37,8 +42,14 @@ class Bucket(Handler):
 
     def read(self, ctx, id_, inputs):
         # head_bucket reports a missing bucket as a bare HTTP 404
-        found = ignore_missing(ctx.client("s3").head_bucket, Bucket=id_, codes=("404",))
-        return None if found is None else {"bucket": id_}
+        s3 = ctx.client("s3")
+        found = ignore_missing(s3.head_bucket, Bucket=id_, codes=("404",))
+        if found is None:
+            return None
+        lock = ignore_missing(s3.get_object_lock_configuration, Bucket=id_,
+                              codes=("ObjectLockConfigurationNotFoundError",)) or {}
+        return {"bucket": id_, "objectLockEnabled": lock.get(
+            "ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"}
 
     def tags(self, ctx, id_):
         # None for a bucket a killed create never tagged (NoSuchTagSet), or one that is gone
@@ -108,7 +119,13 @@ class BucketVersioning(_BucketConfig):
         return {"versioningConfiguration": {"status": status}}
 
     def remove(self, s3, bucket):
-        # A versioned bucket can only be suspended, as the real provider does on delete.
+        # A versioned bucket can only be suspended, as the real provider does on delete; one
+        # with Object Lock cannot be (S3 refuses; the provider leaves it as it is). moto would
+        # suspend it, and then refuse the Object Lock configuration's own delete.
+        lock = ignore_missing(s3.get_object_lock_configuration, Bucket=bucket,
+                              codes=("ObjectLockConfigurationNotFoundError",)) or {}
+        if lock.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled":
+            return
         s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Suspended"})
 
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import uuid
 
-from botocore.exceptions import ClientError
 
+from ....errors import OperationFailed
 from .. import standin
 from .base import Handler, adoptable, handler, ignore_missing
 
@@ -79,27 +79,26 @@ class SecretRotation(Handler):
 
     def create(self, ctx, inputs):
         """RotateSecret, as the provider calls it: with `rotateImmediately` (default true) AWS
-        rotates right away, which is what creates the application role in the database."""
+        rotates right away, which is what creates the application role in the database. The
+        emulator runs the rotation function's four steps itself (patches/secrets_rotation.py)."""
         secret_id = inputs["secretId"]
         token = str(uuid.uuid4())
         now = inputs.get("rotateImmediately") is not False
         sm = ctx.client("secretsmanager")
-        try:
-            sm.rotate_secret(SecretId=secret_id, ClientRequestToken=token,
-                             RotationLambdaARN=inputs["rotationLambdaArn"],
-                             RotationRules={"AutomaticallyAfterDays": int(
-                                 inputs["rotationRules"]["automaticallyAfterDays"])},
-                             RotateImmediately=now)
-        except ClientError as exc:
-            # The emulator records the schedule, then fails to run the Lambda (it cannot
-            # execute Lambdas). tap runs the same handler code in-process instead, below.
-            live = self.read(ctx, secret_id, inputs)
-            if not live or live["rotationLambdaArn"] != inputs["rotationLambdaArn"]:
-                raise RuntimeError(f"rotation schedule not saved: {exc}") from exc
         if now:
-            standin.rotate_in_process(ctx, secret_id, token, inputs["rotationLambdaArn"])
-            ctx.notes.append("sandbox: rotation ran in-process (the emulator cannot execute "
-                             "Lambdas)")
+            standin.sync_masters(ctx, standin.stack_of(ctx.urn))  # setSecret logs in as master
+            _clear_unfinished_rotation(sm, secret_id)
+        sm.rotate_secret(SecretId=secret_id, ClientRequestToken=token,
+                         RotationLambdaARN=inputs["rotationLambdaArn"],
+                         RotationRules={"AutomaticallyAfterDays": int(
+                             inputs["rotationRules"]["automaticallyAfterDays"])},
+                         RotateImmediately=now)
+        if now and "AWSCURRENT" not in sm.describe_secret(SecretId=secret_id).get(
+                "VersionIdsToStages", {}).get(token, []):
+            function = inputs["rotationLambdaArn"].rsplit(":", 1)[-1]
+            raise OperationFailed(
+                f"the rotation of {secret_id} did not finish (AWSCURRENT is where it was)",
+                hint=f"read /aws/lambda/{function} for the failed step, then deploy again")
         return secret_id, {**inputs, "id": secret_id, "rotationEnabled": True}
 
     def modify(self, ctx, id_, old, new, changed):
@@ -122,3 +121,51 @@ class SecretRotation(Handler):
         meta = _describe(ctx, inputs["secretId"])
         ours = meta is not None and adoptable(ctx, meta.get("Tags"), untagged=True, parent=True)
         return inputs["secretId"] if ours and self.read(ctx, inputs["secretId"], inputs) else None
+
+
+@handler
+class SecretPolicy(Handler):
+    """The secret's resource policy (secretsmanager_has_restrictive_resource_policy). moto
+    stores it and returns it; whether the emulator enforces it is not relied on."""
+    type = "aws:secretsmanager/secretPolicy:SecretPolicy"
+    unique = ("secretArn",)           # one policy per secret: a second one overwrites it
+    applies = frozenset({"policy", "blockPublicPolicy"})
+
+    def create(self, ctx, inputs):
+        ctx.client("secretsmanager").put_resource_policy(
+            SecretId=inputs["secretArn"], ResourcePolicy=inputs["policy"],
+            BlockPublicPolicy=bool(inputs.get("blockPublicPolicy")))
+        return inputs["secretArn"], {**inputs, "id": inputs["secretArn"]}
+
+    def modify(self, ctx, id_, old, new, changed):
+        self.create(ctx, new)
+
+    def read(self, ctx, id_, inputs):
+        if _describe(ctx, id_) is None:
+            return None
+        found = ctx.client("secretsmanager").get_resource_policy(SecretId=id_)
+        if not found.get("ResourcePolicy"):
+            return None
+        return {"secretArn": id_, "policy": found["ResourcePolicy"]}
+
+    def delete(self, ctx, id_, inputs, outputs):
+        ignore_missing(ctx.client("secretsmanager").delete_resource_policy, SecretId=id_,
+                       codes=("ResourceNotFoundException",))
+
+    def find(self, ctx, inputs, exclude=frozenset()):
+        """By secret; a policy has no tags, so its secret must be of ctx's stack."""
+        meta = _describe(ctx, inputs["secretArn"])
+        return inputs["secretArn"] if meta and inputs["secretArn"] not in exclude and \
+            adoptable(ctx, meta.get("Tags"), untagged=True, parent=True) and \
+            self.read(ctx, inputs["secretArn"], inputs) else None
+
+
+def _clear_unfinished_rotation(sm, secret_id: str) -> None:
+    """A rotation that failed half-way leaves AWSPENDING on a version that never became
+    current, and Secrets Manager refuses the next rotation until the label goes: a redeploy
+    or repair recovers the secret by removing it (AWSCURRENT never moved)."""
+    stages = sm.describe_secret(SecretId=secret_id).get("VersionIdsToStages", {})
+    for version, labels in stages.items():
+        if "AWSPENDING" in labels and "AWSCURRENT" not in labels:
+            sm.update_secret_version_stage(SecretId=secret_id, VersionStage="AWSPENDING",
+                                           RemoveFromVersionId=version)

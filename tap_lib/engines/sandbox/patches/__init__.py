@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import importlib
 
-PATCHES = ("s3_transport", "s3_logging", "ec2", "rds", "lambda_invoke", "secrets_rotation")
+PATCHES = ("s3_transport", "s3_logging", "ec2", "rds", "backup", "lambda_invoke",
+           "secrets_rotation")
 
 
 def install_all(endpoint: str) -> None:

@@ -1,0 +1,275 @@
+"""verify's checks of the network and storage controls of issue 19, judged on the live stack as
+each control defines it: S3.9 server access logging, S3.12 ACLs disabled, S3.15 Object Lock
+(with the access-log bucket's own S3.5/S3.8/S3.13/S3.14/S3.17), EC2.2 default security group,
+EC2.21 network ACLs, EC2.10 EC2 endpoint, and tap's own `tap:vpc-endpoints` (S3 and Secrets
+Manager reached without the NAT). Reads its own facts (NetworkFacts), one describe per kind.
+
+What the emulator cannot show: an interface endpoint's private DNS is a recorded flag there
+(moto runs no DNS, so no name resolves to the endpoint), and S3 delivers no access logs
+(logging is configured, never exercised). The checks judge the configuration, and say so.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from ..controls import VPC_ENDPOINTS
+from .checks import Check, Declared, apply_exception, check
+
+Clients = Callable[[str], Any]
+ADMIN_PORTS = (22, 3389)
+ANYWHERE = ("0.0.0.0/0", "::/0")
+
+
+@dataclass
+class BucketControls:
+    name: str | None
+    ownership: str | None = None
+    object_lock: dict | None = None
+    logging: dict | None = None
+    encryption: list[dict] | None = None
+    versioning: str | None = None
+    public_access_block: dict | None = None
+    policy: dict | None = None
+    lifecycle: list[dict] | None = None
+
+
+@dataclass
+class NetworkFacts:
+    default_sg: dict | None = None
+    network_acls: list[dict] = field(default_factory=list)
+    endpoints: list[dict] = field(default_factory=list)
+    route_tables: list[dict] = field(default_factory=list)
+    groups: dict[str, dict] = field(default_factory=dict)      # endpoint groups by id
+    lambda_groups: list[str] = field(default_factory=list)
+    buckets: dict[str, BucketControls] = field(default_factory=dict)   # "tx" / "logs"
+
+
+def _optional(call, codes: tuple[str, ...] = (), **kwargs) -> dict | None:
+    try:
+        return call(**kwargs)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if "NotFound" in code or code.startswith("NoSuch") or code in codes:
+            return None
+        raise
+
+
+def _bucket(s3: Any, name: str | None, *, full: bool) -> BucketControls:
+    b = BucketControls(name)
+    if not name:
+        return b
+    own = _optional(s3.get_bucket_ownership_controls, Bucket=name) or {}
+    rules = own.get("OwnershipControls", {}).get("Rules") or []
+    b.ownership = rules[0].get("ObjectOwnership") if rules else None
+    b.object_lock = (_optional(s3.get_object_lock_configuration, Bucket=name) or {}).get(
+        "ObjectLockConfiguration")
+    b.logging = (_optional(s3.get_bucket_logging, Bucket=name) or {}).get("LoggingEnabled")
+    b.encryption = ((_optional(s3.get_bucket_encryption, Bucket=name) or {})
+                    .get("ServerSideEncryptionConfiguration", {}).get("Rules"))
+    if full:                      # the transaction-log bucket's are read by facts.py already
+        b.versioning = (_optional(s3.get_bucket_versioning, Bucket=name) or {}).get(
+            "Status", "Disabled")
+        b.public_access_block = (_optional(s3.get_public_access_block, Bucket=name) or {}).get(
+            "PublicAccessBlockConfiguration")
+        policy = (_optional(s3.get_bucket_policy, Bucket=name) or {}).get("Policy")
+        b.policy = json.loads(policy) if policy else None
+        b.lifecycle = (_optional(s3.get_bucket_lifecycle_configuration, Bucket=name) or {}).get(
+            "Rules")
+    return b
+
+
+def read_network_facts(clients: Clients, declared: Declared) -> NetworkFacts:
+    f, outputs = NetworkFacts(), declared.outputs
+    ec2, vpc = clients("ec2"), outputs.get("vpc_id", "")
+    by_vpc = [{"Name": "vpc-id", "Values": [vpc]}]
+    groups = ec2.describe_security_groups(Filters=by_vpc + [
+        {"Name": "group-name", "Values": ["default"]}])["SecurityGroups"]
+    f.default_sg = groups[0] if groups else None
+    f.network_acls = ec2.describe_network_acls(Filters=by_vpc)["NetworkAcls"]
+    f.endpoints = [e for e in ec2.describe_vpc_endpoints(Filters=by_vpc)["VpcEndpoints"]
+                   if e.get("State", "").lower() not in ("deleted", "deleting", "failed")]
+    f.route_tables = ec2.describe_route_tables(Filters=by_vpc)["RouteTables"]
+    ids = sorted({g["GroupId"] for e in f.endpoints for g in e.get("Groups") or []})
+    if ids:
+        f.groups = {g["GroupId"]: g for g in ec2.describe_security_groups(
+            Filters=[{"Name": "group-id", "Values": ids}])["SecurityGroups"]}
+    fn = outputs.get("lambda_function_name")
+    conf = (_optional(clients("lambda").get_function, FunctionName=fn) or {}).get(
+        "Configuration", {}) if fn else {}
+    f.lambda_groups = sorted(set((conf.get("VpcConfig") or {}).get("SecurityGroupIds") or [])
+                             | ({outputs["lambda_security_group_id"]}
+                                if outputs.get("lambda_security_group_id") else set()))
+    s3 = clients("s3")
+    f.buckets = {"tx": _bucket(s3, outputs.get("s3_bucket_name"), full=False),
+                 "logs": _bucket(s3, _log_bucket_name(clients, declared), full=True)}
+    return f
+
+
+def _log_bucket_name(clients: Clients, declared: Declared) -> str:
+    """From the stack's outputs; for a stack whose outputs predate it, the one physical name
+    the stack gives it (naming.py), in the target's account."""
+    name = declared.outputs.get("s3_access_log_bucket_name")
+    if name:
+        return name
+    account = clients("sts").get_caller_identity()["Account"]
+    return declared.settings.physical_names(account).s3_access_log_bucket
+
+
+# -- S3 ----------------------------------------------------------------------------------------
+def _lock(b: BucketControls) -> tuple[bool, str]:
+    conf = b.object_lock or {}
+    retention = (conf.get("Rule") or {}).get("DefaultRetention") or {}
+    if conf.get("ObjectLockEnabled") != "Enabled":
+        return False, "not enabled"
+    if not retention:
+        return True, "enabled, no default retention"
+    span = f"{retention['Days']} days" if retention.get("Days") else \
+        f"{retention.get('Years')} years"
+    return True, f"{retention.get('Mode')}, {span}"
+
+
+def bucket_control_checks(d: Declared, f: NetworkFacts) -> list[Check]:
+    tx, logs = f.buckets.get("tx") or BucketControls(None), \
+        f.buckets.get("logs") or BucketControls(None)
+    lt, ll = d.logical("transaction-logs"), d.logical("access-logs")
+    bucket = d.settings.bucket
+    want_lock = f"{bucket.object_lock_mode}, {bucket.object_lock_days} days"
+    out = []
+    target = (tx.logging or {}).get("TargetBucket")
+    out.append(check("s3.access-logging", "S3.9", tx.name, f"logs to {logs.name}",
+                     f"logs to {target}" if target else "no server access logging",
+                     ok=bool(target) and target == logs.name and target != tx.name,
+                     logical=lt))
+    target = (logs.logging or {}).get("TargetBucket")
+    out.append(check("s3.access-logging", "S3.9", logs.name, "server access logging on",
+                     f"logs to {target}" if target else "no server access logging",
+                     ok=bool(target) and target != logs.name, logical=ll))
+    for b, logical in ((tx, lt), (logs, ll)):
+        out.append(check("s3.acls-disabled", "S3.12", b.name, "BucketOwnerEnforced",
+                         b.ownership or "ACLs enabled (no ownership controls)", logical=logical))
+    enabled, actual = _lock(tx)
+    out.append(check("s3.object-lock", "S3.15", tx.name, want_lock, actual,
+                     ok=enabled and actual == want_lock, logical=lt))
+    enabled, actual = _lock(logs)
+    out.append(check("s3.object-lock", "S3.15", logs.name, "enabled", actual, ok=enabled,
+                     logical=ll))
+    return out + access_log_bucket_checks(logs, ll)
+
+
+def access_log_bucket_checks(b: BucketControls, logical: str) -> list[Check]:
+    """The access-log bucket judged by the controls the transaction-log bucket meets."""
+    algorithms = [r.get("ApplyServerSideEncryptionByDefault", {}).get("SSEAlgorithm")
+                  for r in b.encryption or []]
+    pab = b.public_access_block or {}
+    flags = ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets")
+    stmts = (b.policy or {}).get("Statement", [])
+    tls = any(s.get("Effect") == "Deny" and str(((s.get("Condition") or {}).get("Bool") or {})
+                                                .get("aws:SecureTransport")).lower() == "false"
+              for s in (stmts if isinstance(stmts, list) else [stmts]))
+    enabled_rules = [r for r in b.lifecycle or [] if r.get("Status") == "Enabled"]
+    return [
+        check("s3.encryption", "S3.17", b.name, "SSE-KMS",
+              ", ".join(map(str, algorithms)) or "none",
+              ok=any(a in ("aws:kms", "aws:kms:dsse") for a in algorithms), logical=logical),
+        check("s3.encrypted", "", b.name, "encrypted at rest",
+              ", ".join(map(str, algorithms)) or "none", ok=bool(algorithms), logical=logical),
+        check("s3.public-access-block", "S3.8", b.name, "all four flags on",
+              ", ".join(f"{k}={pab.get(k, False)}" for k in flags if not pab.get(k))
+              or "all four flags on", logical=logical),
+        check("s3.tls-only", "S3.5", b.name, "Deny aws:SecureTransport=false",
+              "Deny aws:SecureTransport=false" if tls else "no TLS-only statement",
+              logical=logical),
+        check("s3.versioning", "S3.14", b.name, "Enabled", b.versioning, logical=logical),
+        check("s3.lifecycle", "S3.13", b.name, "an enabled lifecycle rule",
+              "an enabled lifecycle rule" if enabled_rules else "none", logical=logical),
+    ]
+
+
+# -- VPC -------------------------------------------------------------------------------------
+def _admin_ports(entry: dict) -> list[int]:
+    """EC2.21's reading of one inbound ACL entry (see preflight.network_controls)."""
+    if entry.get("Egress") or entry.get("RuleAction") != "allow":
+        return []
+    if (entry.get("CidrBlock") or entry.get("Ipv6CidrBlock")) not in ANYWHERE:
+        return []
+    proto = str(entry.get("Protocol"))
+    if proto == "-1":
+        return list(ADMIN_PORTS)
+    if proto not in ("6", "17"):
+        return []
+    ports = entry.get("PortRange") or {}
+    return [p for p in ADMIN_PORTS if ports.get("From", 0) <= p <= ports.get("To", 65535)]
+
+
+def vpc_control_checks(d: Declared, f: NetworkFacts) -> list[Check]:
+    vpc, logical, region = d.outputs.get("vpc_id"), d.logical("vpc"), d.settings.region
+    sg = f.default_sg or {}
+    rules = len(sg.get("IpPermissions") or []), len(sg.get("IpPermissionsEgress") or [])
+    out = [check("ec2.default-sg-closed", "EC2.2", sg.get("GroupId") or vpc,
+                 "no inbound, no outbound rules",
+                 "missing" if not sg else f"{rules[0]} inbound, {rules[1]} outbound rule(s)"
+                 if any(rules) else "no inbound, no outbound rules",
+                 ok=bool(sg) and not any(rules), logical=d.logical("default-sg"))]
+    for acl in f.network_acls:
+        open_ = [f"rule {e['RuleNumber']}: {', '.join(map(str, _admin_ports(e)))}"
+                 for e in acl.get("Entries", []) if _admin_ports(e)]
+        out.append(check("ec2.nacl-admin-ports", "EC2.21", acl["NetworkAclId"],
+                         "no inbound 0.0.0.0/0 or ::/0 to 22 or 3389",
+                         "; ".join(open_) or "no inbound 0.0.0.0/0 or ::/0 to 22 or 3389",
+                         logical=d.logical("default-nacl") if acl.get("IsDefault") else logical))
+    ec2 = [e for e in f.endpoints if e.get("ServiceName") == f"com.amazonaws.{region}.ec2"
+           and e.get("VpcEndpointType") == "Interface"]
+    out.append(check("ec2.ec2-endpoint", "EC2.10", vpc, "an EC2 interface endpoint",
+                     "an EC2 interface endpoint" if ec2 else "none", logical=logical))
+    return out + endpoint_checks(d, f)
+
+
+def endpoint_checks(d: Declared, f: NetworkFacts) -> list[Check]:
+    vpc, logical, region = d.outputs.get("vpc_id"), d.logical("vpc"), d.settings.region
+    private = set(d.ids("private_subnet_ids"))
+    tables = {t["RouteTableId"] for t in f.route_tables for a in t.get("Associations", [])
+              if a.get("SubnetId") in private}
+    s3 = [e for e in f.endpoints if e.get("ServiceName") == f"com.amazonaws.{region}.s3"
+          and e.get("VpcEndpointType", "Gateway") == "Gateway"]
+    missing = tables - {t for e in s3 for t in e.get("RouteTableIds") or []}
+    out = [check("vpc.s3-endpoint", VPC_ENDPOINTS, vpc,
+                 f"S3 gateway endpoint on the {len(tables)} private route table(s)",
+                 f"S3 gateway endpoint on the {len(tables)} private route table(s)"
+                 if s3 and not missing else
+                 f"{len(missing)} private route table(s) without it" if s3 else "none",
+                 ok=bool(s3) and not missing, logical=logical)]
+    sm = [e for e in f.endpoints
+          if e.get("ServiceName") == f"com.amazonaws.{region}.secretsmanager"]
+    want = ("interface endpoint in the private subnets, private DNS on (configuration only: "
+            "the emulator resolves no names), 443 from the Lambdas")
+    if not sm:
+        return out + [check("vpc.secretsmanager-endpoint", VPC_ENDPOINTS, vpc, want, "none",
+                            ok=False, logical=logical)]
+    for e in sm:
+        problems = []
+        if not e.get("PrivateDnsEnabled"):
+            problems.append("private DNS off")
+        if set(e.get("SubnetIds") or []) != private:
+            problems.append("not in exactly the private subnets")
+        admitted = {p["GroupId"] for g in e.get("Groups") or []
+                    for perm in (f.groups.get(g["GroupId"]) or {}).get("IpPermissions", [])
+                    if perm.get("FromPort", 0) <= 443 <= perm.get("ToPort", 65535)
+                    for p in perm.get("UserIdGroupPairs", [])}
+        if not set(f.lambda_groups) & admitted:
+            problems.append("443 not admitted from the Lambdas' group")
+        out.append(check("vpc.secretsmanager-endpoint", VPC_ENDPOINTS, e["VpcEndpointId"],
+                         want, "; ".join(problems) or want, ok=not problems, logical=logical))
+    return out
+
+
+def network_control_checks(declared: Declared, clients: Clients) -> list[Check]:
+    """The hook verify calls: facts read now, every check with the params file's policy
+    exceptions applied (a failure an exception covers reads `excepted`)."""
+    facts = read_network_facts(clients, declared)
+    return [apply_exception(declared.settings, c)
+            for c in bucket_control_checks(declared, facts) + vpc_control_checks(declared, facts)]
