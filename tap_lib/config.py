@@ -54,10 +54,18 @@ TAP_TAG_KEYS = ("Project", "Environment", "Stack", "ManagedBy", "Name", "Tier", 
 
 @functools.lru_cache(maxsize=1)
 def aws_regions() -> tuple[str, ...]:
-    """Commercial regions known to the installed botocore (no network call)."""
-    import boto3
+    """Commercial regions known to the installed botocore (no network call): its endpoints
+    file read directly, the regions boto3's get_available_regions("ec2") lists (a test holds
+    them equal) without building a boto3 session on every command (0.6 s)."""
+    import importlib.util
 
-    return tuple(sorted(boto3.session.Session().get_available_regions("ec2")))
+    spec = importlib.util.find_spec("botocore")
+    path = Path(spec.origin).parent / "data" / "endpoints.json"
+    partition = next(p for p in json.loads(path.read_text())["partitions"]
+                     if p["partition"] == "aws")
+    return tuple(sorted(region for region, endpoint in
+                        partition["services"]["ec2"]["endpoints"].items()
+                        if not endpoint.get("deprecated") and "fips" not in region))
 
 
 class _Model(BaseModel):

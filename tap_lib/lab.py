@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from . import lab_records, trail
-from .project import notebooks_dir, tap_home
+from .project import notebook_names, notebooks_dir, tap_home
 
 SESSION_FILE = "session.json"
 IPYTHON_DIR = ".ipython"          # in the session folder: its kernels' IPython configuration
@@ -48,7 +48,6 @@ def create_session(env: str, target: str | None = None) -> Path:
     import nbformat
 
     from .engines.registry import check_target
-    from .ops.runbook import NOTEBOOKS
     from .ops.stack import settings_for
 
     settings = settings_for(env)
@@ -63,7 +62,7 @@ def create_session(env: str, target: str | None = None) -> Path:
     profile.mkdir(parents=True)
     (profile / "ipython_kernel_config.py").write_text(
         f"c.IPKernelApp.extensions = [{__name__!r}]\n", encoding="utf-8")
-    for name in NOTEBOOKS:
+    for name in notebook_names():
         source = notebooks_dir() / f"{name}.ipynb"
         with open(source, encoding="utf-8") as fh:  # read-only: never written back
             nb = nbformat.read(fh, as_version=4)

@@ -26,9 +26,7 @@ def params_dir() -> Path:
     return project_dir() / "params"
 
 
-# The runbook's notebooks (notebooks/<name>.ipynb) and what `tap run all` runs, in order.
-NOTEBOOKS = ("preflight", "preview", "deploy", "verify", "inspect", "repair", "destroy",
-             "audit")
+# What `tap run all` runs, in order; every notebook of notebooks/ is runnable (notebook_names).
 RUNBOOK = ("preflight", "preview", "deploy", "verify", "inspect")
 
 FLEET_FILE = "fleet.yaml"   # params/fleet.yaml lists a fleet of stacks; it is no environment
@@ -36,6 +34,13 @@ FLEET_FILE = "fleet.yaml"   # params/fleet.yaml lists a fleet of stacks; it is n
 
 def notebooks_dir() -> Path:
     return project_dir() / "notebooks"
+
+
+def notebook_names() -> tuple[str, ...]:
+    """Every notebook of notebooks/, one list for `tap run`, `tap lab` and Airflow (a new
+    notebook needs no edit elsewhere): the runbook's order first, then the others by name."""
+    found = sorted(p.stem for p in notebooks_dir().glob("*.ipynb"))
+    return tuple([n for n in RUNBOOK if n in found] + [n for n in found if n not in RUNBOOK])
 
 
 def outputs_dir() -> Path:

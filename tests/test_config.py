@@ -713,9 +713,32 @@ def test_exception_dates_read_from_yaml_or_text_and_cover_by_logical_name():
     assert s.public_dict()["exceptions"][0]["expires"] == "2027-06-30"
 
 
-def test_shipped_exceptions_are_owned_explained_and_prod_has_none():
+def test_shipped_exceptions_are_owned_explained_and_prod_only_the_justified_ones():
     for env in ("dev", "staging"):
         excs = load_settings(env, use_environ=False).exceptions
         assert {e.control for e in excs} >= {"RDS.7", "RDS.11"}
         assert all(e.owner and len(e.reason) >= 40 and not e.expired() for e in excs)
-    assert load_settings("prod", use_environ=False).exceptions == []
+    # Issue 19: prod excepts exactly the two controls the access-log bucket cannot meet by
+    # design, on that bucket alone: S3.9 (a log target does not log itself) and S3.17 (server
+    # access logs are delivered only to SSE-S3 targets, never SSE-KMS).
+    prod = load_settings("prod", use_environ=False)
+    excs = {e.control: e for e in prod.exceptions}
+    assert sorted(excs) == ["S3.17", "S3.9"] and len(prod.exceptions) == 2
+    for e in excs.values():
+        assert e.resource == "access-logs" and e.owner and not e.expired()
+    assert "log target" in excs["S3.9"].reason
+    assert "SSE-S3" in excs["S3.17"].reason and "SSE-KMS" in excs["S3.17"].reason
+    # they cover the access-log bucket and nothing else, e.g. not the transaction-log bucket
+    assert prod.exception_for("S3.9", "access-logs-prod") is excs["S3.9"]
+    assert prod.exception_for("S3.17", "access-logs-prod") is excs["S3.17"]
+    assert prod.exception_for("S3.9", "transaction-logs-prod") is None
+    assert prod.exception_for("S3.17", "transaction-logs-prod") is None
+
+
+def test_the_region_list_is_botocores():
+    """aws_regions reads botocore's endpoints file itself (no boto3 session per command): the
+    same regions boto3 offers for EC2, no more, no fewer."""
+    import boto3
+
+    assert aws_regions() == tuple(sorted(boto3.session.Session().get_available_regions("ec2")))
+    assert "eu-west-2" in aws_regions() and "us-gov-west-1" not in aws_regions()

@@ -22,7 +22,7 @@ from tap_lib import lab, trail
 from tap_lib.localdb import free_port
 from tap_lib.ops import audit
 from tap_lib.ops import stack as stack_ops
-from tap_lib.ops.runbook import NOTEBOOKS
+from tap_lib.project import notebook_names
 from tap_lib.project import notebooks_dir
 
 
@@ -50,14 +50,14 @@ def test_a_session_is_a_copy_with_the_env_set(home: Path) -> None:
     before = committed_digests()
     folder = lab.create_session("staging")
     assert folder.parent == lab.sessions_dir() and folder.name.endswith("-staging")
-    assert sorted(p.stem for p in folder.glob("*.ipynb")) == sorted(NOTEBOOKS)
+    assert sorted(p.stem for p in folder.glob("*.ipynb")) == sorted(notebook_names())
     params = parameters_of(folder / "deploy.ipynb")
     assert 'env = "staging"' in params and 'target = "sandbox"' in params
     assert "# environment file params/<env>.yaml" in params  # comments kept
     assert 'confirm = ""' in params
     committed = nbformat.read(notebooks_dir() / "preview.ipynb", as_version=4)
     assert any(c.get("outputs") for c in committed.cells)  # the reference run's outputs...
-    for name in NOTEBOOKS:  # ...never reach a session copy
+    for name in notebook_names():  # ...never reach a session copy
         copy = nbformat.read(folder / f"{name}.ipynb", as_version=4)
         assert all(not c.get("outputs") and c.get("execution_count") is None
                    for c in copy.cells if c.cell_type == "code"), name

@@ -269,7 +269,11 @@ def _create(suffix="dev", region=REGION, account=ACCOUNT, instances=2, project="
 def test_pr_stack_names_are_lowercase_and_valid():
     names = _create("PR6329", instances=3)
     rows = names.items()
-    assert len(rows) == 18
+    # 18 names before issue 19, + 9 from its hardening: the access-log bucket (S3.9), the
+    # interface endpoints' security group (EC2.10), the TLS cluster parameter group (RDS.38),
+    # the enhanced-monitoring role (RDS.6), the payment DLQ, and AWS Backup's vault, plan,
+    # selection and role.
+    assert len(rows) == 27
     for field, kind, name in rows:
         assert RULES[kind].problems(name) == [], (field, name)
         assert name == name.lower(), (field, name)
@@ -279,6 +283,23 @@ def test_pr_stack_names_are_lowercase_and_valid():
                                    "tapstack-payments-pr6329-3")
     assert names.payment_log_group == "/aws/lambda/" + names.payment_function
     assert names.rotation_log_group == "/aws/lambda/" + names.rotation_function
+    assert names.s3_access_log_bucket.startswith("tapstack-accesslogs-pr6329-")
+    assert names.endpoint_security_group == "tapstack-endpoints-pr6329"
+    assert names.monitoring_role == "tapstack-rds-monitoring-pr6329"
+    assert names.payment_dlq == "tapstack-payment-dlq-pr6329"
+    assert (names.backup_vault, names.backup_plan, names.backup_selection, names.backup_role) \
+        == ("tapstack-vault-pr6329", "tapstack-daily-pr6329", "tapstack-aurora-pr6329",
+            "tapstack-backup-pr6329")
+
+
+def test_parameter_group_name_carries_the_engine_major():
+    """An engine upgrade creates the new family's group beside the one still in use."""
+    assert _create("dev").db_cluster_parameter_group == "tapstack-aurora-tls-dev"
+    pg15 = PhysicalNames.create("TapStack", "dev", REGION, ACCOUNT, 2, "15")
+    pg16 = PhysicalNames.create("TapStack", "dev", REGION, ACCOUNT, 2, "16")
+    assert pg15.db_cluster_parameter_group == "tapstack-aurora-tls-pg15-dev"
+    assert pg16.db_cluster_parameter_group == "tapstack-aurora-tls-pg16-dev"
+    assert pg15.s3_bucket == pg16.s3_bucket  # nothing else moves with the major
 
 
 def test_bucket_name_is_stable_and_unique_per_account_region_stack():
@@ -293,6 +314,10 @@ def test_bucket_name_is_stable_and_unique_per_account_region_stack():
     assert base == expected
     # PR6329 and pr6329 share every other physical name, so they share the bucket too
     assert _create(suffix="PR6329").s3_bucket == _create(suffix="pr6329").s3_bucket
+    # the access-log bucket (S3.9) follows the same stable scheme, and is a separate bucket
+    logs = _create().s3_access_log_bucket
+    assert logs == "tapstack-accesslogs-dev-" + short_hash(ACCOUNT, REGION, "tapstackdev")
+    assert logs != base and _create(account="210987654321").s3_access_log_bucket != logs
 
 
 SUFFIX = st.from_regex(r"[A-Za-z0-9]{1,80}", fullmatch=True)

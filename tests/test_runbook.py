@@ -120,11 +120,15 @@ def test_failed_verify_check_fails_the_run(outputs: Path,
         server.client("s3", "eu-west-2").put_bucket_versioning(
             Bucket=bucket, VersioningConfiguration={"Status": "Suspended"})
         [rec] = run_notebooks("verify", env="dev")
+        # `tap run fleet --env dev`: the fleet notebook over that one stack, -p envs implied
+        [fleet] = run_notebooks("fleet", env="dev", parameters={"fail_on_failed": True})
     finally:
         stack_ops.destroy("dev", yes=True)
     assert rec.status == "failed" and rec.stack == "TapStackverifyfail"
     assert "ChecksFailed" in rec.error and "s3.versioning" in rec.error
     assert rec.summary["failed"] == 1
+    assert (fleet.notebook, fleet.status) == ("fleet", "failed"), fleet.error
+    assert "TapStackverifyfail" in fleet.error and "ChecksFailed" in fleet.error
 
 
 def test_destroy_refuses_without_confirmation(outputs: Path) -> None:

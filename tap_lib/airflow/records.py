@@ -26,16 +26,15 @@ from .. import trail
 from ..engines.registry import check_target
 from ..errors import ConfigError, TapError
 from ..ops import audit, runbook
-from ..project import notebooks_dir
+from ..project import notebook_names, notebooks_dir
 
-FLEET = "fleet"   # one mapped task per stack (fleet_verify_dag); not a `tap run` notebook
-NOTEBOOKS = (*runbook.NOTEBOOKS, FLEET)
+FLEET = runbook.FLEET   # one mapped task per stack (fleet_verify_dag)
 
 
 def begin(notebook: str, parameters: dict[str, Any]) -> dict[str, Any]:
-    if notebook not in NOTEBOOKS or not (notebooks_dir() / f"{notebook}.ipynb").is_file():
+    if notebook not in notebook_names():
         raise ConfigError("not one of tap's notebooks", field="notebook", value=notebook,
-                          allowed=", ".join(NOTEBOOKS))
+                          allowed=", ".join(notebook_names()))
     given = dict(parameters or {})
     target = check_target(given.pop("target", None))
     operator = trail.check_operator(str(given["operator"]), "operator") \

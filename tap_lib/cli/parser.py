@@ -3,16 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..project import notebooks_dir
-
-
-def notebook_names() -> list[str]:
-    """Every notebook of notebooks/, the one list `tap run` offers (a new notebook appears in
-    the help without an edit here): the runbook's order first, then the others by name."""
-    from ..project import RUNBOOK
-
-    found = sorted(path.stem for path in notebooks_dir().glob("*.ipynb"))
-    return [n for n in RUNBOOK if n in found] + [n for n in found if n not in RUNBOOK]
+from ..project import notebook_names  # the one list `tap run` offers
 
 
 def build_parser() -> argparse.ArgumentParser:

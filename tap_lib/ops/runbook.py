@@ -40,8 +40,10 @@ from .. import __version__, trail
 from ..config import SECRET_NAME, label, shorten, shown
 from ..engines.registry import check_target
 from ..errors import ConfigError, RecordsUnwritable, UsageError
-from ..project import NOTEBOOKS, notebooks_dir
+from ..project import notebook_names, notebooks_dir
 from ..project import RUNBOOK as ALL
+
+FLEET = "fleet"
 from ..records.locked import put_locked, retention_days
 from ..records.store import write_new
 from . import audit
@@ -88,9 +90,9 @@ def run_notebooks(name_or_all: str, env: str, target: str | None = None,
 
     Records go to the root TAP_OUTPUTS names (the kernels see the same root)."""
     names = ALL if name_or_all == "all" else (name_or_all,)
-    if names[0] not in NOTEBOOKS:
+    if names[0] not in notebook_names():
         raise UsageError(f"unknown notebook {name_or_all!r}; "
-                         f"allowed: {', '.join(NOTEBOOKS)}, all")
+                         f"allowed: {', '.join(notebook_names())}, all")
     for name in names:
         if not (notebooks_dir() / f"{name}.ipynb").is_file():
             raise ConfigError("notebook not found", file=str(notebooks_dir() / f"{name}.ipynb"))
@@ -107,6 +109,8 @@ def run_notebooks(name_or_all: str, env: str, target: str | None = None,
         if progress:
             progress(name, None)
         params = {**per_notebook[name], "env": env, "target": target, "operator": operator}
+        if name == FLEET and "envs" not in per_notebook[name]:
+            params["envs"] = [env]      # the fleet notebook takes a list; --env names one
         record = _run_one(name, settings.stack_name, params, root)
         records.append(record)
         if progress:
