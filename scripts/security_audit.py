@@ -105,6 +105,9 @@ EMULATOR_ARTIFACTS = (
     Artifact("rds_instance_multi_az", _spread_cluster,
              "reads the cluster's MultiAZ, which moto reports false although the cluster's "
              "instances are in more than one zone"),
+    Artifact("rds_instance_enhanced_monitoring_enabled", _has("monitoring"),
+             "moto never returns EnhancedMonitoringResourceArn, which Prowler reads; the "
+             "instances have MonitoringInterval and a monitoring role set"),
     Artifact("awslambda_function_no_dead_letter_queue", _has("queues"),
              "moto drops a function's DeadLetterConfig (GetFunction/ListFunctions never report "
              "it); the stack declares a dead-letter queue, which the emulator holds"),
@@ -380,11 +383,14 @@ def stack_of(stack_name: str, outputs: dict[str, Any], endpoint: str, region: st
         for c in client("rds").describe_db_clusters(DBClusterIdentifier=cluster_id)["DBClusters"]:
             members = [m["DBInstanceIdentifier"] for m in c.get("DBClusterMembers", [])]
             stack.tokens |= set(members)
+            instances = [i for m in members for i in client("rds").describe_db_instances(
+                DBInstanceIdentifier=m)["DBInstances"]]
             stack.facts |= {
                 "iam_auth": bool(c.get("IAMDatabaseAuthenticationEnabled")),
                 "log_exports": c.get("EnabledCloudwatchLogsExports") or [],
-                "member_azs": [i["AvailabilityZone"] for m in members for i in client(
-                    "rds").describe_db_instances(DBInstanceIdentifier=m)["DBInstances"]]}
+                "member_azs": [i["AvailabilityZone"] for i in instances],
+                "monitoring": bool(instances) and all(i.get("MonitoringInterval")
+                                                      for i in instances)}
             stack.db_security_groups |= {g["VpcSecurityGroupId"]
                                          for g in c.get("VpcSecurityGroups", [])}
             secret = (c.get("MasterUserSecret") or {}).get("SecretArn")

@@ -200,3 +200,46 @@ UNSCOPED_TRUST = variant(rewrite(
     lambda n, kw: {**kw, "assume_role_policy": json.dumps({"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
          "Action": "sts:AssumeRole"}]})} if n.startswith("payment-role") else kw))
+
+
+# Network and storage controls of issue 19 (rules TAP171-TAP177; first written as monkeypatches
+# in tests/test_network_controls.py): each variant leaves out or undoes one control.
+def _drop_named(module: str, cls: str, prefix: str) -> Change:
+    """Leave out only the `cls` resources whose logical name starts with `prefix`."""
+    def factory(real: Any) -> Callable[..., Any]:
+        return lambda resource_name, /, **kw: (None if resource_name.startswith(prefix)
+                                               else real(resource_name, **kw))
+    return Change(module, cls, factory)
+
+
+NO_ACCESS_LOGGING = variant(drop("s3", "BucketLogging"))                         # S3.9
+ACLS_ENABLED = variant(drop("s3", "BucketOwnershipControls"))                    # S3.12
+NO_OBJECT_LOCK = variant(                                                        # S3.15
+    drop("s3", "BucketObjectLockConfiguration"),
+    rewrite("s3", "Bucket", lambda n, kw: {**kw, "object_lock_enabled": False}))
+DEFAULT_SG_NOT_ADOPTED = variant(drop("ec2", "DefaultSecurityGroup"))            # EC2.2
+NACL_ADMITS_SSH = variant(rewrite(                                               # EC2.21
+    "ec2", "DefaultNetworkAcl",
+    lambda n, kw: {**kw, "ingress": [*kw["ingress"], {
+        "rule_no": 90, "action": "allow", "protocol": "tcp", "from_port": 0, "to_port": 1023,
+        "cidr_block": "0.0.0.0/0"}]}))
+NO_EC2_ENDPOINT = variant(_drop_named("ec2", "VpcEndpoint", "ec2-endpoint"))     # EC2.10
+NO_S3_GATEWAY_ENDPOINT = variant(_drop_named("ec2", "VpcEndpoint", "s3-endpoint"))
+SECRETS_ENDPOINT_WITHOUT_PRIVATE_DNS = variant(rewrite(
+    "ec2", "VpcEndpoint",
+    lambda n, kw: {**kw, "private_dns_enabled": False}
+    if n.startswith("secretsmanager-endpoint") else kw))
+
+# Data-side controls of issue 19 (rules TAP108/109/123/124/143/161-163; first written in
+# tests/test_data_controls.py).
+MONITORING_ROLE_WITHOUT_POLICY = variant(drop("iam", "RolePolicyAttachment"))    # RDS.6
+TLS_NOT_FORCED = variant(rewrite(                                                # RDS.38
+    "rds", "ClusterParameterGroup", lambda n, kw: {**kw, "parameters": []}))
+NO_DEAD_LETTER_QUEUE = variant(rewrite(
+    "lambda_", "Function", lambda n, kw: _without(kw, "dead_letter_config")))
+UNENCRYPTED_DLQ = variant(rewrite(                                               # SQS.1
+    "sqs", "Queue", lambda n, kw: _without(kw, "kms_master_key_id")))
+NO_SECRET_POLICY = variant(drop("secretsmanager", "SecretPolicy"))
+CLUSTER_NOT_IN_BACKUP_PLAN = variant(drop("backup", "Selection"))
+VAULT_DEFAULT_KEY = variant(rewrite(
+    "backup", "Vault", lambda n, kw: _without(kw, "kms_key_arn")))

@@ -90,8 +90,10 @@ def live_inventory(eng: SandboxEngine) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
 
     def add(type_: str, urn: str | None) -> None:
+        """Under the type its URN names: a stack adopts some resources AWS made for it
+        (the VPC's default security group) and lists them as their own kind."""
         if urn and urn.startswith(prefix):
-            found.setdefault(type_, []).append(urn)
+            found.setdefault(urn.split("::")[2].rsplit("$", 1)[-1], []).append(urn)
 
     tagged = [{"Name": "tag-key", "Values": ["tap:urn"]}]
     for type_, call, key in (

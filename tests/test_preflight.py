@@ -128,6 +128,47 @@ CASES = [
     Case("dev-rotation-disabled", "TAP141", "db-app-credentials-dev",
          overrides=("secrets.rotation_enabled=false",), severity="warning"),
     Case("over-budget", "TAP201", "stack", overrides=("budget_monthly_usd=10",)),
+    # issue 19, network and storage (broken variants from tests/test_network_controls.py)
+    Case("prod-transaction-logs-not-logged", "TAP171", "transaction-logs-prod",
+         bp.NO_ACCESS_LOGGING, env="prod"),
+    Case("dev-log-target-not-logged-excepted", "TAP171", "access-logs-dev",
+         severity="excepted"),
+    Case("prod-acls-enabled", "TAP172", "transaction-logs-prod", bp.ACLS_ENABLED, env="prod"),
+    Case("prod-no-object-lock", "TAP173", "transaction-logs-prod", bp.NO_OBJECT_LOCK,
+         env="prod"),
+    Case("prod-governance-lock", "TAP173", "transaction-logs-prod", env="prod",
+         overrides=("bucket.object_lock_mode=GOVERNANCE",)),
+    Case("prod-default-sg-not-adopted", "TAP174", "vpc-prod", bp.DEFAULT_SG_NOT_ADOPTED,
+         env="prod"),
+    Case("prod-nacl-admits-ssh", "TAP175", "default-nacl-prod", bp.NACL_ADMITS_SSH,
+         env="prod"),
+    Case("prod-no-ec2-endpoint", "TAP176", "vpc-prod", bp.NO_EC2_ENDPOINT, env="prod"),
+    Case("dev-no-interface-endpoints-excepted", "TAP176", "vpc-dev", severity="excepted"),
+    Case("prod-no-s3-gateway-endpoint", "TAP177", "vpc-prod", bp.NO_S3_GATEWAY_ENDPOINT,
+         env="prod"),
+    Case("prod-secrets-endpoint-public-dns", "TAP177", "secretsmanager-endpoint-prod",
+         bp.SECRETS_ENDPOINT_WITHOUT_PRIVATE_DNS, env="prod"),
+    Case("dev-no-secrets-endpoint-excepted", "TAP177", "vpc-dev", severity="excepted"),
+    # issue 19, data side (broken variants from tests/test_data_controls.py)
+    Case("prod-monitoring-off", "TAP108", "aurora-instance-0-prod", env="prod",
+         overrides=("db.monitoring_interval_s=0",)),
+    Case("prod-monitoring-role-without-policy", "TAP108", "rds-monitoring-role-prod",
+         bp.MONITORING_ROLE_WITHOUT_POLICY, env="prod"),
+    Case("dev-monitoring-off-excepted", "TAP108", "aurora-instance-0-dev", severity="excepted"),
+    Case("prod-tls-not-forced", "TAP109", "aurora-cluster-prod", bp.TLS_NOT_FORCED,
+         env="prod"),
+    Case("prod-no-dead-letter-queue", "TAP123", "payment-fn-prod", bp.NO_DEAD_LETTER_QUEUE,
+         env="prod"),
+    Case("prod-unencrypted-dlq", "TAP124", "payment-dlq-prod", bp.UNENCRYPTED_DLQ, env="prod"),
+    Case("prod-no-secret-policy", "TAP143", "db-app-credentials-prod", bp.NO_SECRET_POLICY,
+         env="prod"),
+    Case("prod-cluster-not-in-backup-plan", "TAP161", "aurora-cluster-prod",
+         bp.CLUSTER_NOT_IN_BACKUP_PLAN, env="prod"),
+    Case("prod-vault-default-key", "TAP162", "backup-vault-prod", bp.VAULT_DEFAULT_KEY,
+         env="prod"),
+    Case("prod-backups-kept-7-days", "TAP163", "backup-plan-prod", env="prod",
+         overrides=("backup.retention_days=7",)),
+    Case("dev-backups-kept-7-days-excepted", "TAP163", "backup-plan-dev", severity="excepted"),
 ]
 BY_ID = {c.id: c for c in CASES}
 
@@ -275,24 +316,36 @@ def test_json_shape():
 
 
 # -- controls judged as defined, and policy exceptions (issue 19) ----------------------------
-def with_exceptions(env: str, *entries: dict) -> Settings:
-    """The environment file's settings with `exceptions` replaced by these entries."""
+def with_exceptions(env: str, *entries: dict, keep_shipped: bool = False) -> Settings:
+    """The environment file's settings with `exceptions` replaced by these entries (added to
+    the file's own with keep_shipped)."""
     from tap_lib.config import PolicyException
 
     base = {"owner": "payments-platform", "reason": "a reason a reviewer can judge, long enough",
             "expires": "2099-12-31"}
-    return settings(env).model_copy(update={"exceptions": [
+    shipped = list(settings(env).exceptions) if keep_shipped else []
+    return settings(env).model_copy(update={"exceptions": shipped + [
         PolicyException.model_validate({**base, **e}) for e in entries]})
+
+
+def without_exceptions(env: str, *controls: str) -> Settings:
+    """The environment file's settings less its exceptions for `controls`."""
+    s = settings(env)
+    return s.model_copy(update={"exceptions": [e for e in s.exceptions
+                                               if e.control not in controls]})
 
 
 def test_rds7_and_rds11_fail_as_the_controls_define_them_without_an_exception():
     """Not "matches the params file": dev declares no deletion protection and 1 backup day,
-    which the controls fail; without its exceptions dev reports them (never info or pass)."""
-    report = run_preflight(with_exceptions("dev"))
+    which the controls fail; without its exceptions for them dev reports them (never info or
+    pass). dev's other exceptions (issue 19's dev differences) stay, so nothing else moves."""
+    report = run_preflight(without_exceptions("dev", "RDS.7", "RDS.11"))
     assert fired(report, "TAP103", "aurora-cluster-dev", "warning")
     assert "RDS.11 needs >= 7" in fired(report, "TAP104", "aurora-cluster-dev", "warning")[
         "message"]
-    assert report.excepted == 0 and report.ok
+    assert not [r for r in rows(report, "TAP103") + rows(report, "TAP104")
+                if r["severity"] in ("excepted", "info")]
+    assert report.excepted == preflight("dev").excepted - 2 and report.ok
 
 
 def test_staging_exceptions_cover_rds7_and_rds11():
@@ -303,10 +356,22 @@ def test_staging_exceptions_cover_rds7_and_rds11():
     assert report.to_dict()["summary"]["excepted"] == report.excepted >= 2
 
 
-def test_prod_carries_no_exception_and_nothing_excepted():
-    assert settings("prod").exceptions == []
+def test_prod_carries_only_the_access_log_exceptions_and_they_are_load_bearing():
+    """Issue 19: prod excepts S3.9 and S3.17 on the access-log bucket alone (a log target does
+    not log itself; access logs are delivered only to SSE-S3 targets); nothing else."""
+    assert sorted((e.control, e.resource) for e in settings("prod").exceptions) == [
+        ("S3.17", "access-logs"), ("S3.9", "access-logs")]
     report = preflight("prod")
-    assert report.excepted == 0 and report.warnings == 0, report.findings.to_string()
+    assert report.warnings == 0, report.findings.to_string()
+    excepted = [(r["rule"].split()[0], r["resource"]) for r in
+                report.findings.to_dict("records") if r["severity"] == "excepted"]
+    assert sorted(excepted) == [("TAP114", "access-logs-prod"), ("TAP171", "access-logs-prod")]
+    assert report.excepted == 2 and report.ok
+    # without them the same two findings are errors: the exceptions are needed, not decoration
+    bare = run_preflight(with_exceptions("prod"))
+    fired(bare, "TAP114", "access-logs-prod")
+    fired(bare, "TAP171", "access-logs-prod")
+    assert bare.errors == 2 and bare.excepted == 0
 
 
 def test_an_expired_exception_is_an_error_and_excepts_nothing():
@@ -334,13 +399,15 @@ def test_an_exception_naming_no_declared_resource_is_a_warning():
 
 
 def test_an_exception_for_all_covers_every_resource_of_its_control_only():
+    # prod's own (access-log) exceptions kept: this case adds one on top of them
     report = run_preflight(with_exceptions(
-        "prod", {"control": "tap:lambda-env-cmk", "resource": "all"}),
+        "prod", {"control": "tap:lambda-env-cmk", "resource": "all"}, keep_shipped=True),
         program=bp.LAMBDA_DEFAULT_KEY)
     fired(report, "TAP122", "payment-fn-prod", "excepted")
     assert report.ok
     other = run_preflight(with_exceptions(
-        "prod", {"control": "RDS.7", "resource": "all"}), program=bp.LAMBDA_DEFAULT_KEY)
+        "prod", {"control": "RDS.7", "resource": "all"}, keep_shipped=True),
+        program=bp.LAMBDA_DEFAULT_KEY)
     fired(other, "TAP122", "payment-fn-prod", "error")
 
 

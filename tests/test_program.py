@@ -65,6 +65,20 @@ BUCKET_SSE = ("aws:s3/bucketServerSideEncryptionConfiguration:"
 BUCKET_PAB = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
 BUCKET_POLICY = "aws:s3/bucketPolicy:BucketPolicy"
 BUCKET_LIFECYCLE = "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration"
+# Issue 19's hardening (S3.9/S3.12/S3.15, EC2.2/EC2.10/EC2.21, RDS.6/RDS.38, backup, DLQ, secret).
+BUCKET_OWNERSHIP = "aws:s3/bucketOwnershipControls:BucketOwnershipControls"
+BUCKET_OBJECT_LOCK = "aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration"
+BUCKET_LOGGING = "aws:s3/bucketLogging:BucketLogging"
+DEFAULT_SG = "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup"
+DEFAULT_NACL = "aws:ec2/defaultNetworkAcl:DefaultNetworkAcl"
+VPC_ENDPOINT = "aws:ec2/vpcEndpoint:VpcEndpoint"
+CLUSTER_PARAMS = "aws:rds/clusterParameterGroup:ClusterParameterGroup"
+ROLE_ATTACHMENT = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
+QUEUE = "aws:sqs/queue:Queue"
+SECRET_POLICY = "aws:secretsmanager/secretPolicy:SecretPolicy"
+BACKUP_VAULT = "aws:backup/vault:Vault"
+BACKUP_PLAN = "aws:backup/plan:Plan"
+BACKUP_SELECTION = "aws:backup/selection:Selection"
 
 # The whole stack of DESIGN.md: every one of these must be in every environment's plan.
 EXPECTED_TYPES = (
@@ -72,6 +86,9 @@ EXPECTED_TYPES = (
     FLOW_LOG, LOG_GROUP, ROLE, ROLE_POLICY, SG, SG_INGRESS, SG_EGRESS, DB_SUBNET_GROUP, CLUSTER,
     CLUSTER_INSTANCE, SECRET, SECRET_VERSION, SECRET_ROTATION, FUNCTION, PERMISSION, BUCKET,
     BUCKET_VERSIONING, BUCKET_SSE, BUCKET_PAB, BUCKET_POLICY, BUCKET_LIFECYCLE,
+    BUCKET_OWNERSHIP, BUCKET_OBJECT_LOCK, BUCKET_LOGGING, DEFAULT_SG, DEFAULT_NACL, VPC_ENDPOINT,
+    CLUSTER_PARAMS, ROLE_ATTACHMENT, QUEUE, SECRET_POLICY, BACKUP_VAULT, BACKUP_PLAN,
+    BACKUP_SELECTION,
 )
 
 # Outputs DESIGN.md ("Contracts other parts rely on") says the stack exports at least.
@@ -91,6 +108,11 @@ PHYSICAL_NAME_INPUTS = (
     (LOG_GROUP, "name", "log_group"),
     (SG, "name", "security_group"),
     (KMS_ALIAS, "name", "kms_alias"),
+    (CLUSTER_PARAMS, "name", "rds_parameter_group"),
+    (QUEUE, "name", "sqs_queue"),
+    (BACKUP_VAULT, "name", "backup_vault"),
+    (BACKUP_PLAN, "name", "backup_plan"),
+    (BACKUP_SELECTION, "name", "backup_selection"),
 )
 
 
@@ -112,7 +134,8 @@ class Graph:
     def __init__(self, settings: Settings, syn: Synthesis):
         self.settings, self.syn = settings, syn
         self.names = PhysicalNames.create(project_name(), settings.suffix, settings.region,
-                                          MOCK_ACCOUNT, settings.db.instances)
+                                          MOCK_ACCOUNT, settings.db.instances,
+                                          settings.db.engine_version.split(".")[0])
 
     def all(self, type_: str) -> list[Registration]:
         return self.syn.of_type(type_)
@@ -127,6 +150,18 @@ class Graph:
 
     def subnets(self, tier: str) -> list[Registration]:
         return [r for r in self.all(SUBNET) if r.inputs["tags"]["Tier"] == tier]
+
+    def bucket(self) -> Registration:
+        """The transaction-log bucket: since issue 19 the stack also has an access-log bucket."""
+        found = [r for r in self.all(BUCKET) if r.name.startswith("transaction-logs-")]
+        assert len(found) == 1, f"no single transaction-logs bucket in {self.all(BUCKET)}"
+        return found[0]
+
+    def of_bucket(self, type_: str, bucket: Registration) -> Registration:
+        """The one `type_` resource configuring `bucket`."""
+        found = [r for r in self.all(type_) if r.inputs.get("bucket") == bucket.id]
+        assert len(found) == 1, f"expected one {type_} on {bucket.name}, found {found}"
+        return found[0]
 
     def function(self, physical_name: str) -> Registration:
         found = [r for r in self.all(FUNCTION) if r.inputs.get("name") == physical_name]
@@ -188,12 +223,28 @@ def test_whole_stack_is_in_the_plan(graph):
     missing = [t for t in EXPECTED_TYPES if t not in present]
     assert missing == []
     az = s.vpc.az_count
+    interface = len(s.vpc.interface_endpoints)   # dev: none (a policy exception), else 2
     expected_counts = {
         PROVIDER: 1, COMPONENT: 1, VPC: 1, IGW: 1, SUBNET: 2 * az, EIP: s.nat_count,
         NAT: s.nat_count, ROUTE_TABLE: 1 + az, ROUTE: 1 + az, RTA: 2 * az,
         CLUSTER: 1, CLUSTER_INSTANCE: s.db.instances, DB_SUBNET_GROUP: 1, FUNCTION: 2,
-        ROLE: 3, ROLE_POLICY: 3, LOG_GROUP: 3, SG: 2, SECRET: 1, SECRET_ROTATION: 1,
-        PERMISSION: 1, BUCKET: 1, BUCKET_POLICY: 1, FLOW_LOG: 1, KMS_KEY: 1, KMS_ALIAS: 1,
+        # roles: flow logs, payment, rotation + RDS enhanced monitoring and AWS Backup (issue 19);
+        # inline policies: flow logs, payment, rotation + each function's DLQ send policy
+        ROLE: 5, ROLE_POLICY: 5, LOG_GROUP: 3, SECRET: 1, SECRET_ROTATION: 1,
+        # the interface endpoints get their own security group (admits 443 from the Lambdas)
+        SG: 2 + (1 if interface else 0),
+        PERMISSION: 1, FLOW_LOG: 1, KMS_KEY: 1, KMS_ALIAS: 1,
+        # transaction logs + their server access-log target (S3.9): each bucket is configured
+        # by its own versioning, SSE, public access block, policy, lifecycle and ownership
+        BUCKET: 2, BUCKET_POLICY: 2, BUCKET_VERSIONING: 2, BUCKET_SSE: 2, BUCKET_PAB: 2,
+        BUCKET_LIFECYCLE: 2, BUCKET_OWNERSHIP: 2,
+        # only the transaction-log bucket has a default retention and logs its access
+        BUCKET_OBJECT_LOCK: 1, BUCKET_LOGGING: 1,
+        DEFAULT_SG: 1, DEFAULT_NACL: 1, VPC_ENDPOINT: 1 + interface,   # S3 gateway + interface
+        CLUSTER_PARAMS: 1, QUEUE: 1, SECRET_POLICY: 1,
+        # monitoring role: AmazonRDSEnhancedMonitoringRole; backup role: backup + restore
+        ROLE_ATTACHMENT: 3,
+        BACKUP_VAULT: 1, BACKUP_PLAN: 1, BACKUP_SELECTION: 1,
     }
     counts = {t: len(graph.all(t)) for t in expected_counts}
     assert counts == expected_counts
@@ -311,7 +362,10 @@ def test_every_physical_name_is_valid_and_comes_from_naming(graph):
             assert isinstance(name, str), f"{reg.urn} has no explicit {key} (auto-named)"
             assert RULES[kind].problems(name) == [], f"{reg.urn}: {name!r}"
             found.append(name)
-    expected = [name for _, _, name in graph.names.items()]
+    # The endpoints' security group exists only where interface endpoints are wanted (dev
+    # excepts EC2.10 and has none); every other name of naming.py is used.
+    expected = [name for field, _, name in graph.names.items()
+                if field != "endpoint_security_group" or graph.settings.vpc.interface_endpoints]
     assert sorted(found) == sorted(expected)
 
 
@@ -325,16 +379,16 @@ def test_pr_stack_names_are_lowercase(graphs):
 
 
 def test_bucket_name_is_stable_across_syntheses(graphs):
-    first = graphs("dev").one(BUCKET).inputs["bucket"]
+    first = {b.name: b.inputs["bucket"] for b in graphs("dev").all(BUCKET)}
+    assert len(first) == 2   # transaction logs and their access-log bucket
     again = synthesize(load_for("dev"))
     assert again.error is None
-    (bucket,) = again.of_type(BUCKET)
-    assert bucket.inputs["bucket"] == first
+    assert {b.name: b.inputs["bucket"] for b in again.of_type(BUCKET)} == first
 
 
 def test_bucket_name_differs_between_stacks(graphs):
-    names = {key: graphs(key).one(BUCKET).inputs["bucket"] for key in ENVS}
-    assert len(set(names.values())) == len(ENVS), names
+    names = {(key, b.name): b.inputs["bucket"] for key in ENVS for b in graphs(key).all(BUCKET)}
+    assert len(set(names.values())) == 2 * len(ENVS), names
 
 
 # -- region -------------------------------------------------------------------------------------
@@ -513,7 +567,7 @@ def test_payment_function_gets_secret_and_bucket(graph):
     payment = graph.function(graph.names.payment_function)
     variables = payment.inputs["environment"]["variables"]
     assert variables["DB_SECRET_ARN"] == graph.one(SECRET).outputs["arn"]
-    assert variables["BUCKET_NAME"] == graph.one(BUCKET).inputs["bucket"]
+    assert variables["BUCKET_NAME"] == graph.bucket().inputs["bucket"]
     assert payment.inputs["memorySize"] == graph.settings.function.memory_mb
 
 
@@ -537,16 +591,29 @@ def test_functions_read_the_connection_from_their_environment(graph):
 
 
 def test_transaction_log_bucket_is_private_versioned_and_encrypted(graph):
-    bucket = graph.one(BUCKET)
-    for type_ in (BUCKET_VERSIONING, BUCKET_SSE, BUCKET_PAB, BUCKET_POLICY, BUCKET_LIFECYCLE):
-        assert graph.one(type_).inputs["bucket"] == bucket.id, type_
-    assert graph.one(BUCKET_VERSIONING).inputs["versioningConfiguration"]["status"] == "Enabled"
-    sse = graph.one(BUCKET_SSE).inputs["rules"][0]["applyServerSideEncryptionByDefault"]
+    bucket = graph.bucket()
+    assert bucket.inputs["bucket"] == graph.names.s3_bucket
+    of = lambda type_: graph.of_bucket(type_, bucket)  # noqa: E731
+    for type_ in (BUCKET_VERSIONING, BUCKET_SSE, BUCKET_PAB, BUCKET_POLICY, BUCKET_LIFECYCLE,
+                  BUCKET_OWNERSHIP, BUCKET_OBJECT_LOCK, BUCKET_LOGGING):
+        assert of(type_).inputs["bucket"] == bucket.id, type_
+    assert of(BUCKET_VERSIONING).inputs["versioningConfiguration"]["status"] == "Enabled"
+    sse = of(BUCKET_SSE).inputs["rules"][0]["applyServerSideEncryptionByDefault"]
     assert sse == {"sseAlgorithm": "aws:kms", "kmsMasterKeyId": graph.one(KMS_KEY).outputs["arn"]}
-    pab = graph.one(BUCKET_PAB).inputs
+    pab = of(BUCKET_PAB).inputs
     assert all(pab[k] is True for k in ("blockPublicAcls", "blockPublicPolicy",
                                         "ignorePublicAcls", "restrictPublicBuckets"))
-    assert '"aws:SecureTransport": "false"' in graph.one(BUCKET_POLICY).inputs["policy"]
+    assert '"aws:SecureTransport": "false"' in of(BUCKET_POLICY).inputs["policy"]
+    # issue 19: ACLs disabled (S3.12), Object Lock at creation (S3.15), access logged (S3.9)
+    assert of(BUCKET_OWNERSHIP).inputs["rule"] == {"objectOwnership": "BucketOwnerEnforced"}
+    assert bucket.inputs["objectLockEnabled"] is True
+    lock = of(BUCKET_OBJECT_LOCK).inputs
+    assert lock["objectLockEnabled"] == "Enabled"
+    assert lock["rule"]["defaultRetention"] == {"mode": graph.settings.bucket.object_lock_mode,
+                                                "days": graph.settings.bucket.object_lock_days}
+    logs = [b for b in graph.all(BUCKET) if b is not bucket]
+    assert [b.inputs["bucket"] for b in logs] == [graph.names.s3_access_log_bucket]
+    assert of(BUCKET_LOGGING).inputs["targetBucket"] == logs[0].id
 
 
 # -- outputs ------------------------------------------------------------------------------------
@@ -565,7 +632,11 @@ def test_exports_every_design_output(graph):
     assert out["db_secret_arn"] == graph.one(SECRET).outputs["arn"]
     assert out["lambda_function_name"] == names.payment_function
     assert out["lambda_function_arn"] == graph.function(names.payment_function).outputs["arn"]
-    assert out["s3_bucket_name"] == names.s3_bucket == graph.one(BUCKET).inputs["bucket"]
+    assert out["s3_bucket_name"] == names.s3_bucket == graph.bucket().inputs["bucket"]
+    # issue 19: verify reads the access-log bucket and the Lambdas' group from the outputs
+    assert out["s3_access_log_bucket_name"] == names.s3_access_log_bucket
+    lambda_sg = [g for g in graph.all(SG) if g.inputs["name"] == names.lambda_security_group]
+    assert out["lambda_security_group_id"] == lambda_sg[0].id
     assert out["region"] == graph.settings.region
 
 

@@ -276,13 +276,25 @@ def test_engine_version_bump_updates_cluster_and_instances(deployed):
     eng = _engine("db.port=5433", "db.engine_version=16.4")
     plan = eng.preview()
     ops = {s.type: s.op for s in plan.steps if s.op != "same"}
+    # RDS.38 (issue 19): the TLS parameter group's family follows the major (aurora-postgresql16)
+    # and its name carries it, so the new group is a replacement (family is ForceNew) created
+    # beside the old one before the cluster moves to it; the cluster and instances update.
     assert ops == {"aws:rds/cluster:Cluster": "update",
-                   "aws:rds/clusterInstance:ClusterInstance": "update"}
+                   "aws:rds/clusterInstance:ClusterInstance": "update",
+                   "aws:rds/clusterParameterGroup:ClusterParameterGroup": "replace"}
     eng.up()
     c = eng.clients()
     out = eng.outputs()
-    assert c("rds").describe_db_clusters(DBClusterIdentifier=out["rds_cluster_id"])[
-        "DBClusters"][0]["EngineVersion"] == "16.4"
+    cluster = c("rds").describe_db_clusters(DBClusterIdentifier=out["rds_cluster_id"])[
+        "DBClusters"][0]
+    assert cluster["EngineVersion"] == "16.4"
+    group = c("rds").describe_db_cluster_parameter_groups(
+        DBClusterParameterGroupName=cluster["DBClusterParameterGroup"])["DBClusterParameterGroups"]
+    assert "pg16" in cluster["DBClusterParameterGroup"]
+    assert [g["DBParameterGroupFamily"] for g in group] == ["aurora-postgresql16"]
+    params = c("rds").describe_db_cluster_parameters(
+        DBClusterParameterGroupName=cluster["DBClusterParameterGroup"])["Parameters"]
+    assert {p["ParameterName"]: p.get("ParameterValue") for p in params}["rds.force_ssl"] == "1"
     instances = [i for i in c("rds").describe_db_instances()["DBInstances"]
                  if i.get("DBClusterIdentifier") == out["rds_cluster_id"]]
     assert instances and {i["EngineVersion"] for i in instances} == {"16.4"}

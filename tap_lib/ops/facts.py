@@ -90,6 +90,9 @@ class BucketFacts:
     policy: dict | None = None
     lifecycle: list[dict] | None = None
     tags: dict[str, str] | None = None
+    ownership: str | None = None          # S3.12: BucketOwnerEnforced
+    object_lock: dict | None = None       # S3.15
+    logging: dict | None = None           # S3.9: where its server access logs go
 
 
 @dataclass
@@ -113,6 +116,10 @@ class Facts:
     log_groups: dict[str, dict | None] = field(default_factory=dict)   # by name; None: gone
     roles: dict[str, dict | None] = field(default_factory=dict)        # by name; None: gone
     bucket: BucketFacts = field(default_factory=BucketFacts)
+    access_logs: BucketFacts | None = None    # the S3.9 target; None: no such output
+    network_acls: list[dict] = field(default_factory=list)
+    endpoints: list[dict] = field(default_factory=list)          # VPC endpoints, not deleted
+    data: Any = None    # hardening_data.DataFacts: read by name, so with the stack's settings
 
 
 def digest(value: str) -> str:
@@ -231,6 +238,10 @@ def load_shared(clients: Clients, stacks: Iterable[dict[str, Any]]) -> Shared:
                 filter_name="vpc-id")
     shared.load("security_groups", vpcs, ec2.describe_security_groups, "SecurityGroups",
                 "VpcId", filter_name="vpc-id")
+    shared.load("network_acls", vpcs, ec2.describe_network_acls, "NetworkAcls", "VpcId",
+                filter_name="vpc-id")
+    shared.load("endpoints", vpcs, ec2.describe_vpc_endpoints, "VpcEndpoints", "VpcId",
+                filter_name="vpc-id")
     shared.load("clusters", clusters, rds.describe_db_clusters, "DBClusters",
                 "DBClusterIdentifier", filter_name="db-cluster-id")
     shared.load("instances", clusters, rds.describe_db_instances, "DBInstances",
@@ -251,6 +262,9 @@ def _secret_ids(secret_arn: str, cluster: dict | None) -> list[str]:
 
 
 # -- one stack's facts -----------------------------------------------------------------------
+GONE = ("deleted", "deleting", "failed")     # endpoint states the emulator keeps listing
+
+
 def _fetch_network(ec2: Any, vpc_id: str, facts: Facts, shared: Shared) -> None:
     by_vpc = [{"Name": "vpc-id", "Values": [vpc_id]}]
     vpcs = shared.items("vpcs", vpc_id, lambda: ec2.describe_vpcs(Filters=by_vpc)["Vpcs"])
@@ -274,6 +288,11 @@ def _fetch_network(ec2: Any, vpc_id: str, facts: Facts, shared: Shared) -> None:
     facts.security_groups = {g["GroupId"]: g for g in shared.items(
         "security_groups", vpc_id,
         lambda: ec2.describe_security_groups(Filters=by_vpc)["SecurityGroups"])}
+    facts.network_acls = shared.items("network_acls", vpc_id, lambda: ec2.describe_network_acls(
+        Filters=by_vpc)["NetworkAcls"])
+    endpoints = shared.items("endpoints", vpc_id, lambda: ec2.describe_vpc_endpoints(
+        Filters=by_vpc)["VpcEndpoints"])
+    facts.endpoints = [e for e in endpoints if e.get("State", "").lower() not in GONE]
 
 
 def _fetch_database(rds: Any, cluster_id: str, facts: Facts, shared: Shared) -> None:
@@ -341,8 +360,8 @@ def _flow_log_group(flow_log: dict) -> str | None:
     return arn.split(":log-group:", 1)[1].removesuffix(":*") if ":log-group:" in arn else None
 
 
-def _fetch_bucket(s3: Any, bucket: str, facts: Facts) -> None:
-    b = facts.bucket
+def _fetch_bucket(s3: Any, bucket: str, b: BucketFacts) -> BucketFacts:
+    """Both buckets' configuration (the transaction logs and their access-log target)."""
     b.versioning = (_optional(s3.get_bucket_versioning, Bucket=bucket) or {}).get(
         "Status", "Disabled")
     b.encryption = ((_optional(s3.get_bucket_encryption, Bucket=bucket) or {})
@@ -355,6 +374,13 @@ def _fetch_bucket(s3: Any, bucket: str, facts: Facts) -> None:
         "Rules")
     tagging = _optional(s3.get_bucket_tagging, Bucket=bucket)
     b.tags = tags_of(tagging["TagSet"]) if tagging else None
+    rules = ((_optional(s3.get_bucket_ownership_controls, Bucket=bucket) or {})
+             .get("OwnershipControls", {}).get("Rules")) or [{}]
+    b.ownership = rules[0].get("ObjectOwnership")
+    b.object_lock = (_optional(s3.get_object_lock_configuration, Bucket=bucket) or {}).get(
+        "ObjectLockConfiguration")
+    b.logging = (_optional(s3.get_bucket_logging, Bucket=bucket) or {}).get("LoggingEnabled")
+    return b
 
 
 @contextlib.contextmanager
@@ -383,8 +409,14 @@ def _stack_facts(clients: Clients, outputs: dict[str, Any], shared: Shared
                               shared)
         _fetch_functions(clients("lambda"), _function_names(outputs), facts)
         _fetch_logs_and_roles(clients("logs"), clients("iam"), facts)
-        _fetch_bucket(clients("s3"), outputs.get("s3_bucket_name", ""), facts)
+        _fetch_buckets(clients("s3"), outputs, facts)
     return facts, notes
+
+
+def _fetch_buckets(s3: Any, outputs: dict[str, Any], facts: Facts) -> None:
+    _fetch_bucket(s3, outputs.get("s3_bucket_name", ""), facts.bucket)
+    if outputs.get("s3_access_log_bucket_name"):   # a stack deployed before issue 19 has none
+        facts.access_logs = _fetch_bucket(s3, outputs["s3_access_log_bucket_name"], BucketFacts())
 
 
 @dataclass

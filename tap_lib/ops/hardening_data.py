@@ -12,7 +12,7 @@ naming the gap: never a pass.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import pandas as pd
@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..controls import (BACKUP_PLAN, BACKUP_RETENTION, BACKUP_VAULT_KMS, LAMBDA_DLQ,
                         SECRET_POLICY)
-from .checks import Check, Declared, apply_exception, check
+from .checks import Check, Declared, check
 from .facts import Facts, _optional
 from .preflight.data_controls import (MONITORING_POLICY, MONITORING_SERVICE, judge_plan_rules,
                                       judge_secret_policy, judge_tls)
@@ -236,16 +236,16 @@ def _unverified(c: Check) -> Check:
 CHECKS = (monitoring_checks, tls_check, backup_checks, dlq_checks, secret_policy_check)
 
 
-def frame(stack: Any, facts: Facts, clients: Callable[[str], Any], notes: list[str]
-          ) -> pd.DataFrame:
-    """The data-side checks of one verified stack (ops/verify.judge), as rows of its table;
-    a note for each check the target cannot answer."""
-    d = Declared(stack.settings, stack.outputs)
-    x = read(clients, d, facts, stack.engine.name)
-    rows = [apply_exception(d.settings, c) for family in CHECKS for c in family(d, facts, x)]
-    gaps = sorted({r.id for r in rows if r.status == UNVERIFIED})
-    if gaps:
-        notes.append(f"not verifiable on the sandbox (emulator gaps, not passes): "
-                     f"{', '.join(gaps)}")
-    return pd.DataFrame([asdict(r) for r in rows],
-                        columns=["id", "control", "resource", "expected", "actual", "status"])
+def data_hardening_checks(d: Declared, f: Facts) -> list[Check]:
+    """verify's check family (ops/verify.CHECKS) on the data facts verify read with `read`
+    into `f.data` (they are found by the physical names the stack's settings give)."""
+    if f.data is None:
+        return []
+    return [c for family in CHECKS for c in family(d, f, f.data)]
+
+
+def gap_note(statuses: pd.DataFrame) -> str | None:
+    """The note for checks the target cannot answer (emulator gaps, never passes)."""
+    gaps = sorted(set(statuses.loc[statuses["status"] == UNVERIFIED, "id"]))
+    return (f"not verifiable on the sandbox (emulator gaps, not passes): {', '.join(gaps)}"
+            if gaps else None)

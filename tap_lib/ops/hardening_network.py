@@ -2,7 +2,8 @@
 each control defines it: S3.9 server access logging, S3.12 ACLs disabled, S3.15 Object Lock
 (with the access-log bucket's own S3.5/S3.8/S3.13/S3.14/S3.17), EC2.2 default security group,
 EC2.21 network ACLs, EC2.10 EC2 endpoint, and tap's own `tap:vpc-endpoints` (S3 and Secrets
-Manager reached without the NAT). Reads its own facts (NetworkFacts), one describe per kind.
+Manager reached without the NAT). Pure functions of (declared, facts): the facts (network ACLs,
+endpoints, both buckets' controls) come from facts.py's counted reader, one describe per kind.
 
 What the emulator cannot show: an interface endpoint's private DNS is a recorded flag there
 (moto runs no DNS, so no name resolves to the endpoint), and S3 delivers no access logs
@@ -10,118 +11,21 @@ What the emulator cannot show: an interface endpoint's private DNS is a recorded
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
-
-from botocore.exceptions import ClientError
 
 from ..controls import VPC_ENDPOINTS
 from .checks import Check, Declared, apply_exception, check
+from .facts import (BucketFacts, Facts, Shared, _as_tap_errors, _fetch_buckets,
+                    _fetch_network)
 
 Clients = Callable[[str], Any]
 ADMIN_PORTS = (22, 3389)
 ANYWHERE = ("0.0.0.0/0", "::/0")
 
 
-@dataclass
-class BucketControls:
-    name: str | None
-    ownership: str | None = None
-    object_lock: dict | None = None
-    logging: dict | None = None
-    encryption: list[dict] | None = None
-    versioning: str | None = None
-    public_access_block: dict | None = None
-    policy: dict | None = None
-    lifecycle: list[dict] | None = None
-
-
-@dataclass
-class NetworkFacts:
-    default_sg: dict | None = None
-    network_acls: list[dict] = field(default_factory=list)
-    endpoints: list[dict] = field(default_factory=list)
-    route_tables: list[dict] = field(default_factory=list)
-    groups: dict[str, dict] = field(default_factory=dict)      # endpoint groups by id
-    lambda_groups: list[str] = field(default_factory=list)
-    buckets: dict[str, BucketControls] = field(default_factory=dict)   # "tx" / "logs"
-
-
-def _optional(call, codes: tuple[str, ...] = (), **kwargs) -> dict | None:
-    try:
-        return call(**kwargs)
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if "NotFound" in code or code.startswith("NoSuch") or code in codes:
-            return None
-        raise
-
-
-def _bucket(s3: Any, name: str | None, *, full: bool) -> BucketControls:
-    b = BucketControls(name)
-    if not name:
-        return b
-    own = _optional(s3.get_bucket_ownership_controls, Bucket=name) or {}
-    rules = own.get("OwnershipControls", {}).get("Rules") or []
-    b.ownership = rules[0].get("ObjectOwnership") if rules else None
-    b.object_lock = (_optional(s3.get_object_lock_configuration, Bucket=name) or {}).get(
-        "ObjectLockConfiguration")
-    b.logging = (_optional(s3.get_bucket_logging, Bucket=name) or {}).get("LoggingEnabled")
-    b.encryption = ((_optional(s3.get_bucket_encryption, Bucket=name) or {})
-                    .get("ServerSideEncryptionConfiguration", {}).get("Rules"))
-    if full:                      # the transaction-log bucket's are read by facts.py already
-        b.versioning = (_optional(s3.get_bucket_versioning, Bucket=name) or {}).get(
-            "Status", "Disabled")
-        b.public_access_block = (_optional(s3.get_public_access_block, Bucket=name) or {}).get(
-            "PublicAccessBlockConfiguration")
-        policy = (_optional(s3.get_bucket_policy, Bucket=name) or {}).get("Policy")
-        b.policy = json.loads(policy) if policy else None
-        b.lifecycle = (_optional(s3.get_bucket_lifecycle_configuration, Bucket=name) or {}).get(
-            "Rules")
-    return b
-
-
-def read_network_facts(clients: Clients, declared: Declared) -> NetworkFacts:
-    f, outputs = NetworkFacts(), declared.outputs
-    ec2, vpc = clients("ec2"), outputs.get("vpc_id", "")
-    by_vpc = [{"Name": "vpc-id", "Values": [vpc]}]
-    groups = ec2.describe_security_groups(Filters=by_vpc + [
-        {"Name": "group-name", "Values": ["default"]}])["SecurityGroups"]
-    f.default_sg = groups[0] if groups else None
-    f.network_acls = ec2.describe_network_acls(Filters=by_vpc)["NetworkAcls"]
-    f.endpoints = [e for e in ec2.describe_vpc_endpoints(Filters=by_vpc)["VpcEndpoints"]
-                   if e.get("State", "").lower() not in ("deleted", "deleting", "failed")]
-    f.route_tables = ec2.describe_route_tables(Filters=by_vpc)["RouteTables"]
-    ids = sorted({g["GroupId"] for e in f.endpoints for g in e.get("Groups") or []})
-    if ids:
-        f.groups = {g["GroupId"]: g for g in ec2.describe_security_groups(
-            Filters=[{"Name": "group-id", "Values": ids}])["SecurityGroups"]}
-    fn = outputs.get("lambda_function_name")
-    conf = (_optional(clients("lambda").get_function, FunctionName=fn) or {}).get(
-        "Configuration", {}) if fn else {}
-    f.lambda_groups = sorted(set((conf.get("VpcConfig") or {}).get("SecurityGroupIds") or [])
-                             | ({outputs["lambda_security_group_id"]}
-                                if outputs.get("lambda_security_group_id") else set()))
-    s3 = clients("s3")
-    f.buckets = {"tx": _bucket(s3, outputs.get("s3_bucket_name"), full=False),
-                 "logs": _bucket(s3, _log_bucket_name(clients, declared), full=True)}
-    return f
-
-
-def _log_bucket_name(clients: Clients, declared: Declared) -> str:
-    """From the stack's outputs; for a stack whose outputs predate it, the one physical name
-    the stack gives it (naming.py), in the target's account."""
-    name = declared.outputs.get("s3_access_log_bucket_name")
-    if name:
-        return name
-    account = clients("sts").get_caller_identity()["Account"]
-    return declared.settings.physical_names(account).s3_access_log_bucket
-
-
 # -- S3 ----------------------------------------------------------------------------------------
-def _lock(b: BucketControls) -> tuple[bool, str]:
+def _lock(b: BucketFacts) -> tuple[bool, str]:
     conf = b.object_lock or {}
     retention = (conf.get("Rule") or {}).get("DefaultRetention") or {}
     if conf.get("ObjectLockEnabled") != "Enabled":
@@ -133,35 +37,37 @@ def _lock(b: BucketControls) -> tuple[bool, str]:
     return True, f"{retention.get('Mode')}, {span}"
 
 
-def bucket_control_checks(d: Declared, f: NetworkFacts) -> list[Check]:
-    tx, logs = f.buckets.get("tx") or BucketControls(None), \
-        f.buckets.get("logs") or BucketControls(None)
+def bucket_control_checks(d: Declared, f: Facts) -> list[Check]:
+    tx, logs = f.bucket, f.access_logs or BucketFacts()
+    tx_name = d.outputs.get("s3_bucket_name")
+    # None: the stack's outputs predate the access-log bucket (redeploy exports it)
+    logs_name = d.outputs.get("s3_access_log_bucket_name")
     lt, ll = d.logical("transaction-logs"), d.logical("access-logs")
     bucket = d.settings.bucket
     want_lock = f"{bucket.object_lock_mode}, {bucket.object_lock_days} days"
     out = []
     target = (tx.logging or {}).get("TargetBucket")
-    out.append(check("s3.access-logging", "S3.9", tx.name, f"logs to {logs.name}",
+    out.append(check("s3.access-logging", "S3.9", tx_name, f"logs to {logs_name}",
                      f"logs to {target}" if target else "no server access logging",
-                     ok=bool(target) and target == logs.name and target != tx.name,
+                     ok=bool(target) and target == logs_name and target != tx_name,
                      logical=lt))
     target = (logs.logging or {}).get("TargetBucket")
-    out.append(check("s3.access-logging", "S3.9", logs.name, "server access logging on",
+    out.append(check("s3.access-logging", "S3.9", logs_name, "server access logging on",
                      f"logs to {target}" if target else "no server access logging",
-                     ok=bool(target) and target != logs.name, logical=ll))
-    for b, logical in ((tx, lt), (logs, ll)):
-        out.append(check("s3.acls-disabled", "S3.12", b.name, "BucketOwnerEnforced",
+                     ok=bool(target) and target != logs_name, logical=ll))
+    for b, name, logical in ((tx, tx_name, lt), (logs, logs_name, ll)):
+        out.append(check("s3.acls-disabled", "S3.12", name, "BucketOwnerEnforced",
                          b.ownership or "ACLs enabled (no ownership controls)", logical=logical))
     enabled, actual = _lock(tx)
-    out.append(check("s3.object-lock", "S3.15", tx.name, want_lock, actual,
+    out.append(check("s3.object-lock", "S3.15", tx_name, want_lock, actual,
                      ok=enabled and actual == want_lock, logical=lt))
     enabled, actual = _lock(logs)
-    out.append(check("s3.object-lock", "S3.15", logs.name, "enabled", actual, ok=enabled,
+    out.append(check("s3.object-lock", "S3.15", logs_name, "enabled", actual, ok=enabled,
                      logical=ll))
-    return out + access_log_bucket_checks(logs, ll)
+    return out + access_log_bucket_checks(logs, logs_name, ll)
 
 
-def access_log_bucket_checks(b: BucketControls, logical: str) -> list[Check]:
+def access_log_bucket_checks(b: BucketFacts, name: str | None, logical: str) -> list[Check]:
     """The access-log bucket judged by the controls the transaction-log bucket meets."""
     algorithms = [r.get("ApplyServerSideEncryptionByDefault", {}).get("SSEAlgorithm")
                   for r in b.encryption or []]
@@ -173,19 +79,19 @@ def access_log_bucket_checks(b: BucketControls, logical: str) -> list[Check]:
               for s in (stmts if isinstance(stmts, list) else [stmts]))
     enabled_rules = [r for r in b.lifecycle or [] if r.get("Status") == "Enabled"]
     return [
-        check("s3.encryption", "S3.17", b.name, "SSE-KMS",
+        check("s3.encryption", "S3.17", name, "SSE-KMS",
               ", ".join(map(str, algorithms)) or "none",
               ok=any(a in ("aws:kms", "aws:kms:dsse") for a in algorithms), logical=logical),
-        check("s3.encrypted", "", b.name, "encrypted at rest",
+        check("s3.encrypted", "", name, "encrypted at rest",
               ", ".join(map(str, algorithms)) or "none", ok=bool(algorithms), logical=logical),
-        check("s3.public-access-block", "S3.8", b.name, "all four flags on",
+        check("s3.public-access-block", "S3.8", name, "all four flags on",
               ", ".join(f"{k}={pab.get(k, False)}" for k in flags if not pab.get(k))
               or "all four flags on", logical=logical),
-        check("s3.tls-only", "S3.5", b.name, "Deny aws:SecureTransport=false",
+        check("s3.tls-only", "S3.5", name, "Deny aws:SecureTransport=false",
               "Deny aws:SecureTransport=false" if tls else "no TLS-only statement",
               logical=logical),
-        check("s3.versioning", "S3.14", b.name, "Enabled", b.versioning, logical=logical),
-        check("s3.lifecycle", "S3.13", b.name, "an enabled lifecycle rule",
+        check("s3.versioning", "S3.14", name, "Enabled", b.versioning, logical=logical),
+        check("s3.lifecycle", "S3.13", name, "an enabled lifecycle rule",
               "an enabled lifecycle rule" if enabled_rules else "none", logical=logical),
     ]
 
@@ -206,9 +112,22 @@ def _admin_ports(entry: dict) -> list[int]:
     return [p for p in ADMIN_PORTS if ports.get("From", 0) <= p <= ports.get("To", 65535)]
 
 
-def vpc_control_checks(d: Declared, f: NetworkFacts) -> list[Check]:
+def _default_group(f: Facts) -> dict:
+    return next((g for g in f.security_groups.values() if g.get("GroupName") == "default"), {})
+
+
+def _lambda_groups(d: Declared, f: Facts) -> set[str]:
+    """The Lambdas' security groups: the payment function's, and the stack's output."""
+    conf = (f.functions.get(d.outputs.get("lambda_function_name")) or {}).get(
+        "Configuration", {})
+    return set((conf.get("VpcConfig") or {}).get("SecurityGroupIds") or []) | (
+        {d.outputs["lambda_security_group_id"]} if d.outputs.get("lambda_security_group_id")
+        else set())
+
+
+def vpc_control_checks(d: Declared, f: Facts) -> list[Check]:
     vpc, logical, region = d.outputs.get("vpc_id"), d.logical("vpc"), d.settings.region
-    sg = f.default_sg or {}
+    sg = _default_group(f)
     rules = len(sg.get("IpPermissions") or []), len(sg.get("IpPermissionsEgress") or [])
     out = [check("ec2.default-sg-closed", "EC2.2", sg.get("GroupId") or vpc,
                  "no inbound, no outbound rules",
@@ -229,7 +148,7 @@ def vpc_control_checks(d: Declared, f: NetworkFacts) -> list[Check]:
     return out + endpoint_checks(d, f)
 
 
-def endpoint_checks(d: Declared, f: NetworkFacts) -> list[Check]:
+def endpoint_checks(d: Declared, f: Facts) -> list[Check]:
     vpc, logical, region = d.outputs.get("vpc_id"), d.logical("vpc"), d.settings.region
     private = set(d.ids("private_subnet_ids"))
     tables = {t["RouteTableId"] for t in f.route_tables for a in t.get("Associations", [])
@@ -257,19 +176,34 @@ def endpoint_checks(d: Declared, f: NetworkFacts) -> list[Check]:
         if set(e.get("SubnetIds") or []) != private:
             problems.append("not in exactly the private subnets")
         admitted = {p["GroupId"] for g in e.get("Groups") or []
-                    for perm in (f.groups.get(g["GroupId"]) or {}).get("IpPermissions", [])
+                    for perm in (f.security_groups.get(g["GroupId"]) or {}).get(
+                        "IpPermissions", [])
                     if perm.get("FromPort", 0) <= 443 <= perm.get("ToPort", 65535)
                     for p in perm.get("UserIdGroupPairs", [])}
-        if not set(f.lambda_groups) & admitted:
+        if not _lambda_groups(d, f) & admitted:
             problems.append("443 not admitted from the Lambdas' group")
         out.append(check("vpc.secretsmanager-endpoint", VPC_ENDPOINTS, e["VpcEndpointId"],
                          want, "; ".join(problems) or want, ok=not problems, logical=logical))
     return out
 
 
+def network_facts(clients: Clients, outputs: dict[str, Any]) -> Facts:
+    """The network and bucket facts alone, read as verify's reader reads them (a stack of only
+    the network and storage parts, as tests/test_network_controls.py deploys)."""
+    facts = Facts()
+    with _as_tap_errors():
+        _fetch_network(clients("ec2"), outputs.get("vpc_id", ""), facts, Shared())
+        _fetch_buckets(clients("s3"), outputs, facts)
+    return facts
+
+
 def network_control_checks(declared: Declared, clients: Clients) -> list[Check]:
-    """The hook verify calls: facts read now, every check with the params file's policy
-    exceptions applied (a failure an exception covers reads `excepted`)."""
-    facts = read_network_facts(clients, declared)
-    return [apply_exception(declared.settings, c)
-            for c in bucket_control_checks(declared, facts) + vpc_control_checks(declared, facts)]
+    """These checks alone on a stack's network and buckets (verify runs them in CHECKS, on the
+    facts of its counted reader), the params file's policy exceptions applied."""
+    facts = network_facts(clients, declared.outputs)
+    return [apply_exception(declared.settings, c) for c in network_hardening_checks(declared, facts)]
+
+
+def network_hardening_checks(d: Declared, f: Facts) -> list[Check]:
+    """verify's check family (ops/verify.CHECKS)."""
+    return bucket_control_checks(d, f) + vpc_control_checks(d, f)

@@ -11,7 +11,8 @@ from .tap_stack import TapStack, TapStackArgs
 OUTPUT_NAMES = ("vpc_id", "public_subnet_ids", "private_subnet_ids", "nat_gateway_ids",
                 "rds_cluster_id", "rds_cluster_endpoint", "rds_cluster_port", "db_secret_arn",
                 "lambda_function_name", "lambda_function_arn", "rotation_function_name",
-                "s3_bucket_name", "kms_key_arn", "region")
+                "s3_bucket_name", "s3_access_log_bucket_name", "lambda_security_group_id",
+                "kms_key_arn", "region")
 
 
 # The services the stack's resources and invokes call: each is sent to an endpoint override.

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import uuid
 
+from botocore.exceptions import ClientError
 
 from ....errors import OperationFailed
 from .. import standin
@@ -61,10 +62,18 @@ class SecretVersion(Handler):
         return vid, {**inputs, "id": vid, "versionId": out["VersionId"], "arn": out["ARN"]}
 
     def read(self, ctx, id_, inputs):
+        """By its version id, as the provider reads it (GetSecretValue): a version rotations
+        left without a staging label is deprecated, not gone, and still answers by id
+        (DescribeSecret's VersionIdsToStages lists only labelled versions)."""
         arn, _, version = id_.partition("|")
-        meta = _describe(ctx, arn)
-        return {"secretId": arn} if meta and version in meta.get("VersionIdsToStages", {}) \
-            else None
+        try:
+            ctx.client("secretsmanager").get_secret_value(SecretId=arn, VersionId=version)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("ResourceNotFoundException",
+                                                             "InvalidRequestException"):
+                return None
+            raise
+        return {"secretId": arn}
 
     def delete(self, ctx, id_, inputs, outputs):
         pass  # versions go with their secret; AWS keeps superseded versions anyway
