@@ -71,6 +71,11 @@ def _has(fact: str) -> Callable[[dict, Stack], bool]:
     return lambda finding, stack: bool(stack.facts.get(fact))
 
 
+def _app_secret_of_root_deployer(finding: dict, stack: Stack) -> bool:
+    secret = stack.facts.get("app_secret") or "\0"
+    return secret in _uid(finding) and stack.facts.get("deployer", "").endswith(":root")
+
+
 def _spread_cluster(finding: dict, stack: Stack) -> bool:
     return len(set(stack.facts.get("member_azs", []))) > 1
 
@@ -111,6 +116,10 @@ EMULATOR_ARTIFACTS = (
     Artifact("awslambda_function_no_dead_letter_queue", _has("queues"),
              "moto drops a function's DeadLetterConfig (GetFunction/ListFunctions never report "
              "it); the stack declares a dead-letter queue, which the emulator holds"),
+    Artifact("secretsmanager_has_restrictive_resource_policy", _app_secret_of_root_deployer,
+             "the app secret's Deny exempts the identity that deploys the stack; in the "
+             "emulator that is moto's account root (every request is root's), which Prowler "
+             "accepts only as a named role or user; on AWS it is the deploying role"),
     Artifact("rds_cluster_protected_by_backup_plan", _has("backup_plans"),
              "moto has no AWS Backup selections (ListBackupSelections), so no resource reads as "
              "protected; the stack declares a backup plan, which the emulator holds"),
@@ -396,6 +405,8 @@ def stack_of(stack_name: str, outputs: dict[str, Any], endpoint: str, region: st
             secret = (c.get("MasterUserSecret") or {}).get("SecretArn")
             if secret:
                 stack.tokens.add(secret)
+    stack.facts["app_secret"] = outputs.get("db_secret_arn") or ""
+    stack.facts["deployer"] = client("sts").get_caller_identity()["Arn"]
     suffix = suffix or stack_name.removeprefix("TapStack")
     queues = client("sqs").list_queues().get("QueueUrls", [])
     plans = client("backup").list_backup_plans().get("BackupPlansList", [])
