@@ -277,6 +277,11 @@ def test_deploy_without_state_refuses_and_never_duplicates(deployed, capsys):
         assert_clean_error(code, err, f"stack {STACK} has no state", "1 Vpc", "4 Subnet",
                            "1 NatGateway", "tap sandbox reset", f"cp {bak} {path}")
         assert live_counts(deployed.region) == before
+    # preview does not promise "create everything": it says deploy refuses, and why
+    code, out, err = tap(capsys, "preview", "--env", "dev", "--set", f"suffix={SUFFIX}")
+    assert_clean_error(code, err, f"stack {STACK} has no state", "a deploy would duplicate "
+                       "them and is refused", f"cp {bak} {path}")
+    assert "create" not in out
     assert json.loads(bak.read_text())["resources"]
 
     # the search is complete: every resource type the stack tags is found
