@@ -37,8 +37,8 @@ RFC1918 = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12"
 SUFFIX_RE = re.compile(r"^[A-Za-z0-9]{1,24}$")
 ENV_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 MAX_OVERRIDE_CHARS = 4096
-MAX_MESSAGE_CHARS = 1500
-MONITORING_INTERVALS = (0, 1, 5, 10, 15, 30, 60)   # RDS's allowed MonitoringInterval values    # an error message, besides the value it echoes
+MAX_MESSAGE_CHARS = 1500    # an error message, besides the value it echoes
+MONITORING_INTERVALS = (0, 1, 5, 10, 15, 30, 60)   # RDS's allowed MonitoringInterval values
 
 # AWS tag rules (the same for every service the stack uses): key 1-128 and value 0-256
 # characters of Unicode letters, digits, separators (spaces) and _ . : / = + - @; no aws:

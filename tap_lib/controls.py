@@ -35,8 +35,8 @@ _TABLE = [
     ("S3.12", "securityhub", "ACLs are not used to manage user access to buckets"),
     ("S3.13", "securityhub", "buckets have lifecycle configurations"),
     ("S3.14", "securityhub", "buckets have versioning enabled"),
-    ("S3.17", "securityhub", "buckets are encrypted at rest with KMS keys"),
     ("S3.15", "securityhub", "buckets have Object Lock enabled"),
+    ("S3.17", "securityhub", "buckets are encrypted at rest with KMS keys"),
     ("EC2.2", "securityhub", "VPC default security groups allow no inbound or outbound traffic"),
     ("EC2.6", "securityhub", "VPC flow logging is enabled"),
     ("EC2.10", "securityhub", "EC2 is configured to use VPC endpoints created for the EC2 service"),
@@ -83,6 +83,13 @@ LOG_KMS = "cloudwatch_log_group_kms_encryption_enabled"
 LOG_RETENTION = "cloudwatch_log_group_retention_policy_specific_days_enabled"
 CONFUSED_DEPUTY = "iam_role_cross_service_confused_deputy_prevention"
 LAMBDA_CMK = "tap:lambda-env-cmk"
+BACKUP_PLAN = "rds_cluster_protected_by_backup_plan"
+BACKUP_VAULT_KMS = "backup_vaults_encrypted"
+BACKUP_RETENTION = "tap:backup-plan-retention"
+LAMBDA_DLQ = "awslambda_function_no_dead_letter_queue"
+SECRET_POLICY = "secretsmanager_has_restrictive_resource_policy"
+VPC_ENDPOINTS = "tap:vpc-endpoints"
+MIN_PROD_BACKUP_PLAN_DAYS = 35     # the payment stack's own floor on a protected stack
 
 
 def controls_of(label: str) -> list[str]:
@@ -93,13 +100,3 @@ def controls_of(label: str) -> list[str]:
         if found:
             return found
     return []
-
-# secdata: AWS Backup, DLQ and secret policy control ids (tap_lib/ops/hardening_data.py)
-BACKUP_PLAN = "rds_cluster_protected_by_backup_plan"
-BACKUP_VAULT_KMS = "backup_vaults_encrypted"
-BACKUP_RETENTION = "tap:backup-plan-retention"
-LAMBDA_DLQ = "awslambda_function_no_dead_letter_queue"
-SECRET_POLICY = "secretsmanager_has_restrictive_resource_policy"
-MIN_PROD_BACKUP_PLAN_DAYS = 35     # the payment stack's own floor on a protected stack
-
-VPC_ENDPOINTS = "tap:vpc-endpoints"

@@ -87,11 +87,7 @@ NOT_DEPLOYED = {
 
 # Cases that fail because of a known product bug, each naming it. strict: the case turns red
 # the moment the bug is fixed, so the mark is removed with the fix, never left behind.
-KNOWN_BUGS: dict[str, str] = {
-    "bucket.access_log_days": "the sandbox's BucketLifecycleConfiguration handler "
-                              "(engines/sandbox/handlers/s3.py put) drops a rule's `expiration`, "
-                              "so the access-log bucket never gets its access_log_days expiry",
-}
+KNOWN_BUGS: dict[str, str] = {}
 
 # Settings that change what the application secret's rotation established in the database (its
 # role, in that database, under that name): the program's replacement_trigger replaces the

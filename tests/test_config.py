@@ -720,11 +720,15 @@ def test_shipped_exceptions_are_owned_explained_and_prod_only_the_justified_ones
         assert all(e.owner and len(e.reason) >= 40 and not e.expired() for e in excs)
     # Issue 19: prod excepts exactly the two controls the access-log bucket cannot meet by
     # design, on that bucket alone: S3.9 (a log target does not log itself) and S3.17 (server
-    # access logs are delivered only to SSE-S3 targets, never SSE-KMS).
+    # access logs are delivered only to SSE-S3 targets, never SSE-KMS); and the resource policy
+    # of the master secret RDS owns, on the cluster alone.
     prod = load_settings("prod", use_environ=False)
     excs = {e.control: e for e in prod.exceptions}
-    assert sorted(excs) == ["S3.17", "S3.9"] and len(prod.exceptions) == 2
-    for e in excs.values():
+    master = "secretsmanager_has_restrictive_resource_policy"
+    assert sorted(excs) == ["S3.17", "S3.9", master] and len(prod.exceptions) == 3
+    assert excs[master].resource == "aurora-cluster" and "RDS" in excs[master].reason
+    assert prod.exception_for(master, "db-app-credentials-prod") is None  # the app secret: none
+    for e in (excs["S3.9"], excs["S3.17"]):
         assert e.resource == "access-logs" and e.owner and not e.expired()
     assert "log target" in excs["S3.9"].reason
     assert "SSE-S3" in excs["S3.17"].reason and "SSE-KMS" in excs["S3.17"].reason

@@ -19,8 +19,9 @@ pytestmark = pytest.mark.sandbox
 
 # Describes one call can make for several stacks: DescribeVpcs, DescribeFlowLogs,
 # DescribeSubnets, DescribeNatGateways, DescribeAddresses, DescribeRouteTables,
-# DescribeSecurityGroups, DescribeDBClusters, DescribeDBInstances, BatchGetSecretValue.
-SHARED_KINDS = 10
+# DescribeSecurityGroups, DescribeNetworkAcls, DescribeVpcEndpoints, DescribeDBClusters,
+# DescribeDBInstances, BatchGetSecretValue.
+SHARED_KINDS = 12
 
 
 def judgement(report) -> list[tuple]:

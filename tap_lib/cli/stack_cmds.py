@@ -183,6 +183,8 @@ def cmd_verify(args) -> int:
         emit_table(report.checks, f"verify {args.env}:", problems_first=True)
         print(f"{report.passed} passed, {report.failed} failed"
               + (f", {report.excepted} excepted" if report.excepted else "")
+              + (f", {report.unverified} unverified (the target cannot show them)"
+                 if report.unverified else "")
               + f" ({report.aws_calls} AWS calls)")
         for note in report.notes:
             print(f"note: {note}")

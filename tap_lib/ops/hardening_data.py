@@ -47,6 +47,7 @@ class DataFacts:
     queue: dict | None = None           # the DLQ's attributes
     queue_arn: str | None = None
     secret_policy: Any = None
+    master_secret_policy: Any = None    # the RDS-managed master secret's, or None (none set)
     on_sandbox: bool = False
     managed_policy_absent: bool = False    # the sandbox has not loaded AWS's managed policy
 
@@ -104,6 +105,11 @@ def read(clients: Callable[[str], Any], d: Declared, facts: Facts, target: str) 
         policy = (_optional(clients("secretsmanager").get_resource_policy, SecretId=secret)
                   or {}).get("ResourcePolicy")
         out.secret_policy = json.loads(policy) if policy else None
+    master = (facts.master_secret or {}).get("ARN")
+    if master:
+        policy = (_optional(clients("secretsmanager").get_resource_policy, SecretId=master)
+                  or {}).get("ResourcePolicy")
+        out.master_secret_policy = json.loads(policy) if policy else None
     return out
 
 
@@ -222,11 +228,21 @@ def dlq_checks(d: Declared, f: Facts, x: DataFacts) -> list[Check]:
 
 
 def secret_policy_check(d: Declared, f: Facts, x: DataFacts) -> list[Check]:
-    problem = judge_secret_policy(x.secret_policy, x.account) if x.secret_policy else \
-        "no resource policy"
+    """Every secret of the stack, the RDS-managed master secret too (Prowler judges each secret
+    of the account): the program sets no policy on a secret RDS owns, so it fails, and an
+    environment says why in a policy exception."""
     want = "Deny to all but the stack's principals"
-    return [check("secret.resource-policy", SECRET_POLICY, (f.secret or {}).get("Name"), want,
-                  problem or want, ok=problem is None, logical=d.logical("db-app-credentials"))]
+    out = []
+    for id_, secret, policy, logical in (
+            ("secret.resource-policy", f.secret, x.secret_policy, "db-app-credentials"),
+            ("secret.master-resource-policy", f.master_secret, x.master_secret_policy,
+             "aurora-cluster")):
+        if secret is None:
+            continue
+        problem = judge_secret_policy(policy, x.account) if policy else "no resource policy"
+        out.append(check(id_, SECRET_POLICY, secret.get("Name"), want, problem or want,
+                         ok=problem is None, logical=d.logical(logical)))
+    return out
 
 
 def _unverified(c: Check) -> Check:

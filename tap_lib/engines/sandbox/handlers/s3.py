@@ -202,6 +202,8 @@ class BucketLifecycleConfiguration(_BucketConfig):
             if r.get("transitions"):
                 rule["Transitions"] = [{"Days": int(t["days"]), "StorageClass": t["storageClass"]}
                                        for t in r["transitions"]]
+            if r.get("expiration"):
+                rule["Expiration"] = {"Days": int(r["expiration"]["days"])}
             if r.get("noncurrentVersionExpiration"):
                 rule["NoncurrentVersionExpiration"] = {
                     "NoncurrentDays": int(r["noncurrentVersionExpiration"]["noncurrentDays"])}
