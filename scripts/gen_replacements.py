@@ -85,7 +85,7 @@ RESOURCES: dict[str, list[str]] = {
         ["internal/service/secretsmanager/secret_version.go"],
     "aws:secretsmanager/secretRotation:SecretRotation":
         ["internal/service/secretsmanager/secret_rotation.go"],
-    # secdata: TLS parameter group, managed-policy attachments, DLQ, secret policy, AWS Backup
+    # TLS parameter group, managed-policy attachments, DLQ, secret policy, AWS Backup
     "aws:rds/clusterParameterGroup:ClusterParameterGroup":
         ["internal/service/rds/cluster_parameter_group.go"],
     "aws:iam/rolePolicyAttachment:RolePolicyAttachment":

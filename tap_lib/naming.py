@@ -118,7 +118,7 @@ RULES: dict[str, NameRule] = {
     "security_group": NameRule("security_group", 255, charset="A-Za-z0-9 ._:/()#,@\\[\\]+=&;{}!$*-",
                                extra=_sg_extra),
     "kms_alias": NameRule("kms_alias", 256, charset="A-Za-z0-9/_-", extra=_kms_extra),
-    # secdata: cluster parameter group, SQS queue, AWS Backup vault/plan/selection
+    # cluster parameter group, SQS queue, AWS Backup vault/plan/selection
     "rds_parameter_group": NameRule("rds_parameter_group", 255, charset="a-z0-9-",
                                     lowercase=True, first="a-z", last="a-z0-9",
                                     no_double=("--",)),
@@ -202,7 +202,7 @@ class PhysicalNames:
     rotation_log_group: str = _kind("log_group")
     flow_log_group: str = _kind("log_group")
     kms_alias: str = _kind("kms_alias")
-    # secdata: TLS parameter group, enhanced monitoring, payment DLQ, AWS Backup
+    # TLS parameter group, enhanced monitoring, payment DLQ, AWS Backup
     db_cluster_parameter_group: str = _kind("rds_parameter_group")
     monitoring_role: str = _kind("iam_role")
     payment_dlq: str = _kind("sqs_queue")

@@ -32,7 +32,7 @@ so a forged entry before it stays unsealed - and pins entry seq's hash, and with
 before it. `tap audit seal` vouches for the verified chain up to its head; records/seals.py
 judges every seal against params/approvers.
 
-Other mutations (the lead's `tap approve`) append with::
+Other mutations (`tap approve`) append with::
 
     trail.append(operation="approve", stack="TapStackprod", target="aws",
                  env_file="params/prod.yaml", plan_hash=..., record=<plan record>,

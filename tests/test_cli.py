@@ -190,7 +190,7 @@ def test_verify_failures_name_the_repair_command():
     report = SimpleNamespace(
         checks=pd.DataFrame([{"status": "fail", "id": "EC2.18", "resource": "sg-db",
                               "expected": "5432 from the function", "actual": "0.0.0.0/0"}]),
-        passed=41, failed=1, excepted=0, aws_calls=7, notes=[],
+        passed=41, failed=1, excepted=0, unverified=0, aws_calls=7, notes=[],
         to_dict=lambda: {})
     args = argparse.Namespace(env="staging", target=None, set=[], json=False)
     with mock.patch("tap_lib.ops.verify.verify", return_value=report), \
