@@ -8,13 +8,10 @@ suffix or override (config_reserved).
 """
 from __future__ import annotations
 
-import functools
 import ipaddress
-import json
 import os
 import re
 import typing
-import unicodedata
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +24,8 @@ from .config_exceptions import PolicyException, utc_today  # noqa: F401  (re-exp
 # Some re-exported: `from tap_lib.config import MAX_FILE_BYTES, read_settings_file` still works.
 from .config_yaml import MAX_FILE_BYTES as MAX_FILE_BYTES
 from .config_yaml import SECRET_NAME, label, load_yaml, read_settings_file, shorten, shown
+from .config_aws import (TAGS_PER_RESOURCE, TAP_TAG_KEYS, ZONES_FILE, _zone_table, aws_regions,
+                         region_zones, tag_problem)
 from .errors import ConfigError
 from .naming import PhysicalNames
 
@@ -39,34 +38,6 @@ ENV_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 MAX_OVERRIDE_CHARS = 4096
 MAX_MESSAGE_CHARS = 1500    # an error message, besides the value it echoes
 MONITORING_INTERVALS = (0, 1, 5, 10, 15, 30, 60)   # RDS's allowed MonitoringInterval values
-
-# AWS tag rules (the same for every service the stack uses): key 1-128 and value 0-256
-# characters of Unicode letters, digits, separators (spaces) and _ . : / = + - @; no aws:
-# prefix on keys or values; at most 50 tags on a resource.
-TAG_KEY_MAX, TAG_VALUE_MAX, TAGS_PER_RESOURCE = 128, 256, 50
-TAG_SYMBOLS = frozenset("_.:/=+-@")
-# Tags tap writes itself beside the user's, and which the user may therefore not set: the four
-# of Settings.all_tags(), Name and Tier (tap_lib/program/network.py puts them on network
-# resources) and the sandbox's URN tag (engines/sandbox/handlers/base.py URN_TAG).
-# tests/test_hostile_input.py checks this list against a synthesized stack.
-TAP_TAG_KEYS = ("Project", "Environment", "Stack", "ManagedBy", "Name", "Tier", "tap:urn")
-
-
-@functools.lru_cache(maxsize=1)
-def aws_regions() -> tuple[str, ...]:
-    """Commercial regions known to the installed botocore (no network call): its endpoints
-    file read directly, the regions boto3's get_available_regions("ec2") lists (a test holds
-    them equal) without building a boto3 session on every command (0.6 s)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("botocore")
-    path = Path(spec.origin).parent / "data" / "endpoints.json"
-    partition = next(p for p in json.loads(path.read_text())["partitions"]
-                     if p["partition"] == "aws")
-    return tuple(sorted(region for region, endpoint in
-                        partition["services"]["ec2"]["endpoints"].items()
-                        if not endpoint.get("deprecated") and "fips" not in region))
-
 
 class _Model(BaseModel):
     # strict: YAML and --set already give real ints and bools; `true` is not an instance count
@@ -333,46 +304,6 @@ class FieldProblem(ValueError):
                  related: tuple[str, ...] = (), allowed: str | None = None):
         super().__init__(message)
         self.field, self.value, self.related, self.allowed = field, value, related, allowed
-
-
-def tag_problem(key: str, value: str) -> str | None:
-    """What AWS would refuse about one tag, or None."""
-    if not 1 <= len(key) <= TAG_KEY_MAX:
-        return f"tag key is {len(key)} characters; AWS allows 1 to {TAG_KEY_MAX}"
-    if len(value) > TAG_VALUE_MAX:
-        return f"tag value is {len(value)} characters; AWS allows at most {TAG_VALUE_MAX}"
-    for what, text in (("key", key), ("value", value)):
-        bad = next((c for c in text if not _tag_char(c)), None)
-        if bad is not None:
-            return (f"tag {what} contains {_char_name(bad)}; AWS allows letters, digits, spaces "
-                    f"and {' '.join(sorted(TAG_SYMBOLS))}")
-        if text[:4].lower() == "aws:":
-            return f"tag {what} starts with 'aws:', which AWS reserves for itself"
-    if key in TAP_TAG_KEYS:
-        return f"tag key {key!r} is one tap sets itself; reserved: {', '.join(TAP_TAG_KEYS)}"
-    return None
-
-
-def _tag_char(c: str) -> bool:
-    # AWS's pattern: ^[\p{L}\p{Z}\p{N}_.:/=+\-@]*$
-    return c in TAG_SYMBOLS or unicodedata.category(c)[0] in "LZN"
-
-
-def _char_name(c: str) -> str:
-    return f"{c!r} (U+{ord(c):04X} {unicodedata.name(c, unicodedata.category(c))})"
-
-
-ZONES_FILE = "tap_lib/data/regions.json"
-
-
-@functools.lru_cache(maxsize=1)
-def _zone_table() -> dict[str, Any]:
-    return json.loads((project.PACKAGE_DIR / "data" / "regions.json").read_text())
-
-
-def region_zones(region: str) -> list[str] | None:
-    """The zone letters of a region from the shipped table, or None when it does not list it."""
-    return _zone_table()["zones"].get(region)
 
 
 def _check_retention(v: int) -> int:

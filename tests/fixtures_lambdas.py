@@ -137,6 +137,15 @@ class Stack:
         return pg8000.native.Connection(MASTER_USER, password=MASTER_PASSWORD, host=self.db_host,
                                         port=self.db_port, database=self.dbname, timeout=10)
 
+    def terminate_app_connections(self) -> None:
+        """What a failover or an idle timeout does to a warm container's connection."""
+        conn = self.master_connection()
+        try:
+            conn.run("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE usename = :user", user=self.app_user)
+        finally:
+            conn.close()
+
 
 def create_stack(db_host: str, db_port: int, *, versioned_bucket: bool = False,
                  object_lock: bool = False, ca_file: Path | str = "") -> Stack:

@@ -168,11 +168,11 @@ def test_zones_come_from_the_shipped_table(tmp_path: Path) -> None:
 
 def test_a_region_missing_from_the_table_is_said_so(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from tap_lib import config
+    from tap_lib import config_aws
 
-    table = copy.deepcopy(config._zone_table())
+    table = copy.deepcopy(config_aws._zone_table())
     del table["zones"]["eu-west-2"]
-    monkeypatch.setattr(config, "_zone_table", lambda: table)
+    monkeypatch.setattr(config_aws, "_zone_table", lambda: table)
     exc = refused(tmp_path, dumped(DEV))
     assert "does not list region eu-west-2" in str(exc) and exc.field == "vpc.az_count"
 

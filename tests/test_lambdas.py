@@ -577,12 +577,7 @@ def test_payment_connects_where_its_environment_says(live_stack: Stack,
 def test_a_lost_connection_is_replaced(live_stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     assert _invoke(_event("pay-700"))[0] == 200
-    conn = live_stack.master_connection()
-    try:
-        conn.run("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :user",
-                 user=live_stack.app_user)
-    finally:
-        conn.close()
+    live_stack.terminate_app_connections()
     assert _invoke(_event("pay-701"))[0] == 200
     assert "connection was lost" in caplog.text
 
@@ -623,24 +618,15 @@ def test_a_warm_container_reuses_one_connection_and_survives_terminate_and_rotat
         pids.update(_app_backends(live_stack))
     assert len(pids) == 1 and reads == ["AWSCURRENT"]
 
-    conn = live_stack.master_connection()
-    try:
-        conn.run("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :user",
-                 user=live_stack.app_user)
-    finally:
-        conn.close()
+    live_stack.terminate_app_connections()
     assert _invoke(_event("warm-after-terminate"))[0] == 200
     after = _app_backends(live_stack)
     assert len(after) == 1 and after[0] not in pids
     assert reads == ["AWSCURRENT"]  # the cached secret still logs in
 
     rotate(live_stack.app_arn)
-    conn = live_stack.master_connection()
-    try:  # the open session survives a rotation; end it so the next login needs the new password
-        conn.run("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :user",
-                 user=live_stack.app_user)
-    finally:
-        conn.close()
+    # the open session survives a rotation; end it so the next login needs the new password
+    live_stack.terminate_app_connections()
     assert _invoke(_event("warm-after-rotation"))[0] == 200
     assert len(_app_backends(live_stack)) == 1
     assert reads == ["AWSCURRENT", "AWSCURRENT"]  # refused once, re-read once
