@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from fixtures_lambdas import scratch_dir
-from tap_lib import localdb
+from tap_lib import localdb, localdb_bins
 from tap_lib.errors import ConfigError
 from tap_lib.localdb import BINDIR_VARIABLE, LocalPostgres, LocalPostgresError
 
@@ -45,7 +45,7 @@ def no_system_postgres(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     debian.mkdir()
     empty_path = tmp_path / "path"
     empty_path.mkdir()
-    monkeypatch.setattr(localdb, "_DEBIAN_ROOT", debian)
+    monkeypatch.setattr(localdb_bins, "_DEBIAN_ROOT", debian)
     monkeypatch.setenv("PATH", str(empty_path))
     monkeypatch.delenv(BINDIR_VARIABLE, raising=False)
     return debian
@@ -103,7 +103,7 @@ def test_tap_pg_bindir_forces_its_binaries(tmp_path: Path, scratch: Path,
     debian = tmp_path / "debian"
     _placeholder_bindir(debian / "15" / "bin")
     path_dir = _placeholder_bindir(tmp_path / "local-bin")
-    monkeypatch.setattr(localdb, "_DEBIAN_ROOT", debian)
+    monkeypatch.setattr(localdb_bins, "_DEBIAN_ROOT", debian)
     monkeypatch.setenv("PATH", f"{path_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.delenv(BINDIR_VARIABLE, raising=False)
     assert localdb.bindir_candidates()[0] == ("system", debian / "15" / "bin")
@@ -121,7 +121,7 @@ def test_system_binaries_are_preferred_newest_first(tmp_path: Path,
         _placeholder_bindir(debian / major / "bin")
     (debian / "17" / "bin").mkdir(parents=True)  # a version without server programs
     path_dir = _placeholder_bindir(tmp_path / "homebrew-bin")
-    monkeypatch.setattr(localdb, "_DEBIAN_ROOT", debian)
+    monkeypatch.setattr(localdb_bins, "_DEBIAN_ROOT", debian)
     monkeypatch.setenv("PATH", str(path_dir))
     monkeypatch.delenv(BINDIR_VARIABLE, raising=False)
     assert localdb.bindir_candidates() == [
@@ -154,7 +154,7 @@ def test_invalid_tap_pg_bindir_is_a_configuration_error_naming_it(
 
 def test_missing_postgresql_is_reported_with_the_fix(no_system_postgres: Path, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(localdb, "PACKAGED_MODULE", "tap_no_such_package")
+    monkeypatch.setattr(localdb_bins, "PACKAGED_MODULE", "tap_no_such_package")
     assert localdb.bindir_candidates() == []
     with pytest.raises(LocalPostgresError, match="no PostgreSQL server binaries") as failure:
         LocalPostgres(tmp_path / "pg").start("admin", "pw")
