@@ -196,6 +196,10 @@ def test_an_endpoint_override_sends_the_programs_provider_there(monkeypatch):
     for flag in ("skipCredentialsValidation", "skipRequestingAccountId", "s3UsePathStyle"):
         assert pointed[flag] in (True, "true"), flag
     plain = provider_inputs(None)
+    for bad in ("127.0.0.1:4599", "http://", "ftp://host", "http://host/path x"):
+        monkeypatch.setenv("AWS_ENDPOINT_URL", bad)
+        with pytest.raises(ConfigError, match="AWS_ENDPOINT_URL"):
+            pe.stack_config(settings)
     assert "endpoints" not in plain and plain.get("skipCredentialsValidation") in (
         None, False, "false")
 

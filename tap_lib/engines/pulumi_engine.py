@@ -117,8 +117,18 @@ def stack_config(settings: Settings, overrides: Sequence[str] = ()) -> dict[str,
         "aws:region": settings.region,
         "tap:env": settings.environment,
         "tap:overrides": json.dumps([*overrides, f"suffix='{settings.suffix}'"]),
-        "tap:endpoint": os.environ.get("AWS_ENDPOINT_URL", ""),  # written empty: never stale
+        "tap:endpoint": endpoint_override(),  # written empty when unset: never stale
     }
+
+
+def endpoint_override() -> str:
+    """AWS_ENDPOINT_URL, checked: the provider would take any text and fail much later."""
+    value = os.environ.get("AWS_ENDPOINT_URL", "")
+    if value and not re.fullmatch(r"https?://[^\s/?#]+/?", value):
+        raise ConfigError("not an endpoint URL", field="AWS_ENDPOINT_URL", value=value,
+                          allowed="http(s)://host[:port], e.g. http://127.0.0.1:5599",
+                          hint="unset it to deploy to AWS itself")
+    return value
 
 
 # ---- translation of what Pulumi returns --------------------------------------------------------
