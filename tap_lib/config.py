@@ -38,6 +38,7 @@ ENV_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 MAX_OVERRIDE_CHARS = 4096
 MAX_MESSAGE_CHARS = 1500    # an error message, besides the value it echoes
 MONITORING_INTERVALS = (0, 1, 5, 10, 15, 30, 60)   # RDS's allowed MonitoringInterval values
+IAM_ROLE_ARN_RE = re.compile(r"arn:aws(-[a-z]+)*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
 
 class _Model(BaseModel):
     # strict: YAML and --set already give real ints and bools; `true` is not an instance count
@@ -120,6 +121,21 @@ class DbSettings(_Model):
 class SecretSettings(_Model):
     rotation_enabled: bool = True
     rotation_days: int = Field(default=30, ge=1, le=1000)
+    # Roles that deploy this environment besides the one deploying now: the application
+    # secret's policy denies everyone else, PutResourcePolicy included, so a role missing here
+    # could not deploy the stack after another role did.
+    deployer_roles: tuple[StrictStr, ...] = ()
+
+    @field_validator("deployer_roles", mode="before")
+    @classmethod
+    def _roles(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            v = tuple(v)
+        for arn in v if isinstance(v, tuple) else ():
+            if not isinstance(arn, str) or not IAM_ROLE_ARN_RE.fullmatch(arn):
+                raise ValueError(f"{arn!r} is not an IAM role ARN: "
+                                 "arn:aws:iam::<12-digit account>:role/<path/name>")
+        return v
 
 
 class LambdaSettings(_Model):

@@ -746,3 +746,31 @@ def test_the_region_list_is_botocores():
 
     assert aws_regions() == tuple(sorted(boto3.session.Session().get_available_regions("ec2")))
     assert "eu-west-2" in aws_regions() and "us-gov-west-1" not in aws_regions()
+
+
+# -- secrets.deployer_roles: who else may deploy past the application secret's Deny -------------
+
+def test_deployer_roles_load_as_role_arns():
+    data = copy.deepcopy(DEV_DATA)
+    roles = ["arn:aws:iam::123456789012:role/tap-deployer",
+             "arn:aws:iam::123456789012:role/ops/break-glass"]
+    data.setdefault("secrets", {})["deployer_roles"] = roles
+    _, s = load_modified(data)
+    assert s.secrets.deployer_roles == tuple(roles)
+    assert load_settings("dev").secrets.deployer_roles == ()
+
+
+@pytest.mark.parametrize("value", [
+    ["arn:aws:iam::123456789012:user/alice"],          # a user, not a role
+    ["arn:aws:sts::123456789012:assumed-role/R/s"],    # a session: the policy names the role
+    ["arn:aws:iam::12345:role/short-account"],
+    ["tap-deployer"],
+    "arn:aws:iam::123456789012:role/not-a-list",
+    [7],
+])
+def test_a_deployer_role_that_is_not_a_role_arn_is_refused(value):
+    data = copy.deepcopy(DEV_DATA)
+    data.setdefault("secrets", {})["deployer_roles"] = value
+    path, exc = config_error(data)
+    assert exc.field.startswith("secrets.deployer_roles"), exc.field
+    assert exc.file == str(path)

@@ -812,3 +812,24 @@ def test_service_roles_trust_only_on_behalf_of_this_account(graph):
     for role in graph.all(ROLE):
         (stmt,) = json.loads(role.inputs["assumeRolePolicy"])["Statement"]
         assert stmt["Condition"] == {"StringEquals": {"aws:SourceAccount": "123456789012"}}
+
+
+def test_the_secret_policy_admits_the_params_deployer_roles_and_the_caller():
+    """A second deploying role must be named: the Deny covers PutResourcePolicy, so a role left
+    out could not deploy the stack again after another role did."""
+    roles = ("arn:aws:iam::123456789012:role/tap-deployer",
+             "arn:aws:iam::123456789012:role/ops/break-glass")
+    base = load_for("dev")
+    named = base.model_copy(update={"secrets": base.secrets.model_copy(
+        update={"deployer_roles": roles})})
+
+    def exempt(settings: Settings) -> list[str]:
+        doc = json.loads(Graph(settings, synthesize(settings)).one(SECRET_POLICY).inputs["policy"])
+        (deny,) = doc["Statement"]
+        assert deny["Effect"] == "Deny"
+        return deny["Condition"]["StringNotEquals"]["aws:PrincipalArn"]
+
+    without, with_roles = exempt(base), exempt(named)
+    assert "arn:aws:iam::123456789012:root" in without          # the caller (the mock's identity)
+    assert len(without) == 3                                   # payment, rotation, the caller
+    assert sorted(with_roles) == sorted([*without, *roles])

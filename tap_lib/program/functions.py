@@ -125,12 +125,14 @@ def build_functions(s: Settings, names: PhysicalNames, net: Network, db: Databas
             policy=dlq.arn.apply(lambda a: policy_document((["sqs:SendMessage"], [a]))),
             opts=opts)
     # secretsmanager_has_restrictive_resource_policy: nobody but the stack's functions and
-    # whoever deploys it may use the application secret, whatever their IAM policies allow.
+    # its deployers (the params file's deployer_roles and whoever deploys now) may use the
+    # application secret, whatever their IAM policies allow.
     deployer = aws.get_caller_identity(opts=pulumi.InvokeOptions(parent=opts.parent))
+    deployers = [*s.secrets.deployer_roles, deployer_principal(deployer.arn)]
     aws.secretsmanager.SecretPolicy(
         f"db-app-credentials-policy-{sfx}", secret_arn=secret.arn, block_public_policy=True,
         policy=pulumi.Output.all(secret.arn, payment_role.arn, rotation_role.arn).apply(
-            lambda a: secret_policy(a[0], [a[1], a[2], deployer_principal(deployer.arn)])),
+            lambda a: secret_policy(a[0], [a[1], a[2], *deployers])),
         opts=opts)
 
     # Environment variables encrypted with the stack's key, not Lambda's AWS-managed one.
