@@ -22,36 +22,19 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from . import signing_kms
 from .errors import SignatureRefused, UsageError
 from .project import params_dir, project_dir
+# Shared with signing_kms, below both (callers have long asked signing for them).
+from .signer import KEY_ENV, NAMESPACE, Signer
+from .signing_kms import KmsKey
 
-if TYPE_CHECKING:
-    from .signing_kms import KmsKey
-
-NAMESPACE = "tap"
-KEY_ENV = "TAP_SIGNING_KEY"
 APPROVERS_FILE = "approvers"            # params/approvers
 _KEY_TYPES = ("ssh-", "ecdsa-", "sk-ssh-", "sk-ecdsa-")
 
 
-@dataclass(frozen=True)
-class Signer:
-    principal: str          # as params/approvers names the key
-    fingerprint: str        # SHA256:… of the public key: what "the same signer" means
-
-    def __str__(self) -> str:
-        return f"{self.principal} ({self.fingerprint})"
-
-
 # -- keys and signing ---------------------------------------------------------------------------
-def _kms():
-    from . import signing_kms  # imports this module: loaded on first use
-
-    return signing_kms
-
-
 def signing_key() -> Path | KmsKey:
     """The operator's key from TAP_SIGNING_KEY: an OpenSSH key file, or a KMS key (key or alias
     ARN); a clear error when it is unset or unreadable."""
@@ -61,7 +44,7 @@ def signing_key() -> Path | KmsKey:
                          hint=f"export {KEY_ENV}=~/.ssh/id_ed25519 (a key listed in "
                               f"params/approvers; with ssh-agent, its .pub file), or on AWS "
                               f"{KEY_ENV}=arn:aws:kms:REGION:ACCOUNT:key/ID")
-    kms_key = _kms().parse_key(raw)
+    kms_key = signing_kms.parse_key(raw)
     if kms_key is not None:
         return kms_key
     if raw.startswith("arn:"):
@@ -83,7 +66,7 @@ def _as_key(key: Path | KmsKey | str | None) -> Path | KmsKey:
     if key is None:
         return signing_key()
     if isinstance(key, str):
-        return _kms().parse_key(key) or Path(key)
+        return signing_kms.parse_key(key) or Path(key)
     return key
 
 
@@ -92,7 +75,7 @@ def sign(message: bytes, key: Path | KmsKey | str | None = None) -> str:
     signature by a KMS key (`key`, by default TAP_SIGNING_KEY)."""
     key = _as_key(key)
     if not isinstance(key, Path):
-        return _kms().sign(message, key)
+        return signing_kms.sign(message, key)
     try:
         out = subprocess.run(["ssh-keygen", "-q", "-Y", "sign", "-f", str(key), "-n", NAMESPACE],
                              input=message, capture_output=True, timeout=60)
@@ -150,10 +133,9 @@ def parse_approvers(text: str) -> list[AllowedSigner]:
     """The OpenSSH lines of an allowed_signers file (principals [options] keytype key
     [comment]); KMS lines (principals [options] kms ARN) are signing_kms.parse_approvers'."""
     signers = []
-    kms = _kms()
     for raw in text.splitlines():
         line = raw.strip()
-        if not line or line.startswith("#") or kms.is_approver_line(line):
+        if not line or line.startswith("#") or signing_kms.is_approver_line(line):
             continue
         try:
             tokens = shlex.split(line)
@@ -200,8 +182,8 @@ def verify(message: bytes, armored: object, approvers: str, *, what: str,
     `approvers` (and, when given, listed as `principal`); SignatureRefused otherwise.
     A tap KMS signature is judged by KMS (signing_kms.verify): TargetUnreachable when it
     cannot be asked."""
-    if _kms().is_armored(armored):
-        return _kms().verify(message, armored, approvers, what=what, principal=principal)
+    if signing_kms.is_armored(armored):
+        return signing_kms.verify(message, armored, approvers, what=what, principal=principal)
     try:
         blob = signature_key(armored)  # type: ignore[arg-type]
     except (ValueError, TypeError, base64.binascii.Error):
@@ -257,7 +239,7 @@ def own_signer(approvers: str) -> Signer:
     """Who TAP_SIGNING_KEY is in params/approvers; refused when it is not listed."""
     key = signing_key()
     if not isinstance(key, Path):
-        return _kms().own_signer(key, approvers)
+        return signing_kms.own_signer(key, approvers)
     blob = public_key_blob(key)
     for signer in parse_approvers(approvers):
         if signer.key_blob == blob:

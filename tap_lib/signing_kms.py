@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import SignatureRefused, TapError, TargetUnreachable, UsageError
-from .signing import KEY_ENV, NAMESPACE, Signer
+from .signer import KEY_ENV, NAMESPACE, Signer
 
 ARMOR_BEGIN = "-----BEGIN TAP KMS SIGNATURE-----"
 ARMOR_END = "-----END TAP KMS SIGNATURE-----"

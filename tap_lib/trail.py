@@ -9,9 +9,9 @@ the outcome. Records (executed and saved notebooks) are chained as they are stor
 
 The trail is ``<records root>/trail.jsonl``. An ``s3://`` root keeps it locally, beside its
 index, under ``tap_home()/audit/`` (S3 has no append), and locks a copy of every line in the
-bucket as it is appended, seals too (records/locked.py): a line whose copy cannot be written is
-taken back, so a mutation whose "started" entry is not locked never starts. Each line is one
-entry::
+bucket as it is appended, seals too (object_lock.py; records/locked.py compares them): a line
+whose copy cannot be written is taken back, so a mutation whose "started" entry is not locked
+never starts. Each line is one entry::
 
     {"seq": n, "time": UTC, "operation": "deploy|destroy|refresh|approve|record|...",
      "result": "started|succeeded|failed|refused", "error": ErrorClass | null,
@@ -59,6 +59,7 @@ from typing import Any, Callable, Iterator, Protocol
 
 from . import signing
 from .errors import RecordsUnwritable, TapError, UsageError
+from .object_lock import entry_url, put_line, seal_url
 from .project import outputs_dir, tap_home
 # Who, which record, which commit (re-exported: callers have long asked the trail).
 from .provenance import (MAX_OPERATOR_CHARS, RECORD_ENV, SESSION_ENV,  # noqa: F401
@@ -196,7 +197,7 @@ def append_bytes(path: Path, data: bytes, sync: bool = True) -> None:
 
 def append_line(path: Path, line: bytes, copy_url: str | None = None) -> None:
     """Append one line durably; with `copy_url` (an s3:// root), also lock a copy of it there
-    (records/locked.py), or take the local line back: the line is kept in both or in neither.
+    (object_lock.py), or take the local line back: the line is kept in both or in neither.
     The caller holds the trail's lock."""
     try:
         size: int | None = os.stat(path).st_size
@@ -205,8 +206,6 @@ def append_line(path: Path, line: bytes, copy_url: str | None = None) -> None:
     append_bytes(path, line + b"\n")
     if copy_url is None:
         return
-    from .records.locked import put_line
-
     try:
         put_line(copy_url, line)
     except BaseException:
@@ -325,7 +324,7 @@ def append(operation: str, *, stack: str, target: str | None = None,
            seal: bool | None = None) -> dict[str, Any]:
     """Append one entry, chained to the current head; returns it as written (with its hash).
     Sealed when `seal`, by default when TAP_SIGNING_KEY is set. With an s3:// root the entry is
-    also locked in the bucket (records/locked.py). RecordsUnwritable when the trail or its
+    also locked in the bucket (object_lock.py). RecordsUnwritable when the trail or its
     locked copy cannot be written (LockedCopyUnwritable); then the trail is as it was."""
     if operation not in OPERATIONS:
         raise ValueError(f"operation {operation!r}; allowed: {', '.join(OPERATIONS)}")
@@ -360,8 +359,6 @@ def append(operation: str, *, stack: str, target: str | None = None,
 def _entry_copy(root: str, entry: dict[str, Any]) -> str | None:
     if not is_remote(root):
         return None
-    from .records.locked import entry_url
-
     return entry_url(root, entry["seq"], entry["hash"])
 
 
@@ -384,8 +381,6 @@ def seal_entries(last: dict[str, Any], root: str | None = None,
     line = canonical(seal)
     copy = None
     if is_remote(root):
-        from .records.locked import seal_url
-
         copy = seal_url(root, seq, line)
     with locked(root) as path:
         append_line(path.with_name(SEALS_NAME), line, copy)

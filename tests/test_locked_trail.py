@@ -18,7 +18,7 @@ import pytest
 from botocore.exceptions import ClientError
 from fixtures_audit import chain_of, dev_engine, run_verify, spy_on_apply
 
-from tap_lib import trail
+from tap_lib import object_lock, trail
 from tap_lib.cli import main
 from tap_lib.engines.sandbox import server
 from tap_lib.errors import LockedCopyUnwritable, RecordsUnwritable
@@ -236,7 +236,7 @@ def test_a_trail_begun_before_the_copy_is_pinned_by_the_first_locked_entry(
 def deny_puts(monkeypatch: pytest.MonkeyPatch, folder: str) -> None:
     """The bucket refuses every write into <prefix>/<folder>/ (as an IAM deny would)."""
     def refusing(workers=None):
-        client = boto3.client("s3")             # its own: locked.s3's clients are shared
+        client = boto3.client("s3")             # its own: object_lock.s3's clients are shared
 
         def deny(params, **kwargs):
             if f"/{folder}/" in params["Key"]:
@@ -246,7 +246,7 @@ def deny_puts(monkeypatch: pytest.MonkeyPatch, folder: str) -> None:
         client.meta.events.register("provide-client-params.s3.PutObject", deny)
         return client
 
-    monkeypatch.setattr(locked, "s3", refusing)
+    monkeypatch.setattr(object_lock, "s3", refusing)
 
 
 def test_a_start_that_cannot_be_locked_changes_nothing(
