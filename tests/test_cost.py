@@ -65,6 +65,7 @@ def test_catalog_completeness_every_region_every_meter(catalog, programs):
                 entry = priced[key]
                 assert entry["price"] > 0 and entry["unit"] == METERS[meter].unit
                 assert entry["usagetype"] == METERS[meter].usage_type(region, cls)
+                assert entry["service"] == METERS[meter].service   # what the refresher asks
                 assert entry["service"] in catalog.source["published"]
             else:
                 assert missing[key].strip()
@@ -209,11 +210,18 @@ def _by_hand(env: str, catalog: Catalog) -> tuple[float, list[str]]:
     extra = [("vpc_endpoint_hour", s.vpc.az_count * HOURS)] * len(s.vpc.interface_endpoints)
     extra += [("vpc_endpoint_gb", u.vpc_endpoint_gb_per_month)] if s.vpc.interface_endpoints \
         else []
+    # AWS Backup: the daily rule's snapshots older than the cluster's retention, each the
+    # cluster's size (unless the file states the billed GB itself)
+    snapshots = max(0, s.backup.retention_days - s.db.backup_retention_days)
+    backup_gb = u.backup_gb_stored if u.backup_gb_stored is not None else \
+        snapshots * u.aurora_storage_gb
     extra += [("s3_standard_gb_month", u.s3_access_log_gb_stored),   # the access-log bucket
-              ("backup_aurora_gb_month", u.backup_gb_stored),
+              ("backup_aurora_gb_month", backup_gb),
               ("sqs_request", u.sqs_requests_per_month)]
-    if s.db.monitoring_interval_s:
-        extra.append(("logs_ingest_gb", u.rds_monitoring_gb_per_month))
+    if s.db.monitoring_interval_s:    # RDSOSMetrics: ingested, and kept RDS's 30 days
+        gb = u.rds_monitoring_gb_per_month
+        extra += [("logs_ingest_gb", gb),
+                  ("logs_storage_gb_month", None if gb is None else gb * 30 / (365 / 12))]
     for meter, quantity in extra:
         if quantity is None or p(meter) is None:
             left_out.append(meter)
@@ -229,8 +237,11 @@ def test_total_equals_the_catalog_arithmetic(env, catalog, programs):
     assert est.monthly_usd == pytest.approx(total, rel=1e-9)
     named = {u.split(" ")[1].rstrip(":") for u in est.unknown}  # "<resource> <meter>: why"
     assert named == set(left_out)
-    # the issue's additions are present and unknown until priced, not silently free
-    assert {"backup_aurora_gb_month", "sqs_request"} <= named
+    # the issue's additions are billed items (priced, or named unknown), never silently free
+    meters = {i.meter for r in est.resources for i in r.items}
+    assert {"backup_aurora_gb_month", "sqs_request", "s3_standard_gb_month"} <= meters
+    if load_settings(env, use_environ=False).vpc.interface_endpoints:
+        assert {"vpc_endpoint_hour", "vpc_endpoint_gb"} <= meters
     assert est.complete == (not left_out)
 
 
@@ -436,7 +447,152 @@ def test_gateway_endpoint_is_free_and_interface_endpoint_bills_per_az(catalog):
     assert g.monthly_usd == 0.0
     hours = next(x for x in i.items if x.meter == "vpc_endpoint_hour")
     assert hours.quantity == 3 * HOURS and hours.monthly_usd == pytest.approx(3 * HOURS * 0.5)
-    assert est.monthly_usd == pytest.approx(3 * HOURS * 0.5)
+    # plus the GB the endpoint processes, from the params file's usage
+    gb = s.usage.vpc_endpoint_gb_per_month * catalog.regions[s.region]["vpc_endpoint_gb"]["price"]
+    assert est.monthly_usd == pytest.approx(3 * HOURS * 0.5 + gb)
     # without the price it is unknown, never zero
-    unpriced = estimate([interface], s, catalog)
-    assert any("vpc_endpoint_hour" in u for u in unpriced.unknown)
+    bare = Catalog(catalog.currency, catalog.as_of, HOURS,
+                   {s.region: {k: v for k, v in catalog.regions[s.region].items()
+                               if k != "vpc_endpoint_hour"}}, {}, catalog.source)
+    unpriced = estimate([interface], s, bare)
+    hours = next(x for x in unpriced.resources[0].items if x.meter == "vpc_endpoint_hour")
+    assert hours.monthly_usd is None and unpriced.resources[0].monthly_usd is None
+    assert any(u.startswith("sm vpc_endpoint_hour: no eu-west-2 price") for u in unpriced.unknown)
+
+
+# -- issue 19's additions: quoted prices, per-AZ endpoints, backup storage ---------------------
+ISSUE19 = ("vpc_endpoint_hour", "vpc_endpoint_gb", "backup_aurora_gb_month", "sqs_request")
+
+
+def test_quoted_entries_cite_the_public_copy_and_equal_its_figure(catalog):
+    """issue 19's prices are the 2026-10 offer files' figures, cited where they were read: a
+    repository, path and 40-hex commit, the row as found (naming the entry's usage type) and the
+    figure as quoted, which divided by its `per` is the stored price. Being as current as the
+    catalog they carry no `as_of`, so no estimate lists them as older prices."""
+    import re
+
+    quoted = {(region, key): entry for region, entries in catalog.regions.items()
+              for key, entry in entries.items() if "quoted_in" in entry}
+    assert {key for _, key in quoted} >= set(ISSUE19)
+    for (region, key), entry in quoted.items():
+        q = entry["quoted_in"]
+        assert q["repo"].count("/") == 1 and q["path"] and len(q["commit"]) == 40
+        assert int(q["commit"], 16) >= 0 and q["read"] >= entry["published"]
+        assert f"`{entry['usagetype']}`" in q["value"] and q["as_quoted"] in q["value"]
+        amount = float(re.match(r"^\$(\d+(?:\.\d+)?) per ", q["as_quoted"]).group(1))
+        assert entry["price"] == pytest.approx(amount / q["per"], rel=1e-12), key
+        assert entry["published"] == catalog.source["published"][entry["service"]]
+        assert entry["published"] in q["value"]
+        assert "as_of" not in entry and key not in catalog.price_dates(region)
+
+
+def test_prod_endpoint_line_is_endpoints_x_azs_x_hours_x_price(catalog, programs):
+    """Each interface endpoint bills one network interface per subnet (AZ) for every hour of
+    the month: prod's lines are az_count x 730 h x the catalog's eu-west-2 price, each."""
+    s = load_settings("prod", use_environ=False)
+    est = estimate_program(s, catalog, programs["prod"])
+    entry = catalog.regions[s.region]["vpc_endpoint_hour"]
+    lines = [i for r in est.resources for i in r.items if i.meter == "vpc_endpoint_hour"]
+    assert len(lines) == len(s.vpc.interface_endpoints) >= 1
+    for line in lines:
+        assert line.quantity == s.vpc.az_count * catalog.hours_per_month
+        assert line.unit_price == entry["price"] and entry["unit"] == "Hrs"
+        assert line.monthly_usd == pytest.approx(s.vpc.az_count * HOURS * entry["price"])
+        assert line.basis == f"{s.vpc.az_count} AZ x {HOURS} h a month"
+
+
+def _backup_stack(rule: dict, cluster_arn="arn:c", retention=14, selected="arn:c"):
+    plan = Resource("urn:p", "aws:backup/plan:Plan", "plan",
+                    {"id": "plan-id", "rules": [{"targetVaultName": "vault", **rule}]})
+    return [Resource("urn:v", "aws:backup/vault:Vault", "vault", {"name": "vault"}), plan,
+            Resource("urn:s", "aws:backup/selection:Selection", "sel",
+                     {"planId": "plan-id", "resources": [selected]}),
+            Resource("urn:c", "aws:rds/cluster:Cluster", "cluster",
+                     {"arn": cluster_arn, "backupRetentionPeriod": retention})]
+
+
+def _vault_line(resources, settings, catalog):
+    est = estimate(resources, settings, catalog)
+    vault = next(r for r in est.resources if r.type == "aws:backup/vault:Vault")
+    return est, vault.items[0]
+
+
+def test_backup_storage_is_the_snapshots_kept_past_the_cluster_retention(catalog):
+    """AWS Backup's Aurora snapshots are billed by RDS (Aurora backup storage) at full cluster
+    size once older than the cluster's retention: a daily rule kept 35 d over a 14-day cluster
+    bills 21 snapshots x usage.aurora_storage_gb; the file's own usage.backup_gb_stored, when
+    set, is taken instead."""
+    s = load_settings("prod", ["usage.aurora_storage_gb=500"], use_environ=False)
+    price = catalog.regions[s.region]["backup_aurora_gb_month"]["price"]
+    daily = {"ruleName": "daily", "schedule": "cron(0 3 * * ? *)",
+             "lifecycle": {"deleteAfter": 35}}
+    _, line = _vault_line(_backup_stack(daily), s, catalog)
+    assert line.quantity == (35 - 14) * 500
+    assert line.monthly_usd == pytest.approx(21 * 500 * price)
+    assert "21 past the cluster's 14-day retention" in line.basis
+    # kept no longer than the cluster keeps its own backups: nothing billed
+    _, line = _vault_line(_backup_stack(daily, retention=35), s, catalog)
+    assert line.quantity == 0 and line.monthly_usd == 0.0
+    stated = load_settings("prod", ["usage.backup_gb_stored=1234"], use_environ=False)
+    _, line = _vault_line(_backup_stack(daily), stated, catalog)
+    assert line.quantity == 1234 and "usage.backup_gb_stored" in line.basis
+    # the prod program itself: its plan, selection and cluster as declared
+    est = estimate_program(s, catalog)
+    vault = next(r for r in est.resources if r.type == "aws:backup/vault:Vault")
+    expected = (s.backup.retention_days - s.db.backup_retention_days) * 500
+    assert vault.items[0].quantity == expected and vault.monthly_usd == pytest.approx(
+        expected * price)
+    # the same resources as an engine's state records them (a plan's "before"): same figure
+    from tap_lib.cost import estimate_state
+    from tap_lib.engines.base import ResourceState
+
+    states = [ResourceState(r.urn, r.type, r.name, r.id or "", "created",
+                            {**r.inputs, **r.outputs}) for r in synthesize(s).registrations]
+    recorded = next(r for r in estimate_state(states, s, catalog).resources
+                    if r.type == "aws:backup/vault:Vault")
+    assert recorded.items[0].quantity == expected
+
+
+@pytest.mark.parametrize("rule, selected, why", [
+    ({"schedule": "cron(0 3 ? * MON *)", "lifecycle": {"deleteAfter": 35}}, "arn:c",
+     "not a daily cron"),
+    ({"schedule": "cron(0 3 * * ? *)", "lifecycle": {}}, "arn:c", "forever"),
+    ({"schedule": "cron(0 3 * * ? *)", "lifecycle": {"deleteAfter": 35},
+      "enableContinuousBackup": True}, "arn:c", "continuous"),
+    ({"schedule": "cron(0 3 * * ? *)", "lifecycle": {"deleteAfter": 35}}, "arn:other",
+     "no Aurora cluster found"),
+])
+def test_backup_storage_it_cannot_count_is_unknown_never_zero(catalog, rule, selected, why):
+    s = load_settings("prod", use_environ=False)
+    est, line = _vault_line(_backup_stack({"ruleName": "r", **rule}, selected=selected), s,
+                            catalog)
+    assert line.quantity is None and line.monthly_usd is None
+    assert any(u.startswith("vault backup_aurora_gb_month:") and why in u
+               for u in est.unknown), est.unknown
+    # the storage size unset: unknown too, naming the setting
+    unset = s.model_copy(update={"usage": type(s.usage)()})
+    daily = {"schedule": "cron(0 3 * * ? *)", "lifecycle": {"deleteAfter": 35}}
+    est, line = _vault_line(_backup_stack(daily), unset, catalog)
+    assert line.monthly_usd is None
+    assert any("usage.aurora_storage_gb is not set" in u for u in est.unknown)
+
+
+def test_issue19_prices_missing_from_the_catalog_stay_unknown(catalog, programs):
+    """Without their catalog entries the endpoint, backup and queue lines are unknown (named,
+    left out of the total), never $0, even with every usage figure stated."""
+    s = load_settings("prod", ["usage.vpc_endpoint_gb_per_month=10",
+                               "usage.sqs_requests_per_month=1000",
+                               "usage.backup_gb_stored=100"], use_environ=False)
+    bare = Catalog(catalog.currency, catalog.as_of, HOURS,
+                   {s.region: {k: v for k, v in catalog.regions[s.region].items()
+                               if k not in ISSUE19}}, {}, catalog.source)
+    est = estimate_program(s, bare, programs["prod"])
+    lines = [(r, i) for r in est.resources for i in r.items if i.meter in ISSUE19]
+    assert {i.meter for _, i in lines} == set(ISSUE19)
+    for r, i in lines:
+        assert i.quantity and i.unit_price is None and i.monthly_usd is None
+        assert r.monthly_usd is None and r.known_usd == 0.0
+        assert f"{r.name} {i.meter}: no {s.region} price" in "\n".join(est.unknown)
+    full = estimate_program(s, catalog, programs["prod"])
+    assert full.monthly_usd - est.monthly_usd == pytest.approx(
+        sum(i.quantity * catalog.regions[s.region][i.meter]["price"] for _, i in lines))

@@ -12,11 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from ..config import Settings
+from .backup import vault_snapshots
 from .catalog import Catalog, load_catalog
 
 DAYS_PER_MONTH = 365 / 12
 # Secrets Manager calls a rotation function once per step: create, set, test, finish.
 ROTATION_STEPS = 4
+# RDS keeps enhanced monitoring's RDSOSMetrics log group 30 days unless changed (RDS User Guide,
+# "Retention of Enhanced Monitoring metrics"); the program does not change it.
+RDS_OS_METRICS_DAYS = 30
 
 # Resource types that AWS does not bill by themselves (their traffic, if any, is billed on
 # another item: a flow log's data on its log group, a rotation's calls on its function).
@@ -250,11 +254,16 @@ def _instance(r: Resource, c: _Context) -> list[LineItem]:
                     f"{c.hours} h a month", cls=cls)]
     if r.props.get("monitoringInterval"):   # RDS.6: RDSOSMetrics into CloudWatch Logs
         monitored = [i for i in c.of(INSTANCE) if i.props.get("monitoringInterval")]
-        items.append(c.item("logs_ingest_gb", c.share("rds_monitoring_gb_per_month",
-                                                      len(monitored)), "GB",
-                            "usage.rds_monitoring_gb_per_month (enhanced monitoring's "
-                            "RDSOSMetrics), split over the monitored instances",
-                            usage_key="rds_monitoring_gb_per_month"))
+        gb = c.share("rds_monitoring_gb_per_month", len(monitored))
+        items += [c.item("logs_ingest_gb", gb, "GB",
+                         "usage.rds_monitoring_gb_per_month (enhanced monitoring's "
+                         "RDSOSMetrics), split over the monitored instances",
+                         usage_key="rds_monitoring_gb_per_month"),
+                  c.item("logs_storage_gb_month",
+                         None if gb is None else gb * RDS_OS_METRICS_DAYS / DAYS_PER_MONTH,
+                         "GB-month", f"{RDS_OS_METRICS_DAYS} days retained (RDSOSMetrics' "
+                         "default) of the GB ingested a month",
+                         usage_key="rds_monitoring_gb_per_month")]
     return items
 
 
@@ -272,9 +281,24 @@ def _endpoint(r: Resource, c: _Context) -> list[LineItem]:
 
 
 def _vault(r: Resource, c: _Context) -> list[LineItem]:
-    return [c.item("backup_aurora_gb_month", c.share("backup_gb_stored", len(c.of(VAULT))),
-                   "GB-month", "usage.backup_gb_stored (recovery points kept, incremental)",
-                   usage_key="backup_gb_stored")]
+    """Aurora backup storage the vault's recovery points are billed (cost/backup.py): the
+    operator's usage.backup_gb_stored when set (e.g. the TotalBackupStorageBilled metric once
+    deployed), else the snapshots the declared plan keeps past the cluster's retention, each
+    the size of usage.aurora_storage_gb."""
+    meter = "backup_aurora_gb_month"
+    if c.usage.backup_gb_stored is not None:
+        return [c.item(meter, c.share("backup_gb_stored", len(c.of(VAULT))), "GB-month",
+                       "usage.backup_gb_stored (Aurora backup storage billed)")]
+    snaps = vault_snapshots(r, c.of)
+    if snaps.billed is None:
+        return [LineItem(meter, None, "GB-month", c.catalog.price(c.region, meter), "",
+                         snaps.why)]
+    gb = c.usage.aurora_storage_gb
+    quantity = 0 if snaps.billed == 0 else None if gb is None else snaps.billed * gb
+    return [c.item(meter, quantity, "GB-month",
+                   f"{snaps.basis}; x usage.aurora_storage_gb, full size each (upper bound: "
+                   "the free allocation is left to automated backups)" if snaps.billed
+                   else snaps.basis, usage_key="aurora_storage_gb")]
 
 
 def _queue(r: Resource, c: _Context) -> list[LineItem]:

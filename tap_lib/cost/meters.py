@@ -94,8 +94,12 @@ METERS: dict[str, Meter] = {m.id: m for m in (
           "VPC interface endpoint, per endpoint network interface (AZ) per hour"),
     Meter("vpc_endpoint_gb", "AmazonVPC", "{p}VpcEndpoint-Bytes", "GB",
           "VPC interface endpoint data processed, per GB, first tier"),
-    Meter("backup_aurora_gb_month", "AWSBackup", "{p}WarmStorage-ByteHrs-Aurora", "GB-Mo",
-          "AWS Backup warm storage of Aurora recovery points, per GB-month"),
+    # Aurora is not a resource type under "full AWS Backup management": AWS Backup's Aurora
+    # recovery points are cluster snapshots, billed by RDS as Aurora backup storage (the
+    # AWSBackup offer has no warm-storage usage type for Aurora in a standard vault).
+    Meter("backup_aurora_gb_month", "AmazonRDS", "{p}Aurora:BackupUsage", "GB-Mo",
+          "Aurora backup storage beyond the free allocation (AWS Backup's Aurora recovery "
+          "points included), per GB-month"),
     Meter("sqs_request", "AWSQueueService", "{p}Requests-Tier1", "Requests",
           "SQS standard queue request, first tier"),
 )}
