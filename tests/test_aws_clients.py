@@ -465,6 +465,11 @@ MOTO_SEAMS = [
     ("moto.s3.models", "FakeBucket._log_permissions_enabled_policy"),
     ("moto.sts.models", "STSBackend.assume_role"),
     ("moto.backup.models", "BackupBackend.create_backup_plan"),
+    ("moto.server", "MotoRequestHandler"),
+    ("moto.backends", "list_of_moto_modules"),
+    ("moto.s3.models", "S3Backend.log_incoming_request"),
+    ("werkzeug.serving", "DechunkedInput"),
+    ("werkzeug.wsgi", "LimitedStream"),
 ]
 
 

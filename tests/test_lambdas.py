@@ -592,6 +592,49 @@ def test_payment_logs_into_an_object_lock_bucket(aws: str, pg_server: LocalPostg
     assert status == 200, body
 
 
+@pytest.mark.postgres
+def test_the_log_put_carries_its_checksum_and_does_not_wait_for_100_continue(
+        live_stack: Stack) -> None:
+    """A few hundred bytes: no `Expect: 100-continue` round trip, the same body and checksum."""
+    assert _invoke(_event("pay-head-0"))[0] == 200
+    sent: list[tuple[dict[str, Any], bytes]] = []
+
+    def capture(request: Any, **_: Any) -> None:
+        body = request.body
+        sent.append((dict(request.headers), body.getvalue() if hasattr(body, "getvalue")
+                     else bytes(body or b"")))
+
+    payment._clients["s3"].meta.events.register("before-send.s3.PutObject", capture)
+    status, body = _invoke(_event("pay-head-1"))
+    assert status == 200 and len(sent) == 1
+    headers, content = sent[0]
+    assert "Expect" not in headers
+    assert any(name.lower().startswith("x-amz-checksum-") for name in headers)
+    assert headers["If-None-Match"] == b"*"
+    assert json.loads(content) == {k: v for k, v in body.items()
+                                   if k not in {"duplicate", "log_object"}}
+
+
+@pytest.mark.postgres
+def test_the_insert_is_prepared_once_per_connection(live_stack: Stack,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    prepared: list[int] = []
+    prepare = pg8000.native.Connection.prepare
+    monkeypatch.setattr(pg8000.native.Connection, "prepare",
+                        lambda conn, sql: prepared.append(id(conn)) or prepare(conn, sql))
+    for i in range(5):
+        assert _invoke(_event(f"prep-{i}"))[0] == 200
+    assert len(prepared) == 1
+
+    live_stack.terminate_app_connections()  # the statement dies with its session
+    assert _invoke(_event("prep-after"))[0] == 200
+    assert _invoke(_event("prep-after-2"))[0] == 200
+    assert len(prepared) == 2 and prepared[0] != prepared[1]
+    assert _invoke(_event("prep-after"))[1]["duplicate"] is True  # same statement, a retry
+    assert [r[0] for r in _rows(live_stack)] == sorted(
+        [f"prep-{i}" for i in range(5)] + ["prep-after", "prep-after-2"])
+
+
 def _app_backends(stack: Stack) -> list[int]:
     """Backend pids of the payment function's sessions (pg_stat_activity)."""
     conn = stack.master_connection()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib
 
-PATCHES = ("s3_transport", "s3_logging", "ec2", "rds", "backup", "lambda_invoke",
+PATCHES = ("http_keepalive", "s3_transport", "s3_logging", "ec2", "rds", "backup", "lambda_invoke",
            "secrets_rotation")
 
 
