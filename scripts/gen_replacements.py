@@ -96,6 +96,10 @@ RESOURCES: dict[str, list[str]] = {
     "aws:backup/vault:Vault": ["internal/service/backup/vault.go"],
     "aws:backup/plan:Plan": ["internal/service/backup/plan.go"],
     "aws:backup/selection:Selection": ["internal/service/backup/selection.go"],
+    # S3 event notifications to EventBridge, AWS Backup's job report plan
+    "aws:s3/bucketNotification:BucketNotification":
+        ["internal/service/s3/bucket_notification.go"],
+    "aws:backup/reportPlan:ReportPlan": ["internal/service/backup/report_plan.go"],
 }
 
 # Provider attribute -> Pulumi property, where pulumi-aws renames it (resources.go of pulumi-aws).

@@ -58,8 +58,9 @@ class Artifact:
     reason: str
 
 
-def _db_security_group(finding: dict, stack: Stack) -> bool:
-    return any(g in _uid(finding) for g in stack.db_security_groups)
+def _db_or_endpoint_security_group(finding: dict, stack: Stack) -> bool:
+    groups = [*stack.db_security_groups, *stack.facts.get("endpoint_security_groups", [])]
+    return any(g in _uid(finding) for g in groups)
 
 
 def _any(finding: dict, stack: Stack) -> bool:
@@ -84,9 +85,10 @@ def _spread_cluster(finding: dict, stack: Stack) -> bool:
 # with the reason, and never counts as the stack's failure; an entry that matched nothing in a
 # run is said too (the emulator may have learnt it).
 EMULATOR_ARTIFACTS = (
-    Artifact("ec2_securitygroup_not_used", _db_security_group,
-             "moto creates no network interface for RDS instances, so the DB cluster's security "
-             "group looks unattached; on AWS the cluster's instances use it"),
+    Artifact("ec2_securitygroup_not_used", _db_or_endpoint_security_group,
+             "moto creates no network interface for RDS instances, and an interface endpoint's "
+             "without the endpoint's security groups, so the DB cluster's and the endpoints' "
+             "groups look unattached; on AWS the instances' and endpoints' interfaces carry them"),
     Artifact("secretsmanager_secret_unused", _any,
              "moto's ListSecrets never reports LastAccessedDate, so every secret reads 'never "
              "accessed'; tap verify and the Lambdas read them on every run"),
@@ -383,6 +385,9 @@ def stack_of(stack_name: str, outputs: dict[str, Any], endpoint: str, region: st
                          ["NetworkAcls"]}
         stack.tokens |= {r["RouteTableId"] for r in ec2.describe_route_tables(Filters=flt)
                          ["RouteTables"]}
+        stack.facts["endpoint_security_groups"] = sorted(
+            {g["GroupId"] for e in ec2.describe_vpc_endpoints(Filters=flt)["VpcEndpoints"]
+             if e.get("VpcEndpointType") == "Interface" for g in e.get("Groups", [])})
         for fl in client("ec2").describe_flow_logs(
                 Filters=[{"Name": "resource-id", "Values": [vpc]}])["FlowLogs"]:
             stack.tokens |= {v for v in (fl.get("LogGroupName"), fl.get("LogDestination"),

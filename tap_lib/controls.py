@@ -49,6 +49,26 @@ _TABLE = [
     ("RDS.6", "securityhub", "enhanced monitoring is configured for DB instances"),
     ("RDS.38", "securityhub", "RDS for PostgreSQL connections are encrypted in transit"),
     ("SQS.1", "securityhub", "SQS queues are encrypted at rest"),
+    # the storage side's remaining controls (preflight/rds_controls.py, storage_controls.py)
+    ("RDS.1", "securityhub", "RDS snapshots are private"),
+    ("RDS.3", "securityhub", "DB instances have encryption at rest enabled"),
+    ("RDS.4", "securityhub", "DB cluster snapshots and database snapshots are encrypted"),
+    ("RDS.5", "securityhub", "DB instances are configured with multiple Availability Zones"),
+    ("RDS.8", "securityhub", "DB instances have deletion protection enabled"),
+    ("RDS.13", "securityhub", "automatic minor version upgrades are enabled"),
+    ("RDS.16", "securityhub", "DB clusters copy tags to snapshots"),
+    ("RDS.18", "securityhub", "DB instances are deployed in a VPC"),
+    ("RDS.23", "securityhub", "DB instances do not use a database engine default port"),
+    ("RDS.24", "securityhub", "DB clusters use a custom administrator username"),
+    ("RDS.25", "securityhub", "DB instances use a custom administrator username"),
+    ("RDS.35", "securityhub", "Multi-AZ DB clusters upgrade minor versions automatically"),
+    ("RDS.39", "securityhub", "connections are encrypted in transit (Prowler judges it by "
+                              "rds_instance_transport_encrypted, as RDS.38)"),
+    ("S3.3", "securityhub", "buckets prohibit public write access"),
+    ("S3.6", "securityhub", "bucket policies restrict access to other AWS accounts"),
+    ("S3.7", "securityhub", "cross-account access (Prowler judges it by "
+                            "s3_bucket_cross_account_access, as S3.6)"),
+    ("S3.20", "securityhub", "versioned buckets have MFA delete enabled"),
     # Prowler check ids, where FSBP has no control
     # (Security Hub's RDS.26 leaves out cluster members, so the cluster's is Prowler's)
     ("rds_cluster_protected_by_backup_plan", "prowler",
@@ -64,6 +84,26 @@ _TABLE = [
      "log groups keep events at least 365 days"),
     ("iam_role_cross_service_confused_deputy_prevention", "prowler",
      "service roles' trust policies prevent the cross-service confused deputy"),
+    ("rds_cluster_non_default_port", "prowler", "DB clusters do not use the engine's default port"),
+    ("rds_instance_deprecated_engine_version", "prowler",
+     "DB instances run an engine version the region still offers"),
+    ("rds_instance_extended_support", "prowler", "DB instances are not enrolled in RDS Extended "
+                                                 "Support"),
+    ("rds_instance_certificate_expiration", "prowler",
+     "DB instances' CA certificates are valid for more than three months"),
+    ("s3_bucket_cross_region_replication", "prowler",
+     "buckets replicate to a bucket in another region"),
+    ("s3_bucket_default_encryption", "prowler", "buckets have default encryption"),
+    ("s3_bucket_event_notifications_enabled", "prowler", "buckets send event notifications"),
+    ("s3_bucket_public_access", "prowler", "buckets are not public (ACL or policy)"),
+    ("s3_bucket_public_list_acl", "prowler", "no ACL lets everyone list a bucket"),
+    ("secretsmanager_not_publicly_accessible", "prowler",
+     "no secret's resource policy allows everyone"),
+    ("secretsmanager_secret_unused", "prowler", "secrets were read within 90 days"),
+    ("sqs_queues_not_publicly_accessible", "prowler", "no queue policy allows everyone"),
+    ("backup_plans_exist", "prowler", "an AWS Backup plan exists"),
+    ("backup_vaults_exist", "prowler", "an AWS Backup vault exists"),
+    ("backup_reportplans_exist", "prowler", "an AWS Backup report plan exists"),
     # tap's own (no scanner id)
     ("tap:backup-plan-retention", "tap",
      "the AWS Backup plan runs daily and keeps recovery points as long as the file asks"),
@@ -73,6 +113,10 @@ _TABLE = [
      "the Lambdas reach S3 and Secrets Manager through VPC endpoints, not the NAT"),
 ]
 
+# the network, compute and identity controls (issue 19), one table in their own module
+from .controls_compute import TABLE as _COMPUTE  # noqa: E402
+
+_TABLE += _COMPUTE
 CONTROLS: dict[str, Control] = {i: Control(i, source, title) for i, source, title in _TABLE}
 
 SECRETS_MAX_ROTATION_DAYS = 90     # SecretsManager.4's default maxDaysSinceRotation

@@ -24,7 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import __version__, trail
+from . import trail
+from .version import __version__
 
 RUNS_DIR = ".tap-runs"          # beside the session notebooks: hidden from JupyterLab's browser
 MAX_ERROR_CHARS = 300

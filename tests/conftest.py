@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,32 @@ from tap_lib.localdb import free_port
 settings.register_profile("ci", derandomize=True, deadline=None)
 settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+def wait_for_ci_tool(name: str, timeout_s: float = 500.0) -> None:
+    """.ci/run builds the test-only tools (airflow, prowler, chromium) while the tests run and
+    names the folder where each build leaves NAME.ok or NAME.failed (TAP_CI_TOOLS): wait for
+    this one. A failed or overdue build fails the test with the build's log (500 s: below
+    pytest-timeout's 600 s per test, so the failure names the build). Outside .ci/run, nothing
+    to wait for."""
+    folder = os.environ.get("TAP_CI_TOOLS")
+    if not folder:
+        return
+    done, failed, log = (Path(folder) / f"{name}.{end}" for end in ("ok", "failed", "log"))
+    deadline = time.monotonic() + timeout_s
+    while not done.exists():
+        overdue = time.monotonic() > deadline
+        if failed.exists() or overdue:
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
+            pytest.fail(f"{name}: .ci/run's build " + ("failed" if failed.exists() else
+                        f"still running after {timeout_s:.0f} s") + f"; its log ends:\n{tail}")
+        time.sleep(1)
+
+
+@pytest.fixture(scope="session")
+def ci_tool():
+    """wait_for_ci_tool, for test modules (a conftest is not imported by name)."""
+    return wait_for_ci_tool
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,8 @@ VENV_PYTHON = project_dir() / ".venv-airflow" / "bin" / "python"
 
 
 @pytest.fixture(scope="module")
-def airflow_python() -> str:
+def airflow_python(ci_tool) -> str:
+    ci_tool("airflow")
     python = Path(os.environ.get("TAP_AIRFLOW_PYTHON") or VENV_PYTHON)
     if not python.exists():
         why = (f"no Airflow virtualenv at {python}: .ci/run creates it with "

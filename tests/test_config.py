@@ -720,12 +720,24 @@ def test_shipped_exceptions_are_owned_explained_and_prod_only_the_justified_ones
         assert all(e.owner and len(e.reason) >= 40 and not e.expired() for e in excs)
     # Issue 19: prod excepts exactly the two controls the access-log bucket cannot meet by
     # design, on that bucket alone: S3.9 (a log target does not log itself) and S3.17 (server
-    # access logs are delivered only to SSE-S3 targets, never SSE-KMS); and the resource policy
-    # of the master secret RDS owns, on the cluster alone.
+    # access logs are delivered only to SSE-S3 targets, never SSE-KMS); the resource policy
+    # of the master secret RDS owns, on the cluster alone; and four that cannot apply to a
+    # stack: the account's CloudTrail trail, MFA delete (root only), a second region's
+    # replica, the database port (a policy choice, not protection).
     prod = load_settings("prod", use_environ=False)
     excs = {e.control: e for e in prod.exceptions}
     master = "secretsmanager_has_restrictive_resource_policy"
-    assert sorted(excs) == ["S3.17", "S3.9", master] and len(prod.exceptions) == 3
+    trail = "awslambda_function_invoke_api_operations_cloudtrail_logging_enabled"
+    replica = "s3_bucket_cross_region_replication"
+    port = "rds_cluster_non_default_port"
+    assert sorted(excs) == sorted(["S3.17", "S3.9", master, trail, "S3.20", replica, "RDS.23",
+                                   port])
+    assert len(prod.exceptions) == len(excs)
+    assert all(e.owner and len(e.reason) >= 80 and not e.expired() for e in prod.exceptions)
+    assert all("deferred" not in e.reason for e in prod.exceptions)   # policy, never a to-do
+    assert excs[trail].resource == "all" and "account" in excs[trail].reason
+    assert "root" in excs["S3.20"].reason and "region" in excs[replica].reason
+    assert excs[port].resource == "aurora-cluster" and "RDS.23" in excs[port].reason
     assert excs[master].resource == "aurora-cluster" and "RDS" in excs[master].reason
     assert prod.exception_for(master, "db-app-credentials-prod") is None  # the app secret: none
     for e in (excs["S3.9"], excs["S3.17"]):

@@ -249,7 +249,8 @@ def inject(monkeypatch, n: int, mode: str, run: Callable[[], object]) -> tuple[s
 FULL = os.environ.get("TAP_FAULTS_FULL") == "1"
 # Fault points per scenario in a normal run (each costs a failing run, a recovery run and the
 # convergence checks: ~5-8 s on a loaded 2-core machine). TAP_FAULTS_FULL=1 injects at every N
-# in both modes (about 15 minutes).
+# in both modes: create and destroy alone make 40+ calls each, so 160+ points; opt-in, with no
+# per-test timeout (the README's scheduled command).
 BUDGET = {"update": 5, "delete": 4, "create": 6, "destroy": 5,
           "create-before-delete": 6, "delete-before-replace": 6}
 
@@ -328,21 +329,40 @@ def test_delete_fails_at_every_step(sandbox_home, monkeypatch, report):
         report[name] += 1
 
 
-def test_create_fails_at_every_step(sandbox_home, monkeypatch, report):
-    name = "create (fresh deploy)"
-    eng = _engine()
-    eng.destroy()
+def test_create_and_destroy_fail_at_every_step(sandbox_home, monkeypatch, report):
+    """A fresh deploy fails at its N-th call and the next deploy converges; the converged stack
+    is then what a destroy starts from: it fails at its M-th call and the next destroy leaves
+    nothing. One deploy and one destroy per pair of fault points (CI time); the points are
+    those of two separate scenarios."""
+    create, destroy = "create (fresh deploy)", "destroy"
+    _engine().destroy()
     calls = count_calls(monkeypatch, lambda: _engine().up())
     assert len(calls) >= 40
-    _engine().destroy()
-    for n, mode in points(len(calls), "create"):
-        failed = inject(monkeypatch, n, mode, lambda: _engine().up())
+    removals = count_calls(monkeypatch, lambda: _engine().destroy())
+    assert len(removals) >= 40 and {m for _, m in removals} == {"delete"}
+    assert_empty(_engine(), "destroy without faults")
+    ups, downs = points(len(calls), "create"), points(len(removals), "destroy")
+    for i in range(max(len(ups), len(downs))):
+        if i < len(ups):
+            n, mode = ups[i]
+            failed = inject(monkeypatch, n, mode, lambda: _engine().up())
+            context = f"{create}: {failed} failed at call {n} ({mode})"
+        else:
+            context = f"{create}: without faults"
         eng = _engine()
         eng.up()
-        assert_converged(eng, f"{name}: {failed} failed at call {n} ({mode})")
-        report[name] += 1
+        assert_converged(eng, context)
+        report[create] += i < len(ups)
+        if i < len(downs):
+            n, mode = downs[i]
+            failed = inject(monkeypatch, n, mode, lambda: _engine().destroy())
+            context = f"{destroy}: {failed} failed at call {n} ({mode})"
+        else:
+            context = f"{create}: destroy after call {ups[i][0]}"
+        eng = _engine()
         eng.destroy()
-        assert_empty(eng, f"{name}: destroy after call {n}")
+        assert_empty(eng, context)
+        report[destroy] += i < len(downs)
 
 
 def test_failed_deploy_outlives_none_of_its_calls(sandbox_home, monkeypatch):
@@ -375,18 +395,3 @@ def test_failed_deploy_outlives_none_of_its_calls(sandbox_home, monkeypatch):
     eng.up()
     assert_converged(eng, "after a failed create with a call in flight")
     eng.destroy()
-
-
-def test_destroy_fails_at_every_step(sandbox_home, monkeypatch, report):
-    name = "destroy"
-    _engine().up()
-    calls = count_calls(monkeypatch, lambda: _engine().destroy())
-    assert len(calls) >= 40 and {m for _, m in calls} == {"delete"}
-    assert_empty(_engine(), "destroy without faults")
-    for n, mode in points(len(calls), "destroy"):
-        _engine().up()
-        failed = inject(monkeypatch, n, mode, lambda: _engine().destroy())
-        eng = _engine()
-        eng.destroy()
-        assert_empty(eng, f"{name}: {failed} failed at call {n} ({mode})")
-        report[name] += 1

@@ -38,7 +38,8 @@ TOKEN = "tap-browser-test"
 
 
 @pytest.fixture(scope="module")
-def chromium() -> str:
+def chromium(ci_tool) -> str:
+    ci_tool("chromium", 200)  # within this module's 300 s timeout
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None:
         why = "no chromium on PATH: .ci/run installs it with `apt-get install -y chromium`"

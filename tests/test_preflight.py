@@ -190,7 +190,13 @@ def test_rule_fires_on_its_broken_variant(case: Case):
 def test_every_rule_has_a_broken_variant():
     project_rule = {"TAP002",  # needs a file: test_wrong_project_name_in_pulumi_yaml
                     "TAP190"}  # needs exceptions: test_policy_exception_* below
-    assert {c.rule for c in CASES} | project_rule == {r.id for r in RULES}
+    # The control tables' rules (issue 19) are broken in their own test modules
+    # (test_compute_controls.py, test_storage_controls.py): a weakened program per control, or,
+    # where the program cannot declare the broken thing (ACLs, replicas, snapshots), the
+    # judgement on hand-made resources.
+    tables = {r.id for r in RULES if r.check.__module__.rsplit(".", 1)[-1] in (
+        "compute_controls", "vpc_controls", "storage_controls", "rds_controls")}
+    assert {c.rule for c in CASES} | project_rule | tables == {r.id for r in RULES}
 
 
 def test_rules_are_registered_once_with_a_reason():
@@ -356,24 +362,28 @@ def test_staging_exceptions_cover_rds7_and_rds11():
     assert report.to_dict()["summary"]["excepted"] == report.excepted >= 2
 
 
-def test_prod_carries_only_the_access_log_exceptions_and_they_are_load_bearing():
-    """Issue 19: prod excepts S3.9 and S3.17 on the access-log bucket alone (a log target does
-    not log itself; access logs are delivered only to SSE-S3 targets), and the resource policy
-    of the master secret RDS owns (verify judges that secret; the plan does not declare it)."""
-    assert sorted((e.control, e.resource) for e in settings("prod").exceptions) == [
-        ("S3.17", "access-logs"), ("S3.9", "access-logs"),
-        ("secretsmanager_has_restrictive_resource_policy", "aurora-cluster")]
+def test_prod_carries_only_justified_exceptions_and_each_is_load_bearing():
+    """Issue 19: each prod exception excepts findings of its own control on the resources it
+    names (S3.9 and S3.17 on the access-log bucket alone), and without the exceptions the same
+    findings are errors: the exceptions are needed, not decoration. The master secret's policy
+    is judged by verify only (the program declares no policy on the secret RDS owns)."""
+    prod = settings("prod")
     report = preflight("prod")
-    assert report.warnings == 0, report.findings.to_string()
-    excepted = [(r["rule"].split()[0], r["resource"]) for r in
-                report.findings.to_dict("records") if r["severity"] == "excepted"]
-    assert sorted(excepted) == [("TAP114", "access-logs-prod"), ("TAP171", "access-logs-prod")]
-    assert report.excepted == 2 and report.ok
-    # without them the same two findings are errors: the exceptions are needed, not decoration
+    assert report.warnings == 0 and report.ok, report.findings.to_string()
+    excepted = [(r["rule"].split()[0], r["rule"].split()[1], r["resource"])
+                for r in report.findings.to_dict("records") if r["severity"] == "excepted"]
+    assert report.excepted == len(excepted) > 0
+    for rule, control, resource in excepted:
+        assert prod.exception_for(control, resource) is not None, (rule, control, resource)
+    assert {e.control for e in prod.exceptions} - {c for _, c, _ in excepted} == {
+        "secretsmanager_has_restrictive_resource_policy"}
+    pairs = {(rule, resource) for rule, _, resource in excepted}
+    assert {("TAP114", "access-logs-prod"), ("TAP171", "access-logs-prod")} <= pairs
+    assert not {("TAP114", "transaction-logs-prod"), ("TAP171", "transaction-logs-prod")} & pairs
     bare = run_preflight(with_exceptions("prod"))
-    fired(bare, "TAP114", "access-logs-prod")
-    fired(bare, "TAP171", "access-logs-prod")
-    assert bare.errors == 2 and bare.excepted == 0
+    for rule, _, resource in excepted:
+        fired(bare, rule, resource)
+    assert bare.errors == len(excepted) and bare.excepted == 0
 
 
 def test_an_expired_exception_is_an_error_and_excepts_nothing():

@@ -79,6 +79,8 @@ SECRET_POLICY = "aws:secretsmanager/secretPolicy:SecretPolicy"
 BACKUP_VAULT = "aws:backup/vault:Vault"
 BACKUP_PLAN = "aws:backup/plan:Plan"
 BACKUP_SELECTION = "aws:backup/selection:Selection"
+BUCKET_NOTIFICATION = "aws:s3/bucketNotification:BucketNotification"
+REPORT_PLAN = "aws:backup/reportPlan:ReportPlan"
 
 # The whole stack of DESIGN.md: every one of these must be in every environment's plan.
 EXPECTED_TYPES = (
@@ -88,7 +90,7 @@ EXPECTED_TYPES = (
     BUCKET_VERSIONING, BUCKET_SSE, BUCKET_PAB, BUCKET_POLICY, BUCKET_LIFECYCLE,
     BUCKET_OWNERSHIP, BUCKET_OBJECT_LOCK, BUCKET_LOGGING, DEFAULT_SG, DEFAULT_NACL, VPC_ENDPOINT,
     CLUSTER_PARAMS, ROLE_ATTACHMENT, QUEUE, SECRET_POLICY, BACKUP_VAULT, BACKUP_PLAN,
-    BACKUP_SELECTION,
+    BACKUP_SELECTION, BUCKET_NOTIFICATION, REPORT_PLAN,
 )
 
 # Outputs DESIGN.md ("Contracts other parts rely on") says the stack exports at least.
@@ -245,6 +247,8 @@ def test_whole_stack_is_in_the_plan(graph):
         # monitoring role: AmazonRDSEnhancedMonitoringRole; backup role: backup + restore
         ROLE_ATTACHMENT: 3,
         BACKUP_VAULT: 1, BACKUP_PLAN: 1, BACKUP_SELECTION: 1,
+        # both buckets send their events to EventBridge; one job report plan
+        BUCKET_NOTIFICATION: 2, REPORT_PLAN: 1,
     }
     counts = {t: len(graph.all(t)) for t in expected_counts}
     assert counts == expected_counts
@@ -614,6 +618,33 @@ def test_transaction_log_bucket_is_private_versioned_and_encrypted(graph):
     logs = [b for b in graph.all(BUCKET) if b is not bucket]
     assert [b.inputs["bucket"] for b in logs] == [graph.names.s3_access_log_bucket]
     assert of(BUCKET_LOGGING).inputs["targetBucket"] == logs[0].id
+
+
+def test_both_buckets_send_events_and_backup_jobs_are_reported_to_the_log_bucket(graph):
+    """s3_bucket_event_notifications_enabled and backup_reportplans_exist are met, not
+    excepted: each bucket's events go to EventBridge, and a job report plan named as verify
+    looks for it (hardening_storage.report_plan_name) writes to the access-log bucket, whose
+    policy lets AWS Backup's reports role put there, under the report prefix only."""
+    from tap_lib.ops.hardening_storage import report_plan_name
+    from tap_lib.program.storage import BACKUP_REPORT_PREFIX
+    for bucket in graph.all(BUCKET):
+        assert graph.of_bucket(BUCKET_NOTIFICATION, bucket).inputs["eventbridge"] is True
+    plan = graph.one(REPORT_PLAN)
+    assert plan.inputs["name"] == report_plan_name(graph.names.backup_plan)
+    assert plan.inputs["reportSetting"]["reportTemplate"] == "BACKUP_JOB_REPORT"
+    channel = plan.inputs["reportDeliveryChannel"]
+    assert channel["s3BucketName"] == graph.names.s3_access_log_bucket
+    assert channel["s3KeyPrefix"] == BACKUP_REPORT_PREFIX
+    logs = next(b for b in graph.all(BUCKET) if b is not graph.bucket())
+    policy = json.loads(graph.of_bucket(BUCKET_POLICY, logs).inputs["policy"])
+    grant = next(st for st in policy["Statement"] if st.get("Sid") == "BackupReportsDelivery")
+    assert grant["Principal"] == {"AWS": f"arn:aws:iam::{MOCK_ACCOUNT}:root"}
+    assert grant["Resource"].endswith(f"/{BACKUP_REPORT_PREFIX}/*")
+    assert grant["Condition"]["ArnLike"]["aws:PrincipalArn"].endswith(
+        "/reports.backup.amazonaws.com/AWSServiceRoleForBackupReports")
+    assert MOCK_ACCOUNT in grant["Condition"]["ArnLike"]["aws:PrincipalArn"]
+    assert graph.settings.exception_for("s3_bucket_event_notifications_enabled", "all") is None
+    assert graph.settings.exception_for("backup_reportplans_exist", "backup-plan") is None
 
 
 # -- outputs ------------------------------------------------------------------------------------

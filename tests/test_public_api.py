@@ -26,3 +26,22 @@ def test_exception_tree_and_exit_codes():
                              value=9, allowed="2-6")
     assert str(err) == "params/dev.yaml: field 'vpc.az_count': not allowed (got 9); allowed: 2-6"
     assert "urn:x" in str(errors.DuplicateUrnError("urn:x"))
+
+
+def test_the_stack_handle_is_public_and_loaded_on_first_use():
+    """`import tap_lib` (as `tap --version` does) loads no operation, pandas nor pulumi; the
+    handle's methods are the operations the notebooks and the CLI use."""
+    import subprocess
+    import sys
+
+    code = ("import sys, tap_lib; loaded = [m for m in ('tap_lib.ops.handle', 'pandas', "
+            "'pulumi') if m in sys.modules]; print(loaded); print(tap_lib.Stack.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    assert out[:2] == ["[]", "tap_lib.ops.handle"]
+    assert "Stack" in tap_lib.__all__
+    for method in ("open", "preview", "plan", "deploy", "refresh", "destroy", "outputs",
+                   "verify", "inspect", "repair"):
+        assert callable(getattr(tap_lib.Stack, method)), method
+    for name in ("NotDeployed", "ProtectedStack", "PlanRefused", "PreflightBlocked"):
+        assert issubclass(getattr(tap_lib, name), errors.TapError), name

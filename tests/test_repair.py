@@ -1,6 +1,7 @@
 """Repair converges drift: the five drifts verify detects (plus a password copied into a
 function's variables), injected behind tap's back, are gone after `tap run repair`, and the
-record shows each failed check before and after. Also `tap deploy --refresh`."""
+record shows each failed check before and after, on one engine (a repair once opened six).
+Also `tap deploy --refresh`."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,9 @@ import nbformat
 import pytest
 from fixtures_drift import inject_drift
 
+from tap_lib import Stack
 from tap_lib.engines.registry import open_engine
+from tap_lib.engines.sandbox.engine import SandboxEngine
 from tap_lib.ops.repair import repair
 from tap_lib.ops.stack import deploy, destroy, settings_for
 from tap_lib.ops.verify import verify
@@ -38,9 +41,25 @@ def failing(report) -> set[str]:
     return set(report.checks.query("status == 'fail'").id)
 
 
-def test_repair_converges_every_injected_drift(engine):
+@pytest.fixture
+def opened(monkeypatch) -> list[SandboxEngine]:
+    """Every engine constructed while the test runs (the sandbox target's)."""
+    engines: list[SandboxEngine] = []
+    original = SandboxEngine.__init__
+
+    def counting(self, *args, **kwargs):
+        engines.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SandboxEngine, "__init__", counting)
+    return engines
+
+
+def test_repair_converges_every_injected_drift(engine, opened):
     inject_drift(engine)
     result = repair(ENV, "sandbox")
+    # verify, refresh, preview, deploy, revoke, verify: one engine for all six steps
+    assert len(opened) == 1
     assert failing(result.before) == INJECTED
     assert {s.name: s.op for s in result.refreshed.changes} == {
         "transaction-logs-pab-dev": "delete", "db-app-credentials-rotation-dev": "delete",
@@ -56,6 +75,19 @@ def test_repair_converges_every_injected_drift(engine):
     assert not open_engine(settings_for(ENV), "sandbox").preview().changes
     again = repair(ENV, "sandbox")
     assert again.before.failed == 0 and not again.plan.changes and not again.revoked
+
+
+def test_the_stack_handle_repairs_on_its_one_engine(engine, opened):
+    """The public handle: repair, then verify and outputs, all on the engine it opened."""
+    inject_drift(engine)
+    stack = Stack.open(ENV, "sandbox")
+    assert opened == []                               # opened lazily, on first use
+    result = stack.repair()
+    assert failing(result.before) == INJECTED and result.converged
+    assert [r["what"] for r in result.revoked] == ["tcp 5432-5432 from 0.0.0.0/0"]
+    assert failing(stack.verify()) == set()
+    assert stack.outputs()["s3_bucket_name"] == engine.outputs()["s3_bucket_name"]
+    assert opened == [stack.engine]
 
 
 def test_deploy_refresh_repairs_what_a_plain_deploy_does_not(engine):

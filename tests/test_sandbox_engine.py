@@ -41,6 +41,19 @@ def count_writes(eng: SandboxEngine) -> list[str]:
     return writes
 
 
+def count_runs(mp: pytest.MonkeyPatch) -> list[bool]:
+    """Record every program run (its preview flag) from now on."""
+    from tap_lib.engines import synth
+    runs: list[bool] = []
+    real = synth._run
+
+    def counted(settings, resolver, preview, *rest):
+        runs.append(preview)
+        return real(settings, resolver, preview, *rest)
+    mp.setattr(synth, "_run", counted)
+    return runs
+
+
 def tagged(eng: SandboxEngine, describe: str, key: str) -> list[dict]:
     ec2 = eng.clients()("ec2")
     items = getattr(ec2, describe)(Filters=[{"Name": "tag-key", "Values": ["tap:urn"]}])[key]
@@ -87,9 +100,12 @@ def test_deploy_noop_update_destroy(sandbox_home):
     # a second deploy with unchanged configuration is all `same` and writes nothing
     again = engine("life")
     writes = count_writes(again)
-    noop = again.up()
+    with pytest.MonkeyPatch.context() as mp:
+        runs = count_runs(mp)
+        noop = again.up()
     assert set(s.op for s in noop.steps) == {"same"}
     assert writes == []
+    assert runs == [True]   # the preview pass under the lock showed nothing to apply
 
     # a changed setting shows as update, is applied, and is visible in the emulator
     changed = engine("life", "lambda.memory_mb=512", "lambda.log_retention_days=30")
@@ -98,7 +114,10 @@ def test_deploy_noop_update_destroy(sandbox_home):
     assert updates == {"payment-fn-life": ["memorySize"], "payment-logs-life": ["retentionInDays"],
                        "rotation-logs-life": ["retentionInDays"]}
     assert plan.summary["create"] == plan.summary["delete"] == plan.summary["replace"] == 0
-    changed.up()
+    with pytest.MonkeyPatch.context() as mp:
+        runs = count_runs(mp)
+        changed.up()
+    assert runs == [True, False]   # something to do: the preview pass, then the apply pass
     assert c("lambda").get_function_configuration(
         FunctionName=out["lambda_function_name"])["MemorySize"] == 512
     assert c("logs").describe_log_groups(logGroupNamePrefix="/aws/lambda/tapstack-payment-life")[

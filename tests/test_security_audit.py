@@ -49,7 +49,8 @@ def recorded(what: str):
 
 
 @pytest.fixture(scope="module")
-def prowler_python() -> Path:
+def prowler_python(ci_tool) -> Path:
+    ci_tool("prowler")
     python = Path(os.environ.get("TAP_PROWLER_PYTHON") or audit.PROWLER_PYTHON)
     if not python.exists():
         why = (f"no Prowler virtualenv at {python}: .ci/run creates it with `python3 -m venv "

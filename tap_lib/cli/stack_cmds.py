@@ -1,6 +1,7 @@
 """`tap config|preflight|preview|approve|deploy|destroy|refresh|outputs|verify|inspect`: the
-commands that read or change one stack. Each parses nothing itself: it calls one operation of
-tap_lib.ops and displays what it returns (imports on demand, so `tap --help` stays light)."""
+commands that read or change one stack. Each parses nothing itself: it opens the stack's handle
+(tap_lib.Stack), calls one of its operations and displays what it returns (imports on demand,
+so `tap --help` stays light)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,14 +11,19 @@ from ..terminal import emit_json, emit_table, plan_text
 from .common import command, progress_for
 
 
+def _stack(args):
+    """The handle on the stack the arguments name (--env, --target, --set)."""
+    from ..ops.handle import Stack
+
+    return Stack.open(args.env, args.target, args.set)
+
+
 @command("config")
 def cmd_config(args) -> int:
-    from ..engines.registry import check_target
     from ..ops.names import account_for, names_table
-    from ..ops.stack import settings_for
 
-    settings = settings_for(args.env, args.set)
-    target = check_target(args.target)
+    stack = _stack(args)
+    settings, target = stack.settings, stack.target
     names = settings.physical_names(account_for(target, settings.region))
     table = names_table(names)
     if args.json:
@@ -34,11 +40,10 @@ def cmd_config(args) -> int:
 
 @command("preflight")
 def cmd_preflight(args) -> int:
-    from ..engines.registry import check_target
     from ..ops.preflight import run_preflight
-    from ..ops.stack import settings_for
 
-    report = run_preflight(settings_for(args.env, args.set), target=check_target(args.target))
+    stack = _stack(args)
+    report = run_preflight(stack.settings, target=stack.target)
     if args.json:
         emit_json(report.to_dict())
     else:
@@ -49,24 +54,21 @@ def cmd_preflight(args) -> int:
 
 @command("preview")
 def cmd_preview(args) -> int:
-    from ..ops import stack
-
+    stack = _stack(args)
     if args.save_plan:
         from ..ops import plans
 
         # Where a target with plans of its own (Pulumi) keeps one; others write nothing there.
         artifact = Path(args.save_plan + ".target-plan.json")
-        reviewed = plans.make_plan(args.env, args.target, args.set, skip_rules=args.skip_rule,
-                                   reason=args.reason, artifact=artifact, destroy=args.destroy,
-                                   refresh=args.refresh)
+        reviewed = stack.plan(skip_rules=args.skip_rule, reason=args.reason, artifact=artifact,
+                              destroy=args.destroy, refresh=args.refresh)
         path = plans.save_plan(reviewed, args.save_plan)
         plan = reviewed.plan
     elif args.destroy or args.refresh:
         raise UsageError("--destroy and --refresh make a plan for review: give --save-plan "
                          "FILE")
     else:
-        plan = stack.preview(args.env, args.target, args.set, skip_rules=args.skip_rule,
-                             reason=args.reason)
+        plan = stack.preview(skip_rules=args.skip_rule, reason=args.reason)
     if args.json:
         emit_json({**plan.to_dict(), **({"plan_file": str(path), "plan_hash": reviewed.hash}
                                         if args.save_plan else {})})
@@ -98,22 +100,20 @@ def cmd_approve(args) -> int:
 @command("deploy")
 def cmd_deploy(args) -> int:
     from .. import cli  # its _interactive and _ask, looked up now (tests replace them)
-    from ..ops import stack
 
     skip = dict(skip_rules=args.skip_rule, reason=args.reason)
     if args.plan:
-        result = stack.deploy(args.env, args.target, args.set, progress=progress_for(args),
-                              yes=True, confirm=args.confirm, plan=args.plan, **skip)
+        result = _stack(args).deploy(progress=progress_for(args), confirm=args.confirm,
+                                     plan=args.plan, **skip)
         return _show_result(args, result)
     shown = None
+    if not args.yes and (args.json or not cli._interactive()):
+        raise UsageError("deploy needs --yes when not run interactively")
+    stack = _stack(args)
     if not args.yes:  # as `terraform apply`: refresh, show the plan, apply exactly it
-        if args.json or not cli._interactive():
-            raise UsageError("deploy needs --yes when not run interactively")
-        from ..ops import plans
-
         if args.refresh:
-            stack.refresh(args.env, args.target, args.set, confirm=args.confirm)
-        shown = plans.make_plan(args.env, args.target, args.set, **skip)
+            stack.refresh(confirm=args.confirm)
+        shown = stack.plan(**skip)
         shown.source = "the plan shown"
         plan_text(shown.plan)
         if not shown.plan.changes:
@@ -122,9 +122,9 @@ def cmd_deploy(args) -> int:
         if not cli._ask(f"apply these changes to {shown.stack}? [y/N] "):
             print("cancelled; nothing changed")
             return 0
-    result = stack.deploy(args.env, args.target, args.set, progress=progress_for(args),
-                          yes=True, confirm=args.confirm, refresh=args.refresh and shown is None,
-                          plan=shown, **({} if shown else skip))
+    result = stack.deploy(progress=progress_for(args), confirm=args.confirm,
+                          refresh=args.refresh and shown is None, plan=shown,
+                          **({} if shown else skip))
     return _show_result(args, result)
 
 
@@ -141,29 +141,23 @@ def _show_result(args, result) -> int:
 
 @command("destroy")
 def cmd_destroy(args) -> int:
-    from ..ops import stack
-
-    result = stack.destroy(args.env, args.target, args.set, yes=args.yes, confirm=args.confirm,
-                           progress=progress_for(args), plan=args.plan)
+    result = _stack(args).destroy(yes=args.yes, confirm=args.confirm,
+                                  progress=progress_for(args), plan=args.plan)
     emit_json(result.to_dict()) if args.json else plan_text(result)
     return 0
 
 
 @command("refresh")
 def cmd_refresh(args) -> int:
-    from ..ops import stack
-
-    result = stack.refresh(args.env, args.target, args.set, progress=progress_for(args),
-                           confirm=args.confirm, plan=args.plan)
+    result = _stack(args).refresh(progress=progress_for(args), confirm=args.confirm,
+                                  plan=args.plan)
     emit_json(result.to_dict()) if args.json else plan_text(result)
     return 0
 
 
 @command("outputs")
 def cmd_outputs(args) -> int:
-    from ..ops import stack
-
-    out = stack.outputs(args.env, args.target, args.set)
+    out = _stack(args).outputs()
     if args.json:
         emit_json(out)
     else:
@@ -174,9 +168,7 @@ def cmd_outputs(args) -> int:
 
 @command("verify")
 def cmd_verify(args) -> int:
-    from ..ops.verify import verify
-
-    report = verify(args.env, args.target, args.set)
+    report = _stack(args).verify()
     if args.json:
         emit_json(report.to_dict())
     else:
@@ -197,9 +189,7 @@ def cmd_verify(args) -> int:
 
 @command("inspect")
 def cmd_inspect(args) -> int:
-    from ..ops.inspect import inspect_stack
-
-    result = inspect_stack(args.env, args.target, args.set)
+    result = _stack(args).inspect()
     if args.json:
         emit_json(result.to_dict())
     else:

@@ -35,6 +35,8 @@ FREE_TYPES = frozenset({
     "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
     "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
     "aws:s3/bucketPolicy:BucketPolicy",
+    # EventBridge delivery of S3 events and AWS Backup report plans carry no charge of their own
+    "aws:s3/bucketNotification:BucketNotification", "aws:backup/reportPlan:ReportPlan",
     "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration",
     "aws:lambda/permission:Permission", "aws:secretsmanager/secretVersion:SecretVersion",
     "aws:secretsmanager/secretRotation:SecretRotation",

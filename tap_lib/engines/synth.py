@@ -7,6 +7,10 @@ freshly created values for the sandbox engine.
 
 The mock runtime keeps global state, so runs are serialized and each runs on a fresh thread with
 its own event loop (notebook kernels already run a loop on the main thread).
+
+One command synthesizes once: preflight publishes its run (`share`), and the sandbox engine's
+preview takes it (`take_shared`) and replays it through its own resolver (`replays`), using it
+only when every answer its resolver gives is the one the run was given.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from typing import Any, Callable, Protocol
 import pulumi
 from google.protobuf import json_format
 from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import resource as pulumi_resource
 from pulumi.runtime import rpc
 from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.stack import run_pulumi_func
@@ -33,6 +38,10 @@ from ..project import project_name
 
 MOCK_ACCOUNT = "123456789012"
 _RUN_LOCK = threading.Lock()
+# Set on the threads that run a synthesis (the run, and the executor threads registering for it).
+_IN_SYNTHESIS = threading.local()
+# How long a published synthesis may wait for the engine of the same command (seconds).
+SHARE_TTL_S = 120.0
 
 
 @dataclass
@@ -76,6 +85,8 @@ class Synthesis:
     duplicates: list[str]
     error: BaseException | None
     duration_s: float
+    # (token, args, answer) of every invoke, in order: a replay checks these answers too.
+    invokes: list[tuple[str, dict, dict]] = field(default_factory=list)
 
     def of_type(self, type_: str) -> list[Registration]:
         return [r for r in self.registrations if r.type == type_]
@@ -98,6 +109,8 @@ class PlaceholderResolver:
         self.region, self.account = region, account
 
     def resource(self, reg: Registration) -> tuple[str, dict]:
+        if reg.is_provider:  # as the sandbox resolver answers it, so a replay can match
+            return provider_id(reg), dict(reg.inputs)
         return placeholder_id(reg), placeholder_outputs(reg, self.region, self.account)
 
     def invoke(self, token: str, args: dict) -> dict:
@@ -109,6 +122,10 @@ class PlaceholderResolver:
 
 def placeholder_id(reg: Registration) -> str:
     return f"{reg.name}-id"
+
+
+def provider_id(reg: Registration) -> str:
+    return f"{reg.name}-provider"
 
 
 def placeholder_outputs(reg: Registration, region: str, account: str) -> dict:
@@ -142,7 +159,10 @@ class _Mocks(pulumi_mocks.Mocks):
         return reg.id, reg.outputs
 
     def call(self, args: pulumi_mocks.MockCallArgs):
-        return self.resolver.invoke(args.token, args.args)
+        answer = self.resolver.invoke(args.token, args.args)
+        with self.recorder._lock:
+            self.recorder.invokes.append((args.token, args.args, answer))
+        return answer
 
 
 def options_set(request: Any) -> list[str]:
@@ -187,6 +207,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
         self.registrations: list[Registration] = []
         self.pending: dict[tuple[str, str], Registration] = {}
         self.duplicates: list[str] = []
+        self.invokes: list[tuple[str, dict, dict]] = []
         self._lock = threading.Lock()
         self._seen: set[str] = set()
 
@@ -243,6 +264,7 @@ def synthesize(settings: Settings, resolver: Resolver | None = None, *, preview:
 
 
 def _run(settings, resolver, preview, program, stack) -> Synthesis:
+    _IN_SYNTHESIS.active = True
     loop = asyncio.new_event_loop()
     loop.set_exception_handler(_quiet_unretrieved)
     asyncio.set_event_loop(loop)
@@ -252,6 +274,7 @@ def _run(settings, resolver, preview, program, stack) -> Synthesis:
     thread_loops: list[asyncio.AbstractEventLoop] = []
 
     def own_loop() -> None:
+        _IN_SYNTHESIS.active = True
         thread_loop = asyncio.new_event_loop()
         asyncio.set_event_loop(thread_loop)
         thread_loops.append(thread_loop)
@@ -311,7 +334,85 @@ def _run_in_loop(settings, resolver, preview, program, stack) -> Synthesis:
     messages += [f"pulumi warning: {m}" for m in collector.messages]
     return Synthesis(stack=stack, registrations=monitor.registrations, outputs=outputs,
                      warnings=messages, duplicates=list(monitor.duplicates), error=error,
-                     duration_s=time.perf_counter() - start)
+                     duration_s=time.perf_counter() - start, invokes=list(monitor.invokes))
+
+
+_EMPTY_TRACE = pulumi_resource.source_pb2.StackTrace()
+_sdk_stack_trace = pulumi_resource._get_stack_trace
+
+
+def _stack_trace() -> Any:
+    """Pulumi walks and encodes the Python stack of every resource it registers, for the
+    engine's source positions. The mock monitor drops them; in a synthesis that walk was a
+    fifth of the run. Elsewhere (the Pulumi CLI's own runs) the SDK's walk is kept."""
+    if getattr(_IN_SYNTHESIS, "active", False):
+        return _EMPTY_TRACE
+    return _sdk_stack_trace()
+
+
+pulumi_resource._get_stack_trace = _stack_trace
+
+
+# -- one synthesis per command ---------------------------------------------------------------
+_shared: tuple[tuple, Synthesis, float] | None = None
+_shared_lock = threading.Lock()
+
+
+def share_key(settings: Settings, program: Callable[[Settings], Any] | None,
+              resolver: PlaceholderResolver, preview: bool = True) -> tuple:
+    """Everything a placeholder synthesis depends on: every setting (and the file they came
+    from), the program function itself, the project and stack names, what the resolver answers
+    with (region, account) and the preview flag. The program reads nothing else: its lambda
+    archives are file paths, hashed by whoever compares them, not by the program."""
+    if program is None:
+        from ..program.entry import define_stack
+        program = define_stack
+    return (type(settings), settings.model_dump_json(), settings.source, program,
+            project_name(), settings.stack_name, type(resolver), resolver.region,
+            resolver.account, preview)
+
+
+def share(synthesis: Synthesis, key: tuple) -> None:
+    """Offer a fresh, complete placeholder synthesis to the rest of this command (the sandbox
+    engine's preview). One slot: the newest offer replaces any older one."""
+    global _shared
+    if synthesis.error is not None or synthesis.duplicates:
+        return
+    with _shared_lock:
+        _shared = (key, synthesis, time.monotonic())
+
+
+def take_shared(key: tuple) -> Synthesis | None:
+    """The offered synthesis if it was made from exactly `key` within SHARE_TTL_S; the slot is
+    emptied either way, so an offer serves at most one consumer."""
+    global _shared
+    with _shared_lock:
+        offer, _shared = _shared, None
+    if offer is None or offer[0] != key or time.monotonic() - offer[2] > SHARE_TTL_S:
+        return None
+    return offer[1]
+
+
+def forget_shared() -> None:
+    global _shared
+    with _shared_lock:
+        _shared = None
+
+
+def replays(synthesis: Synthesis, resolver: Resolver) -> bool:
+    """Whether `resolver` gives every answer the run that made `synthesis` was given: then
+    running the program against it would register exactly these resources with exactly these
+    inputs (the program sees nothing but its settings and these answers), and the resolver has
+    now seen every registration, as in that run. Stops at the first answer that differs."""
+    for token, args, answer in synthesis.invokes:
+        if resolver.invoke(token, args) != answer:
+            return False
+    for reg in synthesis.registrations:
+        if not reg.custom:
+            continue  # components are not answered by the resolver
+        if tuple(resolver.resource(reg)) != (reg.id, reg.outputs):
+            return False
+    return True
 
 
 def _import_time_notice(w: warnings.WarningMessage) -> bool:

@@ -93,6 +93,7 @@ class BucketFacts:
     ownership: str | None = None          # S3.12: BucketOwnerEnforced
     object_lock: dict | None = None       # S3.15
     logging: dict | None = None           # S3.9: where its server access logs go
+    mfa_delete: str | None = None         # S3.20, read with versioning (hardening_storage)
 
 
 @dataclass
@@ -120,6 +121,7 @@ class Facts:
     network_acls: list[dict] = field(default_factory=list)
     endpoints: list[dict] = field(default_factory=list)          # VPC endpoints, not deleted
     data: Any = None    # hardening_data.DataFacts: read by name, so with the stack's settings
+    compute: Any = None  # hardening_compute.ComputeFacts, set by verify.judge
 
 
 def digest(value: str) -> str:
@@ -362,8 +364,8 @@ def _flow_log_group(flow_log: dict) -> str | None:
 
 def _fetch_bucket(s3: Any, bucket: str, b: BucketFacts) -> BucketFacts:
     """Both buckets' configuration (the transaction logs and their access-log target)."""
-    b.versioning = (_optional(s3.get_bucket_versioning, Bucket=bucket) or {}).get(
-        "Status", "Disabled")
+    versioning = _optional(s3.get_bucket_versioning, Bucket=bucket) or {}
+    b.versioning, b.mfa_delete = versioning.get("Status", "Disabled"), versioning.get("MFADelete")
     b.encryption = ((_optional(s3.get_bucket_encryption, Bucket=bucket) or {})
                     .get("ServerSideEncryptionConfiguration", {}).get("Rules"))
     b.public_access_block = (_optional(s3.get_public_access_block, Bucket=bucket) or {}).get(

@@ -50,6 +50,7 @@ class DataFacts:
     master_secret_policy: Any = None    # the RDS-managed master secret's, or None (none set)
     on_sandbox: bool = False
     managed_policy_absent: bool = False    # the sandbox has not loaded AWS's managed policy
+    storage: Any = None    # hardening_storage.StorageFacts (verify.judge reads it after these)
 
 
 def read(clients: Callable[[str], Any], d: Declared, facts: Facts, target: str) -> DataFacts:

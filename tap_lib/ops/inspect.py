@@ -22,10 +22,9 @@ import pandas as pd
 from ..aws import ip_permission
 from ..engines.base import Engine, ResourceState
 from ..engines.drift import compare
-from ..engines.registry import open_engine
 from .audit import picture_path
 from .facts import PASSWORD_KEY, Facts, collect_facts, digest
-from .stack import settings_for
+from .gating import engine_for
 from .verify import world_ingress
 
 VPC = "aws:ec2/vpc:Vpc"
@@ -351,10 +350,11 @@ def draw_topology(topo: Topology, png: Path) -> Path:
 
 
 # -- the operation -----------------------------------------------------------------------------
-def inspect_stack(env: str, target: str | None = None, overrides=()) -> Inspection:
-    """Outputs, inventory, drift, history and topology of one environment; read-only."""
-    settings = settings_for(env, overrides)
-    engine = open_engine(settings, target, tuple(overrides))
+def inspect_stack(env: str, target: str | None = None, overrides=(), *,
+                  engine: Engine | None = None) -> Inspection:
+    """Outputs, inventory, drift, history and topology of one environment; read-only.
+    `engine`: one already open on the stack (a `Stack` handle's), else one is opened."""
+    engine = engine_for(env, target, overrides, engine)
     outputs, state = engine.outputs(), _State(engine.resources())
     result = Inspection(engine.stack, engine.name, outputs, inventory_frame(state.resources),
                         pd.DataFrame(columns=DRIFT_COLUMNS), history_frame(engine))

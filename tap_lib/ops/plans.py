@@ -30,7 +30,7 @@ from ..authority import Authorization, approval_message, digest, plan_message  #
 from ..engines.base import Engine, Plan
 from ..engines.registry import check_target, open_engine
 from ..errors import PlanRefused, SignatureRefused, TapError
-from . import stack as stack_ops
+from .gating import preview, settings_for, skip_map
 
 KIND, VERSION = "tap-plan", 2
 PLAN_MIME = "application/vnd.tap.plan+json"   # how a preview notebook's record carries its plan
@@ -80,20 +80,23 @@ def state_fingerprint(engine: Engine) -> str:
 # -- making and reading plans -------------------------------------------------------------------
 def make_plan(env: str, target: str | None = None, overrides=(), *, skip_rules=(),
               reason: str | None = None, artifact: Path | None = None,
-              destroy: bool = False, refresh: bool = False) -> ReviewedPlan:
+              destroy: bool = False, refresh: bool = False, engine: Engine | None = None
+              ) -> ReviewedPlan:
     """Preview (gated by preflight) and capture everything the plan depends on; signed by its
-    author when TAP_SIGNING_KEY is set (a protected stack deploys only signed plans)."""
+    author when TAP_SIGNING_KEY is set (a protected stack deploys only signed plans). `engine`:
+    one already open on the stack (a `Stack` handle's), else one is opened."""
     target = check_target(target)
-    settings = stack_ops.settings_for(env, overrides)
-    engine = open_engine(settings, target, tuple(overrides))
+    settings = engine.settings if engine is not None else settings_for(env, overrides)
+    if engine is None:
+        engine = open_engine(settings, target, tuple(overrides))
     fingerprint = state_fingerprint(engine)
     if destroy:
         plan = engine.preview_destroy()
     elif refresh:  # reads every resource into the state; changes none: no steps to review
         plan = Plan(engine.stack, target, [], operation="refresh")
     else:
-        plan = stack_ops.preview(env, target, overrides, skip_rules=skip_rules, reason=reason,
-                                 artifact=artifact)
+        plan = preview(env, target, overrides, skip_rules=skip_rules, reason=reason,
+                       artifact=artifact, engine=engine)
     commit, dirty = trail.git_state()
     operation = "destroy" if destroy else "refresh" if refresh else "deploy"
     body = {"kind": KIND, "version": VERSION, "operation": operation,
@@ -102,7 +105,7 @@ def make_plan(env: str, target: str | None = None, overrides=(), *, skip_rules=(
             "settings": settings.public_dict(), "commit": commit, "dirty": dirty,
             "state": fingerprint, "author": trail.current_operator(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "created_epoch": time.time(), "skipped_rules": dict(stack_ops.skip_map(
+            "created_epoch": time.time(), "skipped_rules": dict(skip_map(
                 skip_rules, reason)), "summary": plan.summary, "cost": plan.cost,
             "steps": [s.to_dict() for s in plan.steps], "artifact": plan.artifact}
     if plan.artifact:

@@ -1,9 +1,11 @@
 """Repair: converge a drifted stack back to its environment file, showing before and after.
 
 verify (before) -> refresh (state learns what is live) -> preview (the repair plan) -> deploy ->
-revoke ingress nobody declared -> verify (after). A rule added to a stack's security group
-behind tap's back belongs to no resource of the program, so no engine's refresh or deploy
-removes it (Pulumi would not either): repair revokes it explicitly and lists what it revoked.
+revoke ingress nobody declared -> verify (after), all on one engine (each step once opened its
+own: six per repair); each step's own guards (preflight, origin, locks, the trail) still run.
+A rule added to a stack's security group behind tap's back belongs to no resource of the
+program, so no engine's refresh or deploy removes it (Pulumi would not either): repair revokes
+it explicitly and lists what it revoked.
 """
 from __future__ import annotations
 
@@ -13,9 +15,9 @@ from typing import Any
 import pandas as pd
 
 from ..engines.base import Engine, Plan, ProgressCallback, Result
-from ..engines.registry import open_engine
 from ..errors import ProtectedStack
 from . import stack as stack_ops
+from .gating import engine_for
 from .verify import VerifyReport, verify
 
 SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
@@ -75,27 +77,28 @@ def undeclared_ingress(engine: Engine) -> list[dict[str, str]]:
 
 def repair(env: str, target: str | None = None, overrides=(), *,
            progress: ProgressCallback | None = None, yes: bool = False,
-           confirm: str | None = None) -> RepairResult:
+           confirm: str | None = None, engine: Engine | None = None) -> RepairResult:
     """Converge every drift verify finds. A protected stack is refused before anything runs:
-    its changes (revoking rules included) go only through an approved plan."""
-    settings = stack_ops.settings_for(env, overrides)
-    engine = open_engine(settings, target, tuple(overrides))
+    its changes (revoking rules included) go only through an approved plan. `engine`: one
+    already open on the stack (a `Stack` handle's), else one is opened; every step uses it."""
+    engine = engine_for(env, target, overrides, engine)
     if engine.is_protected():
         raise ProtectedStack(
             engine.stack, "repair changes it outside a reviewed plan (deploy, rule revokes)",
             confirm, hint=f"tap refresh --env {env}; tap preview --env {env} --save-plan FILE; "
                           "a second principal: tap approve FILE; tap deploy --env "
                           f"{env} --plan FILE")
-    before = verify(env, target, overrides)
+    before = verify(env, target, overrides, engine=engine)
     refreshed = engine.refresh(confirm=confirm)
-    plan = stack_ops.preview(env, target, overrides)
+    plan = stack_ops.preview(env, target, overrides, engine=engine)
     applied = None
     if plan.changes:
-        applied = stack_ops.deploy(env, target, overrides, progress, yes=yes, confirm=confirm)
-    revoked = undeclared_ingress(open_engine(settings, target, tuple(overrides)))
+        applied = stack_ops.deploy(env, target, overrides, progress, yes=yes, confirm=confirm,
+                                   engine=engine)
+    revoked = undeclared_ingress(engine)
     ec2 = engine.clients()("ec2")
     for rule in revoked:
         ec2.revoke_security_group_ingress(GroupId=rule["group"],
                                           SecurityGroupRuleIds=[rule["rule"]])
-    after = verify(env, target, overrides)
+    after = verify(env, target, overrides, engine=engine)
     return RepairResult(engine.stack, before, refreshed, plan, applied, revoked, after)

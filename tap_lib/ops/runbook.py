@@ -36,7 +36,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from .. import __version__, trail
+from .. import trail
+from ..version import __version__
 from ..config import SECRET_NAME, label, shorten, shown
 from ..engines.registry import check_target
 from ..errors import ConfigError, RecordsUnwritable, UsageError

@@ -18,16 +18,15 @@ import pandas as pd
 from ..config import Settings
 from ..engines.base import Engine
 from ..controls import MIN_BACKUP_DAYS
-from ..engines.registry import open_engine
 from ..errors import NotDeployed
-from . import hardening_data, smoke
+from . import hardening_compute, hardening_data, hardening_storage, smoke
 from .checks import MISSING, Check, Declared, apply_exception, check, text  # noqa: F401
 from .facts import (PASSWORD_KEY, CallCounter, Clients, Facts, Reading, digest, read_facts,
                     tags_of)
 from .hardening_network import network_hardening_checks
 from .hardening import (database_hardening_checks, function_key_checks, log_group_checks,
                         role_trust_checks, secret_checks)
-from .stack import settings_for
+from .gating import engine_for
 
 COLUMNS = ["id", "control", "resource", "expected", "actual", "status"]
 REQUIRED_TAGS = ("Project", "Environment", "Stack", "ManagedBy")
@@ -303,7 +302,8 @@ CHECKS: tuple[Callable[[Declared, Facts], list[Check]], ...] = (
     network_checks, nat_checks, security_group_checks, database_checks, secret_checks,
     function_checks, bucket_checks, tag_checks, database_hardening_checks, log_group_checks,
     function_key_checks, role_trust_checks, network_hardening_checks,
-    hardening_data.data_hardening_checks)
+    hardening_data.data_hardening_checks, hardening_compute.compute_hardening_checks,
+    hardening_storage.storage_checks)
 
 
 def run_checks(declared: Declared, facts: Facts) -> pd.DataFrame:
@@ -335,22 +335,25 @@ class Subject:
 
 
 def subject(env: str, target: str | None = None, overrides=(), *,
-            clients: Clients | None = None) -> Subject:
-    """The stack to verify. `clients`: clients on its target and region that its engine then
-    uses for everything (a fleet's shared set: one per region, not one per stack, whose
-    making on the sandbox means a locked check that the emulator runs)."""
-    settings = settings_for(env, overrides)
-    engine = open_engine(settings, target, tuple(overrides))
-    if clients is not None:
-        engine.clients = lambda: clients   # type: ignore[method-assign]
-    return Subject(env, settings, engine, deployed_outputs(engine, env))
+            clients: Clients | None = None, engine: Engine | None = None) -> Subject:
+    """The stack to verify. `clients`: clients on its target and region that the engine it
+    opens then uses for everything (a fleet's shared set: one per region, not one per stack,
+    whose making on the sandbox means a locked check that the emulator runs). `engine`: one
+    already open on the stack (a `Stack` handle's), used as it is."""
+    if engine is None:
+        engine = engine_for(env, target, overrides)
+        if clients is not None:
+            engine.clients = lambda: clients   # type: ignore[method-assign]
+    return Subject(env, engine.settings, engine, deployed_outputs(engine, env))
 
 
 def verify(env: str, target: str | None = None, overrides=(), *,
-           live: bool = True, clients: Clients | None = None) -> VerifyReport:
+           live: bool = True, clients: Clients | None = None,
+           engine: Engine | None = None) -> VerifyReport:
     """Check the live stack against its environment file; read-only. `clients`: clients on
-    the stack's target and region to use instead of the engine's own (a fleet shares them)."""
-    stack = subject(env, target, overrides)
+    the stack's target and region to use instead of the engine's own (a fleet shares them).
+    `engine`: one already open on the stack (a `Stack` handle's), else one is opened."""
+    stack = subject(env, target, overrides, engine=engine)
     clients = clients or stack.engine.clients()
     reading = read_facts(clients, {0: stack.outputs})[0]
     if isinstance(reading, Exception):
@@ -369,6 +372,10 @@ def judge(stack: Subject, reading: Reading, clients: Clients, *, live: bool = Tr
     owner = object()
     with CallCounter(clients) as counter, counter.owner(owner):
         reading.facts.data = hardening_data.read(counter, declared, reading.facts, engine.name)
+        reading.facts.data.storage = hardening_storage.read(counter, declared, reading.facts,
+                                                            reading.facts.data.on_sandbox)
+        # Facts has no field for these (facts.py): the family reads it back by this name
+        reading.facts.compute = hardening_compute.read(counter, declared, reading.facts)
     data_calls = counter.by_owner.get(owner, [])
     checks = run_checks(declared, reading.facts)
     gaps = hardening_data.gap_note(checks)

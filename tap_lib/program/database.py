@@ -16,6 +16,7 @@ from .network import Network
 from .policies import assume_role_policy
 
 MASTER_USERNAME = "tapadmin"
+NO_EXTENDED_SUPPORT = "open-source-rds-extended-support-disabled"
 ENGINE = "aurora-postgresql"
 # AWS's managed policy for the enhanced monitoring agent (RDS.6): it writes RDSOSMetrics.
 MONITORING_POLICY_ARN = "arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"
@@ -82,6 +83,9 @@ def build_database(s: Settings, names: PhysicalNames, net: Network, kms_key: aws
         cluster_identifier=names.rds_cluster,
         engine=ENGINE,
         engine_version=s.db.engine_version,
+        # rds_instance_extended_support: RDS enrols a cluster created without a choice in paid
+        # Extended Support once its major leaves standard support; the stack upgrades instead
+        engine_lifecycle_support=NO_EXTENDED_SUPPORT,
         database_name=s.db.database_name,
         port=s.db.port,
         master_username=MASTER_USERNAME,

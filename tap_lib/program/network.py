@@ -10,7 +10,7 @@ import pulumi_aws as aws
 
 from ..config import Settings
 from ..naming import PhysicalNames
-from .policies import assume_role_policy, policy_document
+from .policies import assume_role_policy, endpoint_policy, policy_document
 
 
 @dataclass
@@ -20,6 +20,7 @@ class Network:
     private_subnets: list[aws.ec2.Subnet]
     nat_gateways: list[aws.ec2.NatGateway]
     private_route_tables: list[aws.ec2.RouteTable]
+    account: str = ""      # endpoint policies admit this account's principals only
 
 # EC2.21: the default network ACL (every subnet's, as the stack creates no other) admits the
 # VPC itself, and from anywhere only the ephemeral ports replies come back on (through the NAT
@@ -104,7 +105,7 @@ def build_network(s: Settings, names: PhysicalNames, kms_key: aws.kms.Key, accou
                     log_destination_type="cloud-watch-logs", log_destination=log_group.arn,
                     iam_role_arn=role.arn, tags=tags, opts=opts)
     _lock_down_defaults(s, vpc, opts)
-    return Network(vpc, public, private, nats, private_rts)
+    return Network(vpc, public, private, nats, private_rts, account)
 
 
 def _lock_down_defaults(s: Settings, vpc: aws.ec2.Vpc, opts: pulumi.ResourceOptions) -> None:
@@ -129,12 +130,14 @@ def build_endpoints(s: Settings, names: PhysicalNames, net: Network,
                     lambda_sg: aws.ec2.SecurityGroup, opts: pulumi.ResourceOptions) -> None:
     """The S3 gateway endpoint on the private route tables (free), and the environment's
     interface endpoints (vpc.interface_endpoints) in the private subnets with private DNS, so
-    the SDK's default hostnames resolve to them: only the Lambdas' group may reach them."""
+    the SDK's default hostnames resolve to them: only the Lambdas' group may reach them. Each
+    endpoint's policy admits only the account's principals (trust boundaries)."""
     tags, sfx = s.all_tags(), s.suffix
+    policy = endpoint_policy(net.account)
     aws.ec2.VpcEndpoint(
         f"s3-endpoint-{sfx}", vpc_id=net.vpc.id, service_name=f"com.amazonaws.{s.region}.s3",
         vpc_endpoint_type="Gateway", route_table_ids=[rt.id for rt in net.private_route_tables],
-        tags={**tags, "Name": f"tap-s3-endpoint-{sfx}"}, opts=opts)
+        policy=policy, tags={**tags, "Name": f"tap-s3-endpoint-{sfx}"}, opts=opts)
     if not s.vpc.interface_endpoints:
         return
     sg = aws.ec2.SecurityGroup(
@@ -149,5 +152,6 @@ def build_endpoints(s: Settings, names: PhysicalNames, net: Network,
             f"{service}-endpoint-{sfx}", vpc_id=net.vpc.id,
             service_name=f"com.amazonaws.{s.region}.{service}", vpc_endpoint_type="Interface",
             subnet_ids=[sn.id for sn in net.private_subnets], security_group_ids=[sg.id],
-            private_dns_enabled=True, tags={**tags, "Name": f"tap-{service}-endpoint-{sfx}"},
+            private_dns_enabled=True, policy=policy,
+            tags={**tags, "Name": f"tap-{service}-endpoint-{sfx}"},
             opts=opts)

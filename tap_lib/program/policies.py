@@ -34,6 +34,16 @@ def key_policy(account: str, region: str) -> str:
                                    f"arn:aws:logs:{region}:{account}:log-group:*"}}}]})
 
 
+def endpoint_policy(account: str) -> str:
+    """A VPC endpoint's policy: any action, by this account's principals only (without one the
+    endpoint carries any account's requests: credentials stolen elsewhere exfiltrate through
+    it). aws:PrincipalAccount is the trust boundary Prowler's
+    vpc_endpoint_connections_trust_boundaries accepts."""
+    return json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Sid": "OnlyThisAccount", "Effect": "Allow", "Principal": "*", "Action": "*",
+        "Resource": "*", "Condition": {"StringEquals": {"aws:PrincipalAccount": account}}}]})
+
+
 def policy_document(*statements: tuple[list[str], list[str]]) -> str:
     """Allow-statements from (actions, resources) pairs."""
     return json.dumps({"Version": "2012-10-17", "Statement": [

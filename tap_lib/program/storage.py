@@ -13,11 +13,15 @@ from .policies import tls_only_bucket_policy
 
 ACCESS_LOG_PREFIX = "transaction-logs/"
 LOGGING_SERVICE = "logging.s3.amazonaws.com"
+BACKUP_REPORT_PREFIX = "backup-reports"
+BACKUP_REPORTS_ROLE = ("arn:aws:iam::{account}:role/aws-service-role/"
+                       "reports.backup.amazonaws.com/AWSServiceRoleForBackupReports")
 
 
 def access_log_bucket_policy(log_bucket_arn: str, source_bucket_arn: str, account: str) -> str:
     """TLS only, and S3 log delivery may write under the prefix for the transaction-log bucket
-    of this account only (no ACL grant: the bucket enforces bucket-owner ownership)."""
+    of this account only (no ACL grant: the bucket enforces bucket-owner ownership). AWS
+    Backup's report plan (program/backup.py) delivers its job reports here too."""
     doc = json.loads(tls_only_bucket_policy(log_bucket_arn))
     doc["Statement"].append({
         "Sid": "S3ServerAccessLogsDelivery", "Effect": "Allow",
@@ -26,7 +30,29 @@ def access_log_bucket_policy(log_bucket_arn: str, source_bucket_arn: str, accoun
         "Resource": f"{log_bucket_arn}/{ACCESS_LOG_PREFIX}*",
         "Condition": {"ArnLike": {"aws:SourceArn": source_bucket_arn},
                       "StringEquals": {"aws:SourceAccount": account}}})
+    doc["Statement"].append(backup_reports_statement(log_bucket_arn, account))
     return json.dumps(doc)
+
+
+def backup_reports_statement(log_bucket_arn: str, account: str) -> dict:
+    """AWS Backup Audit Manager writes report plans' reports as its service-linked role
+    AWSServiceRoleForBackupReports. The principal is the account and the role is named in a
+    condition (not as the principal): a policy naming a role that does not exist yet is
+    refused, and AWS creates the service-linked role with the first report plan."""
+    return {"Sid": "BackupReportsDelivery", "Effect": "Allow",
+            "Principal": {"AWS": f"arn:aws:iam::{account}:root"}, "Action": "s3:PutObject",
+            "Resource": f"{log_bucket_arn}/{BACKUP_REPORT_PREFIX}/*",
+            "Condition": {"ArnLike": {"aws:PrincipalArn": BACKUP_REPORTS_ROLE.format(
+                account=account)},
+                "StringEquals": {"s3:x-amz-acl": "bucket-owner-full-control"}}}
+
+
+def _events_to_eventbridge(prefix: str, sfx: str, bucket: aws.s3.Bucket,
+                           opts: pulumi.ResourceOptions) -> aws.s3.BucketNotification:
+    """s3_bucket_event_notifications_enabled: the bucket's object events go to EventBridge
+    (no charge for S3's delivery; rules can be added there without touching the bucket)."""
+    return aws.s3.BucketNotification(f"{prefix}-events-{sfx}", bucket=bucket.id,
+                                     eventbridge=True, opts=opts)
 
 
 def _private(prefix: str, sfx: str, bucket: aws.s3.Bucket, opts: pulumi.ResourceOptions
@@ -62,6 +88,7 @@ def build_access_log_bucket(s: Settings, names: PhysicalNames, opts: pulumi.Reso
         rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}}],
         opts=opts)
     _private("access-logs", sfx, bucket, opts)
+    _events_to_eventbridge("access-logs", sfx, bucket, opts)
     aws.s3.BucketLifecycleConfiguration(
         f"access-logs-lifecycle-{sfx}", bucket=bucket.id,
         rules=[{
@@ -100,6 +127,7 @@ def build_bucket(s: Settings, names: PhysicalNames, kms_key: aws.kms.Key,
             "sse_algorithm": "aws:kms", "kms_master_key_id": kms_key.arn},
             "bucket_key_enabled": True}], opts=opts)
     pab = _private("transaction-logs", sfx, bucket, opts)
+    _events_to_eventbridge("transaction-logs", sfx, bucket, opts)
     aws.s3.BucketPolicy(
         f"transaction-logs-policy-{sfx}", bucket=bucket.id,
         policy=bucket.arn.apply(tls_only_bucket_policy),

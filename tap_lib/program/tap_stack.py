@@ -42,7 +42,7 @@ class TapStack(pulumi.ComponentResource):
         log_bucket = build_access_log_bucket(s, names, child)
         bucket = build_bucket(s, names, key, log_bucket, account, child)
         fns = build_functions(s, names, net, db, bucket, key, account, child)
-        build_backup(s, names, db, key, account, child)
+        build_backup(s, names, db, key, account, child, log_bucket)
 
         self.outputs = {
             "vpc_id": net.vpc.id,

@@ -35,14 +35,16 @@ from ..base import (Engine, HistoryEntry, Plan, ProgressCallback, ResourceState,
 from ..drift import differs, merge_live
 from ..synth import MOCK_ACCOUNT, synthesize
 from ..versions import catalog_engine_versions
-from . import lambda_runtime, server, standin
+# standin (PostgreSQL, TLS) and lambda_runtime load where used: a preview needs neither
+from . import server
 from .handlers import Context
 from .lifecycle import TARGET
 from .lifecycle import protected_stacks, reset_sandbox, stop_sandbox  # noqa: F401 - the CLI's
-from .resolver import Resolver
+from .resolver import Resolver, replayed_preview
 from .scope import handler_of
 from .state import OperationLock, ResourceRecord, StateStore, normalize, normalize_reveal
-from .steps import REPLACED, base_urn, ordered, restorable, same_step, said
+from .steps import (REPLACED, base_urn, nothing_to_apply, ordered, restorable, same_step,
+                    said)
 from .steps import REPLACEMENT_TRIGGER  # noqa: F401 - tests name it through the engine
 
 # Warm runtime processes for a block of invocations (a fleet's payments): two were no faster
@@ -62,6 +64,7 @@ class SandboxEngine(Engine):
         self.program = program          # tests pass broken variants; default: define_stack
         self.store = StateStore(self.stack)
         self._clients: Clients | None = None
+        self._boot_seen: str | None = None   # the boot id read when the clients were made
 
     # -- the target ----------------------------------------------------------------------
     @classmethod
@@ -84,9 +87,12 @@ class SandboxEngine(Engine):
         """Clients on the emulator (started on first use), shared by every step."""
         if self._clients is None:
             status = server.ensure_running()
+            self._boot_seen = status.boot_id
             session = boto3.session.Session(aws_access_key_id="testing",
                                             aws_secret_access_key="testing",
                                             region_name=self.settings.region)
+            # botocore's endpoint and service files, parsed once per process (0.2 s each time)
+            session._session.register_component("data_loader", server.data_loader())
             self._clients = Clients(session, endpoint_url=status.endpoint,
                                     config=server.CLIENT_CONFIG)
         return self._clients
@@ -94,10 +100,14 @@ class SandboxEngine(Engine):
     @classmethod
     def invocations(cls):
         """One warm runtime process for the block instead of a child process per call."""
+        from . import lambda_runtime
+
         return lambda_runtime.shared(workers=RUNTIME_WORKERS, prestart=True)
 
     def invoke(self, function: dict, event: dict, *, handler: str = "payment") -> dict:
         conf = function.get("Configuration", {})
+        from . import lambda_runtime, standin
+
         return lambda_runtime.invoke(handler, event, endpoint=self.clients().endpoint,
                                      region=self.settings.region,
                                      variables=(conf.get("Environment") or {}).get("Variables",
@@ -115,6 +125,8 @@ class SandboxEngine(Engine):
 
     def db_address(self, host: str, port: int) -> tuple[str, int]:
         """The Aurora endpoint names lead to the cluster's local stand-in."""
+        from . import standin
+
         local = standin.host_map(self.stack).get(host)
         if local is None:
             return host, port
@@ -131,9 +143,11 @@ class SandboxEngine(Engine):
         Reading fails with a hint; writing starts the stack afresh. A writing operation also
         binds the state to this emulator before its first write, so that one killed part-way
         is recognised as ours (and converged) next time, not as an emulator restart."""
+        fresh = self._clients is None
         self.clients()
         state = self.store.state
-        live_boot = server.boot_id()
+        # the emulator's boot id as ensure_running read it a moment ago, else asked now
+        live_boot = self._boot_seen if fresh and self._boot_seen else server.boot_id()
         notes = []
         if state.resources and state.boot_id != live_boot:
             if not writing:
@@ -142,7 +156,7 @@ class SandboxEngine(Engine):
                     f"{self.stack} ({len(state.resources)} resources in tap's state)",
                     hint=f"run `tap deploy --env {self.settings.environment} --yes` to "
                          "recreate it cleanly, or `tap sandbox reset` to start from empty")
-            standin.forget_all(self.stack)
+            forget_stand_ins(self.stack)
             state.resources.clear()
             state.outputs = {}
             notes.append("the emulator had restarted and lost this stack; recreated it from "
@@ -177,8 +191,10 @@ class SandboxEngine(Engine):
                        state_file=self.store.path)
 
     def _plan_now(self) -> Plan:
-        resolver = Resolver(self, apply=False)
-        syn = self._synthesize(resolver, preview=True)
+        resolver, syn = replayed_preview(self)   # preflight's run, when it answers for this stack
+        if syn is None:
+            resolver = Resolver(self, apply=False)
+            syn = self._synthesize(resolver, preview=True)
         steps = resolver.steps + self._removed_steps(syn, skip=restorable(
             self.store.state.resources))
         return Plan(self.stack, TARGET, ordered(steps, syn), operation="preview")
@@ -201,19 +217,14 @@ class SandboxEngine(Engine):
             resolver = Resolver(self, apply=True, progress=progress,
                                  confirmed=confirm == self.stack, plan=plan)
             try:
-                self._delete_before_replace(resolver)
-                syn = self._synthesize(resolver, preview=False)
-                removed = self._removed_steps(syn, skip=resolver.superseded)
-                for step in removed:
-                    resolver.check_planned(step)
-                if removed and not resolver.confirmed:
-                    raise ProtectedStack(self.stack, "this deploy would delete " + ", ".join(
-                        s.name for s in removed), None)
-                records = self.store.state.resources
-                self._delete_in_order(
-                    [records[s.urn] for s in removed]
-                    + [records[u] for u in resolver.superseded if u in records],
-                    resolver, quiet=set(resolver.superseded))
+                planned, syn = self._delete_before_replace(resolver)
+                if planned is not None and nothing_to_apply(
+                        planned.steps, syn, self.store.state, self._removed_steps(syn)):
+                    for step in planned.steps:  # the apply pass would change and record nothing
+                        resolver.steps.append(step)
+                        resolver._event(step, "done")
+                else:
+                    syn = self._apply_program(resolver)
             except TapError:
                 self.store.append_history(HistoryEntry.from_plan(
                     Plan(self.stack, TARGET, resolver.steps), "deploy", "failed", started))
@@ -228,6 +239,23 @@ class SandboxEngine(Engine):
             self.store.append_history(HistoryEntry.from_plan(result, "deploy", "succeeded",
                                                              started))
             return result
+
+    def _apply_program(self, resolver: Resolver):
+        """The apply pass: the program against the applying resolver, then what it no longer
+        declares (and old copies of replaced resources) deleted in reverse dependency order."""
+        syn = self._synthesize(resolver, preview=False)
+        removed = self._removed_steps(syn, skip=resolver.superseded)
+        for step in removed:
+            resolver.check_planned(step)
+        if removed and not resolver.confirmed:
+            raise ProtectedStack(self.stack, "this deploy would delete " + ", ".join(
+                s.name for s in removed), None)
+        records = self.store.state.resources
+        self._delete_in_order(
+            [records[s.urn] for s in removed]
+            + [records[u] for u in resolver.superseded if u in records],
+            resolver, quiet=set(resolver.superseded))
+        return syn
 
     def _check_reviewed(self, plan: Plan) -> None:
         """Under the lock, before the first change: the stack as it is now must still give
@@ -255,7 +283,7 @@ class SandboxEngine(Engine):
                 self.store.append_history(HistoryEntry.from_plan(
                     Plan(self.stack, TARGET, resolver.steps), "destroy", "failed", started))
                 raise
-            standin.forget_all(self.stack)
+            forget_stand_ins(self.stack)
             state = self.store.state
             state.outputs, state.origin, state.protected = {}, "", False
             self.store.save()
@@ -346,21 +374,22 @@ class SandboxEngine(Engine):
             key = f"{urn}{REPLACED}.{n}"
         return key
 
-    def _delete_before_replace(self, resolver: Resolver) -> None:
+    def _delete_before_replace(self, resolver: Resolver):
         """Replacements that keep a physical name cannot be created beside the resource they
         replace, and those the program marks delete_before_replace must not be (Pulumi's
         deleteBeforeReplace): a preview pass finds them; they, and every
         dependent the plan replaces with them, are deleted now in reverse dependency order
         (state written after each), and the deploy's pass creates them as `replace` steps.
         Refused before anything is deleted if the stack is protected and unconfirmed, or a
-        reviewed plan says otherwise."""
+        reviewed plan says otherwise. Returns the preview pass (its resolver and synthesis)
+        when it deleted nothing (steps.nothing_to_apply reads it); else (None, None)."""
         state = self.store.state.resources
         if not state:
-            return
+            return None, None
         planned = Resolver(self, apply=False)
         syn = self._synthesize(planned, preview=True)
         if not planned.colliding:
-            return
+            return planned, syn
         replaces = {s.urn: s for s in planned.steps if s.op == "replace"}
         dependents: dict[str, set[str]] = {}
         for urn, deps in [(r.urn, r.dependencies) for r in state.values()] + [
@@ -381,6 +410,7 @@ class SandboxEngine(Engine):
                                      None)
         self._delete_in_order([state[u] for u in doomed], resolver, quiet=doomed)
         resolver.rebuilt = {u: replaces[u] for u in doomed}
+        return None, None
 
     def _recover_pending(self) -> None:
         """Settle steps an earlier operation left in flight. A create that was never recorded
@@ -464,3 +494,9 @@ class SandboxEngine(Engine):
         if found:
             handler.delete(ctx, found, inputs, normalize_reveal(rec.outputs))
         self.store.drop(rec.urn)
+
+
+def forget_stand_ins(stack: str) -> None:
+    from . import standin
+
+    standin.forget_all(stack)

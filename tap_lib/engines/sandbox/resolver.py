@@ -13,7 +13,8 @@ from typing import Any
 from ...errors import OperationFailed, PlanMismatch, ProtectedStack, TapError
 from ..base import Plan, ProgressCallback, Step, StepEvent
 from ..changes import property_changes
-from ..synth import MOCK_ACCOUNT, PlaceholderResolver, Registration
+from ..synth import (MOCK_ACCOUNT, PlaceholderResolver, Registration, replays, share_key,
+                     take_shared)
 from .handlers import Handler
 from .scope import handler_for
 from .state import ResourceRecord, keep_secret, normalize, normalize_reveal
@@ -63,8 +64,8 @@ class Resolver:
         return self.placeholder.invoke(token, args)
 
     def resource(self, reg: Registration) -> tuple[str, dict]:
-        if reg.is_provider:
-            return f"{reg.name}-provider", dict(reg.inputs)
+        if reg.is_provider:  # a provider is configuration: answered as preflight's run was
+            return self.placeholder.resource(reg)
         with self._lock:
             if self.apply and self.failure is not None:   # as Pulumi: no new step after one failed
                 raise OperationFailed(f"{reg.urn}: not applied, an earlier step failed")
@@ -188,3 +189,19 @@ def with_urn(exc: BaseException, urn: str) -> BaseException:
     if isinstance(exc, TapError):
         return exc
     return OperationFailed(f"{urn}: {type(exc).__name__}: {exc}")
+
+
+def replayed_preview(engine: Any) -> tuple[Resolver | None, Any]:
+    """(resolver, synthesis) from the run preflight made for this command (synth.share), when
+    the engine's preview resolver gives every answer the placeholders gave (a stack with
+    nothing recorded yet): the plan a run of its own would give, without the run. Else
+    (None, None)."""
+    resolver = Resolver(engine, apply=False)
+    shared = take_shared(share_key(engine.settings, engine.program, resolver.placeholder))
+    if shared is None:
+        return None, None
+    try:
+        same = replays(shared, resolver) and resolver.failure is None
+    except Exception:  # noqa: BLE001 - a run of its own reports it properly
+        same = False
+    return (resolver, shared) if same else (None, None)

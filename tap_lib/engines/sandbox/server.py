@@ -242,7 +242,7 @@ def _start_locked() -> SandboxStatus:
                     f"the sandbox already runs on port {rt.port} (pid {rt.pid}), "
                     f"but {PORT_ENV} asks for port {port}",
                     hint=f"run `tap sandbox stop` first, or set {PORT_ENV}={rt.port}")
-            return _status_of(rt)
+            return _status_of(rt, answered=True)
         if alive:  # alive but not answering: hung, or a start that died half-way
             _terminate(rt.pid)
         _runtime_path().unlink(missing_ok=True)
@@ -293,14 +293,27 @@ def _wait_healthy(proc: subprocess.Popen[bytes], port: int, log_path: Path) -> N
 
 def _client(service: str, region: str, port: int) -> Any:
     """One session per region and process: building one loads botocore's data files (0.35 s),
-    and a command asks for several clients (boot id, health). Sessions are not thread-safe,
-    so clients are made under a lock; the clients themselves are."""
+    and a command asks for several clients (boot id, health); each client is made once (the
+    service's model is parsed again for every new client). Sessions are not thread-safe, so
+    clients are made under a lock; the clients themselves are."""
+    key = (service, region, port)
     with _SESSION_LOCK:
-        return _session(region).client(service, endpoint_url=endpoint(port),
-                                       config=CLIENT_CONFIG)
+        made = _CLIENTS.get(key)
+        if made is None:
+            made = _CLIENTS[key] = _session(region).client(
+                service, endpoint_url=endpoint(port), config=CLIENT_CONFIG)
+        return made
 
 
 _SESSION_LOCK = threading.Lock()
+_CLIENTS: dict[tuple[str, str, int], Any] = {}
+
+
+def data_loader() -> Any:
+    """botocore's loader (its parsed endpoint and service files) of the sessions above: a new
+    session given this one parses none of them again. The loader only caches what it read."""
+    with _SESSION_LOCK:
+        return _session(BOOT_ID_REGION)._session.get_component("data_loader")
 
 
 @functools.lru_cache(maxsize=None)
@@ -329,11 +342,12 @@ def _write_boot_id(port: int) -> str:
     return value
 
 
-def _status_of(rt: _Runtime | None) -> SandboxStatus:
+def _status_of(rt: _Runtime | None, answered: bool = False) -> SandboxStatus:
+    """`answered`: the caller has just pinged it, with an answer; not asked again."""
     if rt is None:
         port = sandbox_port()
         return SandboxStatus(running=False, endpoint=endpoint(port), port=port)
-    running = _ping(rt.port)
+    running = answered or _ping(rt.port)
     bid: str | None = None
     if running:
         with contextlib.suppress(TapError):

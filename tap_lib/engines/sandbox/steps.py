@@ -10,7 +10,7 @@ from typing import Any
 
 from pulumi.runtime import rpc
 
-from ...errors import OperationFailed
+from ...errors import OperationFailed, TapError
 from ..base import Step
 from ..changes import describe, matches
 from ..synth import Registration
@@ -113,3 +113,26 @@ def ordered(steps: list[Step], syn) -> list[Step]:
     """Program order for declared resources, deletes last (as Pulumi displays them)."""
     order = {r.urn: i for i, r in enumerate(syn.registrations)} if syn else {}
     return sorted(steps, key=lambda s: (s.op == "delete", order.get(s.urn, 1 << 30)))
+
+
+def nothing_to_apply(steps: list[Step], syn, state: Any, removed: list[Step]) -> bool:
+    """Whether a deploy whose preview pass (nothing deleted before it) gave `steps` and
+    `removed` (recorded, no longer declared) has nothing to do: every declared resource
+    `same`, recorded as created with the replacement trigger it has now, nothing removed, and
+    the stack's outputs as `state` records them. The apply pass would then call no handler
+    and write nothing."""
+    if removed or any(s.op != "same" for s in steps) or \
+            normalize(syn.outputs) != state.outputs:
+        return False
+    records: dict[str, ResourceRecord] = state.resources
+    for reg in syn.registrations:
+        if not reg.custom or reg.is_provider:
+            continue
+        rec = records.get(reg.urn)
+        try:
+            if rec is None or rec.status != "created" or \
+                    rec.replacement_trigger != trigger_of(reg, True):
+                return False
+        except TapError:  # unknowns in a trigger: the apply pass says so
+            return False
+    return True

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 from ...config import Settings
 from ...controls import controls_of
 from ...engines.registry import check_target, engine_class
-from ...engines.synth import Registration, Synthesis, synthesize
+from ...engines.synth import (PlaceholderResolver, Registration, Synthesis, share, share_key,
+                               synthesize)
 from ...errors import TapError, UsageError
 from ...project import project_dir
 from ...project import project_file as default_project_file
@@ -216,7 +217,10 @@ def run_preflight(settings: Settings, *, target: str = "sandbox", program: Progr
     ctx = Context(
         settings=settings, target=target, synthesis=synthesis, program=program,
         project_file=Path(project_file) if project_file else default_project_file(),
-        engine_versions=engine_versions or engine_class(target).offered_engine_versions,
+        # one ask per region and engine a run, however many rules read the offer (on AWS, a
+        # DescribeDBEngineVersions call each)
+        engine_versions=functools.cache(engine_versions
+                                        or engine_class(target).offered_engine_versions),
         region_of_target=region_of_target or engine_class(target).default_region(settings))
     findings: list[Finding] = []
     skipped: list[str] = []
@@ -257,10 +261,14 @@ def _synthesize(settings: Settings, program: Program | None) -> Synthesis:
     """Synthesis, or an empty one carrying the error when even the setup failed (an unreadable
     Pulumi.yaml), so that the failure is reported like any other."""
     try:
-        return synthesize(settings, program=program)
+        resolver = PlaceholderResolver(settings.region)
+        synthesis = synthesize(settings, resolver, program=program)
     except TapError as exc:
         return Synthesis(stack=f"{EXPECTED_PROJECT}{settings.suffix}", registrations=[],
                          outputs={}, warnings=[], duplicates=[], error=exc, duration_s=0.0)
+    # the engine of the same command plans from this run when it can (engines/synth.share)
+    share(synthesis, share_key(settings, program, resolver))
+    return synthesis
 
 
 def _ordered(findings: list[Finding]) -> list[Finding]:
@@ -306,3 +314,5 @@ def _display(path: str | Path) -> str:
 
 # The rule families register themselves on import.
 from . import cost, data_controls, exceptions, network_controls, prowler, seed, securityhub  # noqa: E402,F401,E501
+from . import rds_controls, storage_controls  # noqa: E402,F401
+from . import compute_controls, vpc_controls  # noqa: E402,F401

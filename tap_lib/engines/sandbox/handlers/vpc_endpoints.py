@@ -1,9 +1,12 @@
-"""VPC endpoints (EC2.10): gateway endpoints on route tables, interface endpoints in subnets.
+"""VPC endpoints (EC2.10): gateway endpoints on route tables, interface endpoints in subnets, each
+with its policy (trust boundaries: PolicyDocument, kept by moto and read back).
 
 The emulator keeps an endpoint's private DNS flag but resolves no names through it (moto runs
 no DNS), so whether a Lambda really reaches a service through the endpoint is not proven here:
 verify checks the endpoint's configuration, and says so."""
 from __future__ import annotations
+
+import json
 
 from .base import (
     Handler,
@@ -26,6 +29,13 @@ def _live(ctx, id_: str) -> dict | None:
              or {}).get("VpcEndpoints", [])
     found = [e for e in found if e.get("State", "").lower() != "deleted"]
     return found[0] if found else None
+
+
+def _same_document(live, declared) -> bool:
+    try:
+        return json.loads(live or "null") == json.loads(declared or "null")
+    except (TypeError, ValueError):
+        return False
 
 
 @handler
@@ -65,8 +75,12 @@ class VpcEndpoint(Handler):
             # In place for an interface endpoint (the table replaces a gateway's: CustomizeDiff).
             # moto accepts the parameter and keeps the old flag: read() then shows the drift.
             kwargs["PrivateDnsEnabled"] = bool(new.get("privateDnsEnabled"))
-        if "policy" in changed and new.get("policy"):
-            kwargs["PolicyDocument"] = new["policy"]
+        if "policy" in changed:
+            # no policy: AWS's default (full access), as an endpoint created without one has
+            if new.get("policy"):
+                kwargs["PolicyDocument"] = new["policy"]
+            else:
+                kwargs["ResetPolicy"] = True
         if kwargs:
             ctx.client("ec2").modify_vpc_endpoint(VpcEndpointId=id_, **kwargs)
 
@@ -74,12 +88,19 @@ class VpcEndpoint(Handler):
         ep = _live(ctx, id_)
         if ep is None:
             return None
-        return {"vpcId": ep["VpcId"], "serviceName": ep["ServiceName"],
+        out = {"vpcId": ep["VpcId"], "serviceName": ep["ServiceName"],
                 "vpcEndpointType": ep.get("VpcEndpointType"),
                 "routeTableIds": sorted(ep.get("RouteTableIds") or []),
                 "subnetIds": sorted(ep.get("SubnetIds") or []),
                 "securityGroupIds": sorted(g["GroupId"] for g in ep.get("Groups") or []),
                 "privateDnsEnabled": ep.get("PrivateDnsEnabled", False)}
+        if inputs.get("policy"):
+            # the declared text where the live document means the same (AWS reformats it), so
+            # only a changed policy reads as drift
+            out["policy"] = (inputs["policy"] if _same_document(ep.get("PolicyDocument"),
+                                                               inputs["policy"])
+                             else ep.get("PolicyDocument"))
+        return out
 
     def delete(self, ctx, id_, inputs, outputs):
         ignore_missing(ctx.client("ec2").delete_vpc_endpoints, VpcEndpointIds=[id_])
