@@ -10,13 +10,24 @@ from __future__ import annotations
 
 import pytest
 
-# The longest units of a 2-core run (2026-11-30), longest first;
-# units not listed follow, those with most tests first (xdist's own order).
+# The longest units of a 2-core run (2026-12-03), longest first: the long single-test modules
+# start early, so the run does not end with one worker in a 45 s test and the other idle.
+# Units not listed follow, those with most tests first (xdist's own order).
 SLOWEST_FIRST = (
     "notebooks",
-    "tests/test_faults.py",
+    "tests/test_faults.py",          # ~150 s
     "tests/test_change_matrix.py",
-    "tests/test_airflow.py",
+    "tests/test_airflow.py",         # ~70 s; .venv-airflow builds while the tests run
+    "tests/test_cross_stack.py",     # one test ~47 s
+    "tests/test_lab_browser.py",     # one test ~45 s
+    "tests/test_leaks.py",           # one test ~34 s
+    "tests/test_security_audit.py",  # live Prowler scan ~26 s and a deploy
+    "tests/test_cli.py",
+    "tests/test_runbook.py",
+    "tests/test_lambdas.py",
+    "tests/test_trail.py",
+    "tests/test_sandbox_engine.py",
+    "tests/test_repair.py",
 )
 
 

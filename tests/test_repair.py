@@ -25,7 +25,9 @@ pytestmark = [pytest.mark.sandbox, pytest.mark.postgres]
 ENV = "dev"
 # Rotation turned off fails SecretsManager.1 (secret.rotation) and, as the control defines it,
 # SecretsManager.4 (secret.rotated-recently: no rotation scheduled within 90 days).
+# sg.internet: the injected 0.0.0.0/0 rule also fails the internet-ingress controls (issue 19)
 INJECTED = {"s3.versioning", "s3.public-access-block", "sg.no-world-ingress", "sg.db-ingress",
+            "sg.internet",
             "lambda.secret-ref", "lambda.no-password", "secret.rotation",
             "secret.rotated-recently", "payment.synthetic"}
 

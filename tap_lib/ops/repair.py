@@ -41,15 +41,19 @@ class RepairResult:
         return self.after.failed == 0
 
     def comparison(self) -> pd.DataFrame:
-        """Each check that failed before, and its status after."""
-        before = self.before.checks.set_index(["id", "resource"])
-        after = self.after.checks.set_index(["id", "resource"])
-        failed = before[before.status == "fail"]
-        rows = [{"check": cid, "resource": res, "before": row.actual,
-                 "after": after.loc[(cid, res), "actual"] if (cid, res) in after.index else "",
-                 "status": after.loc[(cid, res), "status"] if (cid, res) in after.index else ""}
-                for (cid, res), row in failed.iterrows()]
-        return pd.DataFrame(rows, columns=["check", "resource", "before", "after", "status"])
+        """Each check that failed before, and its status after: one row per check, control
+        and resource (a security group's rule fails several controls at once)."""
+        keys = ["id", "control", "resource"]
+        after = {tuple(k): (a, s) for *k, a, s in
+                 self.after.checks[keys + ["actual", "status"]].itertuples(index=False)}
+        failed = self.before.checks[self.before.checks.status == "fail"]
+        rows = [{"check": cid, "control": control, "resource": res, "before": actual,
+                 "after": after.get((cid, control, res), ("", ""))[0],
+                 "status": after.get((cid, control, res), ("", ""))[1]}
+                for cid, control, res, actual in
+                failed[keys + ["actual"]].itertuples(index=False)]
+        return pd.DataFrame(rows, columns=["check", "control", "resource", "before", "after",
+                                           "status"])
 
     def to_dict(self) -> dict[str, Any]:
         return {"stack": self.stack, "converged": self.converged,

@@ -200,7 +200,7 @@ def physical_names_valid(ctx: Context) -> list[Finding]:
     return out
 
 
-@rule("TAP005", "engine-version", needs_complete_plan=False)
+@rule("TAP005", "rds_instance_deprecated_engine_version engine-version", needs_complete_plan=False)
 def engine_version_offered(ctx: Context) -> list[Finding]:
     """Seed 5: aurora-postgresql 15.3 is not offered in eu-west-2 (CreateDBCluster failed).
     Versions come from AWS on the aws target and from the repo's catalog on the sandbox."""
