@@ -420,6 +420,11 @@ def stack_of(stack_name: str, outputs: dict[str, Any], endpoint: str, region: st
     stack.facts["backup_plans"] = [p["BackupPlanName"] for p in plans
                                    if f"-{suffix}" in p["BackupPlanName"]]
     stack.tokens |= set(stack.facts["queues"])
+    # the backup plans' job report plans (named as the plan, "-" -> "_": program/backup.py)
+    reports = {n.replace("-", "_").replace(".", "_") for n in stack.facts["backup_plans"]}
+    stack.tokens |= {v for r in client("backup").list_report_plans().get("ReportPlans", [])
+                     if r["ReportPlanName"] in reports
+                     for v in (r["ReportPlanName"], r.get("ReportPlanArn")) if v}
     lam = client("lambda")
     for name in (outputs.get("lambda_function_name"), outputs.get("rotation_function_name")):
         if name:

@@ -198,3 +198,37 @@ def test_verify_failures_name_the_repair_command():
         code = stack_cmds.cmd_verify(args)
     text = "\n".join(str(c.args[0]) for c in printed.call_args_list if c.args)
     assert code == 1 and "tap run repair --env staging" in text
+
+
+# -- the console script's exit: no interpreter teardown, nothing lost ----------------------------
+def _run_with(main_body: str) -> subprocess.CompletedProcess:
+    """`tap_lib.cli.run()` in a process of its own, with `main` replaced by `main_body`."""
+    code = ("import atexit, sys, threading, time\n"
+            "from tap_lib import cli\n"
+            "atexit.register(lambda: print('atexit ran', file=sys.stderr))\n"
+            f"def main():\n{main_body}\n"
+            "cli.main = main\n"
+            "cli.run()\n"
+            "print('after run', flush=True)\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_run_exits_with_mains_code_after_atexit_and_flushed_output():
+    done = _run_with("    sys.stdout.write('x' * 200000)\n    return 7")
+    assert done.returncode == 7
+    assert done.stdout == "x" * 200000            # block-buffered to a pipe, flushed whole
+    assert done.stderr == "atexit ran\n"           # handlers ran; nothing after run()
+
+
+def test_run_takes_the_usual_exit_while_another_thread_works():
+    done = _run_with("    threading.Thread(target=lambda: (time.sleep(0.5),\n"
+                     "                     print('late', flush=True))).start()\n    return 5")
+    assert (done.returncode, done.stdout) == (5, "late\n")   # the thread finished first
+
+
+def test_the_tap_script_keeps_every_byte_and_exit_code():
+    report = tap("preflight", "--env", "dev", "--json")
+    assert report.returncode == 0 and json.loads(report.stdout)["summary"]["error"] == 0
+    bad = tap("preflight", "--env", "no-such-env")
+    assert bad.returncode == 2 and "no such environment file" in bad.stderr

@@ -20,12 +20,35 @@ URN = "urn:pulumi:dev::tap::aws:backup/reportPlan:ReportPlan::backup-report-plan
 
 @pytest.fixture
 def ctx():
+    """moto in process, with the emulator's patch that makes GetBucketNotificationConfiguration
+    report EventBridge (patches/s3_notifications.py), undone afterwards."""
+    from moto.s3.responses import S3Response
+
+    from tap_lib.engines.sandbox.patches import s3_notifications
+    before = S3Response.get_bucket_notification
+    s3_notifications.install("")
     with mock_aws():
         def clients(service):
             return boto3.client(service, region_name=REGION)
         clients("s3").create_bucket(Bucket=BUCKET, CreateBucketConfiguration={
             "LocationConstraint": REGION})
         yield Context(REGION, "123456789012", URN, "r", clients)
+    S3Response.get_bucket_notification = before
+
+
+def test_the_patch_adds_eventbridge_to_either_form_of_the_configuration():
+    from tap_lib.engines.sandbox.patches.s3_notifications import (
+        ELEMENT,
+        _with_eventbridge,
+    )
+    empty = '<?xml version="1.0"?>\n<NotificationConfiguration xmlns="http://s3"/>'
+    assert _with_eventbridge(empty) == ('<?xml version="1.0"?>\n<NotificationConfiguration '
+                                        f'xmlns="http://s3">{ELEMENT.decode()}'
+                                        '</NotificationConfiguration>')
+    full = b"<NotificationConfiguration><QueueConfiguration/></NotificationConfiguration>"
+    assert _with_eventbridge(full).count(ELEMENT) == 1
+    assert _with_eventbridge(_with_eventbridge(full)) == _with_eventbridge(full)
+    assert _with_eventbridge(b"<Error>NoSuchBucket</Error>") == b"<Error>NoSuchBucket</Error>"
 
 
 def _plan_inputs(**over) -> dict:

@@ -284,3 +284,37 @@ def test_a_public_secret_policy_and_a_missing_report_plan_fail():
     assert rows[("secret.not-public", "app")].status == "fail"
     report = next(c for c in rows.values() if c.id == "backup.report-plan")
     assert (report.status, report.actual) == ("fail", "no AWS Backup report plan")
+
+
+def test_mfa_delete_is_read_once_with_versioning_and_asked_only_for_an_unread_bucket():
+    """facts._fetch_bucket keeps MFADelete beside the versioning status (BucketFacts.mfa_delete),
+    so verify's storage checks ask S3 for versioning again only for a bucket facts did not
+    read."""
+    from botocore.exceptions import ClientError
+
+    from tap_lib.ops.facts import _fetch_bucket
+    from tap_lib.ops.hardening_storage import _bucket_extra
+
+    calls: list[str] = []
+
+    class S3:
+        def __getattr__(self, op):
+            def call(**kw):
+                calls.append(op)
+                if op == "get_bucket_versioning":
+                    return {"Status": "Enabled", "MFADelete": "Enabled"}
+                if op in ("get_bucket_acl", "get_bucket_notification_configuration"):
+                    return {}
+                raise ClientError({"Error": {"Code": "NoSuchThing"}}, op)
+            return call
+
+    s3 = S3()
+    read = _fetch_bucket(s3, "b", BucketFacts())
+    assert (read.versioning, read.mfa_delete) == ("Enabled", "Enabled")
+    calls.clear()
+    assert _bucket_extra(s3, "b", read)["mfa_delete"] == "Enabled"
+    assert "get_bucket_versioning" not in calls
+    assert _bucket_extra(s3, "b", BucketFacts(mfa_delete=None))["mfa_delete"] is None
+    calls.clear()
+    assert _bucket_extra(s3, "other", None)["mfa_delete"] == "Enabled"
+    assert calls.count("get_bucket_versioning") == 1

@@ -20,7 +20,7 @@ from . import audit_cmds, env_cmds, lab_cmds, stack_cmds  # noqa: F401  register
 from .common import COMMANDS, command
 from .parser import build_parser, notebook_names
 
-__all__ = ["main", "build_parser", "COMMANDS", "command", "notebook_names"]
+__all__ = ["main", "run", "build_parser", "COMMANDS", "command", "notebook_names"]
 
 
 def _interactive() -> bool:
@@ -59,3 +59,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tap: error: {type(exc).__name__}: {exc}\n  hint: set TAP_DEBUG=1 to see the "
               "traceback", file=sys.stderr)
         return 3
+
+
+def run() -> None:
+    """The `tap` console script: main(), then exit without the interpreter's teardown, which
+    spends ~0.6 s freeing pulumi's module graph that nothing reads again. Only when nothing
+    else runs: with another thread alive, the usual exit waits for it. Never inside main(),
+    which notebooks and tests call."""
+    import atexit
+    import threading
+
+    code = main()   # argparse's SystemExit (--help, bad usage) takes the usual exit
+    if threading.active_count() > 1:
+        sys.exit(code)
+    atexit._run_exitfuncs()   # logging.shutdown and every other registered handler
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):   # a closed or broken pipe: nothing more to say
+            pass
+    os._exit(code)

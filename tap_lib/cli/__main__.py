@@ -1,6 +1,4 @@
 """`python -m tap_lib.cli`: the same as the `tap` script."""
-import sys
+from . import run
 
-from . import main
-
-sys.exit(main())
+run()

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import importlib
 
-PATCHES = ("http_keepalive", "s3_transport", "s3_logging", "ec2", "rds", "backup", "lambda_invoke",
-           "secrets_rotation")
+PATCHES = ("http_keepalive", "s3_transport", "s3_logging", "s3_notifications", "ec2", "rds",
+           "backup", "lambda_invoke", "secrets_rotation")
 
 
 def install_all(endpoint: str) -> None:
