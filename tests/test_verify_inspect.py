@@ -43,19 +43,36 @@ EXPECTED_CALLS = Counter({
     "ec2.DescribeNetworkAcls": 1, "ec2.DescribeVpcEndpoints": 1,
     "rds.DescribeDBClusters": 1, "rds.DescribeDBInstances": 1,
     "secretsmanager.DescribeSecret": 2, "secretsmanager.BatchGetSecretValue": 1,
-    "lambda.GetFunction": 2, "logs.DescribeLogGroups": 3, "iam.GetRole": 3 + 1,
+    "lambda.GetFunction": 2, "logs.DescribeLogGroups": 3, "iam.GetRole": 3 + 1 + 1,
     **{f"s3.{op}": 2 for op in S3_PER_BUCKET},
     "iam.ListAttachedRolePolicies": 1, "iam.GetPolicy": 1,
     "rds.DescribeDBClusterParameterGroups": 1, "rds.DescribeDBClusterParameters": 1,
     "backup.ListBackupVaults": 1, "backup.ListBackupPlans": 1, "backup.GetBackupPlan": 1,
     "backup.ListBackupSelections": 1, "sqs.GetQueueUrl": 1, "sqs.GetQueueAttributes": 1,
     "secretsmanager.GetResourcePolicy": 2,     # the app secret's and the master secret's
+    # issue 19, every control Prowler evaluates: the compute side (network interfaces for
+    # EC2.22, the key's rotation and policy, each function's resource policy, the trails, log
+    # groups' resource policies and recent events, the roles' inline policies) ...
+    "ec2.DescribeNetworkInterfaces": 1, "kms.DescribeKey": 1, "kms.GetKeyRotationStatus": 1,
+    "kms.GetKeyPolicy": 1, "lambda.GetPolicy": 2, "cloudtrail.DescribeTrails": 1,
+    "logs.DescribeResourcePolicies": 1, "logs.FilterLogEvents": 3,
+    "iam.ListRolePolicies": 5, "iam.GetRolePolicy": 5,
+    # ... and the storage side (ACLs, notifications, replication per bucket; snapshots, the
+    # engine versions offered, report plans)
+    **{f"s3.{op}": 2 for op in ("GetBucketAcl", "GetBucketNotificationConfiguration",
+                                "GetBucketReplication")},
+    "rds.DescribeDBClusterSnapshots": 1, "rds.DescribeDBSnapshots": 1,
+    "rds.DescribeDBEngineVersions": 1, "backup.ListReportPlans": 1,
 })
 # What the emulator cannot show (moto 5.2 drops a function's DeadLetterConfig and has no AWS
 # Backup selections): `unverified`, named in the notes, never counted as passed.
-UNVERIFIED = [("backup.cluster-protected", "rds_cluster_protected_by_backup_plan"),
-              ("lambda.dead-letter-queue", "awslambda_function_no_dead_letter_queue"),
-              ("lambda.dead-letter-queue", "awslambda_function_no_dead_letter_queue")]
+# Nor certificate details, nor when a secret was last read.
+UNVERIFIED = sorted([("backup.cluster-protected", "rds_cluster_protected_by_backup_plan"),
+                     ("lambda.dead-letter-queue", "awslambda_function_no_dead_letter_queue"),
+                     ("lambda.dead-letter-queue", "awslambda_function_no_dead_letter_queue"),
+                     ("rds.certificate", "rds_instance_certificate_expiration"),
+                     ("secret.used", "secretsmanager_secret_unused"),
+                     ("secret.master.used", "secretsmanager_secret_unused")])
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +118,22 @@ def test_clean_stack_passes_every_check(stack):
                                                ("backup.plan", "tap:backup-plan-retention"),
                                                # the master secret RDS owns has no policy
                                                ("secret.master-resource-policy",
-                                                "secretsmanager_has_restrictive_resource_policy")
+                                                "secretsmanager_has_restrictive_resource_policy"),
+                                               # dev: one instance, no deletion protection;
+                                               # every env: the default port, no MFA delete
+                                               # (root only), one region
+                                               ("rds.instance-multi-az", "RDS.5"),
+                                               ("rds.instance-deletion-protection", "RDS.8"),
+                                               ("rds.instance-port", "RDS.23"),
+                                               ("rds.cluster-port",
+                                                "rds_cluster_non_default_port"),
+                                               # the account's trail, outside the stack
+                                               *[("lambda.cloudtrail", "awslambda_function_"
+                                                  "invoke_api_operations_cloudtrail_logging_"
+                                                  "enabled")] * 2,
+                                               *[("s3.mfa-delete", "S3.20"),
+                                                 ("s3.cross-region-replication",
+                                                  "s3_bucket_cross_region_replication")] * 2,
                                                ]), \
         rows.to_string()
     gaps = report.checks[report.checks.status == "unverified"]
@@ -131,10 +163,10 @@ def test_outputs_are_shaped_as_aws_reports_them(stack):
 def test_aws_calls_grow_with_kinds_not_checks(stack, monkeypatch):
     report = verify(ENV, TARGET)
     assert Counter(report.calls) == EXPECTED_CALLS
-    assert report.aws_calls == sum(EXPECTED_CALLS.values()) == 55
+    assert report.aws_calls == sum(EXPECTED_CALLS.values()) == 87
     assert report.to_dict()["summary"] == {"passed": report.passed, "failed": 0,
                                            "excepted": report.excepted,
-                                           "unverified": len(UNVERIFIED), "aws_calls": 55}
+                                           "unverified": len(UNVERIFIED), "aws_calls": 87}
     assert any("cannot execute Lambdas" in note for note in report.notes)
 
     live = report.checks[report.checks.id.isin(["db.login", "payment.synthetic"])]
@@ -209,6 +241,8 @@ def test_drift_caught_by_verify_and_inspect(drifted, drift):
 def test_only_the_injected_drift_fails(drifted):
     failed = set(drifted.report.checks.query("status == 'fail'").id)
     assert failed == {"s3.versioning", "s3.public-access-block", "sg.no-world-ingress",
+                      # the 0.0.0.0/0 rule on 5432 also fails the internet-ingress controls
+                      "sg.internet",
                       "sg.db-ingress", "lambda.secret-ref", "lambda.no-password",
                       "secret.rotation",
                       # rotation off: SecretsManager.4 (rotated within 90 days) fails with it
