@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ... import trail
 from ...errors import ProtectedStack, TapError
-from . import server, standin
+from . import server
 
 TARGET = "sandbox"   # the target these stacks live on (registry.TARGETS)
 
@@ -15,6 +15,8 @@ def stop_sandbox() -> server.SandboxStatus:
     while a protected stack lives in it: stopping would lose it as a reset does."""
     if protected_stacks() and _maybe_running():
         _refuse_while_protected("stopping the sandbox", "stop")
+    from . import standin   # here: a preview never loads PostgreSQL's tooling
+
     standin.forget_every_stack()
     return server.stop()
 
@@ -55,6 +57,7 @@ def reset_sandbox() -> server.SandboxStatus:
     protected stack lives here (it goes only by its approved destroy plan); recorded."""
     import shutil
 
+    from . import standin
     from .state import stack_dir
 
     _refuse_while_protected("a sandbox reset", "reset")

@@ -2,7 +2,6 @@
 endpoint), instances."""
 from __future__ import annotations
 
-from .. import standin
 from .base import Handler, handler, ignore_missing
 
 
@@ -112,6 +111,8 @@ class Cluster(Handler):
         # The outputs are AWS's (the endpoint names describe_db_clusters reports); the sandbox
         # cannot run Aurora, so a real PostgreSQL stands in behind those names for tap's own
         # connections (standin.host_map), never by changing what the outputs say.
+        from .. import standin   # here: a preview never loads PostgreSQL's tooling
+
         standin.ensure(ctx, cluster["DBClusterIdentifier"], secret_arn,
                        inputs.get("databaseName") or "postgres",
                        hosts=(cluster["Endpoint"], cluster.get("ReaderEndpoint")))
@@ -178,6 +179,8 @@ class Cluster(Handler):
                 DBClusterIdentifier=id_, SnapshotType="automated")["DBClusterSnapshots"]:
             ignore_missing(rds.delete_db_cluster_snapshot,
                            DBClusterSnapshotIdentifier=snap["DBClusterSnapshotIdentifier"])
+        from .. import standin
+
         standin.remove(ctx, id_)
 
 

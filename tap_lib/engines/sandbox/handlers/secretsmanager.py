@@ -6,7 +6,6 @@ import uuid
 from botocore.exceptions import ClientError
 
 from ....errors import OperationFailed
-from .. import standin
 from .base import Handler, adoptable, handler, ignore_missing
 
 
@@ -95,6 +94,8 @@ class SecretRotation(Handler):
         now = inputs.get("rotateImmediately") is not False
         sm = ctx.client("secretsmanager")
         if now:
+            from .. import standin   # here: a preview never loads PostgreSQL's tooling
+
             standin.sync_masters(ctx, standin.stack_of(ctx.urn))  # setSecret logs in as master
             _clear_unfinished_rotation(sm, secret_id)
         sm.rotate_secret(SecretId=secret_id, ClientRequestToken=token,
