@@ -27,6 +27,7 @@ from ..engines.registry import check_target
 from ..errors import ConfigError, TapError
 from ..ops import audit, runbook
 from ..project import notebook_names, notebooks_dir
+from ..redaction import scrub_parameters
 
 FLEET = runbook.FLEET   # one mapped task per stack (fleet_verify_dag)
 
@@ -63,7 +64,7 @@ def begin(notebook: str, parameters: dict[str, Any]) -> dict[str, Any]:
     started = runbook.utc_now()
     path = runbook.reserve_record(root, env, notebook, started)
     return {"notebook": notebook, "env": env, "stack": stack, "root": root, "path": path,
-            "started": started, "parameters": runbook.scrub_parameters(params),
+            "started": started, "parameters": scrub_parameters(params),
             "kernel_env": {trail.RECORD_ENV: path, "TAP_OPERATOR": operator}}
 
 

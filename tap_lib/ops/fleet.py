@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..config import Settings
-from ..errors import ChecksFailed, NotDeployed, OperationFailed, TapError, UsageError
+from ..errors import ChecksFailed, NotDeployed, TapError, UsageError
 
 # The fleet's stacks (fleet_stacks.py) and its report (fleet_report.py), re-exported: callers
 # and notebooks know them as fleet.*.

@@ -22,6 +22,7 @@ import pandas as pd
 from ..aws import ip_permission
 from ..engines.base import Engine, ResourceState
 from ..engines.drift import compare
+from ..redaction import MASK
 from .audit import picture_path
 from .facts import PASSWORD_KEY, Facts, collect_facts, digest
 from .gating import engine_for
@@ -50,7 +51,6 @@ HISTORY_COLUMNS = ["time", "operation", "result", "duration_s", "create", "updat
                    "delete", "same"]
 ABSENT = "(absent)"
 NONE = "(none)"
-MASK = "***"
 
 Row = tuple[str, str, Any, Any]     # resource, property, declared, live
 

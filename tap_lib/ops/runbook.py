@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .. import trail
 from ..version import __version__
-from ..config import SECRET_NAME, label, shorten, shown
+from ..redaction import MASK, label, scrub_parameters, shorten, shown  # noqa: F401
 from ..engines.registry import check_target
 from ..errors import ConfigError, RecordsUnwritable, UsageError
 from ..project import notebook_names, notebooks_dir
@@ -54,7 +54,6 @@ if TYPE_CHECKING:
     from nbformat import NotebookNode
 
 SUMMARY_MIME = "application/vnd.tap.summary+json"
-MASK = "***"
 # Parameters run_notebooks sets from its own arguments: -p may only repeat the same value.
 FROM_OPTIONS = {"env": "--env", "target": "--target"}
 # Parameters that name an audit record: confined to the records root (ops/audit.py).
@@ -179,11 +178,6 @@ def _typed_for(path: Path, declared: dict[str, Any], parameters: dict[str, Any],
                 raise ConfigError(exc.message, file=str(path), field=f"-p {key}") from None
         params[key] = typed
     return params
-
-
-def scrub_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
-    """Mask the value of every parameter whose name looks like it holds a secret."""
-    return {k: (MASK if SECRET_NAME.search(k) else v) for k, v in parameters.items()}
 
 
 # Called with (title, figures) by show_summary: a `tap lab` kernel logs them (tap_lib/lab.py).
