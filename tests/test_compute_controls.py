@@ -151,8 +151,9 @@ def test_public_statements_secrets_and_trails():
     assert not comp.trail_records_lambda([], fn)
 
 
-def test_the_escalation_paths_are_prowlers():
+def test_the_escalation_paths_are_prowlers(ci_tool):
     """The vendored table (tap_lib/privesc_paths.py) is the installed Prowler's."""
+    ci_tool("prowler")           # .ci/run builds it while the tests run
     python = Path(__file__).resolve().parents[1] / ".venv-prowler" / "bin" / "python"
     if not python.exists():      # as test_security_audit: CI has it, so there it fails
         why = f"no Prowler virtualenv at {python} (.ci/run creates it)"
