@@ -85,6 +85,32 @@ def test_dags_import_without_errors(airflow_python, airflow_env):
     assert bag["deploy_plan"] == "{{ ti.xcom_pull(task_ids='preview') }}"
 
 
+CLOSED_RECORDS = """
+import json, sys
+sys.path.insert(0, {project!r})
+from tap_lib.airflow.dags import _TapRecords
+from tap_lib.errors import OperationFailed
+
+with _TapRecords(sys.executable, {project!r}, {{}}, "preview") as records:
+    pass                                    # the record process has ended, its pipes closed
+try:
+    records.ask({{"step": "begin"}})
+except OperationFailed as exc:
+    print("RESULT " + json.dumps([type(exc).__name__, str(exc)]))
+"""
+
+
+def test_asking_a_closed_record_process_is_a_typed_error(airflow_python):
+    """In Airflow's interpreter: a task asking tap's record process after it ended gets tap's
+    OperationFailed naming the task, not an AssertionError (gone under `python -O`)."""
+    code = CLOSED_RECORDS.format(project=str(project_dir()))
+    out = subprocess.run([airflow_python, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    kind, said = json.loads(result(out))
+    assert kind == "OperationFailed" and "for the preview task has no open pipe" in said, said
+    assert "hint: ask only inside" in said
+
+
 def tap_records(root: Path) -> dict[str, nbformat.NotebookNode]:
     """Every record under `root`, by path."""
     return {str(p): nbformat.read(p, as_version=4) for p in sorted(root.glob("*/*.ipynb"))}

@@ -33,6 +33,8 @@ from tap_lib.engines.sandbox.engine import REPLACEMENT_TRIGGER, SandboxEngine
 from tap_lib.engines.sandbox.handlers.base import replacement_table
 from tap_lib.errors import ConfigError
 
+from helpers import engines
+
 SUFFIX = "mtx"
 ENV = "dev"
 ENGINE = "aurora-postgresql"
@@ -364,8 +366,7 @@ def cases() -> list[Case]:
     return out
 
 
-def engine(*overrides: str) -> SandboxEngine:
-    return SandboxEngine(load_settings(ENV, [*base_overrides(), *overrides]))
+engine = engines(ENV, suffix=SUFFIX)
 
 
 def expected_op(type_: str, diffs: list[str]) -> str:

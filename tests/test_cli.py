@@ -8,12 +8,9 @@ import sys
 
 import pytest
 
+from helpers import tap_process as tap   # a real process: the exit path is part of the test
+
 pytestmark = [pytest.mark.sandbox, pytest.mark.postgres]
-
-
-def tap(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tap_lib.cli", *args], capture_output=True,
-                          text=True, env=os.environ.copy(), timeout=300)
 
 
 def test_sandbox_status_json(sandbox_home):
@@ -134,9 +131,8 @@ def test_run_help_lists_every_notebook_of_the_folder(tmp_path):
     folder: a notebook added there is offered without another edit."""
     from tap_lib.project import notebooks_dir
 
-    env = {**os.environ, "COLUMNS": "300"}
-    shown = subprocess.run([sys.executable, "-m", "tap_lib.cli", "run", "--help"],
-                           capture_output=True, text=True, env=env, timeout=60).stdout
+    env = {"COLUMNS": "300"}
+    shown = tap("run", "--help", env=env, timeout=60).stdout
     offered = shown.split("one of notebooks/:", 1)[1].split(";", 1)[0]
     names = [n.strip() for n in offered.split(",")]
     assert "repair" in names and "fleet" in names
@@ -147,8 +143,7 @@ def test_run_help_lists_every_notebook_of_the_folder(tmp_path):
     for name in ("preview", "extra"):
         (project / "notebooks" / f"{name}.ipynb").write_text("{}")
     env["TAP_PROJECT_DIR"] = str(project)
-    shown = subprocess.run([sys.executable, "-m", "tap_lib.cli", "run", "--help"],
-                           capture_output=True, text=True, env=env, timeout=60).stdout
+    shown = tap("run", "--help", env=env, timeout=60).stdout
     assert "one of notebooks/: preview, extra; or all" in shown, shown
 
 

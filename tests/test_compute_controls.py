@@ -18,6 +18,8 @@ from tap_lib.ops.preflight import compute_controls as comp
 from tap_lib.ops.preflight import vpc_controls as vpc
 from tap_lib.program import functions, network
 
+from helpers import make_engine
+
 ACCOUNT = "123456789012"
 OTHER = "210987654321"
 
@@ -296,9 +298,7 @@ PUBLIC = json.dumps({"Version": "2012-10-17", "Statement": [{
 
 @pytest.fixture(scope="module")
 def live(sandbox_home):
-    from tap_lib.engines.sandbox.engine import SandboxEngine
-
-    eng = SandboxEngine(load_settings("dev", [f"suffix={SUFFIX}"]))
+    eng = make_engine(suffix=SUFFIX)
     eng.up()
     return eng
 

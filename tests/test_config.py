@@ -11,7 +11,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,8 @@ from tap_lib.config import (ENV_NAME_RE, LOG_RETENTION_DAYS, Settings, available
                             aws_regions, load_settings, parse_override, read_settings_file)
 from tap_lib.errors import ConfigError
 from tap_lib.naming import RULES
+
+from helpers import tap_process
 
 REPO = Path(__file__).resolve().parents[1]
 DEV_DATA: dict = yaml.safe_load((project.params_dir() / "dev.yaml").read_text())
@@ -590,12 +591,9 @@ def test_random_bad_environment_suffix_gives_a_clean_config_error(suffix):
 # -- `tap config` -------------------------------------------------------------------------------
 
 def run_tap(*args: str, suffix: str | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "ENVIRONMENT_SUFFIX"}
-    env["TAP_TARGET"] = "sandbox"
-    if suffix:
-        env["ENVIRONMENT_SUFFIX"] = suffix
-    return subprocess.run([sys.executable, "-m", "tap_lib.cli", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
+    """`tap ARGS` from the repository, on the sandbox, ENVIRONMENT_SUFFIX=`suffix` or unset."""
+    env = {"TAP_TARGET": "sandbox", "ENVIRONMENT_SUFFIX": suffix or None}
+    return tap_process(*args, env=env, cwd=REPO, timeout=120)
 
 
 def test_tap_config_bad_value_exits_2_without_traceback():

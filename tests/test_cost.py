@@ -6,7 +6,6 @@ fed through botocore's Stubber, which is the only thing mocked here."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,8 @@ from tap_lib.cost.estimate import BILLABLE, FREE_TYPES, Resource
 from tap_lib.cost.meters import AURORA_CLASSES, METERS, catalog_keys, meter_key
 from tap_lib.engines.synth import synthesize
 from tap_lib.ops.preflight import run_preflight
+
+from helpers import tap_process
 
 DATA = Path(__file__).parent / "data"
 HOURS = 730
@@ -390,9 +391,7 @@ def test_refresher_refuses_the_sandbox():
 
 # -- through the command line, on a sandbox -------------------------------------------------
 def test_preview_json_carries_the_cost(sandbox_home, catalog):
-    out = subprocess.run([sys.executable, "-m", "tap_lib.cli", "preview", "--env", "dev",
-                          "--set", "suffix=cost", "--json"], capture_output=True, text=True,
-                         env=os.environ.copy(), timeout=300)
+    out = tap_process("preview", "--env", "dev", "--set", "suffix=cost", "--json")
     assert out.returncode == 0, out.stderr
     plan = json.loads(out.stdout)
     cost = plan["cost"]
@@ -417,9 +416,7 @@ def test_preview_json_carries_the_cost(sandbox_home, catalog):
 def test_preview_text_names_prices_older_than_the_catalog(sandbox_home, catalog):
     """A price quoted from an older copy of the Price List is named with its date beside the
     total, so an approver reading the text sees it is not the catalog's date."""
-    out = subprocess.run([sys.executable, "-m", "tap_lib.cli", "preview", "--env", "staging",
-                          "--set", "suffix=costtext"], capture_output=True, text=True,
-                         env=os.environ.copy(), timeout=300)
+    out = tap_process("preview", "--env", "staging", "--set", "suffix=costtext")
     assert out.returncode == 0, out.stderr
     settings = load_settings("staging", ["suffix=costtext"], use_environ=False)
     key = f"aurora_instance_hour:{settings.db.instance_class}"

@@ -14,7 +14,6 @@ from typing import Callable
 import pytest
 
 from tap_lib.aws import Clients
-from tap_lib.config import load_settings
 from tap_lib.engines.sandbox import server
 from tap_lib.engines.sandbox.discovery import find_stack_resources
 from tap_lib.engines.sandbox.engine import SandboxEngine
@@ -22,11 +21,12 @@ from tap_lib.engines.sandbox.handlers import REGISTRY
 from tap_lib.engines.sandbox.state import normalize_reveal
 from tap_lib.errors import TapError
 from tap_lib.ops.verify import verify
+from helpers import make_engine
 from test_faults import Faults, InjectedFault, count_calls
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.postgres]
 
-ADHOC = "pr6329"                  # ENVIRONMENT_SUFFIX of the ad-hoc stack beside dev
+ADHOC = "pr6329"                  # the suffix of the ad-hoc stack beside dev (dev's file)
 NAT = "aws:ec2/natGateway:NatGateway"
 SPREAD = 3                        # kill points spread over the ad-hoc deploy, besides NAT's two
 CALLS: list[tuple[str, str]] = []     # the handler calls of the ad-hoc stack's first deploy
@@ -57,21 +57,11 @@ def unfiltered():
         yield
 
 
-def engine(suffix: str | None = None) -> SandboxEngine:
-    """dev, or the ad-hoc stack ENVIRONMENT_SUFFIX=`suffix` (dev's environment file)."""
-    with pytest.MonkeyPatch.context() as mp:
-        if suffix:
-            mp.setenv("ENVIRONMENT_SUFFIX", suffix)
-        else:
-            mp.delenv("ENVIRONMENT_SUFFIX", raising=False)
-        return SandboxEngine(load_settings("dev"))
-
-
 @pytest.fixture(scope="module")
 def stacks(sandbox_home, unfiltered):
     """dev and the ad-hoc stack, both deployed on the module's sandbox (the ad-hoc deploy's
     handler calls counted, for the kill points)."""
-    dev, adhoc = engine(), engine(ADHOC)
+    dev, adhoc = make_engine(), make_engine(suffix=ADHOC)
     dev.up()
     with pytest.MonkeyPatch.context() as mp:
         CALLS[:] = count_calls(mp, adhoc.up)
@@ -209,16 +199,17 @@ def test_killed_adhoc_deploy_leaves_dev_untouched(stacks):
     timings = []
     for label, make in kills:
         start = time.monotonic()
-        failed = _killed(make, lambda: engine(ADHOC).up())
+        failed = _killed(make, lambda: make_engine(suffix=ADHOC).up())
         where = f"{label} ({failed[0]}.{failed[1]})"
-        engine(ADHOC).up()
-        survivor = engine(ADHOC)
+        make_engine(suffix=ADHOC).up()
+        survivor = make_engine(suffix=ADHOC)
         survivor.destroy()
         assert find_stack_resources(survivor.stack, survivor.clients()) == [], \
             f"{where}: the ad-hoc stack left resources behind"
-        assert dead(engine()) == [], f"{where}: recovering or destroying the ad-hoc stack hit dev"
+        assert dead(make_engine()) == [], \
+            f"{where}: recovering or destroying the ad-hoc stack hit dev"
         timings.append(round(time.monotonic() - start, 1))
-    assert {u: r.id for u, r in engine().store.state.resources.items()} == before
+    assert {u: r.id for u, r in make_engine().store.state.resources.items()} == before
     report = verify("dev", "sandbox")
     failed_checks = report.checks[report.checks.status == "fail"]
     assert failed_checks.empty, failed_checks.to_string()

@@ -17,6 +17,8 @@ from tap_lib.ops.preflight.data_controls import (judge_plan_rules, judge_secret_
                                                  judge_tls)
 from tap_lib.program.policies import deployer_principal, secret_policy
 
+from helpers import make_engine
+
 MINE = ("TAP108", "TAP109", "TAP123", "TAP124", "TAP143", "TAP161", "TAP162", "TAP163")
 ACCOUNT = "123456789012"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/tapstack-payment-prod"
@@ -161,9 +163,7 @@ def prod(sandbox_home, signers, tmp_path_factory):
     plans_dir = tmp_path_factory.mktemp("prod-plans")
     stack_ops.deploy("prod", plan=signers.approved("prod", plans_dir / "create.json"),
                      confirm=PROD)
-    from tap_lib.engines.sandbox.engine import SandboxEngine
-
-    yield SandboxEngine(load_settings("prod"))
+    yield make_engine(env="prod")
 
 
 def _verify():

@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections import Counter
 from typing import Callable
 
 import pytest
 
-from tap_lib.config import load_settings
 from tap_lib.engines.sandbox.engine import SandboxEngine
 from tap_lib.engines.sandbox.handlers import REGISTRY
 from tap_lib.errors import TapError
+
+from helpers import engines
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.postgres]
 
@@ -71,8 +71,7 @@ class Faults:
 SUFFIX = "flt"
 
 
-def engine(*overrides: str) -> SandboxEngine:
-    return SandboxEngine(load_settings("dev", [f"suffix={SUFFIX}", *overrides]))
+engine = engines("dev", suffix=SUFFIX)
 
 
 # --------------------------------------------------------------------------- counting live
@@ -371,13 +370,16 @@ def test_failed_deploy_outlives_none_of_its_calls(sandbox_home, monkeypatch):
     behind its back (never in its state) failed its own create with InvalidPermission.Duplicate.
     A failed deploy returns only when every handler call it started has ended and is recorded."""
     egress = REGISTRY["aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"]
-    real, running = egress.create, []
+    real, running, overlapped = egress.create, [], []
+    sibling_failed, deploy_over = threading.Event(), threading.Event()
 
     def create(ctx, inputs):
         if ctx.name.startswith("lambda-to-db"):
+            sibling_failed.set()
             raise InjectedFault("injected: lambda-to-db refused")
         running.append(ctx.urn)
-        time.sleep(2)                 # still running when its sibling has failed
+        overlapped.append(sibling_failed.wait(timeout=60))   # in flight when its sibling failed
+        deploy_over.wait(timeout=2)   # and after: a deploy that returns early finds it running
         out = real(ctx, inputs)
         running.remove(ctx.urn)
         return out
@@ -387,7 +389,10 @@ def test_failed_deploy_outlives_none_of_its_calls(sandbox_home, monkeypatch):
         mp.setattr(egress, "create", create)
         with pytest.raises(TapError, match="injected"):
             _engine().up()
-        assert running == [], "a handler call outlived the failed deploy"
+        outlived = list(running)
+        deploy_over.set()
+        assert outlived == [], "a handler call outlived the failed deploy"
+        assert overlapped == [True], "no call was in flight when its sibling failed"
     state = _engine().store.state.resources
     https = [r for r in state.values() if r.name.startswith("lambda-to-https")]
     assert all(r.status == "created" for r in https)

@@ -4,57 +4,29 @@ guard list runs against a real deployed (emulated) prod stack, through every pat
 line, `tap run` notebooks (real kernels), the library, and the engine itself."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from tap_lib import cli, trail
+from tap_lib import trail
 from tap_lib.config import load_settings
 from tap_lib.engines.base import StackMeta
 from tap_lib.engines.sandbox.engine import SandboxEngine
 from tap_lib.errors import ProtectedStack, UsageError
 from tap_lib.ops import stack as stack_ops
 
+from helpers import live_counts, make_engine, tap, tap_process
+
 pytestmark = [pytest.mark.sandbox, pytest.mark.postgres]
 
 PROD = "TapStackprod"
 
 
-def tap(*args: str, env: dict | None = None, close_stdin: bool = False
-        ) -> subprocess.CompletedProcess:
-    """The command line in this process (a cold `tap` costs seconds to import); a real process
-    where the process matters (closed stdin)."""
-    if close_stdin:
-        return subprocess.run([sys.executable, "-m", "tap_lib.cli", *args],
-                              capture_output=True, text=True, timeout=300,
-                              env={**os.environ, **(env or {})},
-                              preexec_fn=lambda: os.close(0))
-    out, err = io.StringIO(), io.StringIO()
-    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), \
-            contextlib.redirect_stderr(err):
-        for key, value in (env or {}).items():
-            mp.setenv(key, value)
-        code = cli.main(list(args))
-    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
-
-
-def live_counts(eng: SandboxEngine) -> dict[str, int]:
-    """What the emulator holds for the stack, counted through boto3 (not tap's state)."""
-    c = eng.clients()
-    urn_prefix = f"urn:pulumi:{eng.stack}::"
-    vpcs = [v for v in c("ec2").describe_vpcs()["Vpcs"]
-            if any(t["Value"].startswith(urn_prefix) for t in v.get("Tags", []))]
-    instances = c("rds").describe_db_instances()["DBInstances"]
-    buckets = c("s3").list_buckets()["Buckets"]
-    functions = c("lambda").list_functions()["Functions"]
-    secrets = c("secretsmanager").list_secrets()["SecretList"]
-    return {"vpcs": len(vpcs), "instances": len(instances), "buckets": len(buckets),
-            "functions": len(functions), "secrets": len(secrets)}
+def counts(eng: SandboxEngine) -> dict[str, int]:
+    """What the emulator holds (boto3, not tap's state): the stack's VPCs, and every database
+    instance, bucket, function and secret."""
+    return live_counts(eng, "vpcs", stack=eng.stack) | live_counts(
+        eng, "instances", "buckets", "functions", "secrets")
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +34,7 @@ def prod(sandbox_home, signers, tmp_path_factory):
     plans_dir = tmp_path_factory.mktemp("prod-plans")
     stack_ops.deploy("prod", plan=signers.approved("prod", plans_dir / "create.json"),
                      confirm=PROD)
-    eng = SandboxEngine(load_settings("prod"))
+    eng = make_engine(env="prod")
     assert eng.stack_meta() == StackMeta("params/prod.yaml", True)
     yield eng
     # As an operator retires prod: lift the database's deletion protection (which fails RDS.7
@@ -73,27 +45,27 @@ def prod(sandbox_home, signers, tmp_path_factory):
         reason="retiring prod"), confirm=PROD)
     stack_ops.destroy("prod", yes=True, confirm=PROD, plan=signers.approved(
         "prod", plans_dir / "destroy.json", destroy=True))
-    assert live_counts(eng)["vpcs"] == 0
+    assert counts(eng)["vpcs"] == 0
 
 
 def test_destroy_of_prod_from_an_overridden_environment_is_refused(prod):
-    before = live_counts(prod)
+    before = counts(prod)
     out = tap("destroy", "--env", "prod", "--yes", "--set", "environment=dev")
     assert out.returncode == 2, out.stderr
     assert f"{PROD} is protected" in out.stderr and "a destroy needs a reviewed plan" in out.stderr
     assert "--destroy --save-plan FILE" in out.stderr and "Traceback" not in out.stderr
-    assert live_counts(prod) == before
+    assert counts(prod) == before
 
 
 def test_a_stack_operated_from_another_environment_file_is_refused(prod):
-    before = live_counts(prod)
+    before = counts(prod)
     out = tap("destroy", "--env", "dev", "--yes", env={"ENVIRONMENT_SUFFIX": "prod"})
     assert out.returncode == 2, out.stderr
     # prod's name is reserved by params/prod.yaml: refused before the stack is even opened
     assert "TapStackprod is reserv" in out.stderr and "ENVIRONMENT_SUFFIX" in out.stderr
     deploy = tap("deploy", "--env", "dev", "--yes", env={"ENVIRONMENT_SUFFIX": "prod"})
     assert deploy.returncode == 2 and "TapStackprod is reserv" in deploy.stderr
-    assert live_counts(prod) == before
+    assert counts(prod) == before
 
 
 def test_protection_cannot_be_overridden_on_the_command_line(prod):
@@ -103,7 +75,7 @@ def test_protection_cannot_be_overridden_on_the_command_line(prod):
 
 
 def test_closed_stdin_is_no_confirmation(prod):
-    out = tap("deploy", "--env", "prod", close_stdin=True)
+    out = tap_process("deploy", "--env", "prod", close_stdin=True)
     assert out.returncode == 2, out.stderr
     assert "--yes" in out.stderr and "Traceback" not in out.stderr
     assert "AttributeError" not in out.stderr
@@ -122,7 +94,7 @@ def reviewed_plan(path, *args: str, signers=None) -> str:
 
 def test_a_protected_stack_deploys_only_a_reviewed_plan_and_deletes_need_its_name(
         prod, tmp_path, signers):
-    before = live_counts(prod)
+    before = counts(prod)
     assert before["instances"] == 3
     unplanned = tap("deploy", "--env", "prod", "--yes", "--set", "db.instances=2")
     assert unplanned.returncode == 2, unplanned.stderr
@@ -135,33 +107,33 @@ def test_a_protected_stack_deploys_only_a_reviewed_plan_and_deletes_need_its_nam
     assert unapproved.returncode == 0, unapproved.stderr
     refused = tap("deploy", "--env", "prod", "--plan", str(tmp_path / "unapproved.json"))
     assert refused.returncode == 2 and "needs the approval of a second key" in refused.stderr
-    assert live_counts(prod) == before
+    assert counts(prod) == before
 
     fewer = reviewed_plan(tmp_path / "fewer.json", "--set", "db.instances=2", signers=signers)
     no_name = tap("deploy", "--env", "prod", "--plan", fewer)
     assert no_name.returncode == 2, no_name.stderr
     assert "would delete" in no_name.stderr and "nothing was changed" in no_name.stderr
     # Below the operations, the engine refuses the same deletion, whoever calls it.
-    engine = SandboxEngine(load_settings("prod", ["db.instances=2"]))
+    engine = make_engine("db.instances=2", env="prod")
     with pytest.raises(ProtectedStack):
         engine.up()
     with pytest.raises(ProtectedStack):  # below Engine.up's preview: the resolver itself
         engine._up(None, confirm=None, meta=engine.stack_meta())
-    assert live_counts(prod) == before
+    assert counts(prod) == before
 
     applied = tap("deploy", "--env", "prod", "--plan", fewer, "--confirm", PROD, "--json")
     assert applied.returncode == 0, applied.stderr
     assert json.loads(applied.stdout)["summary"]["delete"] == 1
-    assert live_counts(prod)["instances"] == 2
+    assert counts(prod)["instances"] == 2
     # Adding back only creates: a reviewed plan without --confirm is enough.
     more = reviewed_plan(tmp_path / "more.json", signers=signers)
     assert tap("deploy", "--env", "prod", "--plan", more).returncode == 0
-    assert live_counts(prod)["instances"] == 3
+    assert counts(prod)["instances"] == 3
     assert prod.stack_meta() == StackMeta("params/prod.yaml", True)
 
 
 def test_unattended_paths_need_a_reviewed_plan(prod, sandbox_home, tmp_path, signers):
-    before = live_counts(prod)
+    before = counts(prod)
     with pytest.raises(ProtectedStack):
         stack_ops.deploy("prod")                       # a library call: no plan, no name
     with pytest.raises(ProtectedStack):
@@ -178,17 +150,17 @@ def test_unattended_paths_need_a_reviewed_plan(prod, sandbox_home, tmp_path, sig
     plan = reviewed_plan(tmp_path / "same.json", signers=signers)
     confirmed = tap("run", "deploy", "--env", "prod", "-p", "plan", plan, "--json")
     assert confirmed.returncode == 0, confirmed.stdout + confirmed.stderr
-    assert live_counts(prod) == before
+    assert counts(prod) == before
 
 
 def test_preflight_errors_block_preview_and_deploy(sandbox_home):
-    eng = SandboxEngine(load_settings("dev", ["suffix=gate"]))
+    eng = make_engine(suffix="gate")
     out = tap("deploy", "--env", "dev", "--yes", "--set", "suffix=gate",
               "--set", "db.engine_version=99.9")
     assert out.returncode == 1, out.stderr
     assert "TAP005" in out.stderr and "99.9 is not offered" in out.stderr
     assert "stopped before anything changed" in out.stderr
-    assert live_counts(eng)["vpcs"] == 0 and not eng.store.state.resources
+    assert counts(eng)["vpcs"] == 0 and not eng.store.state.resources
     refusal = trail.read()[-1]                     # the audit trail keeps the refusal too
     assert (refusal["operation"], refusal["result"], refusal["error"], refusal["stack"]) == (
         "deploy", "refused", "PreflightBlocked", "TapStackgate")
@@ -216,7 +188,7 @@ def test_a_destroy_that_would_stop_part_way_is_refused_before_the_first_delete(
         prod, tmp_path, signers):
     """An approved destroy plan, but the cluster's deletion protection would stop it after the
     NATs, functions and secrets were gone: refused whole, nothing deleted, the trail says so."""
-    before = live_counts(prod)
+    before = counts(prod)
     plan = tmp_path / "destroy.json"
     saved = tap("preview", "--env", "prod", "--destroy", "--save-plan", str(plan),
                 env=signers.env("alice"))
@@ -226,7 +198,7 @@ def test_a_destroy_that_would_stop_part_way_is_refused_before_the_first_delete(
     assert out.returncode == 2, out.stderr
     assert "would stop part-way: RDS cluster" in out.stderr and "nothing was deleted" in \
         out.stderr and "Traceback" not in out.stderr
-    assert live_counts(prod) == before
+    assert counts(prod) == before
     entry = [e for e in trail.read() if e["operation"] == "destroy"][-1]
     assert (entry["result"], entry["error"]) == ("refused", "DestroyBlocked")
     # a deploy plan is no destroy plan, and a destroy plan deploys nothing
@@ -237,8 +209,8 @@ def test_a_destroy_that_would_stop_part_way_is_refused_before_the_first_delete(
 def test_bare_engine_calls_and_hand_built_authorizations_are_refused(prod, signers):
     from tap_lib.authority import Authorization
 
-    before = live_counts(prod)
-    engine = SandboxEngine(load_settings("prod", ["lambda.memory_mb=384"]))
+    before = counts(prod)
+    engine = make_engine("lambda.memory_mb=384", env="prod")
     with pytest.raises(ProtectedStack, match="needs a reviewed plan"):
         engine.up(confirm=PROD)                     # a library call with the stack's name
     with pytest.raises(ProtectedStack, match="needs a reviewed plan"):
@@ -247,24 +219,24 @@ def test_bare_engine_calls_and_hand_built_authorizations_are_refused(prod, signe
                            "not a signature", ({"operator": "bob", "plan": "sha256:0"},))
     with pytest.raises(UsageError, match="does not match its hash"):
         engine.up(confirm=PROD, authorization=forged)
-    assert live_counts(prod) == before
+    assert counts(prod) == before
 
 
 def test_sandbox_reset_and_repair_refuse_a_protected_stack(prod, sandbox_home):
-    before = live_counts(prod)
-    out = tap("sandbox", "reset", close_stdin=True)
+    before = counts(prod)
+    out = tap_process("sandbox", "reset", close_stdin=True)
     assert out.returncode == 2, out.stderr
     assert f"{PROD} is protected: a sandbox reset would lose it" in out.stderr
     assert "--destroy --save-plan" in out.stderr and "Traceback" not in out.stderr
     entry = trail.read()[-1]
     assert (entry["operation"], entry["result"], entry["stack"]) == ("reset", "refused", PROD)
-    stop = tap("sandbox", "stop", close_stdin=True)   # the emulator would forget prod too
+    stop = tap_process("sandbox", "stop", close_stdin=True)   # the emulator would forget prod too
     assert stop.returncode == 2 and "stopping the sandbox would lose it" in stop.stderr
     assert trail.read()[-1]["notes"] == ["tap sandbox stop"]
     from tap_lib.ops.repair import repair
     with pytest.raises(ProtectedStack, match="repair changes it outside a reviewed plan"):
         repair("prod")
-    assert live_counts(prod) == before
+    assert counts(prod) == before
 
 
 def test_a_protected_refresh_needs_an_approved_refresh_plan(prod, tmp_path, signers):
@@ -275,7 +247,7 @@ def test_a_protected_refresh_needs_an_approved_refresh_plan(prod, tmp_path, sign
     assert out.returncode == 2 and "a refresh needs a reviewed plan" in out.stderr
     assert "--refresh --save-plan" in out.stderr and "Traceback" not in out.stderr
     with pytest.raises(ProtectedStack):
-        SandboxEngine(load_settings("prod")).refresh(confirm=PROD)    # below the operations
+        make_engine(env="prod").refresh(confirm=PROD)    # below the operations
     assert prod.store.path.read_bytes() == state
     deploy_plan = reviewed_plan(tmp_path / "deploy.json", signers=signers)
     wrong = tap("refresh", "--env", "prod", "--plan", deploy_plan)
@@ -306,11 +278,11 @@ def test_a_state_file_edited_by_hand_does_not_lift_protection(prod):
     state["protected"] = False
     path.write_text(json.dumps(state))
     try:
-        before = live_counts(prod)
+        before = counts(prod)
         out = tap("deploy", "--env", "prod", "--yes", "--set", "lambda.memory_mb=384")
         assert out.returncode == 2 and "deploys only from a reviewed plan" in out.stderr
         with pytest.raises(ProtectedStack):
-            SandboxEngine(load_settings("prod", ["lambda.memory_mb=384"])).up(confirm=PROD)
-        assert live_counts(prod) == before
+            make_engine("lambda.memory_mb=384", env="prod").up(confirm=PROD)
+        assert counts(prod) == before
     finally:
         path.write_text(original)

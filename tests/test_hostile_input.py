@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import io
 import json
 import os
 import shutil
@@ -26,10 +25,12 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tap_lib import cli, project
+from tap_lib import project
 from tap_lib.config import (MAX_FILE_BYTES, TAGS_PER_RESOURCE, TAP_TAG_KEYS, Settings,
                             load_settings, region_zones)
 from tap_lib.errors import ConfigError
+
+from helpers import live_counts, region_clients, tap
 
 DEV: dict = yaml.safe_load((project.params_dir() / "dev.yaml").read_text())
 MESSAGE_LIMIT = 4096
@@ -287,21 +288,8 @@ def test_random_hostile_files_load_or_give_a_clean_config_error(content: bytes) 
 
 def emulator_inventory() -> dict[str, int]:
     """How many of each kind of resource the stack creates the emulator holds."""
-    from tap_lib.engines.sandbox import server
-
-    def c(service: str):
-        return server.client(service, "eu-west-2")
-
-    return {
-        "vpcs": len(c("ec2").describe_vpcs()["Vpcs"]),
-        "subnets": len(c("ec2").describe_subnets()["Subnets"]),
-        "buckets": len(c("s3").list_buckets()["Buckets"]),
-        "clusters": len(c("rds").describe_db_clusters()["DBClusters"]),
-        "functions": len(c("lambda").list_functions()["Functions"]),
-        "secrets": len(c("secretsmanager").list_secrets()["SecretList"]),
-        "kms_keys": len(c("kms").list_keys()["Keys"]),
-        "roles": len(c("iam").list_roles()["Roles"]),
-    }
+    return live_counts(region_clients("eu-west-2"), "vpcs", "subnets", "buckets", "clusters",
+                       "functions", "secrets", "kms_keys", "roles")
 
 
 @dataclass
@@ -342,13 +330,6 @@ def no_engine(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(registry, "engine_class", recording)
     return opened
-
-
-def tap(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main(list(argv))
-    return code, out.getvalue(), err.getvalue()
 
 
 def assert_refused(code: int, err: str, names: str) -> None:

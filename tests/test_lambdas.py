@@ -26,7 +26,6 @@ from fixtures_lambdas import (MASTER_PASSWORD, MASTER_USER, STEPS, Stack, aws_en
                               begin_rotation, create_stack, forwarded_port, login_works,
                               moto_server, rotate, run_steps, scratch_dir, secret_value, stages,
                               standin_server)
-from tap_lib import localdb
 from tap_lib.lambdas.payment import handler as payment
 from tap_lib.lambdas.rotation import handler as rotation
 from tap_lib.localdb import LocalPostgres

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 
 import pytest
 
-from tap_lib.config import load_settings
 from tap_lib.engines.base import Plan, Step
 from tap_lib.engines.sandbox.engine import SandboxEngine
 from tap_lib.errors import PlanMismatch
@@ -21,6 +18,7 @@ from tap_lib.ops import plans
 from tap_lib.ops import stack as stack_ops
 
 from fixtures_signing import git, make_signed_project
+from helpers import engines, tap_popen
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.postgres]
 
@@ -47,8 +45,7 @@ def memory(engine: SandboxEngine) -> int:
     return engine.clients()("lambda").get_function_configuration(FunctionName=name)["MemorySize"]
 
 
-def engine() -> SandboxEngine:
-    return SandboxEngine(load_settings(ENV))
+engine = engines(ENV)
 
 
 def test_a_deploy_from_a_saved_plan_applies_it(project, tmp_path):
@@ -117,7 +114,7 @@ def test_an_edited_plan_file_is_refused(project, tmp_path):
 
 def test_the_engine_stops_at_a_step_the_plan_does_not_have(project):
     """Below the file checks: a plan whose steps are all `same` meets a real update."""
-    eng = SandboxEngine(load_settings(ENV, ["lambda.memory_mb=1024"]))
+    eng = engine("lambda.memory_mb=1024")
     planned = eng.preview()
     unchanged = Plan(planned.stack, "sandbox",
                      [Step(s.urn, s.type, s.name, "same") for s in planned.steps])
@@ -191,9 +188,7 @@ def test_two_operators_applying_one_plan_at_once_apply_it_once(project, tmp_path
     path = plans.save_plan(plans.make_plan(ENV, "sandbox", ["lambda.memory_mb=384"]),
                            tmp_path / "plan.json")
     before = len(trail.read())
-    procs = [subprocess.Popen([sys.executable, "-m", "tap_lib.cli", "deploy", "--env", ENV,
-                               "--plan", str(path), "--yes"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [tap_popen("deploy", "--env", ENV, "--plan", str(path), "--yes") for _ in range(2)]
     results = [(p.returncode, out + err) for p in procs
                for out, err in [p.communicate(timeout=300)]]
     codes = sorted(code for code, _ in results)
@@ -310,7 +305,7 @@ def test_a_plan_binds_values_not_only_property_names(keys, tmp_path, capsys):
     cli.main(["preview", "--env", ENV, "--set", "lambda.memory_mb=512"])
     assert "payment-fn-dev  memorySize: 256 → 512" in capsys.readouterr().out
     stack_ops.deploy(ENV, "sandbox", ["lambda.memory_mb=640"])       # the stack moves on
-    eng = SandboxEngine(load_settings(ENV, ["lambda.memory_mb=512"]))
+    eng = engine("lambda.memory_mb=512")
     with pytest.raises(PlanMismatch, match="planned: update memorySize: 256 → 512; now: update "
                                            "memorySize: 640 → 512"):
         eng.up(plan=reviewed.plan)                   # below the file checks: the engine's own

@@ -5,9 +5,6 @@ Also `tap deploy --refresh`."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import nbformat
 import pytest
@@ -19,6 +16,8 @@ from tap_lib.engines.sandbox.engine import SandboxEngine
 from tap_lib.ops.repair import repair
 from tap_lib.ops.stack import deploy, destroy, settings_for
 from tap_lib.ops.verify import verify
+
+from helpers import tap_process
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.postgres]
 
@@ -106,9 +105,7 @@ def test_deploy_refresh_repairs_what_a_plain_deploy_does_not(engine):
 
 def test_repair_notebook_records_before_and_after(engine, sandbox_home):
     password = inject_drift(engine)
-    out = subprocess.run([sys.executable, "-m", "tap_lib.cli", "run", "repair", "--env", ENV,
-                          "--json"], capture_output=True, text=True, env=os.environ.copy(),
-                         timeout=600)
+    out = tap_process("run", "repair", "--env", ENV, "--json", timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     record = json.loads(out.stdout)[0]
     assert record["status"] == "succeeded"

@@ -16,11 +16,12 @@ import dataclasses
 
 import pytest
 
-from tap_lib.config import load_settings
 from tap_lib.engines.base import Plan
-from tap_lib.engines.sandbox.engine import REPLACED, SandboxEngine
+from tap_lib.engines.sandbox.engine import REPLACED
 from tap_lib.engines.sandbox.handlers import REGISTRY
 from tap_lib.errors import PlanMismatch, TapError
+
+from helpers import engines, tagged
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.postgres]
 
@@ -30,8 +31,7 @@ CLUSTER = "aws:rds/cluster:Cluster"
 INSTANCE = "aws:rds/clusterInstance:ClusterInstance"
 
 
-def engine(*overrides: str) -> SandboxEngine:
-    return SandboxEngine(load_settings("dev", ["suffix=rpl", *overrides]))
+engine = engines("dev", suffix="rpl")
 
 
 def record_calls(monkeypatch, fail: tuple[str, str] | None = None) -> list[tuple[str, str]]:
@@ -100,10 +100,7 @@ def test_vpc_replacement_creates_before_deleting(sandbox_home, monkeypatch):
     assert [s for s in again.steps if REPLACED in s.urn] == []   # the old copy is the VPC
     engine().up()
     assert ec2.describe_vpcs(Filters=[{"Name": "vpc-id", "Values": [current]}])["Vpcs"] == []
-    tagged = ec2.describe_vpcs(Filters=[{"Name": "tag-key", "Values": ["tap:urn"]}])["Vpcs"]
-    mine = [v for v in tagged if any(t["Value"].startswith("urn:pulumi:TapStackrpl::")
-                                     for t in v.get("Tags", []))]
-    assert [v["CidrBlock"] for v in mine] == ["10.0.0.0/16"]
+    assert [v["CidrBlock"] for v in tagged(eng, "vpcs", "TapStackrpl")] == ["10.0.0.0/16"]
 
 
 def test_named_replacement_deletes_dependents_first(sandbox_home, monkeypatch):

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from tap_lib.config import load_settings
-from tap_lib.engines.sandbox.engine import SandboxEngine
 from tap_lib.engines.sandbox.handlers import REGISTRY
 from tap_lib.engines.sandbox.handlers.base import TAG_PROPS, replacement_table
 from tap_lib.errors import UnknownProperty
 from tap_lib.engines.synth import synthesize
+
+from helpers import engines
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -157,11 +158,7 @@ def test_generator_parses_sdk_and_framework_schemas():
 SUFFIX = "dayb"
 
 
-def _engine(*overrides: str, tags: dict | None = None) -> SandboxEngine:
-    settings = load_settings("dev", [f"suffix={SUFFIX}", *overrides])
-    if tags is not None:  # a whole new tag map: `--set` can change a key but not remove one
-        settings = settings.model_copy(update={"tags": tags})
-    return SandboxEngine(settings)
+_engine = engines("dev", suffix=SUFFIX)   # tags=: a whole new tag map
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +168,13 @@ def deployed(sandbox_home):
     eng.up()
     yield eng
     _engine("db.deletion_protection=false").destroy()
+
+
+def _start_from(*settings: str) -> None:
+    """Bring the shared stack to the settings this case starts from: what the case before it
+    left (a no-op in file order), so a case selected alone (`-k`) starts right too. The cases
+    run in file order (the engine version only goes up)."""
+    _engine(*settings).up()
 
 
 def _ops(plan) -> dict[str, str]:
@@ -215,6 +219,7 @@ def _tags(eng, out) -> dict[str, dict[str, str]]:
 @pytest.mark.sandbox
 @pytest.mark.postgres
 def test_retag_updates_every_taggable_resource_in_place(deployed):
+    _start_from()
     before = _tags(deployed, deployed.outputs())
     assert len(before) >= 20 and all(t.get("Owner") == "payments-platform"
                                      for t in before.values())
@@ -239,6 +244,7 @@ def test_retag_updates_every_taggable_resource_in_place(deployed):
 @pytest.mark.sandbox
 @pytest.mark.postgres
 def test_port_change_updates_cluster_and_rules_in_place(deployed):
+    _start_from()
     eng = _engine("db.port=5433")
     plan = eng.preview()
     # Everything changes in place: the app credentials' initial version carries the port too,
@@ -273,6 +279,7 @@ def test_port_change_updates_cluster_and_rules_in_place(deployed):
 @pytest.mark.sandbox
 @pytest.mark.postgres
 def test_engine_version_bump_updates_cluster_and_instances(deployed):
+    _start_from("db.port=5433")
     eng = _engine("db.port=5433", "db.engine_version=16.4")
     plan = eng.preview()
     ops = {s.type: s.op for s in plan.steps if s.op != "same"}
@@ -303,6 +310,7 @@ def test_engine_version_bump_updates_cluster_and_instances(deployed):
 @pytest.mark.sandbox
 @pytest.mark.postgres
 def test_nat_layout_single_to_per_az_converges(deployed):
+    _start_from("db.port=5433", "db.engine_version=16.4")
     settings = ("db.port=5433", "db.engine_version=16.4", "vpc.nat_gateways=per_az")
     eng = _engine(*settings)
     plan = eng.preview()

@@ -13,20 +13,17 @@ import pulumi
 import pulumi_aws as aws
 import pytest
 
-from tap_lib.config import load_settings
 from tap_lib.engines.sandbox import server
 from tap_lib.engines.sandbox.engine import SandboxEngine
 from tap_lib.engines.sandbox.state import OperationLock, stack_dir
 from tap_lib.errors import DuplicateUrnError, SandboxStateLost, StackLocked, UnsupportedResource
 from tap_lib.program.entry import define_stack
 
+from helpers import live_counts, make_engine, tagged, tap_popen
+
 pytestmark = [pytest.mark.sandbox, pytest.mark.postgres]
 
 READ_PREFIXES = ("Describe", "Get", "List", "Head")
-
-
-def engine(suffix: str, *overrides: str, program=None) -> SandboxEngine:
-    return SandboxEngine(load_settings("dev", [f"suffix={suffix}", *overrides]), program=program)
 
 
 def count_writes(eng: SandboxEngine) -> list[str]:
@@ -54,16 +51,8 @@ def count_runs(mp: pytest.MonkeyPatch) -> list[bool]:
     return runs
 
 
-def tagged(eng: SandboxEngine, describe: str, key: str) -> list[dict]:
-    ec2 = eng.clients()("ec2")
-    items = getattr(ec2, describe)(Filters=[{"Name": "tag-key", "Values": ["tap:urn"]}])[key]
-    return [i for i in items if any(t["Value"].startswith(f"urn:pulumi:{eng.stack}::")
-                                    for t in i.get("Tags", []))
-            and i.get("State") not in ("deleted", "deleting")]
-
-
 def test_deploy_noop_update_destroy(sandbox_home):
-    eng = engine("life")
+    eng = make_engine(suffix="life")
     plan = eng.preview()
     assert plan.summary["create"] == len(plan.steps) > 40
     result = eng.up()
@@ -98,7 +87,7 @@ def test_deploy_noop_update_destroy(sandbox_home):
         "logGroups"][0]["retentionInDays"] == 14
 
     # a second deploy with unchanged configuration is all `same` and writes nothing
-    again = engine("life")
+    again = make_engine(suffix="life")
     writes = count_writes(again)
     with pytest.MonkeyPatch.context() as mp:
         runs = count_runs(mp)
@@ -108,7 +97,7 @@ def test_deploy_noop_update_destroy(sandbox_home):
     assert runs == [True]   # the preview pass under the lock showed nothing to apply
 
     # a changed setting shows as update, is applied, and is visible in the emulator
-    changed = engine("life", "lambda.memory_mb=512", "lambda.log_retention_days=30")
+    changed = make_engine("lambda.memory_mb=512", "lambda.log_retention_days=30", suffix="life")
     plan = changed.preview()
     updates = {s.name: s.diffs for s in plan.steps if s.op == "update"}
     assert updates == {"payment-fn-life": ["memorySize"], "payment-logs-life": ["retentionInDays"],
@@ -131,7 +120,7 @@ def test_deploy_noop_update_destroy(sandbox_home):
     assert order[-1] == "aws:ec2/vpc:Vpc" or order.index("aws:ec2/vpc:Vpc") > order.index(
         "aws:ec2/subnet:Subnet")
     assert changed.store.state.resources == {}
-    assert tagged(changed, "describe_vpcs", "Vpcs") == []
+    assert tagged(changed, "vpcs", changed.stack) == []
     assert c("rds").describe_db_clusters()["DBClusters"] == []
     assert c("lambda").list_functions()["Functions"] == []
     assert [s["Name"] for s in c("secretsmanager").list_secrets()["SecretList"]
@@ -142,21 +131,15 @@ def test_deploy_noop_update_destroy(sandbox_home):
     assert all(h.result == "succeeded" for h in history)
 
     # the same stack can come straight back (no leftovers such as automated DB snapshots)
-    again = engine("life", "secrets.rotation_enabled=false")
+    again = make_engine("secrets.rotation_enabled=false", suffix="life")
     assert again.up().summary["create"] == result.summary["create"] - 2
     again.destroy()
 
 
-def _cli(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tap_lib.cli", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=os.environ.copy())
-
-
 def test_second_concurrent_operation_is_refused(sandbox_home):
-    eng = engine("lock")
+    eng = make_engine(suffix="lock")
     with OperationLock(eng.stack, "deploy"):
-        proc = _cli("deploy", "--env", "dev", "--set", "suffix=lock", "--yes")
+        proc = tap_popen("deploy", "--env", "dev", "--set", "suffix=lock", "--yes")
         out, err = proc.communicate(timeout=120)
     assert proc.returncode == 4
     assert "locked" in err and f"pid {os.getpid()}" in err and "deploy" in err
@@ -191,21 +174,21 @@ def test_a_locked_stack_is_refused_before_preflight_runs(sandbox_home, monkeypat
 
 
 def test_two_concurrent_deploys_one_refused(sandbox_home):
-    procs = [_cli("deploy", "--env", "dev", "--set", "suffix=race", "--yes") for _ in range(2)]
+    procs = [tap_popen("deploy", "--env", "dev", "--set", "suffix=race", "--yes") for _ in range(2)]
     results = [(p.returncode, err) for p in procs
                for _, err in [p.communicate(timeout=300)]]
     codes = sorted(code for code, _ in results)
     assert codes == [0, 4], results
     refused = next(err for code, err in results if code == 4)
     assert "stack TapStackrace is locked: deploy by pid" in refused and "since" in refused
-    eng = engine("race")
-    assert len(tagged(eng, "describe_vpcs", "Vpcs")) == 1
+    eng = make_engine(suffix="race")
+    assert live_counts(eng, "vpcs", stack=eng.stack) == {"vpcs": 1}
     eng.destroy()
 
 
 def test_killed_deploy_converges_without_orphans(sandbox_home):
     state_file = stack_dir("TapStackkill") / "state.json"
-    proc = _cli("deploy", "--env", "dev", "--set", "suffix=kill", "--yes")
+    proc = tap_popen("deploy", "--env", "dev", "--set", "suffix=kill", "--yes")
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if state_file.exists():
@@ -221,35 +204,32 @@ def test_killed_deploy_converges_without_orphans(sandbox_home):
     recorded = json.loads(state_file.read_text())["resources"]
     assert 12 <= len(recorded) < 50, "the deploy must be killed part-way"
 
-    eng = engine("kill")
+    eng = make_engine(suffix="kill")
     result = eng.up()
     assert all(r.status == "created" for r in eng.store.state.resources.values())
     assert len(eng.store.state.resources) == len(result.steps)
     # exactly one of everything: no orphan or duplicate from the killed run
-    assert len(tagged(eng, "describe_vpcs", "Vpcs")) == 1
-    assert len(tagged(eng, "describe_subnets", "Subnets")) == 4
-    assert len(tagged(eng, "describe_addresses", "Addresses")) == 1
-    assert len(tagged(eng, "describe_nat_gateways", "NatGateways")) == 1
-    assert len(tagged(eng, "describe_route_tables", "RouteTables")) == 3
+    assert live_counts(eng, "vpcs", "subnets", "eips", "nats", "route_tables", stack=eng.stack
+                       ) == {"vpcs": 1, "subnets": 4, "eips": 1, "nats": 1, "route_tables": 3}
     for urn in eng.store.state.resources:
         assert eng.read_live(urn) is not None, urn
-    assert set(s.op for s in engine("kill").preview().steps) == {"same"}
+    assert set(s.op for s in make_engine(suffix="kill").preview().steps) == {"same"}
     eng.destroy()
 
 
 def test_emulator_restart_is_detected_and_next_deploy_recreates(sandbox_home):
-    eng = engine("boot", "secrets.rotation_enabled=false")
+    eng = make_engine("secrets.rotation_enabled=false", suffix="boot")
     first = eng.up()
     server.stop()
     server.start()  # a fresh emulator: empty, with a new boot id
     with pytest.raises(SandboxStateLost) as lost:
-        engine("boot", "secrets.rotation_enabled=false").preview()
+        make_engine("secrets.rotation_enabled=false", suffix="boot").preview()
     assert "restarted" in str(lost.value) and "tap deploy --env dev" in str(lost.value)
-    again = engine("boot", "secrets.rotation_enabled=false")
+    again = make_engine("secrets.rotation_enabled=false", suffix="boot")
     result = again.up()
     assert result.summary["create"] == first.summary["create"]
     assert any("recreated" in n for n in result.notes)
-    assert len(tagged(again, "describe_vpcs", "Vpcs")) == 1
+    assert live_counts(again, "vpcs", stack=again.stack) == {"vpcs": 1}
     again.destroy()
 
 
@@ -260,7 +240,7 @@ def _twice(settings):
 
 def test_duplicate_urn_is_an_error_naming_the_urn(sandbox_home):
     with pytest.raises(DuplicateUrnError) as err:
-        engine("dup", program=_twice).preview()
+        make_engine(suffix="dup", program=_twice).preview()
     assert "urn:pulumi:TapStackdup::TapStack::" in str(err.value)
 
 
@@ -270,7 +250,7 @@ def _with_topic(settings):
 
 
 def test_unsupported_type_is_an_error_naming_the_type(sandbox_home):
-    eng = engine("sns", program=_with_topic)
+    eng = make_engine(suffix="sns", program=_with_topic)
     with pytest.raises(UnsupportedResource) as err:
         eng.preview()
     assert "aws:sns/topic:Topic" in str(err.value)
@@ -298,7 +278,7 @@ def _key_with(option: str):
 def test_an_option_the_sandbox_does_not_model_fails_loudly(sandbox_home, option):
     """A protect that protects nothing here, an alias that recreates instead of renaming, an
     import that creates a second copy: refused by name, before anything is created."""
-    eng = engine(f"opt{option.strip('_').replace('_', '')}", program=_key_with(option))
+    eng = make_engine(suffix=f"opt{option.strip('_').replace('_', '')}", program=_key_with(option))
     for run in (eng.preview, eng.up):
         with pytest.raises(UnsupportedResource) as err:
             run()
@@ -339,16 +319,16 @@ def _key_step(result):
 
 def test_replacement_trigger_replaces_when_it_changes(sandbox_home, monkeypatch):
     from tap_lib.engines.sandbox.engine import REPLACEMENT_TRIGGER
-    engine("trg", program=_key_program()).up()
+    make_engine(suffix="trg", program=_key_program()).up()
     # a trigger where state has none: no replace (Pulumi: null means no trigger), recorded
-    eng = engine("trg", program=_key_program(replacement_trigger={"v": "a"}))
+    eng = make_engine(suffix="trg", program=_key_program(replacement_trigger={"v": "a"}))
     assert _key_step(eng.preview()).op == "same"
     urn = _key_step(eng.up()).urn
     first_id = eng.store.state.resources[urn].id
     assert eng.store.state.resources[urn].replacement_trigger == {"v": "a"}
     assert _key_step(eng.preview()).op == "same"
     calls = _key_calls(monkeypatch)
-    eng = engine("trg", program=_key_program(replacement_trigger={"v": "b"}))
+    eng = make_engine(suffix="trg", program=_key_program(replacement_trigger={"v": "b"}))
     step = _key_step(eng.preview())
     assert (step.op, step.diffs) == ("replace", [REPLACEMENT_TRIGGER])
     done = _key_step(eng.up())
@@ -360,15 +340,16 @@ def test_replacement_trigger_replaces_when_it_changes(sandbox_home, monkeypatch)
     assert kms.describe_key(KeyId=first_id)["KeyMetadata"]["KeyState"] == "PendingDeletion"
     assert {s.op for s in eng.preview().steps} == {"same"}
     # an input change and a trigger change together: one replace naming both
-    eng = engine("trg", program=_key_program("other", replacement_trigger={"v": "c"}))
+    eng = make_engine(suffix="trg", program=_key_program("other", replacement_trigger={"v": "c"}))
     assert sorted(_key_step(eng.preview()).diffs) == sorted(["description", REPLACEMENT_TRIGGER])
-    engine("trg", program=_key_program()).destroy()
+    make_engine(suffix="trg", program=_key_program()).destroy()
 
 
 def test_delete_before_replace_option_orders_the_replacement(sandbox_home, monkeypatch):
-    engine("dbr", program=_key_program(replacement_trigger=1)).up()
+    make_engine(suffix="dbr", program=_key_program(replacement_trigger=1)).up()
     calls = _key_calls(monkeypatch)
-    eng = engine("dbr", program=_key_program(replacement_trigger=2, delete_before_replace=True))
+    eng = make_engine(suffix="dbr", program=_key_program(replacement_trigger=2,
+                                                         delete_before_replace=True))
     assert _key_step(eng.up()).op == "replace"
     assert calls == ["delete", "create"]
     assert {s.op for s in eng.preview().steps} == {"same"}
@@ -376,13 +357,14 @@ def test_delete_before_replace_option_orders_the_replacement(sandbox_home, monke
 
 
 def test_replace_on_changes_turns_an_update_into_a_replace(sandbox_home):
-    engine("roc", program=_key_program()).up()
-    assert _key_step(engine("roc", program=_key_program("new")).preview()).op == "update"
-    eng = engine("roc", program=_key_program("new", replace_on_changes=["description"]))
+    make_engine(suffix="roc", program=_key_program()).up()
+    new = make_engine(suffix="roc", program=_key_program("new"))
+    assert _key_step(new.preview()).op == "update"
+    eng = make_engine(suffix="roc", program=_key_program("new", replace_on_changes=["description"]))
     assert _key_step(eng.preview()).op == "replace"
-    assert _key_step(engine("roc", program=_key_program(
+    assert _key_step(make_engine(suffix="roc", program=_key_program(
         "new", replace_on_changes=["*"])).preview()).op == "replace"
-    assert _key_step(engine("roc", program=_key_program(
+    assert _key_step(make_engine(suffix="roc", program=_key_program(
         replace_on_changes=["description"])).preview()).op == "same"
     eng.destroy()
 

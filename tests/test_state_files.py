@@ -22,25 +22,20 @@ from tap_lib import cli
 from tap_lib.config import load_settings
 from tap_lib.engines.base import HistoryEntry
 from tap_lib.engines.sandbox import server
-from tap_lib.engines.sandbox.discovery import find_stack_resources, urn_prefix
+from tap_lib.engines.sandbox.discovery import find_stack_resources
 from tap_lib.engines.sandbox.engine import SandboxEngine
 from tap_lib.engines.sandbox.state import (STATE_VERSION, OperationLock, StateStore,
                                            reading_check, stack_dir)
 from tap_lib.errors import StackLocked, StateCorrupt
 from tap_lib.localdb import free_port
 
+from helpers import live_counts, region_clients, tap
+
 pytestmark = [pytest.mark.sandbox, pytest.mark.postgres]
 
 REPO = Path(__file__).resolve().parents[1]
 SUFFIX = "files"                     # the one deployed stack the lost-state cases share
 STACK = f"TapStack{SUFFIX}"
-
-
-def tap(capsys, *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = cli.main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_clean_error(code: int, err: str, *needles: str, exit_code: int = 3) -> None:
@@ -50,26 +45,10 @@ def assert_clean_error(code: int, err: str, *needles: str, exit_code: int = 3) -
         assert needle in err, (needle, err)
 
 
-def tagged(service_call, key: str, stack: str = STACK) -> list[dict]:
-    """Live resources of `stack` as the emulator lists them, found by their tap:urn tag."""
-    items = service_call(Filters=[{"Name": "tag-key", "Values": ["tap:urn"]}])[key]
-    return [i for i in items
-            if any(t["Key"] == "tap:urn" and t["Value"].startswith(urn_prefix(stack))
-                   for t in i.get("Tags", []))
-            and i.get("State") not in ("deleted", "deleting")]
-
-
-def live_counts(region: str) -> dict[str, int]:
-    ec2 = server.client("ec2", region)
-    sm = server.client("secretsmanager", region)
-    secrets = [s for s in sm.list_secrets()["SecretList"]
-               if any(t["Key"] == "tap:urn" and t["Value"].startswith(urn_prefix(STACK))
-                      for t in s.get("Tags", []))]
-    return {"vpc": len(tagged(ec2.describe_vpcs, "Vpcs")),
-            "subnet": len(tagged(ec2.describe_subnets, "Subnets")),
-            "eip": len(tagged(ec2.describe_addresses, "Addresses")),
-            "nat": len(tagged(ec2.describe_nat_gateways, "NatGateways")),
-            "secret": len(secrets)}
+def live(region: str) -> dict[str, int]:
+    """The shared stack's VPCs, subnets, EIPs, NAT gateways and secrets the emulator holds."""
+    return live_counts(region_clients(region), "vpcs", "subnets", "eips", "nats", "secrets",
+                       stack=STACK)
 
 
 @pytest.fixture(scope="module")
@@ -108,12 +87,12 @@ CORRUPT = {
 
 
 @pytest.mark.parametrize("case", sorted(CORRUPT))
-def test_corrupt_state_is_a_named_error_with_a_fix(sandbox_home, capsys, case):
+def test_corrupt_state_is_a_named_error_with_a_fix(sandbox_home, case):
     content, problem = CORRUPT[case]
     path = stack_dir("TapStackcorrupt") / "state.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    code, _, err = tap(capsys, "outputs", "--env", "dev", "--set", "suffix=corrupt")
+    code, _, err = tap("outputs", "--env", "dev", "--set", "suffix=corrupt")
     assert_clean_error(code, err, str(path), problem, "tap sandbox reset")
     assert len(err) < 3000
     with pytest.raises(StateCorrupt) as info:
@@ -142,33 +121,33 @@ def test_state_models_cover_every_field_and_ignore_later_ones(sandbox_home):
     assert state.resources[GOOD_RECORD["urn"]].inputs == {}
 
 
-def test_newer_state_version_is_refused_not_rewritten(sandbox_home, capsys):
+def test_newer_state_version_is_refused_not_rewritten(sandbox_home):
     path = stack_dir("TapStackfuture") / "state.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps({"version": STATE_VERSION + 1, "stack": "TapStackfuture"})
     path.write_text(text)
     for command in (["outputs"], ["deploy", "--yes"]):
-        code, _, err = tap(capsys, *command, "--env", "dev", "--set", "suffix=future")
+        code, _, err = tap(*command, "--env", "dev", "--set", "suffix=future")
         assert_clean_error(code, err, str(path), "newer tap",
                            f"state version {STATE_VERSION + 1}", "upgrade tap")
     assert path.read_text() == text          # refused, not overwritten
 
 
-def test_corrupt_state_blocks_deploy_and_backup_restores_it(deployed, capsys):
+def test_corrupt_state_blocks_deploy_and_backup_restores_it(deployed):
     path = stack_dir(STACK) / "state.json"
     bak = path.with_name("state.json.bak")
     good = path.read_text()
     assert json.loads(bak.read_text())["version"] == STATE_VERSION  # kept on every save
-    before = live_counts(deployed.region)
+    before = live(deployed.region)
     path.write_text(good[: len(good) // 2])                          # torn
-    code, _, err = tap(capsys, "deploy", "--env", "dev", "--set", f"suffix={SUFFIX}", "--yes")
+    code, _, err = tap("deploy", "--env", "dev", "--set", f"suffix={SUFFIX}", "--yes")
     assert_clean_error(code, err, str(path), "not valid JSON", f"cp {bak} {path}")
-    assert live_counts(deployed.region) == before                    # nothing created
+    assert live(deployed.region) == before                    # nothing created
     shutil.copy(bak, path)                                           # the hint's fix
-    code, _, err = tap(capsys, "deploy", "--env", "dev", "--set", f"suffix={SUFFIX}", "--yes")
+    code, _, err = tap("deploy", "--env", "dev", "--set", f"suffix={SUFFIX}", "--yes")
     assert code == 0, err
-    assert live_counts(deployed.region) == before                    # converged, no duplicate
-    code, out, err = tap(capsys, "outputs", "--env", "dev", "--set", f"suffix={SUFFIX}", "--json")
+    assert live(deployed.region) == before                    # converged, no duplicate
+    code, out, err = tap("outputs", "--env", "dev", "--set", f"suffix={SUFFIX}", "--json")
     assert code == 0, err
     assert json.loads(out)["vpc_id"].startswith("vpc-")
 
@@ -230,7 +209,7 @@ def test_garbage_lock_files_never_block(sandbox_home, content):
     reading_check(stack)                    # a free stack reads fine
 
 
-def test_live_holder_refuses_second_operator_and_kill_9_frees_it(sandbox_home, capsys):
+def test_live_holder_refuses_second_operator_and_kill_9_frees_it(sandbox_home):
     stack = "TapStackheld"
     holder = _holder(stack)
     try:
@@ -242,7 +221,7 @@ def test_live_holder_refuses_second_operator_and_kill_9_frees_it(sandbox_home, c
 
         # reads say the stack is mid-operation instead of showing a half-applied state
         for command in ("outputs", "preview"):
-            code, out, err = tap(capsys, command, "--env", "dev", "--set", "suffix=held")
+            code, out, err = tap(command, "--env", "dev", "--set", "suffix=held")
             assert_clean_error(code, err, f"pid {holder.pid}", "mid-deploy", "half-applied",
                                "retry", exit_code=StackLocked.exit_code)
             assert "vpc" not in out.lower()
@@ -264,21 +243,21 @@ def test_live_holder_refuses_second_operator_and_kill_9_frees_it(sandbox_home, c
 
 
 # ------------------------------------------------------------------------- lost state.json
-def test_deploy_without_state_refuses_and_never_duplicates(deployed, capsys):
+def test_deploy_without_state_refuses_and_never_duplicates(deployed):
     path = stack_dir(STACK) / "state.json"
     bak = path.with_name("state.json.bak")
-    before = live_counts(deployed.region)
-    assert before == {"vpc": 1, "subnet": 4, "eip": 1, "nat": 1, "secret": 1}
+    before = live(deployed.region)
+    assert before == {"vpcs": 1, "subnets": 4, "eips": 1, "nats": 1, "secrets": 1}
     kept = path.read_text()
     path.unlink()
     for _ in range(2):  # a refused deploy must not spoil the backup for the next attempt
-        code, out, err = tap(capsys, "deploy", "--env", "dev", "--set", f"suffix={SUFFIX}",
+        code, out, err = tap("deploy", "--env", "dev", "--set", f"suffix={SUFFIX}",
                              "--yes")
         assert_clean_error(code, err, f"stack {STACK} has no state", "1 Vpc", "4 Subnet",
                            "1 NatGateway", "tap sandbox reset", f"cp {bak} {path}")
-        assert live_counts(deployed.region) == before
+        assert live(deployed.region) == before
     # preview does not promise "create everything": it says deploy refuses, and why
-    code, out, err = tap(capsys, "preview", "--env", "dev", "--set", f"suffix={SUFFIX}")
+    code, out, err = tap("preview", "--env", "dev", "--set", f"suffix={SUFFIX}")
     assert_clean_error(code, err, f"stack {STACK} has no state", "a deploy would duplicate "
                        "them and is refused", f"cp {bak} {path}")
     assert "create" not in out
@@ -294,23 +273,21 @@ def test_deploy_without_state_refuses_and_never_duplicates(deployed, capsys):
         "aws:lambda/function:Function", "aws:secretsmanager/secret:Secret"}
 
     shutil.copy(bak, path)                              # the hint's recovery
-    assert tap(capsys, "deploy", "--env", "dev", "--set", f"suffix={SUFFIX}", "--yes")[0] == 0
-    assert live_counts(deployed.region) == before
+    assert tap("deploy", "--env", "dev", "--set", f"suffix={SUFFIX}", "--yes")[0] == 0
+    assert live(deployed.region) == before
 
 
-def test_redeploy_after_destroy_is_not_refused(deployed, capsys):
+def test_redeploy_after_destroy_is_not_refused(deployed):
     """What AWS keeps after a delete (NAT 'deleted', KMS key pending deletion, snapshots) is
     not a live resource: a destroyed stack deploys again."""
     args = ("--env", "dev", "--set", f"suffix={SUFFIX}", "--yes")
-    code, _, err = tap(capsys, "destroy", *args)
+    code, _, err = tap("destroy", *args)
     assert code == 0, err
-    assert live_counts(deployed.region) == {"vpc": 0, "subnet": 0, "eip": 0, "nat": 0,
-                                            "secret": 0}
-    code, _, err = tap(capsys, "deploy", *args)
+    assert live(deployed.region) == {"vpcs": 0, "subnets": 0, "eips": 0, "nats": 0,
+                                     "secrets": 0}
+    code, _, err = tap("deploy", *args)
     assert code == 0, err
-    assert live_counts(deployed.region)["vpc"] == 1
-    code, _, err = tap(capsys, "destroy", *args)
-    assert code == 0, err
+    assert live(deployed.region)["vpcs"] == 1   # and the shared stack is back for any later case
 
 
 # ----------------------------------------------------------------------------- server.json
@@ -344,19 +321,19 @@ def _runtime_file() -> Path:
 
 @pytest.mark.parametrize("damage", ["", "garbage\x00", "[]", '{"pid": 0, "port": 1}',
                                     '{"pid": -1, "port": 5, "started_at": "x"}', "wrong-pid"])
-def test_damaged_server_json_never_orphans_the_emulator(own_emulator, capsys, damage):
+def test_damaged_server_json_never_orphans_the_emulator(own_emulator, damage):
     pid, port = own_emulator.pid, own_emulator.port
     if damage == "wrong-pid":  # valid, but naming another process (this one): not killed
         damage = json.dumps({"pid": os.getpid(), "port": port,
                              "started_at": "2026-01-01T00:00:00+00:00"})
     _runtime_file().write_text(damage)
 
-    code, _, err = tap(capsys, "sandbox", "status")
+    code, _, err = tap("sandbox", "status")
     assert_clean_error(code, err, str(_runtime_file()), f"still runs (pid {pid} on port {port})",
                        "tap sandbox stop")
     assert _runtime_file().exists() or damage.startswith('{"pid": ' + str(os.getpid()))
 
-    code, out, err = tap(capsys, "sandbox", "stop")
+    code, out, err = tap("sandbox", "stop")
     assert code == 0, err
     assert "stopped" in out
     assert _wait_dead(pid)
@@ -364,23 +341,23 @@ def test_damaged_server_json_never_orphans_the_emulator(own_emulator, capsys, da
     assert not _runtime_file().exists()
 
 
-def test_start_adopts_its_emulator_when_server_json_is_damaged(own_emulator, capsys):
+def test_start_adopts_its_emulator_when_server_json_is_damaged(own_emulator):
     _runtime_file().write_text("{torn")
-    code, out, err = tap(capsys, "sandbox", "start")
+    code, out, err = tap("sandbox", "start")
     assert code == 0, err
     assert f"pid {own_emulator.pid}" in out                   # the same server, not a second
     assert json.loads(_runtime_file().read_text())["pid"] == own_emulator.pid
     assert server.status().running
 
 
-def test_stop_says_so_when_it_cannot_find_the_emulator(own_emulator, capsys, tmp_path,
+def test_stop_says_so_when_it_cannot_find_the_emulator(own_emulator, tmp_path,
                                                        monkeypatch):
     """Another home's emulator on this port: stop cannot tell which process it is, and says
     so (exit 3 naming the file) instead of reporting 'stopped'."""
     monkeypatch.setenv("TAP_HOME", str(tmp_path / "other-home"))
     _runtime_file().parent.mkdir(parents=True)
     _runtime_file().write_text("garbage")
-    code, _, err = tap(capsys, "sandbox", "stop")
+    code, _, err = tap("sandbox", "stop")
     assert_clean_error(code, err, str(_runtime_file()), f"moto still answers on port "
                                                         f"{own_emulator.port}",
                        "was not stopped")

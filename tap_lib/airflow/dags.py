@@ -14,9 +14,9 @@ record writer (ops/runbook.keep_record through records.py, in tap's environment)
   environment) and maps the fleet notebook over them (`.expand`), one task per stack; a failed
   control fails that task and so the run.
 
-This module imports Airflow and nothing of tap beyond the standard library, so it loads in
-Airflow's environment; anything needing tap runs in tap's (the kernel, `tap_python`: the
-fleet's list and records.py).
+This module imports Airflow and nothing of tap beyond the standard library and tap's errors
+(errors.py, itself standard library only), so it loads in Airflow's environment; anything
+needing tap runs in tap's (the kernel, `tap_python`: the fleet's list and records.py).
 """
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ except ImportError:  # Airflow 2.x
     from airflow import DAG
     from airflow.decorators import task
 
+from ..errors import OperationFailed
 from .kernel import KERNEL_NAME
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -138,10 +139,14 @@ class _TapRecords:
         return self
 
     def ask(self, request: dict) -> dict:
-        assert self.proc.stdin and self.proc.stdout
-        self.proc.stdin.write(json.dumps(request, default=str) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
+        stdin, stdout = self.proc.stdin, self.proc.stdout
+        if stdin is None or stdout is None or stdin.closed:
+            raise OperationFailed(f"tap's record process for the {self.notebook} task has no "
+                                  "open pipe to ask it through (it was closed, or never made)",
+                                  hint="ask only inside `with _TapRecords(...)`, before it exits")
+        stdin.write(json.dumps(request, default=str) + "\n")
+        stdin.flush()
+        line = stdout.readline()
         if not line:
             self.proc.wait(timeout=60)
             self.stderr.seek(0)
