@@ -74,3 +74,20 @@ def signers(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TAP_PROJECT_DIR", str(made.project))
         yield made
+
+
+@pytest.fixture
+def opened(monkeypatch) -> list:
+    """Every sandbox engine constructed while the test runs: how many engines one operation
+    opens (a repair through the Stack handle opens one)."""
+    from tap_lib.engines.sandbox.engine import SandboxEngine
+
+    engines: list = []
+    original = SandboxEngine.__init__
+
+    def counting(self, *args, **kwargs):
+        engines.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SandboxEngine, "__init__", counting)
+    return engines

@@ -12,7 +12,6 @@ from fixtures_drift import inject_drift
 
 from tap_lib import Stack
 from tap_lib.engines.registry import open_engine
-from tap_lib.engines.sandbox.engine import SandboxEngine
 from tap_lib.ops.repair import repair
 from tap_lib.ops.stack import deploy, destroy, settings_for
 from tap_lib.ops.verify import verify
@@ -40,20 +39,6 @@ def engine(sandbox_home):
 
 def failing(report) -> set[str]:
     return set(report.checks.query("status == 'fail'").id)
-
-
-@pytest.fixture
-def opened(monkeypatch) -> list[SandboxEngine]:
-    """Every engine constructed while the test runs (the sandbox target's)."""
-    engines: list[SandboxEngine] = []
-    original = SandboxEngine.__init__
-
-    def counting(self, *args, **kwargs):
-        engines.append(self)
-        original(self, *args, **kwargs)
-
-    monkeypatch.setattr(SandboxEngine, "__init__", counting)
-    return engines
 
 
 def test_repair_converges_every_injected_drift(engine, opened):

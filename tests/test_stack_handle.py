@@ -22,19 +22,6 @@ def home(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.fixture
-def opened(monkeypatch) -> list[SandboxEngine]:
-    engines: list[SandboxEngine] = []
-    original = SandboxEngine.__init__
-
-    def counting(self, *args, **kwargs):
-        engines.append(self)
-        original(self, *args, **kwargs)
-
-    monkeypatch.setattr(SandboxEngine, "__init__", counting)
-    return engines
-
-
 def test_open_reads_the_settings_and_no_engine_until_one_is_needed(home, opened):
     stack = Stack.open("dev", overrides=["lambda.memory_mb=512"])
     assert stack.settings == load_settings("dev", ("lambda.memory_mb=512",))
