@@ -75,10 +75,30 @@ def test_db_connect_shows_where_and_how_never_the_password(sandbox_home):
     conn = json.loads(as_json.stdout)
     passfile = conn["passfile"]
     assert os.stat(passfile).st_mode & 0o777 == 0o600
-    password = open(passfile).read().strip().rsplit(":", 1)[-1]
+    (line,) = open(passfile).read().splitlines()
+    password = _pgpass_fields(line)[4]
     assert password and password not in shown.stdout + shown.stderr + as_json.stdout
     assert conn["psql"] in shown.stdout and f"passfile={passfile}" in shown.stdout
     assert tap("destroy", "--env", "dev", "--set", "suffix=dbc", "--yes").returncode == 0
+
+
+def _pgpass_fields(line: str) -> list[str]:
+    """A pgpass line's five fields as libpq reads them: `\\:` and `\\\\` are escapes (a
+    rotated password may hold a colon, so splitting on the last ':' is not enough)."""
+    fields, field, chars = [], "", iter(line)
+    for c in chars:
+        if c == "\\":
+            field += next(chars, "")
+        elif c == ":" and len(fields) < 4:
+            fields, field = [*fields, field], ""
+        else:
+            field += c
+    return [*fields, field]
+
+
+def test_pgpass_fields_read_escapes_as_libpq_does():
+    assert _pgpass_fields(r"h:5432:db:u:pa\:ss\\") == ["h", "5432", "db", "u", "pa:ss\\"]
+    assert _pgpass_fields(r"h:1:d:u:ends\:") == ["h", "1", "d", "u", "ends:"]
 
 
 def test_sandbox_stop_takes_the_stand_in_databases_with_it(sandbox_home):
