@@ -11,12 +11,12 @@ from the synthesized program and in verify (ops/hardening_storage.py) from the l
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from ...errors import TapError
 from . import CLUSTER, DB_INSTANCE, SUBNET, Context, Finding, error, rule, warning
 from .securityhub import _severity
+from .storage_controls import TableControl
 
 SUBNET_GROUP = ("aws:rds/subnetGroup:SubnetGroup",)
 SNAPSHOT = ("aws:rds/clusterSnapshot:ClusterSnapshot", "aws:rds/snapshot:Snapshot")
@@ -120,11 +120,16 @@ def judge_instance_admin(i: InstanceView) -> str | None:
         if i.username in DEFAULT_USERNAMES or not i.username else None
 
 
+class Unknown(str):
+    """A judgement that could not be made (the facts were not reported): a warning in
+    preflight, `unverified` on the sandbox, never a pass and never the stack's failure."""
+
+
 def judge_engine_supported(i: InstanceView) -> str | None:
     """rds_instance_deprecated_engine_version: the engine version is one the region still
     offers."""
     if i.offered is None:
-        return f"offered versions unknown ({i.offered_note})"
+        return Unknown(f"offered versions unknown ({i.offered_note})")
     return None if i.version in i.offered else \
         f"{i.engine} {i.version} is not offered (deprecated)"
 
@@ -141,7 +146,7 @@ def judge_certificate(i: InstanceView, now: dt.datetime | None = None) -> str | 
     now = now or dt.datetime.now(dt.timezone.utc)
     valid_till = i.cert_valid_till or CA_EXPIRY.get(i.ca or "")
     if valid_till is None:
-        return f"certificate details not reported (CA {i.ca or 'unknown'})"
+        return Unknown(f"certificate details not reported (CA {i.ca or 'unknown'})")
     left = (valid_till - now).days
     return None if left > CERT_MIN_DAYS else (
         f"CA {i.ca} expired" if left < 0 else f"CA {i.ca} expires in {left} days")
@@ -184,69 +189,58 @@ def judge_snapshots_encrypted(c: ClusterView) -> str | None:
     return f"unencrypted snapshot(s): {', '.join(plain)}" if plain else None
 
 
-@dataclass(frozen=True)
-class RdsControl:
-    rule: str
-    controls: str
-    name: str
-    check: str          # verify's check id
-    expected: str
-    judge: Callable
-    fix: str
-    hardening: bool     # warning off prod (an exception may explain it), else always an error
-    per: str            # "instance" | "cluster"
 
 
 INSTANCE_CONTROLS = (
-    RdsControl("TAP431", "RDS.3", "instance-encrypted", "rds.instance-encrypted",
+    TableControl("TAP431", "RDS.3", "instance-encrypted", "rds.instance-encrypted",
                "storage encrypted", judge_instance_encrypted,
                "set storage_encrypted=True on the cluster", False, "instance"),
-    RdsControl("TAP432", "RDS.5", "instance-multi-az", "rds.instance-multi-az",
+    TableControl("TAP432", "RDS.5", "instance-multi-az", "rds.instance-multi-az",
                "the cluster's instances in more than one zone", judge_instance_multi_az,
                "set db.instances >= 2 (spread over the zones)", True, "instance"),
-    RdsControl("TAP433", "RDS.8", "instance-deletion-protection",
+    TableControl("TAP433", "RDS.8", "instance-deletion-protection",
                "rds.instance-deletion-protection", "deletion protection on",
                judge_instance_deletion_protection, "set db.deletion_protection: true", True,
                "instance"),
-    RdsControl("TAP434", "RDS.13", "minor-upgrades", "rds.minor-upgrades",
+    TableControl("TAP434", "RDS.13", "minor-upgrades", "rds.minor-upgrades",
                "automatic minor version upgrade on", judge_minor_upgrades,
                "leave auto_minor_version_upgrade unset or True", True, "instance"),
-    RdsControl("TAP435", "RDS.18", "in-vpc", "rds.in-vpc", "in the stack's VPC", judge_in_vpc,
+    TableControl("TAP435", "RDS.18", "in-vpc", "rds.in-vpc", "in the stack's VPC", judge_in_vpc,
                "give the instance the stack's DB subnet group", False, "instance"),
-    RdsControl("TAP436", "RDS.23", "instance-port", "rds.instance-port",
+    TableControl("TAP436", "RDS.23", "instance-port", "rds.instance-port",
                "not the engine's default port", judge_instance_port,
                "set db.port to a non-default port, or a policy exception", True, "instance"),
-    RdsControl("TAP437", "RDS.25", "instance-default-admin", "rds.instance-default-admin",
+    TableControl("TAP437", "RDS.25", "instance-default-admin", "rds.instance-default-admin",
                "not admin or postgres", judge_instance_admin,
                "program/database.py MASTER_USERNAME", False, "instance"),
     # preflight: seed rule TAP005 judges the same offer (cluster and instances); verify: this row
-    RdsControl("TAP005", "rds_instance_deprecated_engine_version", "engine-offered",
+    TableControl("TAP005", "rds_instance_deprecated_engine_version", "engine-offered",
                "rds.engine-offered", "an offered version", judge_engine_supported,
                "set db.engine_version to an offered version", False, "instance"),
-    RdsControl("TAP439", "rds_instance_extended_support", "no-extended-support",
+    TableControl("TAP439", "rds_instance_extended_support", "no-extended-support",
                "rds.extended-support", "not enrolled", judge_extended_support,
                f"set engine_lifecycle_support='{NO_EXTENDED_SUPPORT}' on the cluster", True,
                "instance"),
-    RdsControl("TAP440", "rds_instance_certificate_expiration", "certificate",
+    TableControl("TAP440", "rds_instance_certificate_expiration", "certificate",
                "rds.certificate", f"CA valid > {CERT_MIN_DAYS} days", judge_certificate,
                f"set ca_cert_identifier='{DEFAULT_CA}' on the instances", False, "instance"),
 )
 CLUSTER_CONTROLS = (
-    RdsControl("TAP441", "rds_cluster_non_default_port", "cluster-port", "rds.cluster-port",
+    TableControl("TAP441", "rds_cluster_non_default_port", "cluster-port", "rds.cluster-port",
                "not the engine's default port", judge_cluster_port,
                "set db.port to a non-default port, or a policy exception", True, "cluster"),
-    RdsControl("TAP442", "RDS.16", "copy-tags", "rds.copy-tags", "copy tags to snapshots on",
+    TableControl("TAP442", "RDS.16", "copy-tags", "rds.copy-tags", "copy tags to snapshots on",
                judge_copy_tags, "set copy_tags_to_snapshot=True", True, "cluster"),
-    RdsControl("TAP443", "RDS.24", "default-admin", "rds.default-admin",
+    TableControl("TAP443", "RDS.24", "default-admin", "rds.default-admin",
                "not admin or postgres", judge_cluster_admin,
                "program/database.py MASTER_USERNAME", False, "cluster"),
-    RdsControl("TAP447", "RDS.35", "cluster-minor-upgrades", "rds.cluster-minor-upgrades",
+    TableControl("TAP447", "RDS.35", "cluster-minor-upgrades", "rds.cluster-minor-upgrades",
                "automatic minor version upgrade on (Multi-AZ)", judge_cluster_minor_upgrades,
                "leave auto_minor_version_upgrade unset or True", True, "cluster"),
-    RdsControl("TAP444", "RDS.1", "snapshots-not-public", "rds.snapshots-not-public",
+    TableControl("TAP444", "RDS.1", "snapshots-not-public", "rds.snapshots-not-public",
                "no public snapshot", judge_snapshots_public,
                "share snapshots with named accounts only", False, "cluster"),
-    RdsControl("TAP445", "RDS.4", "snapshots-encrypted", "rds.snapshots-encrypted",
+    TableControl("TAP445", "RDS.4", "snapshots-encrypted", "rds.snapshots-encrypted",
                "every snapshot encrypted", judge_snapshots_encrypted,
                "encrypt the cluster (its snapshots follow)", False, "cluster"),
 )
@@ -311,7 +305,7 @@ def cluster_views(ctx: Context) -> list[tuple[ClusterView, list[InstanceView]]]:
     return out
 
 
-def _rds_rule(spec: RdsControl) -> None:
+def _rds_rule(spec: TableControl) -> None:
     def check(ctx: Context) -> list[Finding]:
         level = _severity(ctx) if spec.hardening else error
         out = []
@@ -320,9 +314,8 @@ def _rds_rule(spec: RdsControl) -> None:
             for v in subjects:
                 problem = spec.judge(v)
                 if problem:
-                    unknown = problem.startswith(("offered versions unknown",
-                                                  "certificate details not reported"))
-                    out.append((warning if unknown else level)(v.name, problem, spec.fix))
+                    out.append((warning if isinstance(problem, Unknown) else level)(
+                        v.name, problem, spec.fix))
         return out
     check.__doc__ = spec.judge.__doc__
     check.__name__ = f"rds_{spec.name.replace('-', '_')}"
