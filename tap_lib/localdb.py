@@ -146,6 +146,12 @@ class LocalPostgres:
         self.start(BOOTSTRAP_USER, password, database=database, timeout=timeout, tls=tls,
                    _remember=True)
 
+    def initialize_bootstrapped(self) -> None:
+        """Initialise (not start) as start_bootstrapped would: initdb is most of a first start,
+        and needs nothing a later start decides (port, TLS, database)."""
+        if not self.initialized:
+            self._initdb(self.bindir(), BOOTSTRAP_USER, secrets.token_urlsafe(32), remember=True)
+
     def connect_bootstrap(self, database: str = "postgres",
                           **kwargs: object) -> pg8000.native.Connection:
         """A connection as tap's own superuser (start_bootstrapped)."""

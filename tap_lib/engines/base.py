@@ -334,6 +334,12 @@ class Engine(ABC):
         second operator hears it before preflight's work, not after. The mutation itself
         still takes the stack's lock."""
 
+    def preparing_up(self) -> AbstractContextManager[None]:
+        """Around preflight: the target may start slow work a deploy of these settings will
+        wait for and that nothing preflight decides changes (the sandbox initialises its
+        database stand-in on another core); undone when the block fails (deploy refused)."""
+        return nullcontext()
+
     def read_live(self, urn: str) -> dict | None:
         """The resource as the target has it now, or None if it is gone."""
         raise NotImplementedError(f"the {self.name} target cannot read single resources")

@@ -38,6 +38,7 @@ from ..project import project_name
 
 MOCK_ACCOUNT = "123456789012"
 _RUN_LOCK = threading.Lock()
+REGISTER_THREADS = 32   # see _run
 # Set on the threads that run a synthesis (the run, and the executor threads registering for it).
 _IN_SYNTHESIS = threading.local()
 # How long a published synthesis may wait for the engine of the same command (seconds).
@@ -279,7 +280,11 @@ def _run(settings, resolver, preview, program, stack) -> Synthesis:
         asyncio.set_event_loop(thread_loop)
         thread_loops.append(thread_loop)
 
-    executor = ThreadPoolExecutor(thread_name_prefix="tap-register", initializer=own_loop)
+    # Wide: a registration's thread mostly waits on the target (the emulator, a database
+    # start), and with the default min(32, cores + 4) a deploy's resources queued behind each
+    # other while their inputs were ready (the cluster started 0.7 s late on 2 cores).
+    executor = ThreadPoolExecutor(REGISTER_THREADS, thread_name_prefix="tap-register",
+                                  initializer=own_loop)
     loop.set_default_executor(executor)
     try:
         return _run_in_loop(settings, resolver, preview, program, stack)

@@ -66,7 +66,8 @@ def deploy(env: str, target: str | None = None, overrides=(),
                                  hint=f"tap preview --env {env} --save-plan FILE; another "
                                       "principal of params/approvers: tap approve FILE; then "
                                       f"tap deploy --env {env} --plan FILE")
-        notes = gate(settings, target, "deploy", skip)
+        with engine.preparing_up():
+            notes = gate(settings, target, "deploy", skip)
     except (UsageError, ChecksFailed) as exc:
         _refused("deploy", engine, exc, reviewed)
         raise

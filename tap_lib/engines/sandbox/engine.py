@@ -32,7 +32,6 @@ from ...config import Settings
 from ...errors import OperationFailed, PlanMismatch, ProtectedStack, SandboxStateLost, TapError
 from ..base import (Engine, HistoryEntry, Plan, ProgressCallback, ResourceState, Result, Step,
                     StackMeta)
-from ..drift import differs, merge_live
 from ..synth import MOCK_ACCOUNT, synthesize
 from ..versions import catalog_engine_versions
 # standin (PostgreSQL, TLS) and lambda_runtime load where used: a preview needs neither
@@ -40,6 +39,7 @@ from . import server
 from .handlers import Context
 from .lifecycle import TARGET
 from .lifecycle import protected_stacks, reset_sandbox, stop_sandbox  # noqa: F401 - the CLI's
+from .refresh import read_back
 from .resolver import Resolver, replayed_preview
 from .scope import handler_of
 from .state import OperationLock, ResourceRecord, StateStore, normalize, normalize_reveal
@@ -105,13 +105,12 @@ class SandboxEngine(Engine):
         return lambda_runtime.shared(workers=RUNTIME_WORKERS, prestart=True)
 
     def invoke(self, function: dict, event: dict, *, handler: str = "payment") -> dict:
-        conf = function.get("Configuration", {})
         from . import lambda_runtime, standin
 
+        env = function.get("Configuration", {}).get("Environment") or {}
         return lambda_runtime.invoke(handler, event, endpoint=self.clients().endpoint,
                                      region=self.settings.region,
-                                     variables=(conf.get("Environment") or {}).get("Variables",
-                                                                                   {}),
+                                     variables=env.get("Variables", {}),
                                      hosts=standin.host_map(self.stack))
 
     def login_check(self) -> bool:
@@ -167,6 +166,11 @@ class SandboxEngine(Engine):
         return notes
 
     # -- the stack -----------------------------------------------------------------------
+    def preparing_up(self):
+        from . import standin   # here: a preview never loads PostgreSQL's tooling
+
+        return standin.preparing(self.stack, self.settings.physical_names(MOCK_ACCOUNT).rds_cluster)
+
     def check_not_busy(self) -> None:
         from .state import reading_check
         reading_check(self.stack)
@@ -294,32 +298,13 @@ class SandboxEngine(Engine):
             return result
 
     def _refresh(self, progress: ProgressCallback | None) -> Result:
-        """Each recorded resource read from the emulator: gone ones leave the state, changed
-        properties are recorded as they are live, so the next preview shows the repair."""
+        """Each recorded resource read back from the emulator (refresh.read_back)."""
         started = time.monotonic()
         with OperationLock(self.stack, "refresh"):
             self.store.reload()  # what the stack is now, not when this engine was opened
             notes = self._check_emulator(writing=True)
             resolver = Resolver(self, apply=True, progress=progress)
-            records = [r for r in self.store.state.resources.values() if r.status == "created"]
-            resolver.total = len(records)
-            for rec in records:
-                live = self.read_live(rec.urn)
-                if live is None:
-                    step = Step(rec.urn, rec.type, rec.name, "delete")
-                    self.store.drop(rec.urn)
-                else:
-                    live = normalize(live)
-                    drifted = {k: merge_live(rec.inputs[k], v) for k, v in live.items()
-                               if k in rec.inputs and differs(rec.inputs[k], v)}
-                    step = Step(rec.urn, rec.type, rec.name,
-                                "update" if drifted else "same", sorted(drifted))
-                    if drifted:
-                        rec.inputs = {**rec.inputs, **drifted}
-                        rec.outputs = {**rec.outputs, **drifted}
-                        self.store.put(rec)
-                resolver.steps.append(step)
-                resolver._event(step, "done")
+            read_back(self, resolver)
             result = Result(self.stack, TARGET, resolver.steps, operation="refresh",
                             outputs=dict(self.store.state.outputs),
                             duration_s=time.monotonic() - started, notes=notes)

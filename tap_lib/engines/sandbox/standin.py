@@ -13,20 +13,28 @@ refresh) and every rotation a deploy starts (the only code that logs in as the m
 sets the master user's password to the secret's current one (sync_masters).
 
 Its data lives under the stack's state directory and goes away with the cluster (destroy, or
-an emulator restart that lost the stack).
+an emulator restart that lost the stack). A deploy initialises it ahead of need (prepare): initdb
+is most of a first start and runs on another core while preflight runs; ensure() waits for it
+under the same file lock, which also keeps two operators' processes from initialising one
+directory at once.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import re
 import secrets
 import shutil
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 from ...config_yaml import label
 from ...errors import OperationFailed, StateCorrupt
@@ -36,6 +44,8 @@ from ...localtls import server_names
 from . import sandbox_ca
 from .handlers.base import Context
 from .state import stack_dir
+
+log = logging.getLogger(__name__)
 
 # A hosts file lists a cluster's two endpoint names; anything much larger was not written by tap.
 MAX_HOSTS_BYTES = 64 * 1024
@@ -56,6 +66,12 @@ def _data_dir(stack: str, cluster_id: str) -> Path:
     return stack_dir(stack) / "postgres" / cluster_id
 
 
+def _init_lock(stack: str, cluster_id: str) -> FileLock:
+    path = _data_dir(stack, cluster_id).with_suffix(".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(path, timeout=300)
+
+
 def _hosts_file(stack: str, cluster_id: str) -> Path:
     return stack_dir(stack) / "postgres-hosts" / f"{cluster_id}.json"
 
@@ -71,23 +87,54 @@ def ensure(ctx: Context, cluster_id: str, master_secret_arn: str, dbname: str,
     tap's own connections map to it (host_map) and its certificate names."""
     stack = stack_of(ctx.urn)
     names = sorted(h for h in hosts if h)
-    pg = LocalPostgres(_data_dir(stack, cluster_id))
     authority = sandbox_ca.authority().ensure()
-    if pg.initialized and not pg.bootstrapped:
-        _adopt_legacy(ctx, pg, master_secret_arn)
-    cert = pg.server_cert()
-    if cert is None or not set(names) <= server_names(cert):
-        tls = authority.issue_server(names)
-        if pg.initialized:
-            pg.install_tls(tls)
-    else:
-        tls = None
-    pg.start_bootstrapped(database=dbname, tls=tls)
+    with _init_lock(stack, cluster_id):
+        pg = LocalPostgres(_data_dir(stack, cluster_id))
+        if pg.initialized and not pg.bootstrapped:
+            _adopt_legacy(ctx, pg, master_secret_arn)
+        cert = pg.server_cert()
+        if cert is None or not set(names) <= server_names(cert):
+            tls = authority.issue_server(names)
+            if pg.initialized:
+                pg.install_tls(tls)
+        else:
+            tls = None
+        pg.start_bootstrapped(database=dbname, tls=tls)
     _write_json(_master_file(stack, cluster_id),
                 {"secret_arn": master_secret_arn, "dbname": dbname})
     sync_master(ctx, stack, cluster_id)
     _write_hosts(_hosts_file(stack, cluster_id), names)
     return Endpoint(pg.host, pg.port)
+
+
+@contextlib.contextmanager
+def preparing(stack: str, cluster_id: str) -> Iterator[None]:
+    """Initialise the stand-in's data directory on a thread while the block runs, unless it
+    exists; when the block fails (preflight refused the deploy), wait for the thread and remove
+    what it made, unless a server runs there by then (another operator's deploy took it).
+    Best effort: what fails here, ensure() meets again and reports."""
+    pg = LocalPostgres(_data_dir(stack, cluster_id))
+    if pg.initialized:
+        yield
+        return
+
+    def initialise() -> None:
+        try:
+            with _init_lock(stack, cluster_id):
+                pg.initialize_bootstrapped()
+        except Exception as exc:  # noqa: BLE001 - best effort: ensure() reports it
+            log.debug("stand-in %s of %s not prepared: %s", cluster_id, stack, exc)
+
+    thread = threading.Thread(target=initialise, name=f"tap-standin-{cluster_id}")
+    thread.start()   # not a daemon: the process waits for it before it ends
+    try:
+        yield
+    except BaseException:
+        thread.join()
+        with _init_lock(stack, cluster_id):
+            if pg.initialized and not pg.is_running():
+                pg.remove()
+        raise
 
 
 def sync_master(ctx: Context, stack: str, cluster_id: str) -> None:
@@ -212,7 +259,8 @@ def host_map(stack: str) -> dict[str, str]:
 
 def remove(ctx: Context, cluster_id: str) -> None:
     stack = stack_of(ctx.urn)
-    LocalPostgres(_data_dir(stack, cluster_id)).remove()
+    with _init_lock(stack, cluster_id):
+        LocalPostgres(_data_dir(stack, cluster_id)).remove()
     _hosts_file(stack, cluster_id).unlink(missing_ok=True)
     _master_file(stack, cluster_id).unlink(missing_ok=True)
 
@@ -222,7 +270,8 @@ def forget_all(stack: str) -> None:
     root = stack_dir(stack) / "postgres"
     if root.exists():
         for data_dir in root.iterdir():
-            LocalPostgres(data_dir).remove()
+            if data_dir.is_dir():   # beside them: their init locks
+                LocalPostgres(data_dir).remove()
         shutil.rmtree(root, ignore_errors=True)
     shutil.rmtree(stack_dir(stack) / "postgres-hosts", ignore_errors=True)
     shutil.rmtree(stack_dir(stack) / "postgres-master", ignore_errors=True)
