@@ -218,7 +218,7 @@ def test_verify_failures_name_the_repair_command():
 # -- the console script's exit: no interpreter teardown, nothing lost ----------------------------
 def _run_with(main_body: str) -> subprocess.CompletedProcess:
     """`tap_lib.cli.run()` in a process of its own, with `main` replaced by `main_body`."""
-    code = ("import atexit, sys, threading, time\n"
+    code = ("import atexit, gc, sys, threading, time\n"
             "from tap_lib import cli\n"
             "atexit.register(lambda: print('atexit ran', file=sys.stderr))\n"
             f"def main():\n{main_body}\n"
@@ -234,6 +234,13 @@ def test_run_exits_with_mains_code_after_atexit_and_flushed_output():
     assert done.returncode == 7
     assert done.stdout == "x" * 200000            # block-buffered to a pipe, flushed whole
     assert done.stderr == "atexit ran\n"           # handlers ran; nothing after run()
+
+
+def test_the_script_runs_without_the_cyclic_collector_and_main_alone_keeps_it():
+    done = _run_with("    print('collector on:', gc.isenabled(), flush=True)\n    return 0")
+    assert (done.returncode, done.stdout) == (0, "collector on: False\n")
+    import gc                                       # main(), as notebooks and tests call it
+    assert tap("--version").returncode == 0 and gc.isenabled()
 
 
 def test_run_takes_the_usual_exit_while_another_thread_works():

@@ -8,6 +8,7 @@ address from the command line (`-H HOST -p PORT`, as server.py starts it).
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 
 from .patches import install_all
@@ -23,9 +24,20 @@ def _endpoint(argv: list[str]) -> str:
     return f"http://{host}:{known.port}"
 
 
+# The services tap's handlers, checks and functions call (moto loads a service's modules on its
+# first request).
+SERVICES = ("backup", "ec2", "events", "iam", "kms", "lambda", "logs", "rds",
+            "resourcegroupstaggingapi", "s3", "secretsmanager", "sqs", "ssm", "sts")
+
+
 def main(argv: list[str]) -> None:
     install_all(_endpoint(argv))
+    from moto.backends import get_backend
     from moto.server import main as moto_main
+
+    for service in SERVICES:
+        get_backend(service)
+    gc.freeze()
 
     moto_main(argv)
 

@@ -38,6 +38,7 @@ from .state_models import (  # noqa: F401
     stack_dir,
     validated,
 )
+from .state_writer import StateWriter
 
 
 @dataclass
@@ -116,22 +117,30 @@ def _usable(path: Path) -> bool:
 
 
 class StateStore:
-    """Reads and atomically writes one stack's state; thread-safe for concurrent steps."""
+    """Reads and atomically writes one stack's state; thread-safe for concurrent steps.
+
+    A change returns once the file holds it; changes made while a save is being written
+    go to disk together in the next one (group commit: state_writer.py)."""
 
     def __init__(self, stack: str):
         self.dir = stack_dir(stack)
         self.path = self.dir / "state.json"
         self.history_path = self.dir / "history.jsonl"
         self._lock = threading.Lock()
+        self._writer = StateWriter(self.path, self._lock, lambda: self.state)
         self.stack = stack
         self.reload()
+
+    @property
+    def _disk_has_resources(self) -> bool:
+        return self._writer.disk_has_resources
 
     def reload(self) -> None:
         """Read the file again: a mutation does so once it holds the operation lock, since
         another operator may have changed the stack after this store was opened."""
-        with self._lock:
+        with self._writer.write_lock, self._lock:
             self.state = self._load(self.stack)
-            self._disk_has_resources = bool(self.state.resources)
+            self._writer.disk_has_resources = bool(self.state.resources)
 
     def _load(self, stack: str) -> StackState:
         try:
@@ -151,48 +160,32 @@ class StateStore:
         return StackState.from_json(data, self.path, stack)
 
     def save(self) -> None:
-        """Atomic: a reader sees the old file or the new one. The old one stays as
-        state.json.bak (a hard link, so keeping it costs no copy), unless it recorded no
-        resources and a backup exists: a state written after a loss must not replace the
-        last one that knew the stack."""
+        """Write the state as it is now (engine code sets fields, then saves). Atomic: a
+        reader sees the old file or the new one. The old one stays as state.json.bak (a hard
+        link, so keeping it costs no copy), unless it recorded no resources and a backup
+        exists: a state written after a loss must not replace the last one that knew the
+        stack."""
         with self._lock:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            tag = f"{os.getpid()}.{threading.get_ident()}"
-            tmp = self.path.with_suffix(f".tmp{tag}")
-            tmp.write_text(json.dumps(self.state.to_json(), indent=1, sort_keys=True,
-                                      default=str))
-            bak = self.path.with_name(self.path.name + ".bak")
-            if self._disk_has_resources or not bak.exists():
-                bak_tmp = self.path.with_suffix(f".bak{tag}")
-                try:
-                    os.link(self.path, bak_tmp)
-                    os.replace(bak_tmp, bak)
-                except FileNotFoundError:
-                    pass                  # first save: nothing to keep
-                except OSError:           # no hard links here: the backup is best effort
-                    bak_tmp.unlink(missing_ok=True)
-            os.replace(tmp, self.path)
-            self._disk_has_resources = bool(self.state.resources)
+            gen = self._writer.stamp()
+        self._writer.commit(gen)
 
     def put(self, record: ResourceRecord) -> None:
-        with self._lock:
-            self.state.resources[record.urn] = record
-        self.save()
+        self.change(put=[record])
 
     def drop(self, urn: str) -> None:
-        with self._lock:
-            self.state.resources.pop(urn, None)
-        self.save()
+        self.change(drop=[urn])
 
     def change(self, put: list[ResourceRecord] = (), drop: list[str] = ()) -> None:
         """Several records in one write: a killed process leaves all of it or none (a
-        replacement's old record moves aside in the same write that marks the new one)."""
+        replacement's old record moves aside in the same write that marks the new one).
+        Returns once a save holding this change has replaced the file."""
         with self._lock:
             for urn in drop:
                 self.state.resources.pop(urn, None)
             for record in put:
                 self.state.resources[record.urn] = record
-        self.save()
+            gen = self._writer.stamp()
+        self._writer.commit(gen)
 
     def append_history(self, entry: HistoryEntry) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
