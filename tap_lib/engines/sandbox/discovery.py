@@ -62,7 +62,8 @@ def find_stack_resources(stack: str, clients: Clients) -> list[Found]:
             for item in page.get("ResourceTagMappingList", []):
                 add(item["ResourceARN"], item.get("Tags", []))
         _add_untracked(clients, add)
-        return [f for f in found.values() if _live(clients, f.ref)]
+        live = _live(clients, list(found))
+        return [f for f in found.values() if f.ref in live]
     except (BotoCoreError, ClientError) as exc:
         raise OperationFailed(
             f"could not search the emulator for stack {stack}'s resources: {exc}",
@@ -105,21 +106,25 @@ def _add_untracked(clients: Clients, add: Callable[[str, Iterable[dict]], None])
             add(arn, rds.list_tags_for_resource(ResourceName=arn).get("TagList", []))
 
 
-def _live(clients: Clients, ref: str) -> bool:
-    if ref.startswith("arn:aws:rds:") and ("snapshot:" in ref):
-        return False  # a snapshot copies its cluster's tags; it is not a resource of the stack
-    if ":natgateway/" in ref:
-        ec2 = clients("ec2")
-        gateways = ec2.describe_nat_gateways(
-            Filters=[{"Name": "nat-gateway-id", "Values": [ref.rsplit("/", 1)[-1]]}])
-        return any(g["State"] not in _GONE_NAT_STATES for g in gateways["NatGateways"])
-    if ref.startswith("arn:aws:kms:") and ":key/" in ref:
-        meta = clients("kms").describe_key(KeyId=ref)["KeyMetadata"]
-        return meta.get("KeyState") not in _GONE_KEY_STATES
-    if ref.startswith("arn:aws:secretsmanager:"):
-        sm = clients("secretsmanager")
-        try:
-            return "DeletedDate" not in sm.describe_secret(SecretId=ref)
-        except sm.exceptions.ResourceNotFoundException:
-            return False
-    return True
+def _live(clients: Clients, refs: list[str]) -> set[str]:
+    """The refs whose resource is live: one listing for all NAT gateways and one for all
+    secrets (a sandbox that deployed and destroyed often keeps many gone ones), a describe per
+    KMS key (its state is not listed)."""
+    nats = {ref.rsplit("/", 1)[-1]: ref for ref in refs if ":natgateway/" in ref}
+    secrets = {ref for ref in refs if ref.startswith("arn:aws:secretsmanager:")}
+    # a snapshot copies its cluster's tags; it is not a resource of the stack
+    snapshots = {ref for ref in refs if ref.startswith("arn:aws:rds:") and "snapshot:" in ref}
+    live = set(refs) - secrets - set(nats.values()) - snapshots
+    if nats:
+        pages = clients("ec2").get_paginator("describe_nat_gateways").paginate(
+            Filter=[{"Name": "nat-gateway-id", "Values": sorted(nats)}])
+        live |= {nats[g["NatGatewayId"]] for page in pages for g in page["NatGateways"]
+                 if g["State"] not in _GONE_NAT_STATES and g["NatGatewayId"] in nats}
+    if secrets:   # ListSecrets leaves out those scheduled for deletion
+        pages = clients("secretsmanager").get_paginator("list_secrets").paginate()
+        live |= {s["ARN"] for page in pages for s in page["SecretList"]} & secrets
+    for ref in [r for r in live if r.startswith("arn:aws:kms:") and ":key/" in r]:
+        if clients("kms").describe_key(KeyId=ref)["KeyMetadata"].get(
+                "KeyState") in _GONE_KEY_STATES:
+            live.discard(ref)
+    return live
