@@ -125,7 +125,10 @@ def test_two_preparations_at_once_initialise_once(sandbox_home, monkeypatch):
 
 
 def test_a_failed_preparation_is_quiet_and_leaves_nothing(sandbox_home, monkeypatch):
+    found = threading.Event()
+
     def broken(self):
+        found.wait(10)
         raise LocalPostgresError("initdb failed: no space left on device")
 
     monkeypatch.setattr(LocalPostgres, "initialize_bootstrapped", broken)
@@ -134,6 +137,7 @@ def test_a_failed_preparation_is_quiet_and_leaves_nothing(sandbox_home, monkeypa
     stack, cluster = "TapStackprepfail", "tapstack-payments-prepfail"
     with standin.preparing(stack, cluster):
         thread = next(t for t in threading.enumerate() if t.name == f"tap-standin-{cluster}")
+        found.set()
     thread.join()
     assert raised == []
     assert not LocalPostgres(stack_dir(stack) / "postgres" / cluster).initialized
