@@ -18,7 +18,6 @@ import shlex
 import shutil
 import stat
 import subprocess
-import time
 import uuid
 import zipfile
 from datetime import datetime, timezone
@@ -191,71 +190,6 @@ def test_every_run_logs_to_the_functions_log_group(aws, probe) -> None:
     events = aws("logs").filter_log_events(logGroupName=f"/aws/lambda/{probe}",
                                            filterPattern=f"marker-{mark}")["events"]
     assert [e["message"] for e in events] == [f"marker-{mark}"]
-
-
-def _function(aws, name: str, code: str, role_of: str, **config) -> None:
-    archive = io.BytesIO()
-    with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr("mod.py", code)
-    role = aws("lambda").get_function_configuration(FunctionName=role_of)["Role"]
-    aws("lambda").create_function(FunctionName=name, Runtime="python3.11", Role=role,
-                                  Handler="mod.handler", Code={"ZipFile": archive.getvalue()},
-                                  Timeout=5, **config)
-
-
-def _logged(aws, function: str, pattern: str, seconds: float = 20) -> list[str]:
-    """The lines of /aws/lambda/FUNCTION matching `pattern`, once there are any."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            events = aws("logs").filter_log_events(logGroupName=f"/aws/lambda/{function}",
-                                                   filterPattern=pattern)["events"]
-        except aws("logs").exceptions.ResourceNotFoundException:
-            events = []
-        if events or time.monotonic() > deadline:
-            return [e["message"] for e in events]
-        time.sleep(0.1)
-
-
-PRE_INIT_CODE = '''
-import os, time
-time.sleep(float(os.environ.get("INIT_SLEEP", "0")))
-print("init-pid", os.getpid(), os.environ.get("ROUND"))
-def handler(event, context):
-    return {"pid": os.getpid(), "round": os.environ.get("ROUND")}
-'''
-
-
-def test_a_created_or_changed_function_is_pre_initialized_as_lambda_may(aws, probe) -> None:
-    """Lambda pre-initializes environments of on-demand functions: Init runs with no invocation
-    and the first invocation is warm (no Init Duration), in that same environment."""
-    _function(aws, "preinit", PRE_INIT_CODE, probe, Environment={"Variables": {"ROUND": "1"}})
-    init = _logged(aws, "preinit", '"init-pid"')             # before any invocation
-    assert len(init) == 1 and init[0].endswith(" 1"), init
-    first = aws("lambda").invoke(FunctionName="preinit", Payload=b"{}", LogType="Tail")
-    assert "Init Duration" not in base64.b64decode(first["LogResult"]).decode()
-    result = json.loads(first["Payload"].read())
-    assert init[0] == f"init-pid {result['pid']} 1"            # the pre-initialized one
-
-    aws("lambda").update_function_configuration(FunctionName="preinit",
-                                                Environment={"Variables": {"ROUND": "2"}})
-    again = [line for line in _logged(aws, "preinit", '"init-pid"') if line.endswith(" 2")]
-    deadline = time.monotonic() + 20
-    while not again and time.monotonic() < deadline:
-        time.sleep(0.1)
-        again = [line for line in _logged(aws, "preinit", '"init-pid"') if line.endswith(" 2")]
-    result = json.loads(aws("lambda").invoke(FunctionName="preinit", Payload=b"{}")[
-        "Payload"].read())
-    assert result["round"] == "2" and again == [f"init-pid {result['pid']} 2"]
-
-
-def test_an_invocation_during_pre_initialization_waits_for_that_environment(aws, probe) -> None:
-    _function(aws, "slowinit", PRE_INIT_CODE, probe,
-              Environment={"Variables": {"INIT_SLEEP": "1.5", "ROUND": "x"}})
-    response = aws("lambda").invoke(FunctionName="slowinit", Payload=b"{}", LogType="Tail")
-    result = json.loads(response["Payload"].read())
-    assert "Init Duration" not in base64.b64decode(response["LogResult"]).decode()
-    assert _logged(aws, "slowinit", '"init-pid"') == [f"init-pid {result['pid']} x"]  # one Init
 
 
 # -- 2. Rotation through the API ---------------------------------------------------------------
@@ -513,9 +447,6 @@ def test_db_connect_refuses_an_unknown_secret_and_keeps_other_pgpass_lines(stack
 # -- the seams the patches use -----------------------------------------------------------------
 MOTO_SEAMS = [
     ("moto.awslambda.models", "LambdaFunction.invoke"),
-    ("moto.awslambda.models", "LambdaBackend.create_function"),
-    ("moto.awslambda.models", "LambdaBackend.update_function_code"),
-    ("moto.awslambda.models", "LambdaBackend.update_function_configuration"),
     ("moto.awslambda.models", "LambdaFunction.vpc_config"),
     ("moto.awslambda.models", "LambdaFunction.save_logs"),
     ("moto.secretsmanager.models", "SecretsManagerBackend.rotate_secret"),
@@ -536,7 +467,6 @@ MOTO_SEAMS = [
     ("moto.backup.models", "BackupBackend.create_backup_plan"),
     ("moto.server", "MotoRequestHandler"),
     ("moto.backends", "list_of_moto_modules"),
-    ("moto.backends", "get_backend"),
     ("moto.s3.models", "S3Backend.log_incoming_request"),
     ("werkzeug.serving", "DechunkedInput"),
     ("werkzeug.wsgi", "LimitedStream"),

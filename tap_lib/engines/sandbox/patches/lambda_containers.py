@@ -6,15 +6,6 @@ configuration needs a new one, or an invocation timed out (Lambda replaces that 
 Concurrent invocations get environments of their own. Module-level state (a cached
 connection, a cached client) lives as long as its environment, as on Lambda.
 
-Pre-initialization ("For functions using unreserved (on-demand) concurrency, Lambda occasionally
-pre-initializes execution environments to reduce the number of cold start invocations ... If a
-pre-initialized execution environment becomes available while Lambda is initializing a new
-execution environment to process an invocation, Lambda can use the pre-initialized execution
-environment", same guide, Init phase): `initialize` runs one environment's Init with no
-invocation (the emulator does it when a function is created or changed); its first invocation
-is then warm, with no Init Duration in its REPORT line, and an invocation that arrives during
-that Init waits for it instead of starting a second one.
-
 The environment's own side runs as `python -m tap_lib.engines.sandbox.patches.lambda_containers
 CODE_DIR HANDLER`: one JSON request a line on stdin, one JSON reply a line on the original
 stdout; print() and logging go to the invocation's log file.
@@ -83,17 +74,11 @@ class _Environment:
 
 
 _idle: dict[str, list[_Environment]] = {}
-_initializing: dict[str, threading.Event] = {}   # set once that environment is idle or gone
 _lock = threading.Lock()
 
 
-def _key(code_dir: str, handler: str, env: dict[str, str]) -> str:
-    return json.dumps([code_dir, handler, sorted(env.items())])
-
-
 def _take(key: str, code_dir: str, handler: str, env: dict[str, str]) -> tuple[_Environment, bool]:
-    """A warm environment for `key` if one is idle or being pre-initialized, else a new one
-    (cold: True)."""
+    """A warm environment for `key` if one is idle, else a new one (cold: True)."""
     now = time.monotonic()
     with _lock:
         for name in list(_idle):  # let environments idle too long go, as Lambda does
@@ -103,39 +88,7 @@ def _take(key: str, code_dir: str, handler: str, env: dict[str, str]) -> tuple[_
             _idle[name] = keep
         if _idle.get(key):
             return _idle[key].pop(), False
-        starting = _initializing.get(key)
-    if starting is not None and starting.wait(INIT_TIMEOUT_S + 5):
-        with _lock:
-            if _idle.get(key):
-                return _idle[key].pop(), False
     return _Environment(code_dir, handler, env), True
-
-
-def initialize(code_dir: str, handler: str, env: dict[str, str]) -> str:
-    """Pre-initialize an environment for (code_dir, handler, env) unless one is idle or on its
-    way: its Init only, then it waits for the first invocation. Returns what Init logged. An
-    Init that fails leaves nothing: the first invocation starts cold and reports the error."""
-    key = _key(code_dir, handler, env)
-    with _lock:
-        if _idle.get(key) or key in _initializing:
-            return ""
-        ready = _initializing[key] = threading.Event()
-    fd, log_path = tempfile.mkstemp(prefix="tap-lambda-init-", suffix=".log")
-    os.close(fd)
-    try:
-        environment = _Environment(code_dir, handler, env)
-        reply = environment.ask({"log": log_path}, INIT_TIMEOUT_S)
-        if reply is not None and "errorType" not in reply and environment.alive():
-            _give_back(key, environment)
-        else:
-            environment.close()
-        with open(log_path, errors="replace") as fh:
-            return fh.read()
-    finally:
-        os.unlink(log_path)
-        with _lock:
-            _initializing.pop(key, None)
-        ready.set()
 
 
 def _give_back(key: str, environment: _Environment) -> None:
@@ -147,7 +100,7 @@ def run_code(code_dir: str, handler: str, event: Any, *, env: dict[str, str], ti
              memory_mb: int, request_id: str, context: dict[str, Any] | None = None
              ) -> Invocation:
     """Invoke `handler` ("module.function") of the unpacked package in `code_dir`."""
-    key = _key(code_dir, handler, env)
+    key = json.dumps([code_dir, handler, sorted(env.items())])
     fd, log_path = tempfile.mkstemp(prefix="tap-lambda-", suffix=".log")
     os.close(fd)
     try:
@@ -277,8 +230,8 @@ def _serve(code_dir: str, handler: str) -> None:
         line = sys.stdin.readline()
         if not line:
             break
-        request = json.loads(line)    # without an event: a pre-initialization, Init only
-        rid = request.get("request_id", "")
+        request = json.loads(line)
+        rid, timeout = request["request_id"], float(request["timeout"])
         request_ids.current = rid
         log = os.open(request["log"], os.O_WRONLY | os.O_APPEND)
         os.dup2(log, 1)
@@ -296,8 +249,8 @@ def _serve(code_dir: str, handler: str) -> None:
                          "errorMessage": f"Unable to import module '{module_name}': {exc}"}
             reply["initMs"] = (time.monotonic() - started) * 1000
             started = time.monotonic()
-        if function is not None and "event" in request:
-            reply.update(_call(function, request, rid, float(request["timeout"]), started))
+        if function is not None:
+            reply.update(_call(function, request, rid, timeout, started))
         reply["durationMs"] = (time.monotonic() - started) * 1000
         reply["maxMemoryMB"] = _peak_memory_mb()
         sys.stdout.flush()

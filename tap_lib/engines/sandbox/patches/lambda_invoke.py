@@ -16,11 +16,6 @@ with `LogType=Tail`; InvocationType `Event` answers 202 at once and runs in the 
 `DryRun` answers 204 without running. Every run's log goes to the function's CloudWatch log
 group, /aws/lambda/<name>.
 
-A function just created, or whose code or configuration changed, gets one execution environment
-pre-initialized on a thread (lambda_containers.initialize: Lambda pre-initializes environments of
-on-demand functions), so its first invocation, often the first rotation of a deploy, finds it
-warm.
-
 GetFunctionConfiguration's VpcConfig.VpcId is the VPC of the function's subnets (moto reports
 the constant "vpc-123abc").
 """
@@ -42,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import lambda_runtime
-from .lambda_containers import Invocation, initialize, run_code
+from .lambda_containers import Invocation, run_code
 
 log = logging.getLogger(__name__)
 
@@ -53,35 +48,11 @@ _endpoint = ""
 
 def install(endpoint: str) -> None:
     global _endpoint
-    from moto.awslambda.models import LambdaBackend, LambdaFunction
+    from moto.awslambda.models import LambdaFunction
 
     _endpoint = endpoint
     LambdaFunction.invoke = _invoke
     LambdaFunction.vpc_config = property(_vpc_config)
-    _pre_initialize_after(LambdaBackend, "create_function", "update_function_code",
-                          "update_function_configuration")
-
-
-def _pre_initialize_after(backend: type, *methods: str) -> None:
-    for name in methods:
-        def changed(self, *args, _original=getattr(backend, name), **kwargs):
-            result = _original(self, *args, **kwargs)
-            name_of = getattr(result, "function_name", None) or (result or {}).get("FunctionName")
-            with contextlib.suppress(Exception):   # a function that cannot start: invoke says so
-                fn = self.get_function(name_of, None)
-                threading.Thread(target=_pre_initialize, args=(fn,), daemon=True,
-                                 name=f"lambda-init-{fn.function_name}").start()
-            return result
-
-        setattr(backend, name, changed)
-
-
-def _pre_initialize(fn) -> None:
-    with contextlib.suppress(Exception):   # best effort: the first invocation starts cold
-        code_dir, handler, env, stream = _launch(fn)
-        logs = initialize(code_dir, handler, env)
-        if logs:
-            _save_logs(fn, stream, logs)
 
 
 def _header(headers: Any, name: str) -> str | None:
@@ -113,19 +84,7 @@ def _invoke(self, body: Any, request_headers: Any, response_headers: dict) -> by
 
 def run(fn, event: Any) -> Invocation:
     """One invocation of moto's function `fn` (also Secrets Manager's rotation calls)."""
-    code_dir, handler, env, stream = _launch(fn)
-    result = run_code(
-        code_dir, handler, event, env=env, timeout=float(fn.timeout),
-        memory_mb=int(fn.memory_size), request_id=str(uuid.uuid4()),
-        context={"function_name": fn.function_name, "function_version": str(fn.version),
-                 "invoked_function_arn": fn.function_arn, "memory_limit_in_mb": fn.memory_size,
-                 "log_group_name": fn.logs_group_name, "log_stream_name": stream})
-    _save_logs(fn, stream, result.logs)
-    return result
-
-
-def _launch(fn) -> tuple[str, str, dict[str, str], str]:
-    """(code dir, handler, environment, log stream) of an execution environment for `fn` now."""
+    request_id = str(uuid.uuid4())
     env = lambda_runtime._environment(fn.environment_vars or {}, _endpoint, fn.region,
                                       _host_map())
     env.update(_role_credentials(fn))
@@ -142,7 +101,14 @@ def _launch(fn) -> tuple[str, str, dict[str, str], str]:
     # One log stream per execution environment, as Lambda names them.
     digest = hashlib.sha256(json.dumps(sorted(env.items())).encode()).hexdigest()[:32]
     stream = env["AWS_LAMBDA_LOG_STREAM_NAME"] = f"{_today()}/[{fn.version}]{digest}"
-    return str(code_dir), fn.handler or "lambda_function.lambda_handler", env, stream
+    result = run_code(
+        str(code_dir), fn.handler or "lambda_function.lambda_handler", event, env=env,
+        timeout=float(fn.timeout), memory_mb=int(fn.memory_size), request_id=request_id,
+        context={"function_name": fn.function_name, "function_version": str(fn.version),
+                 "invoked_function_arn": fn.function_arn, "memory_limit_in_mb": fn.memory_size,
+                 "log_group_name": fn.logs_group_name, "log_stream_name": stream})
+    _save_logs(fn, stream, result.logs)
+    return result
 
 
 def _today() -> str:
