@@ -467,6 +467,7 @@ MOTO_SEAMS = [
     ("moto.backup.models", "BackupBackend.create_backup_plan"),
     ("moto.server", "MotoRequestHandler"),
     ("moto.backends", "list_of_moto_modules"),
+    ("moto.backends", "get_backend"),
     ("moto.s3.models", "S3Backend.log_incoming_request"),
     ("werkzeug.serving", "DechunkedInput"),
     ("werkzeug.wsgi", "LimitedStream"),
