@@ -9,7 +9,6 @@ queued behind it find their number already saved and return without writing.
 """
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Callable
@@ -52,7 +51,7 @@ class StateWriter:
             try:
                 with self._state_lock:
                     upto, state = self._gen, self._state()
-                    text = json.dumps(state.to_json(), indent=1, sort_keys=True, default=str)
+                    text = state.to_text()
                     has_resources = bool(state.resources)
                 self._write(text)
             except Exception as exc:       # an interrupt is not a failed save: waiters retry
