@@ -52,6 +52,7 @@ from .localdb_bins import (BINDIR_VARIABLE, PACKAGED_MODULE, SERVER_PROGRAMS,  #
                            LocalPostgresError, _has_server_programs, _tail,  # noqa: F401
                            bindir_candidates, find_bindir, packaged_bindir,  # noqa: F401
                            server_major)  # noqa: F401
+from .lambdas.pgclient import open_socket
 from .localtls import ServerTls, write_private
 
 log = logging.getLogger(__name__)
@@ -226,8 +227,14 @@ class LocalPostgres:
         offers it, unverified)."""
         if self.port is None:
             raise LocalPostgresError(f"{self!r} has no port: start or attach it first")
-        return pg8000.native.Connection(user, host=self.host, port=self.port, database=database,
-                                        password=password, timeout=30, **kwargs)  # type: ignore[arg-type]
+        sock = open_socket(self.host, self.port, 30)   # TCP_NODELAY: a login 40 ms faster
+        try:
+            return pg8000.native.Connection(user, host=self.host, port=self.port,
+                                            database=database, password=password, timeout=30,
+                                            sock=sock, **kwargs)  # type: ignore[arg-type]
+        except BaseException:
+            sock.close()
+            raise
 
     # -- internals -------------------------------------------------------------------------
 

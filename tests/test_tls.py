@@ -337,3 +337,57 @@ def test_verifys_login_check_verifies_the_server_too(sandbox: Sandbox, tmp_path:
     expected, actual = smoke.db_login(clients, arn, endpoint, address, other)
     assert actual.startswith("failed: ") and "login ok" not in actual
     assert master["password"] not in actual
+
+
+# -- the socket under every login ---------------------------------------------------------------
+
+def test_every_login_sends_at_once_and_still_verifies_the_server(server) -> None:
+    """pg8000 leaves Nagle's algorithm on, and its login writes twice before it reads (each
+    login then waited ~40 ms for the server's delayed ACK). The functions' and tap's own
+    connections run over a TCP_NODELAY socket, TLS verified as before (the name check:
+    test_functions_in_the_sandbox_runtime_verify_the_endpoint_name)."""
+    import socket
+
+    from tap_lib.lambdas import pgclient
+
+    pg, ca_file = server
+    sock = pgclient.open_socket(pg.host, pg.port, 5)
+    try:
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        sock.close()
+    conn = pgclient.connect(MASTER_USER, MASTER_PASSWORD, pg.host, pg.port, "postgres",
+                            timeout=5, ssl_context=_verified(ca_file))
+    try:
+        assert conn.run("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") == [[True]]
+        assert conn._usock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        conn.close()
+    own = pg.connect(MASTER_USER, MASTER_PASSWORD, "postgres", ssl_context=_verified(ca_file))
+    try:
+        assert own._usock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        own.close()
+
+
+def test_a_server_that_is_not_there_is_pg8000s_interface_error() -> None:
+    from tap_lib.lambdas import pgclient
+    from tap_lib.localdb import free_port
+
+    with pytest.raises(pg8000.native.InterfaceError, match="Can't create a connection"):
+        pgclient.open_socket("127.0.0.1", free_port(), 2)
+
+
+@pytest.mark.parametrize("function", ["payment", "rotation"])
+def test_a_packaged_function_imports_its_client_from_the_archive_root(function, tmp_path):
+    import subprocess
+    import sys
+
+    with zipfile.ZipFile(_archive_zip(function, tmp_path)) as archive:
+        archive.extractall(tmp_path / "root")
+    found = subprocess.run(
+        [sys.executable, "-c", "import handler; print(handler.pgclient.__file__)"],
+        cwd=tmp_path / "root", capture_output=True, text=True, timeout=60,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert found.returncode == 0, found.stderr
+    assert Path(found.stdout.strip()) == tmp_path / "root" / "pgclient.py"

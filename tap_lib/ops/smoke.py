@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-import pg8000.native
+from ..lambdas import pgclient
 
 
 Clients = Callable[[str], Any]
@@ -36,11 +36,9 @@ def db_login(clients: Clients, secret_arn: str, endpoint: tuple[str, int],
         if "password" not in creds:
             return "login ok", "no password yet (rotation has not run)"
         host, port = address(*endpoint)
-        conn = pg8000.native.Connection(creds["username"], host=host,
-                                        port=port, password=creds["password"],
-                                        database=creds["dbname"], timeout=10,
-                                        ssl_context=ssl.create_default_context(
-                                            cafile=str(cafile)))
+        conn = pgclient.connect(creds["username"], creds["password"], host, port,
+                                creds["dbname"], timeout=10, application_name="tap-verify",
+                                ssl_context=ssl.create_default_context(cafile=str(cafile)))
         try:
             user = conn.run("SELECT current_user")[0][0]
         finally:

@@ -60,8 +60,10 @@ def handler_source(function: str) -> Path:
 
 
 def function_archive(function: str) -> pulumi.AssetArchive:
-    """Archive with `handler.py` at its root (handler `handler.lambda_handler`)."""
-    files = {"handler.py": handler_source(function), CA_BUNDLE_NAME: ca_bundle()}
+    """Archive with `handler.py` at its root (handler `handler.lambda_handler`), beside the
+    database client both functions share (`pgclient.py`), the RDS CA bundle and pg8000."""
+    files = {"handler.py": handler_source(function), CA_BUNDLE_NAME: ca_bundle(),
+             "pgclient.py": PACKAGE_DIR / "lambdas" / "pgclient.py"}
     for module, distribution in VENDORED.items():
         files.update(_module_files(module))
         files.update(_dist_info_files(distribution))

@@ -209,10 +209,14 @@ def resolving(hosts: dict[str, str]):
 
 
 def _load_handler(path: str):
-    spec = importlib.util.spec_from_file_location("handler", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["handler"] = module  # as the Lambda runtime imports it: `handler` at the root
-    spec.loader.exec_module(module)
+    """As the Lambda runtime imports the packaged function: `handler` at the root, beside the
+    `pgclient` packaged with it (program/packaging.py)."""
+    shared = os.path.join(os.path.dirname(os.path.dirname(path)), "pgclient.py")
+    for name, file in (("pgclient", shared), ("handler", path)):
+        spec = importlib.util.spec_from_file_location(name, file)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
     return module
 
 

@@ -33,7 +33,7 @@ authentication means a rotation changed the password: AWSCURRENT is read again, 
 AWSPENDING (between the rotation's setSecret and finishSecret only the pending password
 works), and the login retried.
 Nothing secret is logged or returned. Only the standard library, boto3 and pg8000 are used:
-this file is packaged alone with pg8000.
+this file is packaged with pg8000 and pgclient.py (TLS and the socket, shared with rotation).
 """
 from __future__ import annotations
 
@@ -55,6 +55,11 @@ import pg8000.native
 from botocore.exceptions import ClientError
 from botocore.handlers import add_expect_header
 
+try:
+    from .. import pgclient           # in tap_lib: tests and tap's own runs
+except ImportError:
+    import pgclient                   # packaged: at the archive's root beside this file
+
 logger = logging.getLogger(__name__)
 logger.setLevel(logging.INFO)
 # botocore's DEBUG records carry request and response bodies, i.e. secret values.
@@ -65,7 +70,6 @@ DEFAULT_LOG_PREFIX = "transactions"
 CONNECT_TIMEOUT_S = 10
 # How long a warm container trusts the secret it read before the next login reads it again.
 SECRET_TTL_S = 300
-CA_BUNDLE = "rds-global-bundle.pem"
 # invalid_password, invalid_authorization_specification
 AUTH_FAILED = frozenset({"28P01", "28000"})
 PAYMENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -350,10 +354,10 @@ def _connection_facts() -> dict[str, str]:
 def _login(secret: dict[str, Any]) -> pg8000.native.Connection | None:
     """A new connection with its table ensured, or None if authentication failed."""
     try:
-        conn = pg8000.native.Connection(
-            secret["username"], password=secret["password"], host=secret["host"],
-            port=int(secret["port"]), database=secret["dbname"], timeout=CONNECT_TIMEOUT_S,
-            application_name="tap-payment", ssl_context=_ssl_context())
+        conn = pgclient.connect(
+            secret["username"], secret["password"], secret["host"], int(secret["port"]),
+            secret["dbname"], timeout=CONNECT_TIMEOUT_S, application_name="tap-payment",
+            ssl_context=_ssl_context())
     except pg8000.native.DatabaseError as exc:
         if _sqlstate(exc) in AUTH_FAILED:
             return None
@@ -386,18 +390,11 @@ def _ssl_context() -> ssl.SSLContext:
 
 
 def tls_context(ca_file: str) -> ssl.SSLContext:
-    """A client context that verifies the chain against `ca_file` and the host name."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    candidates = ([os.path.join(here, ca_file)] if ca_file else
-                  [os.path.join(here, CA_BUNDLE), os.path.join(os.path.dirname(here), CA_BUNDLE)])
-    found = next((path for path in candidates if os.path.isfile(path)), None)
-    if found is None:
-        raise RuntimeError(f"no CA bundle to verify the database with: {candidates[0]} does not "
-                           "exist (set DB_CA_FILE, or package the function with its RDS CA "
-                           "bundle)")
-    context = ssl.create_default_context(cafile=found)  # CERT_REQUIRED, check_hostname
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
+    """pgclient.tls_context beside this file; a missing bundle is a RuntimeError."""
+    try:
+        return pgclient.tls_context(ca_file, os.path.dirname(os.path.abspath(__file__)))
+    except pgclient.NoCaBundle as exc:
+        raise RuntimeError(str(exc)) from None
 
 
 def _client(service: str) -> Any:

@@ -41,7 +41,7 @@ taken beside this file) or the RDS CA bundle shipped beside this file (rds-globa
 The password reaches PostgreSQL as a SCRAM-SHA-256 verifier computed here, never in plain text
 (so not in the server's statement log either). Nothing secret is logged, returned or put in an
 exception message. Only the standard library, boto3 and pg8000 are used: this file is packaged
-alone with pg8000.
+with pg8000 and pgclient.py (TLS and the socket, shared with the payment function).
 """
 from __future__ import annotations
 
@@ -58,6 +58,11 @@ import boto3
 import pg8000.native
 from botocore.exceptions import ClientError
 
+try:
+    from .. import pgclient           # in tap_lib: tests and tap's own runs
+except ImportError:
+    import pgclient                   # packaged: at the archive's root beside this file
+
 logger = logging.getLogger(__name__)
 logger.setLevel(logging.INFO)
 # botocore's DEBUG records carry request and response bodies, i.e. secret values.
@@ -68,7 +73,6 @@ PASSWORD_LENGTH = 32
 # Characters that break connection strings and URLs, or need quoting in shells.
 EXCLUDED_CHARACTERS = "/@\"'\\ "
 CONNECT_TIMEOUT_S = 10
-CA_BUNDLE = "rds-global-bundle.pem"
 SCRAM_ITERATIONS = 4096
 REQUIRED_KEYS = ("engine", "host", "port", "dbname", "username", "masterarn")
 # Secret key <- environment variable: the connection as the stack declares it now.
@@ -300,25 +304,18 @@ def _login_works(secret: dict[str, Any]) -> bool:
 
 
 def _connect(secret: dict[str, Any], user: str, password: str) -> pg8000.native.Connection:
-    return pg8000.native.Connection(user, password=password, host=secret["host"],
-                                    port=int(secret["port"]), database=secret["dbname"],
-                                    timeout=CONNECT_TIMEOUT_S, application_name="tap-rotation",
-                                    ssl_context=tls_context(os.environ.get("DB_CA_FILE") or ""))
+    return pgclient.connect(user, password, secret["host"], int(secret["port"]),
+                            secret["dbname"], timeout=CONNECT_TIMEOUT_S,
+                            application_name="tap-rotation",
+                            ssl_context=tls_context(os.environ.get("DB_CA_FILE") or ""))
 
 
 def tls_context(ca_file: str) -> ssl.SSLContext:
-    """A client context that verifies the chain against `ca_file` and the host name."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    candidates = ([os.path.join(here, ca_file)] if ca_file else
-                  [os.path.join(here, CA_BUNDLE), os.path.join(os.path.dirname(here), CA_BUNDLE)])
-    found = next((path for path in candidates if os.path.isfile(path)), None)
-    if found is None:
-        raise RotationError(f"no CA bundle to verify the database with: {candidates[0]} does "
-                            "not exist (set DB_CA_FILE, or package the function with its RDS "
-                            "CA bundle)")
-    context = ssl.create_default_context(cafile=found)  # CERT_REQUIRED, check_hostname
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
+    """pgclient.tls_context beside this file; a missing bundle is a RotationError."""
+    try:
+        return pgclient.tls_context(ca_file, os.path.dirname(os.path.abspath(__file__)))
+    except pgclient.NoCaBundle as exc:
+        raise RotationError(str(exc)) from None
 
 
 def _sqlstate(exc: Exception) -> str | None:
