@@ -13,7 +13,7 @@ refresh) and every rotation a deploy starts (the only code that logs in as the m
 sets the master user's password to the secret's current one (sync_masters).
 
 Its data lives under the stack's state directory and goes away with the cluster (destroy, or
-an emulator restart that lost the stack). A deploy initialises it ahead of need (prepare): initdb
+an emulator restart that lost the stack). A deploy initialises it ahead of need (preparing): initdb
 is most of a first start and runs on another core while preflight runs; ensure() waits for it
 under the same file lock, which also keeps two operators' processes from initialising one
 directory at once.
