@@ -25,7 +25,6 @@ import logging
 import multiprocessing
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 import boto3  # noqa: E402
 from fixtures_lambdas import (REGION, STEPS, Stack, aws_environment,  # noqa: E402
                               begin_rotation, create_stack, moto_process, moto_server,
-                              run_steps, set_environment, standin_server)
+                              run_steps, server_process, set_environment, standin_server)
 from tap_lib.lambdas.payment import handler as payment  # noqa: E402
 from tap_lib.localdb import LocalPostgres  # noqa: E402
 
@@ -75,30 +74,11 @@ def _log_only(bucket: str, key: str) -> None:
 def emulator_process(home: Path, timeout: float = 60) -> Iterator[tuple[str, int]]:
     """The sandbox's emulator (python -m tap_lib.engines.sandbox.emulator, moto with tap's
     patches) on a free port, with a TAP_HOME of its own; yields (endpoint, pid)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     home.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([sys.executable, "-m", "tap_lib.engines.sandbox.emulator",
-                             "-H", "127.0.0.1", "-p", str(port)], cwd=home,
-                            env={**os.environ, "TAP_HOME": str(home)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the emulator did not start on port {port}")
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}", proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with server_process("tap_lib.engines.sandbox.emulator", what="the emulator",
+                        timeout=timeout, cwd=home,
+                        env={**os.environ, "TAP_HOME": str(home)}) as found:
+        yield found
 
 
 def as_deployed(stack: Stack) -> None:

@@ -56,21 +56,29 @@ def moto_server() -> Iterator[str]:
 def moto_process(timeout: float = 60) -> Iterator[str]:
     """A moto server in a process of its own, as the sandbox's emulator runs (the client and
     the server do not share one interpreter's lock); yields its endpoint URL."""
+    with server_process("moto.server", what="moto server", timeout=timeout) as (endpoint, _):
+        yield endpoint
+
+
+@contextlib.contextmanager
+def server_process(module: str, *, what: str, timeout: float = 60,
+                   **popen: Any) -> Iterator[tuple[str, int]]:
+    """`python -m MODULE -H 127.0.0.1 -p PORT` on a free port until the block ends, once it
+    accepts connections; yields (endpoint URL, pid). `popen`: cwd, env."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
-                             "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", module, "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen)
     try:
         deadline = time.monotonic() + timeout
         while True:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
                 break
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"moto server did not start on port {port}")
+                raise RuntimeError(f"{what} did not start on port {port}")
             time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", proc.pid
     finally:
         proc.terminate()
         try:
