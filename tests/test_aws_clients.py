@@ -428,6 +428,25 @@ def test_db_connect_master_uses_the_rds_managed_secret(aws, cluster) -> None:
         assert conn.execute("SELECT current_user").fetchone()[0] == cluster["MasterUsername"]
 
 
+def test_rotating_the_clusters_master_secret_takes_effect_on_its_database_at_once(
+        aws, cluster) -> None:
+    """As on RDS: after the master secret rotates, the new password logs in and the old one
+    does not, with no deploy in between."""
+    from tap_lib.ops.dbconnect import db_connect
+
+    arn = cluster["MasterUserSecret"]["SecretArn"]
+    old = db_connect(ENV, TARGET, secret="master")
+    aws("secretsmanager").rotate_secret(SecretId=arn)
+    new = db_connect(ENV, TARGET, secret="master")
+    assert new.user == cluster["MasterUsername"]
+    with psycopg.connect(new.conninfo(), connect_timeout=10) as conn:
+        assert conn.execute("SELECT current_user").fetchone()[0] == cluster["MasterUsername"]
+    password = _secret(aws, arn, "AWSPREVIOUS")["password"]
+    assert password != _secret(aws, arn)["password"]
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(old.conninfo(), password=password, connect_timeout=10).close()
+
+
 def test_db_connect_refuses_an_unknown_secret_and_keeps_other_pgpass_lines(stack) -> None:
     from tap_lib.errors import ConfigError
     from tap_lib.ops.dbconnect import db_connect, pgpass_path

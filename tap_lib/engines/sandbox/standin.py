@@ -179,9 +179,24 @@ class _Clients:
 
 
 def sync_masters_with(clients: Callable[[str], Any], stack: str) -> None:
-    """sync_masters for callers without a handler Context (the emulator's rotation of an
-    RDS-managed secret, verify): `clients(service)` gives boto3 clients on the emulator."""
+    """sync_masters for callers without a handler Context (verify): `clients(service)` gives
+    boto3 clients on the emulator."""
     sync_masters(_Clients(clients), stack)  # type: ignore[arg-type]
+
+
+def sync_masters_of(secret_arn: str, clients: Callable[[str], Any]) -> None:
+    """sync_master for every stand-in, of any stack, whose master secret is `secret_arn`: the
+    emulator's rotation of an RDS-managed secret, after which the cluster's master logs in with
+    the new password at once, as on RDS."""
+    root = stack_dir("_").parent
+    for path in sorted(root.glob("*/postgres-master/*.json")) if root.exists() else ():
+        try:
+            recorded = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue          # damaged: the next deploy of that stack says so
+        if isinstance(recorded, dict) and recorded.get("secret_arn") == secret_arn:
+            sync_master(_Clients(clients), path.parent.parent.name,  # type: ignore[arg-type]
+                        path.stem)
 
 
 def _adopt_legacy(ctx: Context, pg: LocalPostgres, master_secret_arn: str) -> None:

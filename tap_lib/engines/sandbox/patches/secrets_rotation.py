@@ -25,7 +25,8 @@ that don't have staging labels are considered deprecated"); moto lists every ver
 RDS-managed secrets (`rds!…`, "Password management with Amazon RDS and Secrets Manager") are
 rotated by RDS itself, without a function: an immediate rotation stores a new random password
 for the same user as AWSCURRENT (the old version becomes AWSPREVIOUS); moto would store an empty
-version. The stand-in database follows the secret (standin.py re-syncs it).
+version. The cluster's stand-in database takes the new password at once, as the cluster's
+master does (standin.sync_masters_of).
 """
 from __future__ import annotations
 
@@ -37,10 +38,12 @@ log = logging.getLogger(__name__)
 
 STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
 _original = None
+_endpoint = ""
 
 
 def install(endpoint: str) -> None:
-    global _original
+    global _original, _endpoint
+    _endpoint = endpoint
     from moto.secretsmanager.models import FakeSecret, SecretsManagerBackend
 
     _original = SecretsManagerBackend.rotate_secret
@@ -155,7 +158,26 @@ def _rotate_like_rds(self, secret, token, rotation_rules, rotate_immediately) ->
         secret.next_rotation_date = int(time.time()) + int(days) * 86400
     secret.rotation_enabled = True
     secret.last_rotation_date = int(time.time())
+    _sync_stand_ins(secret.arn, self.region_name)
     return secret.to_short_dict(version_id=token)
+
+
+def _sync_stand_ins(secret_arn: str, region: str) -> None:
+    """The stand-in of the cluster whose master secret this is takes the new password now
+    (through this emulator's own API, as every sync does). A failure leaves it to the next
+    deploy, which syncs again; RDS's rotation itself has happened."""
+    import boto3
+
+    from ....aws import Clients
+    from ..standin import sync_masters_of
+
+    session = boto3.session.Session(aws_access_key_id="testing",
+                                    aws_secret_access_key="testing", region_name=region)
+    try:
+        sync_masters_of(secret_arn, Clients(session, endpoint_url=_endpoint))
+    except Exception as exc:  # noqa: BLE001 - the rotation stands; the next deploy syncs
+        log.warning("the stand-in of %s keeps its old master password until the next deploy: "
+                    "%s", secret_arn, type(exc).__name__)
 
 
 def _run_steps(function, secret_arn: str, token: str) -> bool:
