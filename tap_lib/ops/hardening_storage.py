@@ -21,13 +21,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .checks import Check, Declared, check
 from .facts import BucketFacts, Facts, _optional
-from .preflight.rds_controls import (
-    CLUSTER_CONTROLS,
-    INSTANCE_CONTROLS,
-    ClusterView,
-    InstanceView,
-    Unknown,
-)
+from .preflight.control_tables import Unknown
+from .preflight.rds_controls import CLUSTER_CONTROLS, INSTANCE_CONTROLS, ClusterView, InstanceView
 from .preflight.storage_controls import (
     BUCKET_CONTROLS,
     BucketView,

@@ -11,12 +11,12 @@ from the synthesized program and in verify (ops/hardening_storage.py) from the l
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ...errors import TapError
-from . import CLUSTER, DB_INSTANCE, SUBNET, Context, Finding, error, rule, warning
-from .securityhub import _severity
-from .storage_controls import TableControl
+from . import CLUSTER, DB_INSTANCE, SUBNET, Context, Finding, rule
+from .control_tables import TableControl, Unknown, table_rule
 
 SUBNET_GROUP = ("aws:rds/subnetGroup:SubnetGroup",)
 SNAPSHOT = ("aws:rds/clusterSnapshot:ClusterSnapshot", "aws:rds/snapshot:Snapshot")
@@ -120,11 +120,6 @@ def judge_instance_admin(i: InstanceView) -> str | None:
         if i.username in DEFAULT_USERNAMES or not i.username else None
 
 
-class Unknown(str):
-    """A judgement that could not be made (the facts were not reported): a warning in
-    preflight, `unverified` on the sandbox, never a pass and never the stack's failure."""
-
-
 def judge_engine_supported(i: InstanceView) -> str | None:
     """rds_instance_deprecated_engine_version: the engine version is one the region still
     offers."""
@@ -189,60 +184,58 @@ def judge_snapshots_encrypted(c: ClusterView) -> str | None:
     return f"unencrypted snapshot(s): {', '.join(plain)}" if plain else None
 
 
-
-
 INSTANCE_CONTROLS = (
     TableControl("TAP431", "RDS.3", "instance-encrypted", "rds.instance-encrypted",
-               "storage encrypted", judge_instance_encrypted,
-               "set storage_encrypted=True on the cluster", False, "instance"),
+                 "storage encrypted", judge_instance_encrypted,
+                 "set storage_encrypted=True on the cluster", False, "instance"),
     TableControl("TAP432", "RDS.5", "instance-multi-az", "rds.instance-multi-az",
-               "the cluster's instances in more than one zone", judge_instance_multi_az,
-               "set db.instances >= 2 (spread over the zones)", True, "instance"),
+                 "the cluster's instances in more than one zone", judge_instance_multi_az,
+                 "set db.instances >= 2 (spread over the zones)", True, "instance"),
     TableControl("TAP433", "RDS.8", "instance-deletion-protection",
-               "rds.instance-deletion-protection", "deletion protection on",
-               judge_instance_deletion_protection, "set db.deletion_protection: true", True,
-               "instance"),
+                 "rds.instance-deletion-protection", "deletion protection on",
+                 judge_instance_deletion_protection, "set db.deletion_protection: true", True,
+                 "instance"),
     TableControl("TAP434", "RDS.13", "minor-upgrades", "rds.minor-upgrades",
-               "automatic minor version upgrade on", judge_minor_upgrades,
-               "leave auto_minor_version_upgrade unset or True", True, "instance"),
+                 "automatic minor version upgrade on", judge_minor_upgrades,
+                 "leave auto_minor_version_upgrade unset or True", True, "instance"),
     TableControl("TAP435", "RDS.18", "in-vpc", "rds.in-vpc", "in the stack's VPC", judge_in_vpc,
-               "give the instance the stack's DB subnet group", False, "instance"),
+                 "give the instance the stack's DB subnet group", False, "instance"),
     TableControl("TAP436", "RDS.23", "instance-port", "rds.instance-port",
-               "not the engine's default port", judge_instance_port,
-               "set db.port to a non-default port, or a policy exception", True, "instance"),
+                 "not the engine's default port", judge_instance_port,
+                 "set db.port to a non-default port, or a policy exception", True, "instance"),
     TableControl("TAP437", "RDS.25", "instance-default-admin", "rds.instance-default-admin",
-               "not admin or postgres", judge_instance_admin,
-               "program/database.py MASTER_USERNAME", False, "instance"),
+                 "not admin or postgres", judge_instance_admin,
+                 "program/database.py MASTER_USERNAME", False, "instance"),
     # preflight: seed rule TAP005 judges the same offer (cluster and instances); verify: this row
     TableControl("TAP005", "rds_instance_deprecated_engine_version", "engine-offered",
-               "rds.engine-offered", "an offered version", judge_engine_supported,
-               "set db.engine_version to an offered version", False, "instance"),
+                 "rds.engine-offered", "an offered version", judge_engine_supported,
+                 "set db.engine_version to an offered version", False, "instance"),
     TableControl("TAP439", "rds_instance_extended_support", "no-extended-support",
-               "rds.extended-support", "not enrolled", judge_extended_support,
-               f"set engine_lifecycle_support='{NO_EXTENDED_SUPPORT}' on the cluster", True,
-               "instance"),
+                 "rds.extended-support", "not enrolled", judge_extended_support,
+                 f"set engine_lifecycle_support='{NO_EXTENDED_SUPPORT}' on the cluster", True,
+                 "instance"),
     TableControl("TAP440", "rds_instance_certificate_expiration", "certificate",
-               "rds.certificate", f"CA valid > {CERT_MIN_DAYS} days", judge_certificate,
-               f"set ca_cert_identifier='{DEFAULT_CA}' on the instances", False, "instance"),
+                 "rds.certificate", f"CA valid > {CERT_MIN_DAYS} days", judge_certificate,
+                 f"set ca_cert_identifier='{DEFAULT_CA}' on the instances", False, "instance"),
 )
 CLUSTER_CONTROLS = (
     TableControl("TAP441", "rds_cluster_non_default_port", "cluster-port", "rds.cluster-port",
-               "not the engine's default port", judge_cluster_port,
-               "set db.port to a non-default port, or a policy exception", True, "cluster"),
+                 "not the engine's default port", judge_cluster_port,
+                 "set db.port to a non-default port, or a policy exception", True, "cluster"),
     TableControl("TAP442", "RDS.16", "copy-tags", "rds.copy-tags", "copy tags to snapshots on",
-               judge_copy_tags, "set copy_tags_to_snapshot=True", True, "cluster"),
+                 judge_copy_tags, "set copy_tags_to_snapshot=True", True, "cluster"),
     TableControl("TAP443", "RDS.24", "default-admin", "rds.default-admin",
-               "not admin or postgres", judge_cluster_admin,
-               "program/database.py MASTER_USERNAME", False, "cluster"),
+                 "not admin or postgres", judge_cluster_admin,
+                 "program/database.py MASTER_USERNAME", False, "cluster"),
     TableControl("TAP447", "RDS.35", "cluster-minor-upgrades", "rds.cluster-minor-upgrades",
-               "automatic minor version upgrade on (Multi-AZ)", judge_cluster_minor_upgrades,
-               "leave auto_minor_version_upgrade unset or True", True, "cluster"),
+                 "automatic minor version upgrade on (Multi-AZ)", judge_cluster_minor_upgrades,
+                 "leave auto_minor_version_upgrade unset or True", True, "cluster"),
     TableControl("TAP444", "RDS.1", "snapshots-not-public", "rds.snapshots-not-public",
-               "no public snapshot", judge_snapshots_public,
-               "share snapshots with named accounts only", False, "cluster"),
+                 "no public snapshot", judge_snapshots_public,
+                 "share snapshots with named accounts only", False, "cluster"),
     TableControl("TAP445", "RDS.4", "snapshots-encrypted", "rds.snapshots-encrypted",
-               "every snapshot encrypted", judge_snapshots_encrypted,
-               "encrypt the cluster (its snapshots follow)", False, "cluster"),
+                 "every snapshot encrypted", judge_snapshots_encrypted,
+                 "encrypt the cluster (its snapshots follow)", False, "cluster"),
 )
 
 
@@ -305,26 +298,16 @@ def cluster_views(ctx: Context) -> list[tuple[ClusterView, list[InstanceView]]]:
     return out
 
 
-def _rds_rule(spec: TableControl) -> None:
-    def check(ctx: Context) -> list[Finding]:
-        level = _severity(ctx) if spec.hardening else error
-        out = []
-        for cluster, instances in cluster_views(ctx):
-            subjects = instances if spec.per == "instance" else [cluster]
-            for v in subjects:
-                problem = spec.judge(v)
-                if problem:
-                    out.append((warning if isinstance(problem, Unknown) else level)(
-                        v.name, problem, spec.fix))
-        return out
-    check.__doc__ = spec.judge.__doc__
-    check.__name__ = f"rds_{spec.name.replace('-', '_')}"
-    rule(spec.rule, f"{spec.controls} {spec.name}")(check)
+def _subjects(spec: TableControl) -> Callable[[Context], list]:
+    def views(ctx: Context) -> list:
+        return [v for cluster, instances in cluster_views(ctx)
+                for v in (instances if spec.per == "instance" else [cluster])]
+    return views
 
 
 for _spec in INSTANCE_CONTROLS + CLUSTER_CONTROLS:
     if _spec.rule != "TAP005":   # registered by seed.py: one finding per version, not two
-        _rds_rule(_spec)
+        table_rule(_spec, _subjects(_spec), "rds")
 
 
 @rule("TAP446", "RDS.39 tls-in-transit")

@@ -11,7 +11,6 @@ same before and after deploy.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +32,7 @@ from . import (
     error,
     rule,
 )
+from .control_tables import TableControl, table_rule
 from .data_controls import PLAN, QUEUE, SECRET_POLICY_TYPE, VAULT
 from .securityhub import _severity
 
@@ -218,47 +218,32 @@ def judge_notifications(b: BucketView) -> str | None:
     return None if b.notifications else "no event notification configuration"
 
 
-@dataclass(frozen=True)
-class TableControl:
-    """One row of a control table (buckets here, the database in rds_controls): the preflight
-    rule and the verify check share its judgement."""
-    rule: str
-    controls: str
-    name: str
-    check: str          # verify's check id
-    expected: str
-    judge: Callable
-    fix: str
-    hardening: bool     # a hardening ask (warning off prod), not a must (always an error)
-    per: str = "bucket"  # what it judges: "bucket", or the database's "instance" | "cluster"
-
-
 BUCKET_CONTROLS = (
     TableControl("TAP401", "S3.3", "no-public-write", "s3.public-write",
-                  "nobody outside may write", judge_public_write,
-                  "keep the public access block's four flags on", False),
+                 "nobody outside may write", judge_public_write,
+                 "keep the public access block's four flags on", False),
     TableControl("TAP402", "s3_bucket_public_access", "not-public", "s3.public-access",
-                  "no public ACL or policy", judge_public_access,
-                  "keep the public access block's four flags on", False),
+                 "no public ACL or policy", judge_public_access,
+                 "keep the public access block's four flags on", False),
     TableControl("TAP403", "s3_bucket_public_list_acl", "no-public-list", "s3.public-list-acl",
-                  "no public list or ACL read", judge_public_list,
-                  "keep BucketOwnerEnforced and the public access block", False),
+                 "no public list or ACL read", judge_public_list,
+                 "keep BucketOwnerEnforced and the public access block", False),
     TableControl("TAP404", "S3.6/S3.7", "no-cross-account", "s3.cross-account",
-                  "no principal of another account", judge_cross_account,
-                  "name only this account's principals in the bucket policy", False),
+                 "no principal of another account", judge_cross_account,
+                 "name only this account's principals in the bucket policy", False),
     TableControl("TAP405", "S3.20", "mfa-delete", "s3.mfa-delete", "MFA delete Enabled",
-                  judge_mfa_delete, "only the root user can enable MFA delete (with its MFA "
+                 judge_mfa_delete, "only the root user can enable MFA delete (with its MFA "
                                     "device); say so in a policy exception", True),
     TableControl("TAP406", "s3_bucket_cross_region_replication", "cross-region-replication",
-                  "s3.cross-region-replication", "an enabled rule to another region",
-                  judge_replication, "add BucketReplicationConfig to a bucket in another "
+                 "s3.cross-region-replication", "an enabled rule to another region",
+                 judge_replication, "add BucketReplicationConfig to a bucket in another "
                                      "region, or a policy exception", True),
     TableControl("TAP407", "s3_bucket_default_encryption", "default-encryption",
-                  "s3.default-encryption", "default encryption on", judge_default_encryption,
-                  "add BucketServerSideEncryptionConfiguration", False),
+                 "s3.default-encryption", "default encryption on", judge_default_encryption,
+                 "add BucketServerSideEncryptionConfiguration", False),
     TableControl("TAP408", "s3_bucket_event_notifications_enabled", "event-notifications",
-                  "s3.event-notifications", "events sent (EventBridge)", judge_notifications,
-                  "add aws.s3.BucketNotification(eventbridge=True) (program/storage.py)", True),
+                 "s3.event-notifications", "events sent (EventBridge)", judge_notifications,
+                 "add aws.s3.BucketNotification(eventbridge=True) (program/storage.py)", True),
 )
 
 
@@ -312,18 +297,8 @@ def _account_of(ctx: Context) -> str:
     return ""
 
 
-def _bucket_rule(spec: TableControl) -> None:
-    def check(ctx: Context) -> list[Finding]:
-        level = _severity(ctx) if spec.hardening else error
-        return [level(v.name, problem, spec.fix) for v in bucket_views(ctx)
-                if (problem := spec.judge(v))]
-    check.__doc__ = spec.judge.__doc__
-    check.__name__ = f"bucket_{spec.name.replace('-', '_')}"
-    rule(spec.rule, f"{spec.controls} {spec.name}")(check)
-
-
 for _spec in BUCKET_CONTROLS:
-    _bucket_rule(_spec)
+    table_rule(_spec, bucket_views, "bucket")
 
 
 # -- secrets, the queue ----------------------------------------------------------------------
