@@ -52,6 +52,7 @@ from .localdb_bins import (BINDIR_VARIABLE, PACKAGED_MODULE, SERVER_PROGRAMS,  #
                            LocalPostgresError, _has_server_programs, _tail,  # noqa: F401
                            bindir_candidates, find_bindir, packaged_bindir,  # noqa: F401
                            server_major)  # noqa: F401
+from .errors import StateCorrupt
 from .lambdas.pgclient import open_socket
 from .localtls import ServerTls, write_private
 
@@ -177,6 +178,8 @@ class LocalPostgres:
     def remove(self) -> None:
         """Stop the server and delete its data directory (and any interrupted initialisation)."""
         self.stop()
+        if self.data_dir.is_file():       # written there by hand: nothing runs on it
+            self.data_dir.unlink()
         shutil.rmtree(self.data_dir, ignore_errors=True)
         shutil.rmtree(self._init_dir, ignore_errors=True)
 
@@ -197,7 +200,7 @@ class LocalPostgres:
         """Major version of PostgreSQL that initialised the data directory (None before)."""
         try:
             text = (self.data_dir / "PG_VERSION").read_text().strip()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
         return int(text) if text.isdigit() else None
 
@@ -280,8 +283,18 @@ class LocalPostgres:
         """Where initdb builds the cluster before it becomes the data directory."""
         return self.data_dir.with_name(self.data_dir.name + INIT_SUFFIX)
 
+    def require_directory(self) -> None:
+        """StateCorrupt when a file stands where the data directory goes (written by hand):
+        named, rather than a NotADirectoryError from whichever file is read first."""
+        if self.data_dir.exists() and not self.data_dir.is_dir():
+            raise StateCorrupt(self.data_dir, "is a file, not a PostgreSQL data directory "
+                                              "(written by hand?)",
+                               hint="delete it: tap initialises a new data directory there at "
+                                    "the next start")
+
     def _initdb(self, bindir: Path, superuser: str, password: str,
                 remember: bool = False) -> None:
+        self.require_directory()
         if self.data_dir.exists() and any(self.data_dir.iterdir()):
             raise LocalPostgresError(f"cannot initialise PostgreSQL in {self.data_dir}: "
                                      "the directory is not empty",
@@ -362,14 +375,14 @@ class LocalPostgres:
         """Port from postmaster.pid (line 4), which the server writes while it runs."""
         try:
             lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
         return int(lines[3]) if len(lines) > 3 and lines[3].strip().isdigit() else None
 
     def _configured_port(self) -> int | None:
         try:
             text = (self.data_dir / CONF_NAME).read_text()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
         found = re.search(r"^port = (\d+)$", text, re.MULTILINE)
         return int(found.group(1)) if found else None

@@ -14,7 +14,7 @@ from tap_lib.engines.sandbox.state import stack_dir
 from tap_lib.localdb import BOOTSTRAP_FILE, LocalPostgres, LocalPostgresError
 from tap_lib.ops import stack as stack_ops
 
-from helpers import make_engine, tap
+from helpers import live_counts, make_engine, tap
 
 
 def _data_dir(suffix: str) -> Path:
@@ -141,3 +141,21 @@ def test_a_failed_preparation_is_quiet_and_leaves_nothing(sandbox_home, monkeypa
     thread.join()
     assert raised == []
     assert not LocalPostgres(stack_dir(stack) / "postgres" / cluster).initialized
+
+
+def test_a_file_written_where_the_stand_in_goes_is_named_and_destroy_clears_it(sandbox_home):
+    """Someone with a shell wrote a file where the stand-in's data directory goes."""
+    data_dir = _data_dir("prepfile")
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    data_dir.write_text("not a data directory")
+    out = tap("deploy", "--env", "dev", "--yes", "--set", "suffix=prepfile")
+    assert out.returncode == 3, out.stderr
+    assert f"{data_dir}: is a file, not a PostgreSQL data directory" in out.stderr
+    assert "Traceback" not in out.stderr
+    # the cluster's create failed half-way (no id recorded): destroy still settles everything
+    destroyed = tap("destroy", "--env", "dev", "--yes", "--set", "suffix=prepfile")
+    assert destroyed.returncode == 0, destroyed.stderr
+    assert not data_dir.exists()
+    engine = make_engine(suffix="prepfile")
+    assert live_counts(engine, "clusters", "vpcs", stack=engine.stack) == {"clusters": 0,
+                                                                            "vpcs": 0}

@@ -268,7 +268,8 @@ class Engine(ABC):
         for res in self.resources():
             if res.type != "aws:rds/cluster:Cluster":
                 continue
-            live = self.read_live(res.urn) if self.reads_live else res.outputs
+            # a create that failed part-way left no id: nothing live to ask (destroy settles it)
+            live = self.read_live(res.urn) if self.reads_live and res.id else res.outputs
             if (live or {}).get("deletionProtection"):
                 blockers.append(f"RDS cluster {res.id or res.name} has deletion protection on")
         return blockers

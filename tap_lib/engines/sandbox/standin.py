@@ -90,6 +90,7 @@ def ensure(ctx: Context, cluster_id: str, master_secret_arn: str, dbname: str,
     authority = sandbox_ca.authority().ensure()
     with _init_lock(stack, cluster_id):
         pg = LocalPostgres(_data_dir(stack, cluster_id))
+        pg.require_directory()
         if pg.initialized and not pg.bootstrapped:
             _adopt_legacy(ctx, pg, master_secret_arn)
         cert = pg.server_cert()
