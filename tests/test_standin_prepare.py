@@ -159,3 +159,19 @@ def test_a_file_written_where_the_stand_in_goes_is_named_and_destroy_clears_it(s
     engine = make_engine(suffix="prepfile")
     assert live_counts(engine, "clusters", "vpcs", stack=engine.stack) == {"clusters": 0,
                                                                             "vpcs": 0}
+
+
+def test_an_rds_rotation_syncs_the_stand_ins_of_that_secret_only(sandbox_home, monkeypatch):
+    """The emulator's rotation of an RDS-managed secret syncs the stand-ins whose master it is;
+    another stack's, and a master file damaged by hand, are left alone (no error)."""
+    synced = []
+    monkeypatch.setattr(standin, "sync_master",
+                        lambda ctx, stack, cluster: synced.append((stack, cluster)))
+    root = stack_dir("TapStackrota").parent
+    for stack, cluster, text in (("TapStackrota", "c1", '{"secret_arn": "arn:one"}'),
+                                 ("TapStackrotb", "c2", '{"secret_arn": "arn:two"}'),
+                                 ("TapStackrotc", "c3", '{"secret_arn": "arn:o')):
+        (root / stack / "postgres-master").mkdir(parents=True)
+        (root / stack / "postgres-master" / f"{cluster}.json").write_text(text)
+    standin.sync_masters_of("arn:one", lambda service: None)
+    assert synced == [("TapStackrota", "c1")]
